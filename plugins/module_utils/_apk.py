@@ -1,0 +1,196 @@
+"""apk-tools: bootstrapping a trusted ``apk.static``, building argv, resolving and installing.
+
+The argv builders are pure (testable without running anything); ``Apk`` runs them through the one ``Runner``.
+Paths handed to apk are always absolute: apk resolves a relative ``--keys-dir`` inside ``--root`` and then silently
+treats every index as untrusted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkformat import (
+    IndexEntry,
+    Keyring,
+    iter_data,
+    verify_detached,
+    verify_package,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
+    CommandError,
+    ConfigError,
+    NetbootError,
+    PathEscapeError,
+    SignatureError,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+
+_INSTALLING = re.compile(r"^\(\s*\d+/\d+\)\s+(?:Installing|Upgrading|Replacing)\s+(\S+)\s+\((\S+?)(?:\s+->\s+(\S+))?\)")
+_NO_SUCH = re.compile(r"^\s+(\S+?)(?:[<>=~].*)? \(no such package\):", re.M)
+
+
+@dataclass(frozen=True)
+class ApkContext:
+    """Everything apk needs besides the command: all absolute paths."""
+
+    root: Path
+    keys_dir: Path
+    repositories_file: Path
+    arch: str
+
+    def __post_init__(self) -> None:
+        for name in ("root", "keys_dir", "repositories_file"):
+            if not getattr(self, name).is_absolute():
+                raise ConfigError(f"apk {name} must be an absolute path, got {getattr(self, name)}")
+
+    def argv(self, apk: list[str], *args: str) -> list[str]:
+        return [
+            *apk,
+            "--root", str(self.root),
+            "--keys-dir", str(self.keys_dir),
+            "--repositories-file", str(self.repositories_file),
+            "--arch", self.arch,
+            "--no-network",
+            "--no-progress",
+            "--no-interactive",
+            *args,
+        ]
+
+
+def parse_installing(output: str) -> list[tuple[str, str]]:
+    """``(n/m) Installing name (version)`` lines of ``apk add [--simulate]`` -> [(name, version)]."""
+    found = []
+    for line in output.splitlines():
+        m = _INSTALLING.match(line)
+        if m:
+            found.append((m.group(1), m.group(3) or m.group(2)))
+    return found
+
+
+def unknown_packages(output: str) -> list[str]:
+    return sorted(set(_NO_SUCH.findall(output)))
+
+
+@dataclass
+class Apk:
+    argv0: list[str]
+    version: str
+    runner: Runner
+
+    def resolve(self, ctx: ApkContext, packages: list[str]) -> list[tuple[str, str]]:
+        """The package set a fresh install of ``packages`` selects (apk's own solver, ``--simulate``)."""
+        ctx.root.mkdir(parents=True, exist_ok=True)
+        self.runner.run(ctx.argv(self.argv0, "add", "--initdb", "--no-scripts"), what="apk (empty database)")
+        proc = self.runner.run(ctx.argv(self.argv0, "add", "--simulate", *packages), check=False)
+        text = proc.stdout + proc.stderr
+        if proc.returncode != 0:
+            missing = unknown_packages(text)
+            if missing:
+                raise ConfigError(
+                    f"unknown package(s) in alpine_packages: {', '.join(missing)} — not in any configured repository "
+                    f"(check the spelling, alpine_release and alpine_repositories)"
+                )
+            raise CommandError(
+                "apk could not resolve alpine_packages:\n" + text.strip()[-2000:], proc.args, proc.returncode,
+                proc.stdout, proc.stderr,
+            )
+        return parse_installing(proc.stdout)
+
+    def install(self, ctx: ApkContext, targets: list[str]) -> str:
+        proc = self.runner.run(ctx.argv(self.argv0, "add", "--initdb", *targets), check=False, what="apk add")
+        if proc.returncode != 0:
+            errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "ERROR" in ln]
+            raise CommandError(
+                f"apk add into {ctx.root} failed (exit {proc.returncode}):\n" + "\n".join(errors[-20:]),
+                proc.args, proc.returncode, proc.stdout, proc.stderr,
+            )
+        return proc.stdout
+
+
+def apk_version(runner: Runner, argv0: list[str], what: str) -> str:
+    proc = runner.run([*argv0, "--version"], what=f"{what} --version")
+    m = re.match(r"apk-tools (\S+?),?(\s|$)", proc.stdout.strip())
+    if not m:
+        raise NetbootError(f"{what} does not look like apk-tools: --version printed {proc.stdout.strip()!r}")
+    return m.group(1)
+
+
+def user_apk(runner: Runner, path: str) -> Apk:
+    p = Path(path)
+    if not p.is_file() or not os.access(p, os.X_OK):
+        raise ConfigError(f"alpine_apk_binary {path!r} is not an executable file")
+    argv0 = [str(p.resolve())]
+    return Apk(argv0, apk_version(runner, argv0, f"alpine_apk_binary {path}"), runner)
+
+
+def _safe_member_path(dest: Path, name: str, what: str) -> Path:
+    rel = PurePosixPath(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise PathEscapeError(f"{what}: member {name!r} would be written outside {dest}")
+    return dest / rel
+
+
+def extract_package(path: Path, keyring: Keyring, expected: IndexEntry, dest: Path) -> None:
+    """Verify and unpack a package's files (regular files, dirs, symlinks) under ``dest``; nothing else."""
+    pkg = verify_package(path, keyring, expected)
+    what = f"package {path.name}"
+    for member, tf in iter_data(path, pkg):
+        target = _safe_member_path(dest, member.name, what)
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif member.issym():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(member.linkname)
+        elif member.isfile():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tf.extractfile(member)
+            if src is None:
+                continue
+            with target.open("wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            target.chmod(stat.S_IMODE(member.mode) & 0o755)
+
+
+def bootstrap_static(
+    runner: Runner, keyring: Keyring, entry: IndexEntry, apk_file: Path, tools_dir: Path
+) -> Apk:
+    """Unpack ``apk-tools-static`` (already fetched and verified into the cache) under ``tools_dir/<version>``,
+    check ``sbin/apk.static``'s own detached signature and its ``--version``; reuse a previous good unpack."""
+    dest = tools_dir / f"{entry.version}-{entry.checksum[2:10].replace('/', '_').replace('+', '-')}"
+    apk_static = dest / "sbin" / "apk.static"
+    if not (dest / ".verified").is_file():
+        tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            extract_package(apk_file, keyring, entry, tmp)
+            binary = tmp / "sbin" / "apk.static"
+            sigs = sorted((tmp / "sbin").glob("apk.static.SIGN.RSA.*"))
+            if not binary.is_file() or not sigs:
+                raise SignatureError(f"{apk_file.name} has no sbin/apk.static with a .SIGN.RSA signature beside it")
+            # the newest signature form first (sha256), older releases sign with SHA-1
+            sig = next((s for s in sigs if ".SIGN.RSA.sha256." in s.name), sigs[0])
+            verify_detached(keyring, f"{apk_file.name}: sbin/apk.static", binary, sig.name, sig.read_bytes())
+            got = apk_version(runner, [str(binary)], f"apk.static from {apk_file.name}")
+            upstream = entry.version.rsplit("-r", 1)[0]
+            if got not in (entry.version, upstream):
+                raise SignatureError(
+                    f"apk.static from {apk_file.name} reports version {got}, expected {entry.version}: refusing it"
+                )
+            (tmp / ".verified").write_text(f"{entry.name} {entry.version} {entry.checksum}\n")
+            shutil.rmtree(dest, ignore_errors=True)
+            tmp.rename(dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    argv0 = [str(apk_static)]
+    return Apk(argv0, apk_version(runner, argv0, "cached apk.static"), runner)
+
+
+def world_entries(packages: list[str]) -> str:
+    return "".join(f"{p}\n" for p in sorted(set(packages)))
+

@@ -1,0 +1,558 @@
+"""Building an Alpine rootfs from signed repositories through a local partial mirror (``cache/``).
+
+Plan (pure, no writes outside a scratch dir) -> apply (build beside the old rootfs, then swap). The cache holds, per
+repository, the upstream signed ``APKINDEX.tar.gz`` and every ``.apk`` the build needs, each verified before it is
+renamed into place; installs always come from that local mirror, so an offline rebuild resolves and installs exactly
+the same bytes. A JSON lockfile pins the resolved set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apk import (
+    Apk,
+    ApkContext,
+    bootstrap_static,
+    user_apk,
+    world_entries,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkformat import (
+    Index,
+    IndexEntry,
+    Keyring,
+    read_index,
+    verify_package,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
+    ConfigError,
+    FetchError,
+    NetbootError,
+    SignatureError,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher, clean_partials
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._overlay import copy_overlay, overlay_digest
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+
+LOCK_FORMAT = 1
+MANIFEST_PATH = "etc/alpine-netboot/manifest.json"
+BUILDER_VERSION = "1"  # bump when the way a rootfs is assembled changes (forces a rebuild)
+_RELEASE = re.compile(r"^(?:v?(\d+\.\d+)|(edge))$")
+_PKG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:-]*(?:[<>=~]{1,2}[A-Za-z0-9_.+-]+)?$")
+DEFAULT_MIRROR = "https://dl-cdn.alpinelinux.org/alpine"
+MKINITFS_CONF = "etc/mkinitfs/mkinitfs.conf"
+
+
+@dataclass(frozen=True)
+class RootfsSpec:
+    release: str
+    arch: str
+    mirrors: tuple[str, ...]
+    repositories: tuple[str, ...]
+    packages: tuple[str, ...]
+    root: Path
+    cache_dir: Path
+    overlay_dir: Path | None = None
+    extra_keys_dirs: tuple[Path, ...] = ()
+    offline: bool = False
+    lockfile: Path | None = None
+    update_lock: bool = False
+    apk_binary: str | None = None
+    services: tuple[tuple[str, str], ...] = ()  # (runlevel, service) pairs enabled in OpenRC
+
+    @property
+    def release_dir(self) -> str:
+        m = _RELEASE.match(self.release.strip())
+        if not m:
+            raise ConfigError(
+                f"alpine_release {self.release!r} is not an Alpine release: use a version like '3.23' or 'edge'"
+            )
+        return f"v{m.group(1)}" if m.group(1) else "edge"
+
+    def validate(self) -> None:
+        _ = self.release_dir
+        if not self.mirrors:
+            raise ConfigError("alpine_mirror is empty: give at least one mirror URL")
+        for m in self.mirrors:
+            if not re.match(r"^(https?|file)://", m):
+                raise ConfigError(f"alpine_mirror {m!r} must be an http://, https:// or file:// URL")
+        if not self.repositories:
+            raise ConfigError("alpine_repositories is empty: use at least [main]")
+        for r in self.repositories:
+            if not re.fullmatch(r"[a-z0-9_-]+", r):
+                raise ConfigError(f"alpine_repositories entry {r!r} is not a repository name (main, community, ...)")
+        if not self.packages:
+            raise ConfigError("alpine_packages is empty: list the packages the image needs")
+        bad = [p for p in self.packages if not _PKG.match(p)]
+        if bad:
+            raise ConfigError(f"alpine_packages has invalid entries: {', '.join(bad)}")
+        if not self.root.is_absolute() or not self.cache_dir.is_absolute():
+            raise ConfigError("root and cache_dir must be absolute paths")
+        if self.root.resolve() in (Path("/"), self.cache_dir.resolve()):
+            raise ConfigError(f"refusing to build a rootfs at {self.root}")
+
+    def repo_dir(self, repo: str) -> Path:
+        return self.cache_dir / "alpine" / self.release_dir / repo / self.arch
+
+    def repo_urls(self, repo: str, filename: str) -> list[str]:
+        return [f"{m.rstrip('/')}/{self.release_dir}/{repo}/{self.arch}/{filename}" for m in self.mirrors]
+
+
+@dataclass(frozen=True)
+class Locked:
+    name: str
+    version: str
+    checksum: str
+    repository: str
+    size: int
+    build_time: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "checksum": self.checksum,
+            "repository": self.repository,
+            "size": self.size,
+            "build_time": self.build_time,
+        }
+
+
+@dataclass
+class Outcome:
+    changed: bool
+    packages: list[Locked]
+    manifest: dict[str, Any]
+    before: list[str]
+    after: list[str]
+    to_fetch: list[str] = field(default_factory=list)
+    lock_changed: bool = False
+    warnings: list[str] = field(default_factory=list)
+    overlay_files: list[str] = field(default_factory=list)
+
+
+class Builder:
+    def __init__(self, spec: RootfsSpec, runner: Runner, fetcher: Fetcher, check_mode: bool = False) -> None:
+        spec.validate()
+        self.spec = spec
+        self.runner = runner
+        self.fetcher = fetcher
+        self.check_mode = check_mode
+        self.warnings: list[str] = []
+        self.keyring = Keyring.for_arch(spec.arch, spec.extra_keys_dirs)
+        self.indexes: dict[str, Index] = {}
+        self._scratch = Path(tempfile.mkdtemp(prefix="alpine-rootfs-"))
+
+    def close(self) -> None:
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    # ---------------------------------------------------------------------------------------------- indexes
+    def load_indexes(self) -> None:
+        for repo in self.spec.repositories:
+            cached = self.spec.repo_dir(repo) / "APKINDEX.tar.gz"
+            clean_partials(cached.parent)
+            if not self.spec.offline:
+                dest = (self._scratch / "index" / repo / "APKINDEX.tar.gz") if self.check_mode else cached
+                try:
+                    self.indexes[repo] = self.fetcher.fetch(
+                        self.spec.repo_urls(repo, "APKINDEX.tar.gz"),
+                        dest,
+                        lambda p: read_index(p, self.keyring),
+                        f"the {repo} index of Alpine {self.spec.release} ({self.spec.arch})",
+                    )
+                    continue
+                except FetchError as exc:
+                    if "rejected" in str(exc) or not cached.is_file():
+                        raise self._explain_fetch(exc, repo) from exc
+                    self.warnings.append(f"{exc}\nusing the cached index {cached} instead")
+            if not cached.is_file():
+                raise FetchError(
+                    f"no cached index for repository {repo!r} of Alpine {self.spec.release} ({cached}) and "
+                    f"netboot_offline is true: run the build online once to fill {self.spec.cache_dir}"
+                )
+            self.indexes[repo] = read_index(cached, self.keyring)
+
+    def _explain_fetch(self, exc: FetchError, repo: str) -> NetbootError:
+        text = str(exc)
+        if "rejected" not in text and text.count("HTTP Error 404") == len(self.spec.mirrors):
+            return ConfigError(
+                f"no {repo} repository for alpine_release {self.spec.release!r} / alpine_arch {self.spec.arch!r} on "
+                f"any mirror (HTTP 404): check the release, arch and alpine_repositories.\n{text}"
+            )
+        return exc
+
+    def find(self, name: str, version: str) -> tuple[str, IndexEntry] | None:
+        for repo in self.spec.repositories:
+            for e in self.indexes[repo].by_name().get(name, []):
+                if e.version == version:
+                    return repo, e
+        return None
+
+    # ----------------------------------------------------------------------------------------- resolution
+    def read_lock(self) -> dict[str, Any] | None:
+        lf = self.spec.lockfile
+        if lf is None or not lf.is_file():
+            return None
+        try:
+            data = json.loads(lf.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"lockfile {lf} is not valid JSON ({exc}); fix it or delete it to re-resolve") from exc
+        if not isinstance(data, dict) or data.get("format") != LOCK_FORMAT or not isinstance(data.get("packages"), list):
+            raise ConfigError(f"lockfile {lf} has an unknown format; delete it or set alpine_update_lock: true")
+        return data
+
+    def lock_matches(self, lock: dict[str, Any]) -> str | None:
+        """None when the lock fits the request; else why it does not."""
+        want = {
+            "release": self.spec.release_dir,
+            "arch": self.spec.arch,
+            "repositories": list(self.spec.repositories),
+            "requested": sorted(set(self.spec.packages)),
+        }
+        for k, v in want.items():
+            if lock.get(k) != v:
+                return f"{k} changed ({lock.get(k)!r} -> {v!r})"
+        return None
+
+    def resolve(self) -> list[Locked]:
+        apk = self.apk()
+        ctx = self._apk_context(self._scratch / "resolve")
+        selected = apk.resolve(ctx, sorted(set(self.spec.packages)))
+        out = []
+        for name, version in selected:
+            hit = self.find(name, version)
+            if hit is None:
+                raise NetbootError(f"apk selected {name}-{version} but no configured index lists it")
+            repo, e = hit
+            out.append(Locked(name, version, e.checksum, repo, e.size, e.build_time))
+        return sorted(out, key=lambda p: p.name)
+
+    def packages(self) -> tuple[list[Locked], bool]:
+        """The package set to install, and whether the lockfile must be (re)written."""
+        lock = self.read_lock()
+        if lock is not None and not self.spec.update_lock:
+            why = self.lock_matches(lock)
+            if why is None:
+                return [Locked(**p) for p in lock["packages"]], False
+            self.warnings.append(f"lockfile {self.spec.lockfile}: {why}; re-resolving and rewriting it")
+        return self.resolve(), self.spec.lockfile is not None
+
+    # ---------------------------------------------------------------------------------------------- apk
+    def _apk_context(self, root: Path) -> ApkContext:
+        keys = self._scratch / "keys"
+        if not keys.is_dir():
+            self.keyring.write(keys)
+        repos = self._scratch / "repositories"
+        repos.write_text("".join(f"{self.spec.repo_dir(r).parent}\n" for r in self.spec.repositories))
+        return ApkContext(root.absolute(), keys.absolute(), repos.absolute(), self.spec.arch)
+
+    _apk: Apk | None = None
+
+    def apk(self) -> Apk:
+        if self._apk is None:
+            if self.spec.apk_binary:
+                self._apk = user_apk(self.runner, self.spec.apk_binary)
+            else:
+                self._apk = self._bootstrap()
+        return self._apk
+
+    def _bootstrap(self) -> Apk:
+        main = "main" if "main" in self.indexes else self.spec.repositories[0]
+        entries = self.indexes[main].by_name().get("apk-tools-static", [])
+        if not entries:
+            raise NetbootError(
+                f"the {main} index of Alpine {self.spec.release} has no apk-tools-static package to bootstrap apk "
+                f"from; set alpine_apk_binary to an apk you trust"
+            )
+        entry = max(entries, key=lambda e: e.build_time)
+        path = self.ensure_package(main, entry, scratch=self.check_mode)
+        tools = (self._scratch / "apk-tools") if self.check_mode else self.spec.cache_dir / "apk-tools"
+        return bootstrap_static(self.runner, self.keyring, entry, path, tools)
+
+    # ------------------------------------------------------------------------------------------- packages
+    def ensure_package(self, repo: str, entry: IndexEntry, *, scratch: bool = False) -> Path:
+        """A verified copy of the package in the local mirror, fetching it when needed."""
+        cached = self.spec.repo_dir(repo) / entry.filename
+        if cached.is_file():
+            try:
+                verify_package(cached, self.keyring, entry)
+                return cached
+            except SignatureError as exc:
+                cached.unlink()
+                if self.spec.offline:
+                    raise SignatureError(
+                        f"cached {cached} failed verification and was removed from the cache: {exc}. "
+                        f"Run online (netboot_offline: false) to fetch a good copy"
+                    ) from exc
+                self.warnings.append(f"cached {cached} failed verification ({exc}); removed it and fetching again")
+        dest = (self._scratch / "pkgs" / entry.filename) if scratch else cached
+        self.fetcher.fetch(
+            self.spec.repo_urls(repo, entry.filename),
+            dest,
+            lambda p: verify_package(p, self.keyring, entry),
+            f"package {entry.name}-{entry.version} ({repo})",
+        )
+        return dest
+
+    def entry_for(self, pkg: Locked) -> IndexEntry | Path:
+        """The index entry to fetch a locked package by, or the cached file when only the cache still has it."""
+        hit = self.find(pkg.name, pkg.version)
+        if hit is not None and hit[1].checksum == pkg.checksum:
+            return hit[1]
+        cached = self.spec.repo_dir(pkg.repository) / f"{pkg.name}-{pkg.version}.apk"
+        if cached.is_file():
+            stub = IndexEntry(pkg.name, pkg.version, self.spec.arch, pkg.checksum, pkg.size, 0, pkg.build_time)
+            try:
+                verify_package(cached, self.keyring, stub)
+                return cached
+            except SignatureError as exc:
+                cached.unlink()
+                raise SignatureError(
+                    f"cached {cached} does not match the lockfile ({exc}); it was removed from the cache"
+                ) from exc
+        offered = sorted({e.version for r in self.spec.repositories for e in self.indexes[r].by_name().get(pkg.name, [])})
+        if hit is not None:
+            why = f"repository {pkg.repository} now has {pkg.version} with checksum {hit[1].checksum}, not the locked {pkg.checksum}"
+        else:
+            why = f"the repositories offer {', '.join(offered) or 'no version of it'}"
+        raise NetbootError(
+            f"package {pkg.name} is locked at {pkg.version} but {why}, and {cached} is not cached; "
+            f"set alpine_update_lock: true to re-resolve (or restore the cache)"
+        )
+
+    # ---------------------------------------------------------------------------------------------- plan
+    def plan(self) -> tuple[list[Locked], bool, dict[str, Any], list[str]]:
+        self.load_indexes()
+        pkgs, write_lock = self.packages()
+        missing = []
+        for p in pkgs:
+            src = self.entry_for(p)
+            if isinstance(src, IndexEntry) and not (self.spec.repo_dir(p.repository) / src.filename).is_file():
+                missing.append(f"{p.name}-{p.version}")
+        manifest = self.manifest(pkgs)
+        return pkgs, write_lock, manifest, missing
+
+    def manifest(self, pkgs: list[Locked]) -> dict[str, Any]:
+        newest = max((p.build_time for p in pkgs), default=0)
+        inputs = {
+            "builder": BUILDER_VERSION,
+            "release": self.spec.release_dir,
+            "arch": self.spec.arch,
+            "repositories": list(self.spec.repositories),
+            "requested": sorted(set(self.spec.packages)),
+            "packages": [p.as_dict() for p in pkgs],
+            "keys": self.keyring.fingerprints(),
+            "overlay": overlay_digest(self.spec.overlay_dir) if self.spec.overlay_dir else "",
+            "services": sorted(f"{lvl}/{svc}" for lvl, svc in self.spec.services),
+        }
+        digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+        return {
+            **inputs,
+            "mirrors": list(self.spec.mirrors),
+            "source_date_epoch": newest,
+            # build time of a reproducible build: the newest package's build time (SOURCE_DATE_EPOCH)
+            "build_time": newest,
+            "inputs_sha256": digest,
+        }
+
+    # --------------------------------------------------------------------------------------------- apply
+    def apply(self, pkgs: list[Locked], manifest: dict[str, Any]) -> list[str]:
+        if os.geteuid() != 0:
+            raise NetbootError(
+                "alpine_rootfs must run as root: apk runs the packages' install scripts chrooted into the rootfs "
+                "and sets file ownership. Run the playbook with sudo (or become: true on localhost)"
+            )
+        targets: list[str] = []
+        for p in pkgs:
+            src = self.entry_for(p)
+            if isinstance(src, IndexEntry):
+                self.ensure_package(p.repository, src)
+                targets.append(f"{p.name}={p.version}")
+            else:
+                targets.append(str(src))
+        apk = self.apk()
+        root = self.spec.root
+        root.parent.mkdir(parents=True, exist_ok=True)
+        new = root.with_name(f".{root.name}.new-{os.getpid()}")
+        old = root.with_name(f".{root.name}.old-{os.getpid()}")
+        for stale in root.parent.glob(f".{root.name}.new-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            _seed(new)
+            apk.install(self._apk_context(new), targets)
+            _finish(new, self.spec, self.keyring, manifest, self.warnings)
+            overlay = copy_overlay(self.spec.overlay_dir, new) if self.spec.overlay_dir else None
+            (new / MANIFEST_PATH).parent.mkdir(parents=True, exist_ok=True)
+            _write_json(new / MANIFEST_PATH, manifest)
+            if root.exists():
+                root.rename(old)
+            new.rename(root)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise NetbootError(
+                    f"no space left on device while building {new}; free space on {root.parent} or set "
+                    f"netboot_build_dir elsewhere (the previous rootfs is untouched)"
+                ) from exc
+            raise
+        finally:
+            shutil.rmtree(new, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+        return overlay.files if overlay else []
+
+
+def _seed(new: Path) -> None:
+    """Before apk runs: keep mkinitfs' trigger from building an initramfs inside the rootfs (we make our own)."""
+    conf = new / MKINITFS_CONF
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text("disable_trigger=yes\n")
+
+
+def _finish(root: Path, spec: RootfsSpec, keyring: Keyring, manifest: dict[str, Any], warnings: list[str]) -> None:
+    """After apk: world = what was asked for, repositories = the real mirrors, reproducible leftovers cleaned."""
+    (root / "etc/apk/world").write_text(world_entries(list(spec.packages)))
+    (root / "etc/apk/repositories").write_text(
+        "".join(f"{spec.mirrors[0].rstrip('/')}/{spec.release_dir}/{r}\n" for r in spec.repositories)
+    )
+    keys = root / "etc/apk/keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    for k in keyring.keys.values():
+        if k.origin != "pinned":
+            (keys / k.name).write_bytes(k.pem)
+    conf = root / MKINITFS_CONF
+    new_conf = conf.with_name(conf.name + ".apk-new")
+    if new_conf.exists():
+        body = "".join(ln + "\n" for ln in new_conf.read_text().splitlines() if not ln.startswith("disable_trigger="))
+        conf.write_text(body + "disable_trigger=yes\n")
+        new_conf.unlink()
+    for img in (root / "boot").glob("initramfs-*"):
+        warnings.append(f"removed {img.name} that a package script generated inside the rootfs")
+        img.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        (root / "var/log/apk.log").unlink()
+    _clamp_shadow(root / "etc/shadow", int(manifest["source_date_epoch"]))
+    enable_services(root, spec.services)
+
+
+RUNLEVELS = ("sysinit", "boot", "default", "shutdown", "nonetwork")
+
+
+def enable_services(root: Path, services: tuple[tuple[str, str], ...]) -> None:
+    """Enable OpenRC services (``rc-update add`` without running anything in the rootfs)."""
+    for level, svc in services:
+        if level not in RUNLEVELS:
+            raise ConfigError(f"alpine_services: unknown runlevel {level!r} (use one of {', '.join(RUNLEVELS)})")
+        if not (root / "etc/init.d" / svc).is_file():
+            raise ConfigError(
+                f"alpine_services: no init script /etc/init.d/{svc} in the rootfs for runlevel {level}; "
+                f"add the package that ships it to alpine_packages"
+            )
+        link = root / "etc/runlevels" / level / svc
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(f"/etc/init.d/{svc}")
+
+
+def _clamp_shadow(shadow: Path, epoch: int) -> None:
+    """Account creation stamps 'days since 1970' of today into /etc/shadow; pin it for a reproducible tree."""
+    if not shadow.is_file() or epoch <= 0:
+        return
+    day = str(epoch // 86400)
+    lines = []
+    for line in shadow.read_text().splitlines():
+        f = line.split(":")
+        if len(f) >= 3 and f[2].isdigit():
+            f[2] = day
+        lines.append(":".join(f))
+    shadow.write_text("".join(ln + "\n" for ln in lines))
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    path = root / MANIFEST_PATH
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def lock_document(spec: RootfsSpec, pkgs: list[Locked]) -> dict[str, Any]:
+    return {
+        "format": LOCK_FORMAT,
+        "release": spec.release_dir,
+        "arch": spec.arch,
+        "repositories": list(spec.repositories),
+        "requested": sorted(set(spec.packages)),
+        "packages": [p.as_dict() for p in pkgs],
+    }
+
+
+def write_lock(path: Path, doc: dict[str, Any]) -> bool:
+    """Write the lockfile atomically; False when it already holds exactly this."""
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()) == doc:
+            return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(path, doc)
+    return True
+
+
+def package_lines(pkgs: list[dict[str, Any]] | list[Locked]) -> list[str]:
+    out = []
+    for p in pkgs:
+        d = p.as_dict() if isinstance(p, Locked) else p
+        out.append(f"{d['name']}-{d['version']}")
+    return sorted(out)
+
+
+def build(spec: RootfsSpec, runner: Runner, fetcher: Fetcher, check_mode: bool) -> Outcome:
+    builder = Builder(spec, runner, fetcher, check_mode)
+    try:
+        pkgs, lock_dirty, manifest, missing = builder.plan()
+        current = read_manifest(spec.root)
+        before = package_lines(current.get("packages", [])) if current else []
+        after = package_lines(pkgs)
+        changed = current is None or current.get("inputs_sha256") != manifest["inputs_sha256"]
+        lock_changed = False
+        overlay_files: list[str] = []
+        if spec.lockfile is not None:
+            doc = lock_document(spec, pkgs)
+            try:
+                lock_changed = json.loads(spec.lockfile.read_text()) != doc
+            except (OSError, ValueError):
+                lock_changed = True
+            lock_changed = lock_changed and (lock_dirty or not spec.lockfile.exists())
+        if not check_mode:
+            if changed:
+                overlay_files = builder.apply(pkgs, manifest)
+            if lock_changed and spec.lockfile is not None:
+                write_lock(spec.lockfile, lock_document(spec, pkgs))
+        return Outcome(
+            changed=changed or lock_changed,
+            packages=pkgs,
+            manifest=manifest,
+            before=before,
+            after=after,
+            to_fetch=missing,
+            lock_changed=lock_changed,
+            warnings=builder.warnings,
+            overlay_files=overlay_files,
+        )
+    finally:
+        builder.close()
+

@@ -1,0 +1,217 @@
+#!/usr/bin/python
+# Copyright: homelab.alpine_netboot contributors
+# MIT License (see galaxy.yml)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: alpine_rootfs
+short_description: Build a signed, cached, offline-reproducible Alpine Linux root filesystem
+description:
+  - Bootstraps a trusted C(apk.static) from the release's C(apk-tools-static) package (index signature, package
+    signature, datahash, the binary's own detached signature and C(--version) all checked), or uses O(apk_binary).
+  - Keeps a local partial mirror per repository under O(cache_dir) (the upstream signed C(APKINDEX.tar.gz) and every
+    C(.apk) the build needs, each verified before it is renamed into place) and always installs from it, so a rebuild
+    with O(offline=true) gives the same tree.
+  - Pins the resolved package set in a JSON O(lockfile); with a lockfile the exact locked set is installed.
+  - Copies O(overlay_dir) verbatim (modes kept, owned by root) after the packages, refusing paths that escape the root.
+  - Writes a manifest to C(/etc/alpine-netboot/manifest.json) in the rootfs and returns it.
+  - The rootfs is built beside the old one and swapped in only when complete; a failure leaves the previous rootfs.
+version_added: "0.1.0"
+author:
+  - homelab.alpine_netboot maintainers
+options:
+  root:
+    description: Directory of the rootfs to build (replaced atomically).
+    type: path
+    required: true
+  release:
+    description: Alpine release, e.g. C(3.23) or C(edge).
+    type: str
+    required: true
+  arch:
+    description: Alpine architecture.
+    type: str
+    default: x86_64
+  mirrors:
+    description: Mirror base URLs, tried in order (each holds C(<release>/<repo>/<arch>/)).
+    type: list
+    elements: str
+    default: [https://dl-cdn.alpinelinux.org/alpine]
+  repositories:
+    description: Repositories to use, in priority order.
+    type: list
+    elements: str
+    default: [main, community]
+  packages:
+    description: Packages to install (apk world entries, constraints like C(busybox>=1.37) allowed).
+    type: list
+    elements: str
+    required: true
+  extra_keys_dir:
+    description:
+      - Directories of extra trusted RSA public keys (C(*.pub), named as the signatures name them), for private
+        mirrors and tests. The official Alpine keys are pinned in the collection.
+    type: list
+    elements: path
+    default: []
+  cache_dir:
+    description: Local partial mirror and bootstrap cache.
+    type: path
+    required: true
+  offline:
+    description: Never touch the network; build from O(cache_dir) alone.
+    type: bool
+    default: false
+  overlay_dir:
+    description: Files copied verbatim into the rootfs after the packages.
+    type: path
+  lockfile:
+    description: JSON lockfile pinning every resolved package. Omit to not lock.
+    type: path
+  update_lock:
+    description: Re-resolve the package set and rewrite O(lockfile).
+    type: bool
+    default: false
+  apk_binary:
+    description: Path of an apk binary to use instead of bootstrapping C(apk.static).
+    type: path
+  services:
+    description: OpenRC services to enable, as a mapping of runlevel to a list of service names.
+    type: dict
+    default: {}
+  timeout:
+    description: Network timeout per download, in seconds.
+    type: int
+    default: 60
+notes:
+  - Needs root (apk runs package scripts chrooted into the rootfs). The kernel's mkinitfs trigger is disabled in the
+    rootfs (C(disable_trigger=yes)); the collection builds its own initramfs.
+  - Supports check mode (reports what would be installed, writes nothing) and diff mode (package set before/after).
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Build the rootfs
+  homelab.alpine_netboot.alpine_rootfs:
+    root: /srv/netboot/build/rootfs
+    release: "3.23"
+    packages: [alpine-base, openssh, bash, git, podman, zfs, linux-lts]
+    cache_dir: /srv/netboot/cache
+    overlay_dir: /srv/netboot/overlay
+    lockfile: /srv/netboot/inventory/alpine-lock.json
+"""
+
+RETURN = r"""
+manifest:
+  description: Release, arch, mirrors, key fingerprints, packages (name, version, checksum, repository, build_time),
+    overlay digest and the reproducible build time (newest package build time).
+  returned: always
+  type: dict
+packages:
+  description: The installed (or, in check mode, to be installed) package set.
+  returned: always
+  type: list
+  elements: dict
+to_fetch:
+  description: Packages not yet in the cache (fetched unless check mode).
+  returned: always
+  type: list
+  elements: str
+lock_changed:
+  description: Whether the lockfile was (or would be) written.
+  returned: always
+  type: bool
+commands:
+  description: External commands run.
+  returned: always
+  type: list
+  elements: str
+fetched:
+  description: URLs downloaded.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs import DEFAULT_MIRROR, RootfsSpec, build
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "root": {"type": "path", "required": True},
+            "release": {"type": "str", "required": True},
+            "arch": {"type": "str", "default": "x86_64"},
+            "mirrors": {"type": "list", "elements": "str", "default": [DEFAULT_MIRROR]},
+            "repositories": {"type": "list", "elements": "str", "default": ["main", "community"]},
+            "packages": {"type": "list", "elements": "str", "required": True},
+            "extra_keys_dir": {"type": "list", "elements": "path", "default": []},
+            "cache_dir": {"type": "path", "required": True},
+            "offline": {"type": "bool", "default": False},
+            "overlay_dir": {"type": "path"},
+            "lockfile": {"type": "path"},
+            "update_lock": {"type": "bool", "default": False},
+            "apk_binary": {"type": "path"},
+            "services": {"type": "dict", "default": {}},
+            "timeout": {"type": "int", "default": 60},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    runner = Runner()
+    fetcher = Fetcher(timeout=p["timeout"], offline=p["offline"])
+    try:
+        spec = RootfsSpec(
+            release=str(p["release"]),
+            arch=p["arch"],
+            mirrors=tuple(p["mirrors"]),
+            repositories=tuple(p["repositories"]),
+            packages=tuple(p["packages"]),
+            root=Path(p["root"]).absolute(),
+            cache_dir=Path(p["cache_dir"]).absolute(),
+            overlay_dir=Path(p["overlay_dir"]).absolute() if p["overlay_dir"] else None,
+            extra_keys_dirs=tuple(Path(d).absolute() for d in p["extra_keys_dir"]),
+            offline=p["offline"],
+            lockfile=Path(p["lockfile"]).absolute() if p["lockfile"] else None,
+            update_lock=p["update_lock"],
+            apk_binary=p["apk_binary"],
+            services=tuple((str(lvl), str(svc)) for lvl, svcs in sorted(p["services"].items()) for svc in svcs or []),
+        )
+        out = build(spec, runner, fetcher, module.check_mode)
+    except NetbootError as exc:
+        module.fail_json(msg=str(exc), commands=runner.log, fetched=fetcher.log)
+    for w in out.warnings:
+        module.warn(w)
+    module.exit_json(
+        changed=out.changed,
+        manifest=out.manifest,
+        packages=[p.as_dict() for p in out.packages],
+        to_fetch=out.to_fetch,
+        lock_changed=out.lock_changed,
+        overlay_files=out.overlay_files,
+        commands=runner.log,
+        fetched=fetcher.log,
+        diff={
+            "before": "".join(f"{x}\n" for x in out.before),
+            "after": "".join(f"{x}\n" for x in out.after),
+            "before_header": f"{spec.root} packages",
+            "after_header": f"{spec.root} packages",
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
