@@ -1,0 +1,130 @@
+"""Minimal ELF reading: section names/contents (``.modinfo`` of kernel modules), the program interpreter, and whether a
+userland ELF still carries symbols or debug info worth stripping. Pure Python, no external tools."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+ELF_MAGIC = b"\x7fELF"
+ET_REL, ET_EXEC, ET_DYN = 1, 2, 3
+PT_INTERP = 3
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    offset: int
+    size: int
+    type: int
+
+
+@dataclass(frozen=True)
+class ElfInfo:
+    elf_type: int
+    machine: int
+    sections: tuple[Section, ...]
+    interp: str | None
+
+
+def _fmt(data: bytes) -> tuple[str, bool] | None:
+    if len(data) < 52 or data[:4] != ELF_MAGIC:
+        return None
+    is64 = data[4] == 2
+    endian = "<" if data[5] == 1 else ">"
+    return endian, is64
+
+
+def parse(data: bytes) -> ElfInfo | None:
+    """Section table and interpreter of an ELF image held in memory; None if ``data`` is not ELF."""
+    fmt = _fmt(data)
+    if fmt is None:
+        return None
+    e, is64 = fmt
+    try:
+        if is64:
+            (etype, machine, _ver, _entry, phoff, shoff, _flags, _ehsize, phentsize, phnum, shentsize, shnum,
+             shstrndx) = struct.unpack_from(e + "HHIQQQIHHHHHH", data, 16)
+        else:
+            (etype, machine, _ver, _entry, phoff, shoff, _flags, _ehsize, phentsize, phnum, shentsize, shnum,
+             shstrndx) = struct.unpack_from(e + "HHIIIIIHHHHHH", data, 16)
+        raw: list[tuple[int, int, int, int]] = []
+        for i in range(shnum if shoff else 0):
+            base = shoff + i * shentsize
+            if is64:
+                name, stype, _fl, _addr, off, size = struct.unpack_from(e + "IIQQQQ", data, base)
+            else:
+                name, stype, _fl, _addr, off, size = struct.unpack_from(e + "IIIIII", data, base)
+            raw.append((name, stype, off, size))
+        names = b""
+        if raw and shstrndx < len(raw):
+            _n, _t, soff, ssize = raw[shstrndx]
+            names = data[soff:soff + ssize]
+        sections = tuple(
+            Section(names[n:names.find(b"\0", n)].decode("latin-1") if names else "", off, size, stype)
+            for n, stype, off, size in raw
+        )
+        interp = None
+        for i in range(phnum if phoff else 0):
+            base = phoff + i * phentsize
+            if is64:
+                ptype, _pf, poff, _va, _pa, pfilesz = struct.unpack_from(e + "IIQQQQ", data, base)
+            else:
+                ptype, poff, _va, _pa, pfilesz = struct.unpack_from(e + "IIIII", data, base)
+            if ptype == PT_INTERP:
+                interp = data[poff:poff + pfilesz].rstrip(b"\0").decode("latin-1")
+    except struct.error:
+        return None
+    return ElfInfo(etype, machine, sections, interp)
+
+
+def section_bytes(data: bytes, info: ElfInfo, name: str) -> bytes | None:
+    for s in info.sections:
+        if s.name == name:
+            return data[s.offset:s.offset + s.size]
+    return None
+
+
+def modinfo_from_elf(data: bytes) -> list[tuple[str, str]]:
+    """``key=value`` pairs of a (decompressed) kernel module's ``.modinfo`` section, in order."""
+    info = parse(data)
+    if info is None:
+        return []
+    sec = section_bytes(data, info, ".modinfo")
+    if not sec:
+        return []
+    out: list[tuple[str, str]] = []
+    for item in sec.split(b"\0"):
+        if b"=" in item:
+            k, _, v = item.partition(b"=")
+            out.append((k.decode("utf-8", "replace"), v.decode("utf-8", "replace")))
+    return out
+
+
+def read_head(path: Path, size: int = 64) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(size)
+
+
+def is_elf(path: Path) -> bool:
+    try:
+        return read_head(path, 4) == ELF_MAGIC
+    except OSError:
+        return False
+
+
+def interpreter(path: Path) -> str | None:
+    info = parse(path.read_bytes())
+    return info.interp if info else None
+
+
+def strippable(path: Path) -> bool:
+    """True for an executable or shared object that still has a symbol table or debug sections."""
+    data = path.read_bytes()
+    info = parse(data)
+    if info is None or info.elf_type not in (ET_EXEC, ET_DYN):
+        return False
+    return any(
+        s.name == ".symtab" or s.name.startswith((".debug", ".zdebug")) for s in info.sections
+    )

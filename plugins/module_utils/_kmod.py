@@ -1,0 +1,327 @@
+"""Kernel module trees: metadata files (``modules.dep``/``.alias``/``.softdep``/``.weakdep``/``.builtin``), module
+``.modinfo`` read in Python (gz/xz/zst), alias matching, dependency closure, and the kmod tools of the *target*
+tree (run through the tree's own ELF interpreter) or of the host when the tree has none."""
+
+from __future__ import annotations
+
+import fnmatch
+import gzip
+import lzma
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _elf
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+
+MODULE_SUFFIXES = (".ko", ".ko.gz", ".ko.xz", ".ko.zst")
+COMPRESSED_SUFFIXES = (".gz", ".xz", ".zst")
+# Metadata files depmod regenerates; modules.order and modules.builtin* come from the kernel build and are kept.
+GENERATED = (
+    "modules.dep", "modules.dep.bin", "modules.alias", "modules.alias.bin", "modules.softdep", "modules.weakdep",
+    "modules.symbols", "modules.symbols.bin", "modules.devname", "modules.builtin.bin", "modules.builtin.alias.bin",
+)
+
+
+def module_name(path: str) -> str:
+    """``kernel/drivers/net/usb/r8152.ko.gz`` -> ``r8152`` (dashes normalised to underscores, as kmod does)."""
+    base = path.rsplit("/", 1)[-1]
+    for suf in MODULE_SUFFIXES[::-1]:
+        if base.endswith(suf):
+            base = base[: -len(suf)]
+            break
+    return base.replace("-", "_")
+
+
+def is_module_file(name: str) -> bool:
+    return name.endswith(MODULE_SUFFIXES)
+
+
+def decompress_bytes(data: bytes, name: str) -> bytes:
+    """Decompress ``data`` according to the suffix of ``name`` (.gz, .xz, .zst); other names are returned as is."""
+    try:
+        if name.endswith(".gz"):
+            return gzip.decompress(data)
+        if name.endswith(".xz"):
+            return lzma.decompress(data)
+        if name.endswith(".zst"):
+            import zstandard
+
+            out: bytes = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+            return out
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        raise NetbootError(f"{name}: cannot decompress ({exc}); the file is corrupt, reinstall its package") from exc
+    except Exception as exc:  # zstandard.ZstdError has no importable base we can type against
+        if type(exc).__name__ == "ZstdError":
+            raise NetbootError(f"{name}: cannot decompress ({exc}); the file is corrupt, reinstall its package") from exc
+        raise
+    return data
+
+
+def strip_compression(name: str) -> str:
+    for suf in COMPRESSED_SUFFIXES:
+        if name.endswith(suf):
+            return name[: -len(suf)]
+    return name
+
+
+def modinfo(path: Path) -> list[tuple[str, str]]:
+    """``.modinfo`` key/value pairs of a module file (compressed or not)."""
+    return _elf.modinfo_from_elf(decompress_bytes(path.read_bytes(), path.name))
+
+
+@dataclass
+class ModuleTree:
+    """Metadata of ``<root>/lib/modules/<kver>``. Paths are relative to the module directory."""
+
+    root: Path
+    kver: str
+    modules: dict[str, str] = field(default_factory=dict)  # name -> relative path
+    deps: dict[str, list[str]] = field(default_factory=dict)  # name -> dependency names
+    aliases: list[tuple[str, str]] = field(default_factory=list)  # (pattern, module name)
+    softdeps: dict[str, list[str]] = field(default_factory=dict)  # name -> targets (names or aliases)
+    weakdeps: dict[str, list[str]] = field(default_factory=dict)
+    builtin: set[str] = field(default_factory=set)
+    _alias_index: dict[str, list[tuple[str, str]]] | None = None
+
+    @property
+    def moddir(self) -> Path:
+        return self.root / "lib" / "modules" / self.kver
+
+    def names(self) -> set[str]:
+        return set(self.modules)
+
+    def match_alias(self, modalias: str) -> set[str]:
+        """Module names whose ``modules.alias`` pattern matches ``modalias`` (fnmatch, like kmod)."""
+        if self._alias_index is None:
+            index: dict[str, list[tuple[str, str]]] = {}
+            for pat, mod in self.aliases:
+                lit = re.split(r"[*?\[]", pat, maxsplit=1)[0][:_PREFIX]
+                index.setdefault(lit, []).append((pat, mod))
+            self._alias_index = index
+        found: set[str] = set()
+        for n in range(min(len(modalias), _PREFIX) + 1):
+            for pat, mod in self._alias_index.get(modalias[:n], ()):
+                if fnmatch.fnmatchcase(modalias, pat):
+                    found.add(mod)
+        return found
+
+    def resolve(self, target: str) -> set[str]:
+        """A softdep/weakdep target or modprobe argument: a module name, else an alias."""
+        name = target.replace("-", "_")
+        if name in self.modules:
+            return {name}
+        if name in self.builtin:
+            return set()
+        return self.match_alias(target)
+
+    def closure(self, seed: Iterable[str]) -> dict[str, str]:
+        """Every module needed by ``seed``: modules.dep dependencies and softdep/weakdep targets, transitively.
+        Returns name -> the name that pulled it in (itself for seeds)."""
+        why: dict[str, str] = {}
+        stack = [(s, s) for s in seed if s in self.modules]
+        while stack:
+            name, parent = stack.pop()
+            if name in why:
+                continue
+            why[name] = parent
+            nxt: set[str] = set(self.deps.get(name, ()))
+            for t in (*self.softdeps.get(name, ()), *self.weakdeps.get(name, ())):
+                nxt |= self.resolve(t)
+            stack.extend((n, name) for n in nxt if n not in why and n in self.modules)
+        return why
+
+
+_PREFIX = 16
+
+
+def read_tree(root: Path, kver: str) -> ModuleTree:
+    """Load the metadata of a module tree; ``modules.dep`` must exist and list every module file."""
+    tree = ModuleTree(root, kver)
+    moddir = tree.moddir
+    dep = moddir / "modules.dep"
+    if not dep.is_file():
+        raise NetbootError(f"{dep} is missing: the kernel package was unpacked without running depmod; "
+                           f"run `depmod -b {root} {kver}` or reinstall the kernel package")
+    for line in dep.read_text(errors="replace").splitlines():
+        if ":" not in line:
+            continue
+        path, _, rest = line.partition(":")
+        name = module_name(path)
+        tree.modules[name] = path.strip()
+        tree.deps[name] = [module_name(d) for d in rest.split()]
+    on_disk = {module_name(p): p for p in list_module_files(moddir)}
+    for name, path in on_disk.items():  # a tree whose modules.dep is stale still knows its files
+        tree.modules.setdefault(name, path)
+        tree.deps.setdefault(name, [])
+    for name in [n for n in tree.modules if n not in on_disk]:
+        del tree.modules[name]
+        tree.deps.pop(name, None)
+    alias = moddir / "modules.alias"
+    if alias.is_file():
+        for line in alias.read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "alias":
+                tree.aliases.append((parts[1], parts[2].replace("-", "_")))
+    for fname, target in (("modules.softdep", tree.softdeps), ("modules.weakdep", tree.weakdeps)):
+        f = moddir / fname
+        if f.is_file():
+            _parse_deps_file(f.read_text(errors="replace"), target)
+    for conf_dir in ("etc/modprobe.d", "lib/modprobe.d", "usr/lib/modprobe.d"):
+        d = root / conf_dir
+        if d.is_dir() and not d.is_symlink():
+            for f in sorted(d.glob("*.conf")):
+                if f.is_file():
+                    _parse_deps_file(f.read_text(errors="replace"), tree.softdeps, weak=tree.weakdeps)
+    b = moddir / "modules.builtin"
+    if b.is_file():
+        tree.builtin = {module_name(line.strip()) for line in b.read_text().splitlines() if line.strip()}
+    return tree
+
+
+def _parse_deps_file(text: str, soft: dict[str, list[str]], weak: dict[str, list[str]] | None = None) -> None:
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        if parts[0] == "softdep" or (parts[0] == "weakdep" and weak is None):
+            target = soft
+        elif parts[0] == "weakdep" and weak is not None:
+            target = weak
+        else:
+            continue
+        mods = [p for p in parts[2:] if p not in ("pre:", "post:")]
+        target.setdefault(parts[1].replace("-", "_"), []).extend(mods)
+
+
+def list_module_files(moddir: Path) -> list[str]:
+    out: list[str] = []
+    for dirpath, _dirs, files in os.walk(moddir):
+        for f in files:
+            if is_module_file(f):
+                out.append(os.path.relpath(os.path.join(dirpath, f), moddir))
+    return sorted(out)
+
+
+def detect_kernel_version(root: Path, given: str | None) -> str:
+    base = root / "lib" / "modules"
+    if not base.is_dir():
+        raise ConfigError(f"{base} does not exist: {root} has no kernel modules; install a kernel package "
+                          "(e.g. linux-lts) in the rootfs or point `root` at the right tree")
+    found = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.is_symlink())
+    if given:
+        if given not in found:
+            raise ConfigError(f"kernel_version {given!r} not found in {base} (present: {', '.join(found) or 'none'})")
+        return given
+    if not found:
+        raise ConfigError(f"{base} is empty: no kernel installed in {root}")
+    if len(found) > 1:
+        raise ConfigError(f"{base} holds several kernels ({', '.join(found)}); set kernel_version to one of them")
+    return found[0]
+
+
+# --- kmod tools -------------------------------------------------------------------------------------------------
+
+KMOD_CANDIDATES = ("bin/kmod", "usr/bin/kmod", "sbin/kmod", "usr/sbin/kmod")
+
+
+@dataclass(frozen=True)
+class Kmod:
+    """How to run kmod for a tree: ``prefix`` + argv0 tool name handling."""
+
+    prefix: tuple[str, ...]  # e.g. (<root>/lib/ld-musl-x86_64.so.1, --library-path, ..., ) or ()
+    binary: str  # kmod binary path (target's) or host tool directory marker
+    target: bool  # True when the tree's own kmod is used
+    features: frozenset[str]
+
+    def argv(self, tool: str, *args: str) -> list[str]:
+        if self.target:
+            return [*self.prefix, "--argv0", tool, self.binary, *args]
+        return [tool, *args]
+
+
+def _features(text: str) -> frozenset[str]:
+    return frozenset(m.upper() for m in re.findall(r"\+([A-Za-z0-9]+)", text))
+
+
+def find_kmod(root: Path, runner: Runner) -> Kmod:
+    """The tree's own kmod run through its ELF interpreter, else the host's kmod tools."""
+    for cand in KMOD_CANDIDATES:
+        p = root / cand
+        if p.is_file() and not p.is_symlink() and _elf.is_elf(p):
+            interp = _elf.interpreter(p)
+            if interp is None:  # static kmod
+                raise NetbootError(f"{p} is a static binary; not supported, install a dynamically linked kmod")
+            loader = root / interp.lstrip("/")
+            if not loader.exists():
+                raise NetbootError(f"{p} needs the interpreter {interp}, absent from {root}; the rootfs is incomplete")
+            libpath = ":".join(str(root / d) for d in ("lib", "usr/lib", "lib64", "usr/lib64",
+                                                       "lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu")
+                               if (root / d).is_dir())
+            prefix = (str(loader), "--library-path", libpath)
+            k = Kmod(prefix, str(p), True, frozenset())
+            out = runner.run(k.argv("depmod", "--version"), what=f"target kmod {p}")
+            return Kmod(prefix, str(p), True, _features(out.stdout + out.stderr))
+    out = runner.run(["depmod", "--version"], what="host depmod (the tree has no kmod)")
+    return Kmod((), "depmod", False, _features(out.stdout + out.stderr))
+
+
+FEATURE_FOR = {".gz": "ZLIB", ".xz": "XZ", ".zst": "ZSTD"}
+
+
+def check_kmod_supports(kmod: Kmod, module_paths: Iterable[str]) -> None:
+    needed = {FEATURE_FOR[s] for p in module_paths for s in COMPRESSED_SUFFIXES if p.endswith(".ko" + s)}
+    missing = sorted(needed - kmod.features)
+    if missing:
+        who = f"the tree's kmod {kmod.binary}" if kmod.target else "the host kmod (the tree has none)"
+        raise NetbootError(f"{who} lacks {', '.join(missing)} support needed for the compressed modules; it would "
+                           "write an empty modules.dep. Use module_compression: decompress, or install kmod in "
+                           "the rootfs")
+
+
+def depmod(root: Path, kver: str, kmod: Kmod, runner: Runner) -> None:
+    runner.run(kmod.argv("depmod", "-b", str(root), kver), what="depmod")
+
+
+def verify_dep(root: Path, kver: str, expected: Iterable[str]) -> None:
+    """modules.dep must be non-empty when modules exist, list every module file, and every dependency must exist."""
+    moddir = root / "lib" / "modules" / kver
+    dep = moddir / "modules.dep"
+    expected = set(expected)
+    text = dep.read_text(errors="replace") if dep.is_file() else ""
+    listed: set[str] = set()
+    for line in text.splitlines():
+        if ":" not in line:
+            continue
+        path, _, rest = line.partition(":")
+        listed.add(path.strip())
+        for p in [path.strip(), *rest.split()]:
+            if not (moddir / p).is_file():
+                raise NetbootError(f"{dep}: lists {p}, which does not exist; depmod produced inconsistent metadata")
+    if expected and not listed:
+        raise NetbootError(f"{dep} is empty although {len(expected)} modules remain: the kmod that ran lacks "
+                           "support for their compression (Debian's kmod has no zlib)")
+    missing = sorted(expected - listed)
+    if missing:
+        raise NetbootError(f"{dep} does not list {len(missing)} module files, e.g. {missing[:5]}")
+
+
+def show_depends(root: Path, kver: str, kmod: Kmod, names: list[str], runner: Runner) -> list[str]:
+    """Files ``modprobe --show-depends`` would insert for ``names`` in the tree; raises if any is missing."""
+    if not names:
+        return []
+    out = runner.run(kmod.argv("modprobe", "-d", str(root), "-S", kver, "--show-depends", "-a", *names),
+                     what="modprobe --show-depends", check=False)
+    if out.returncode != 0:
+        raise NetbootError(f"modprobe --show-depends failed in {root}: {out.stderr.strip()[-2000:]}")
+    files: list[str] = []
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0] == "insmod" and len(parts) > 1:
+            files.append(parts[1])
+            if not Path(parts[1]).is_file():
+                raise NetbootError(f"modprobe --show-depends in {root} names {parts[1]}, which does not exist")
+    return files

@@ -1,0 +1,777 @@
+"""Planning and applying the kernel-module / firmware / file pruning of a rootfs.
+
+Rules are data: profile files (YAML) with remove/except/keep globs, a base module set, and hardware profiles
+(modalias captures + lsmod output). ``make_plan`` is pure (reads the tree, touches nothing); ``apply_plan`` changes
+the tree (temp names + renames), regenerates the module metadata with the target's kmod and verifies it.
+
+Profile file format (every key optional)::
+
+    description: text
+    modules:                       # globs over paths relative to lib/modules/<kver>/ (fnmatch: * crosses /)
+      remove: [kernel/drivers/net/wireless/*]
+      except: [kernel/drivers/net/ethernet/intel/*]   # never removed by `remove` (does not force keeping)
+      keep: [r8152, kernel/fs/overlayfs/*]             # always kept; plain names must exist (else error)
+      base: [overlay, bridge, kvm_intel]               # wanted with hardware profiles; absent names are warnings
+    firmware:                      # globs over paths relative to lib/firmware/
+      remove: [i915/*]
+      keep: [intel-ucode/*]
+    files:                         # globs over paths relative to the root (other than modules and firmware)
+      remove: [usr/share/bash-completion/*]
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _elf, _kmod
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
+    ConfigError,
+    NetbootError,
+    PathEscapeError,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+
+GLOB_CHARS = re.compile(r"[*?\[]")
+MODALIAS_RE = re.compile(r"^[a-z][a-z0-9_]*:\S.*$")
+LSMOD_HEADER_RE = re.compile(r"^Module\s+Size\s+Used by\s*$")
+LSMOD_RE = re.compile(r"^([A-Za-z0-9_-]+)\s+\d+\s+-?\d+(\s+\S+)?\s*$")
+FW_SUFFIXES = ("", ".zst", ".xz")
+
+# Firmware directory (or file prefix) -> the Alpine package shipping it (linux-firmware is split per directory).
+FIRMWARE_PACKAGES: dict[str, str] = {
+    "rtl_nic/": "linux-firmware-rtl_nic",
+    "rtl_bt/": "linux-firmware-rtl_bt",
+    "rtlwifi/": "linux-firmware-rtlwifi",
+    "rtw88/": "linux-firmware-rtw88",
+    "rtw89/": "linux-firmware-rtw89",
+    "i915/": "linux-firmware-i915",
+    "xe/": "linux-firmware-xe",
+    "intel/": "linux-firmware-intel",
+    "iwlwifi-": "linux-firmware-intel",
+    "amdgpu/": "linux-firmware-amdgpu",
+    "radeon/": "linux-firmware-radeon",
+    "nvidia/": "linux-firmware-nvidia",
+    "mediatek/": "linux-firmware-mediatek",
+    "brcm/": "linux-firmware-brcm",
+    "qcom/": "linux-firmware-qcom",
+    "ath10k/": "linux-firmware-ath10k",
+    "ath11k/": "linux-firmware-ath11k",
+    "bnx2/": "linux-firmware-bnx2",
+    "bnx2x/": "linux-firmware-bnx2x",
+    "tigon/": "linux-firmware-tigon",
+    "mellanox/": "linux-firmware-mellanox",
+    "qed/": "linux-firmware-qed",
+    "e100/": "linux-firmware-e100",
+    "i40e/": "linux-firmware-intel",
+    "ice/": "linux-firmware-intel",
+    "cxgb4/": "linux-firmware-cxgb4",
+    "mrvl/": "linux-firmware-mrvl",
+    "regulatory.db": "wireless-regdb",
+    "qat_": "linux-firmware-qat",
+    "intel-ucode/": "intel-ucode",
+    "amd-ucode/": "amd-ucode",
+}
+
+
+def firmware_package(name: str) -> str | None:
+    for prefix, pkg in FIRMWARE_PACKAGES.items():
+        if name.startswith(prefix):
+            return pkg
+    return None
+
+
+# --- rules ------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Glob:
+    pattern: str
+    source: str  # "<profile>:<section>.<key>" for the report and warnings
+
+    @property
+    def rule(self) -> str:
+        return f"{self.source}:{self.pattern}"
+
+    def matches(self, rel: str) -> bool:
+        p = self.pattern.rstrip("/")
+        return fnmatch.fnmatchcase(rel, p) or rel.startswith(p + "/")
+
+
+@dataclass
+class Rules:
+    module_remove: list[Glob] = field(default_factory=list)
+    module_except: list[Glob] = field(default_factory=list)
+    module_keep: list[Glob] = field(default_factory=list)
+    module_base: list[Glob] = field(default_factory=list)
+    firmware_remove: list[Glob] = field(default_factory=list)
+    firmware_keep: list[Glob] = field(default_factory=list)
+    files_remove: list[Glob] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+
+SECTIONS = {
+    "modules": ("remove", "except", "keep", "base"),
+    "firmware": ("remove", "keep"),
+    "files": ("remove",),
+}
+
+
+def find_profile(ref: str, search: Iterable[Path], suffixes: tuple[str, ...]) -> Path:
+    """A shipped profile name (looked up in ``search`` with ``suffixes``) or a path."""
+    p = Path(ref)
+    if "/" in ref or p.suffix in suffixes:
+        if p.is_file():
+            return p
+        raise ConfigError(f"profile file {ref} does not exist")
+    dirs = list(search)
+    for d in dirs:
+        for suf in suffixes:
+            c = d / f"{ref}{suf}"
+            if c.is_file():
+                return c
+    avail = sorted({f.name.rsplit(".", 1)[0] for d in dirs if d.is_dir() for f in d.iterdir()
+                    if f.suffix in suffixes})
+    raise ConfigError(f"unknown profile {ref!r}: not a file and not in {', '.join(map(str, dirs)) or 'no search dir'}"
+                      f" (available: {', '.join(avail) or 'none'})")
+
+
+def load_rules(profiles: Iterable[str], search: Iterable[Path]) -> Rules:
+    rules = Rules()
+    dirs = list(search)
+    for ref in profiles:
+        path = find_profile(ref, dirs, (".yml", ".yaml"))
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"profile {path}: invalid YAML: {exc}") from exc
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"profile {path}: top level must be a mapping")
+        name = path.name.rsplit(".", 1)[0]
+        rules.sources.append(str(path))
+        for key in data:
+            if key not in (*SECTIONS, "description"):
+                raise ConfigError(f"profile {path}: unknown key {key!r} (allowed: description, {', '.join(SECTIONS)})")
+        for section, keys in SECTIONS.items():
+            sec = data.get(section) or {}
+            if not isinstance(sec, dict):
+                raise ConfigError(f"profile {path}: {section} must be a mapping of {', '.join(keys)}")
+            for key, val in sec.items():
+                if key not in keys:
+                    raise ConfigError(f"profile {path}: unknown key {section}.{key} (allowed: {', '.join(keys)})")
+                if not isinstance(val, list) or not all(isinstance(v, str) and v for v in val):
+                    raise ConfigError(f"profile {path}: {section}.{key} must be a list of non-empty strings")
+                target: list[Glob] = getattr(rules, f"{'module' if section == 'modules' else section}_{key}")
+                target.extend(Glob(v, f"{name}:{section}.{key}") for v in val)
+    return rules
+
+
+# --- hardware profiles ------------------------------------------------------------------------------------------
+
+@dataclass
+class Hardware:
+    source: str
+    modaliases: list[tuple[int, str]] = field(default_factory=list)
+    lsmod: list[tuple[int, str]] = field(default_factory=list)
+
+
+def parse_hardware(path: Path) -> Hardware:
+    """Lines of ``find /sys/devices -name modalias -exec cat {} +`` and/or ``lsmod`` output; ``#`` comments."""
+    hw = Hardware(str(path))
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"hardware profile {path}: not a text file ({exc})") from exc
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#") or LSMOD_HEADER_RE.match(line):
+            continue
+        if MODALIAS_RE.match(line):
+            hw.modaliases.append((n, line))
+        elif (m := LSMOD_RE.match(line)) is not None:
+            hw.lsmod.append((n, m.group(1).replace("-", "_")))
+        else:
+            raise ConfigError(f"hardware profile {path}:{n}: malformed line {raw!r}: expected a modalias "
+                              "(bus:fields, e.g. pci:v00008086d0000125C...) or an lsmod line (name size used-by)")
+    return hw
+
+
+# --- the tree ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Entry:
+    rel: str  # relative to root
+    size: int
+    link: bool
+
+
+def _safe(root: Path, rel: str) -> Path:
+    p = os.path.normpath(os.path.join(root, rel))
+    if p != str(root) and not p.startswith(str(root) + os.sep):
+        raise PathEscapeError(f"{rel} escapes {root}")
+    return Path(p)
+
+
+def walk(root: Path, sub: str, skip: tuple[str, ...] = ()) -> dict[str, Entry]:
+    """Files and symlinks under ``root/sub`` (relative to root), not entering ``skip`` dirs or symlinked dirs."""
+    out: dict[str, Entry] = {}
+    base = root / sub if sub else root
+    if not base.is_dir():
+        return out
+    for dirpath, dirs, files in os.walk(base):
+        relbase = os.path.relpath(dirpath, root)
+        relbase = "" if relbase == "." else relbase + "/"
+        keep_dirs = []
+        for d in dirs:
+            full = os.path.join(dirpath, d)
+            if relbase + d in skip:
+                continue
+            if os.path.islink(full):
+                out[relbase + d] = Entry(relbase + d, 0, True)
+            else:
+                keep_dirs.append(d)
+        dirs[:] = keep_dirs
+        for f in files:
+            st = os.lstat(os.path.join(dirpath, f))
+            link = stat.S_ISLNK(st.st_mode)
+            out[relbase + f] = Entry(relbase + f, 0 if link else st.st_size, link)
+    return out
+
+
+def resolve_chain(root: Path, rel: str) -> tuple[list[str], str | None]:
+    """Follow symlinks of ``rel`` inside ``root`` (absolute targets re-rooted). Returns (symlinks traversed, final
+    regular-file path or None)."""
+    links: list[str] = []
+    parts = rel.split("/")
+    done: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        cur = "/".join([*done, part])
+        full = root / cur
+        if full.is_symlink():
+            hops += 1
+            if hops > 40:
+                return links, None
+            links.append(cur)
+            target = os.readlink(full)
+            if target.startswith("/"):
+                done = []
+                parts = target.lstrip("/").split("/") + parts
+            else:
+                parts = target.split("/") + parts
+            continue
+        if not full.exists() and not full.is_symlink():
+            return links, None
+        done.append(part)
+    final = "/".join(done)
+    return links, final if (root / final).is_file() else None
+
+
+# --- plan -------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Options:
+    root: Path
+    kernel_version: str | None = None
+    profiles: list[str] = field(default_factory=list)
+    hardware_profiles: list[str] = field(default_factory=list)
+    keep_modules: list[str] = field(default_factory=list)
+    module_compression: str = "keep"
+    firmware_compression: str = "keep"
+    firmware_audit: str = "error"
+    strip: bool = False
+    profile_dirs: list[Path] = field(default_factory=list)
+    hardware_dirs: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    root: Path
+    kver: str
+    remove: dict[str, str] = field(default_factory=dict)  # rel -> rule
+    remove_sizes: dict[str, int] = field(default_factory=dict)
+    decompress: list[str] = field(default_factory=list)  # regular files (rel) to decompress in place
+    relink: list[tuple[str, str]] = field(default_factory=list)  # (symlink rel, new target) for decompressed fw
+    strip: list[str] = field(default_factory=list)
+    kept_modules: dict[str, str] = field(default_factory=dict)  # name -> reason
+    module_paths: dict[str, str] = field(default_factory=dict)  # kept name -> path relative to moddir (before)
+    module_files_after: list[str] = field(default_factory=list)  # relative to moddir, after decompression
+    depmod_needed: bool = False
+    warnings: list[str] = field(default_factory=list)
+    missing_firmware: list[dict[str, str | None]] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.remove or self.decompress or self.relink or self.strip or self.depmod_needed)
+
+
+def _stats(entries: Iterable[Entry]) -> dict[str, int]:
+    n = b = 0
+    for e in entries:
+        n += 1
+        b += e.size
+    return {"count": n, "bytes": b}
+
+
+def _top(rel: str, kver: str) -> str:
+    mod = f"lib/modules/{kver}/"
+    if rel.startswith(mod):
+        parts = rel[len(mod):].split("/")
+        return mod + "/".join(parts[:3]) if parts[0] == "kernel" and len(parts) > 3 else mod + parts[0]
+    if rel.startswith("lib/firmware/"):
+        parts = rel.split("/")
+        return "/".join(parts[:3]) if len(parts) > 3 else "lib/firmware"
+    parts = rel.split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 else parts[0]
+
+
+def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
+    root = opts.root.resolve()
+    if not root.is_dir():
+        raise ConfigError(f"root {opts.root} is not a directory")
+    for key, val, allowed in (("module_compression", opts.module_compression, ("keep", "decompress")),
+                              ("firmware_compression", opts.firmware_compression, ("keep", "decompress")),
+                              ("firmware_audit", opts.firmware_audit, ("error", "warn"))):
+        if val not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, not {val!r}")
+    kver = _kmod.detect_kernel_version(root, opts.kernel_version)
+    plan = Plan(root, kver)
+    rules = load_rules(opts.profiles, opts.profile_dirs)
+    hardware = [parse_hardware(find_profile(h, opts.hardware_dirs, (".modalias", ".txt"))) for h in
+                opts.hardware_profiles]
+    tree = _kmod.read_tree(root, kver)
+    moddir_rel = f"lib/modules/{kver}"
+    mod_entries = walk(root, moddir_rel)
+    fw_entries = walk(root, "lib/firmware")
+    file_entries = walk(root, "", skip=("lib/modules", "lib/firmware", "proc", "sys", "dev"))
+    used: set[str] = set()
+
+    # ---- modules
+    def removed_by(rel: str) -> Glob | None:
+        for g in rules.module_remove:
+            if g.matches(rel):
+                used.add(g.rule)
+                if any(x.matches(rel) for x in rules.module_except):
+                    for x in rules.module_except:
+                        if x.matches(rel):
+                            used.add(x.rule)
+                    return None
+                return g
+        return None
+
+    reasons: dict[str, str] = {}
+    forced: set[str] = set()
+    for g in rules.module_keep:
+        if GLOB_CHARS.search(g.pattern) is None and "/" not in g.pattern:
+            n = g.pattern.replace("-", "_")
+            if n not in tree.modules and n not in tree.builtin:
+                raise ConfigError(f"{g.source}: keep names module {g.pattern!r}, which is neither a module nor "
+                                  f"built into kernel {kver}; fix the name or remove the entry")
+            if n in tree.modules:
+                forced.add(n)
+                reasons.setdefault(n, g.rule)
+            used.add(g.rule)
+            continue
+        for name, path in tree.modules.items():
+            if g.matches(path):
+                forced.add(name)
+                reasons.setdefault(name, g.rule)
+                used.add(g.rule)
+    for n in opts.keep_modules:
+        nn = n.replace("-", "_")
+        if nn not in tree.modules and nn not in tree.builtin:
+            raise ConfigError(f"keep_modules names {n!r}, which is neither a module nor built into kernel {kver}")
+        if nn in tree.modules:
+            forced.add(nn)
+            reasons.setdefault(nn, "keep_modules")
+
+    rule_removed: dict[str, Glob] = {}
+    for name, path in tree.modules.items():
+        rg = removed_by(path)
+        if rg is not None:
+            rule_removed[name] = rg
+
+    seeds: set[str] = set(forced)
+    if hardware:
+        for g in rules.module_base:
+            n = g.pattern.replace("-", "_")
+            if n in tree.modules:
+                seeds.add(n)
+                reasons.setdefault(n, g.rule)
+                used.add(g.rule)
+            elif n in tree.builtin:
+                used.add(g.rule)
+            else:
+                plan.warnings.append(f"{g.source}: base module {g.pattern!r} is not in kernel {kver} (skipped)")
+                used.add(g.rule)
+        for hw in hardware:
+            hits = 0
+            for lineno, alias in hw.modaliases:
+                for n in tree.match_alias(alias):
+                    hits += 1
+                    if n in rule_removed and n not in forced:
+                        continue
+                    seeds.add(n)
+                    reasons.setdefault(n, f"hardware:{hw.source}:{lineno}")
+            for lineno, name in hw.lsmod:
+                if name in tree.modules:
+                    hits += 1
+                    if name in rule_removed and name not in forced:
+                        continue
+                    seeds.add(name)
+                    reasons.setdefault(name, f"lsmod:{hw.source}:{lineno}")
+                elif name not in tree.builtin:
+                    plan.warnings.append(f"{hw.source}:{lineno}: lsmod module {name!r} is not in kernel {kver}")
+            if hits == 0:
+                plan.warnings.append(f"hardware profile {hw.source} matches no module of kernel {kver}")
+    else:
+        for name in tree.modules:
+            if name not in rule_removed:
+                seeds.add(name)
+                reasons.setdefault(name, "not removed by any rule")
+    closure = tree.closure(seeds)
+    for name, parent in closure.items():
+        plan.kept_modules[name] = reasons.get(name) or f"dependency of {parent}"
+        if name in rule_removed and name not in seeds:
+            plan.warnings.append(f"{tree.modules[name]} matches {rule_removed[name].rule} but is kept: "
+                                 f"{plan.kept_modules[name]}")
+    plan.module_paths = {n: tree.modules[n] for n in plan.kept_modules}
+    kept_paths = {f"{moddir_rel}/{tree.modules[n]}" for n in plan.kept_modules}
+    for rel, e in mod_entries.items():
+        sub = rel[len(moddir_rel) + 1:]
+        if not _kmod.is_module_file(sub) or rel in kept_paths:
+            continue
+        rr = rule_removed.get(_kmod.module_name(sub))
+        plan.remove[rel] = rr.rule if rr else ("hardware: not needed by any hardware profile" if hardware
+                                             else "module not selected")
+        plan.remove_sizes[rel] = e.size
+
+    # ---- firmware
+    fw_keep: dict[str, str] = {}
+    needed: dict[str, list[str]] = {}  # firmware name -> modules naming it
+    for name in sorted(plan.kept_modules):
+        for k, v in _kmod.modinfo(root / moddir_rel / tree.modules[name]):
+            if k == "firmware":
+                needed.setdefault(v, []).append(name)
+    fw_dirs = [f"lib/firmware/updates/{kver}", "lib/firmware/updates", f"lib/firmware/{kver}", "lib/firmware"]
+    removed_needed: list[str] = []
+
+    def fw_removed_by(rel: str) -> Glob | None:
+        sub = rel[len("lib/firmware/"):]
+        for g in rules.firmware_remove:
+            if g.matches(sub):
+                used.add(g.rule)
+                return g
+        return None
+
+    for fw, mods in sorted(needed.items()):
+        found = False
+        for d in fw_dirs:
+            for suf in FW_SUFFIXES:
+                rel = f"{d}/{fw}{suf}"
+                links, final = resolve_chain(root, rel)
+                if final is None:
+                    continue
+                found = True
+                for p in (*links, final):
+                    if p.startswith("lib/firmware/"):
+                        fr = fw_removed_by(p)
+                        if fr is not None:
+                            removed_needed.append(f"{p} (named by {', '.join(mods)}) is removed by {fr.rule}")
+                            continue
+                    fw_keep.setdefault(p, f"named by {mods[0]}")
+            if found:
+                break
+        if not found:
+            plan.missing_firmware.append({"module": ", ".join(mods), "firmware": fw, "package": firmware_package(fw)})
+    for rel in fw_entries:
+        sub = rel[len("lib/firmware/"):]
+        for g in rules.firmware_keep:
+            if g.matches(sub):
+                used.add(g.rule)
+                links, final = resolve_chain(root, rel)
+                for p in (rel, *links, *([final] if final else [])):
+                    fw_keep.setdefault(p, g.rule)
+                break
+    for rel, e in fw_entries.items():
+        if rel in fw_keep:
+            continue
+        fr = fw_removed_by(rel)
+        plan.remove[rel] = fr.rule if fr else "firmware: not named by any kept module"
+        plan.remove_sizes[rel] = e.size
+    plan.warnings.extend(sorted(set(removed_needed)))
+    if plan.missing_firmware:
+        lines = [f"module {m['module']} needs firmware {m['firmware']}, absent from {root}/lib/firmware"
+                 + (f" (shipped by Alpine package {m['package']})" if m["package"] else "")
+                 for m in plan.missing_firmware]
+        if opts.firmware_audit == "error":
+            raise NetbootError("firmware audit failed:\n" + "\n".join(lines) +
+                               "\nInstall the package(s) in the rootfs, drop the module with a remove rule, or set "
+                               "firmware_audit: warn")
+        plan.warnings.extend(lines)
+
+    # ---- other files
+    for rel, e in file_entries.items():
+        for g in rules.files_remove:
+            if g.matches(rel):
+                used.add(g.rule)
+                plan.remove[rel] = g.rule
+                plan.remove_sizes[rel] = e.size
+                break
+
+    # ---- unused rules
+    all_globs = [*rules.module_remove, *rules.module_except, *rules.module_keep, *rules.firmware_remove,
+                 *rules.firmware_keep, *rules.files_remove]
+    for g in all_globs:
+        if g.rule not in used:
+            plan.warnings.append(f"{g.source}: {g.pattern!r} matches nothing in {root}")
+
+    # ---- decompression
+    if opts.module_compression == "decompress":
+        for rel in sorted(kept_paths):
+            if rel.endswith(_kmod.COMPRESSED_SUFFIXES):
+                plan.decompress.append(rel)
+    if opts.firmware_compression == "decompress":
+        for rel in sorted(fw_keep):
+            if not rel.endswith((".zst", ".xz")):
+                continue
+            full = root / rel
+            if full.is_symlink():
+                tgt = os.readlink(full)
+                plan.relink.append((rel, _kmod.strip_compression(tgt)))
+            elif full.is_file():
+                plan.decompress.append(rel)
+    for rel in plan.decompress:
+        if (root / _kmod.strip_compression(rel)).exists():
+            raise NetbootError(f"cannot decompress {rel}: {_kmod.strip_compression(rel)} exists too; remove one")
+    after = {rel for rel in kept_paths}
+    after = {(_kmod.strip_compression(r) if r in plan.decompress else r) for r in after}
+    plan.module_files_after = sorted(r[len(moddir_rel) + 1:] for r in after)
+    _check_config(root, kver, after, {(_kmod.strip_compression(r) if r in plan.decompress else r)
+                                      for r in fw_keep}, plan)
+
+    # ---- strip
+    if opts.strip:
+        for rel, e in file_entries.items():
+            if e.link or rel in plan.remove or rel.endswith(_kmod.MODULE_SUFFIXES) or rel.startswith("boot/"):
+                continue
+            full = root / rel
+            if e.size < 64 or not full.is_file() or not _elf.is_elf(full):
+                continue
+            if _elf.strippable(full):
+                plan.strip.append(rel)
+
+    # ---- metadata
+    plan.depmod_needed = bool(plan.decompress or any(r.startswith(moddir_rel + "/") for r in plan.remove))
+    if not plan.depmod_needed:
+        try:
+            _kmod.verify_dep(root, kver, plan.module_files_after)
+        except NetbootError:
+            plan.depmod_needed = True
+    plan.report = _report(plan, mod_entries, fw_entries, file_entries, rules=rules, hardware=hardware,
+                          moddir_rel=moddir_rel)
+    return plan
+
+
+def _check_config(root: Path, kver: str, modules: set[str], firmware: set[str], plan: Plan) -> None:
+    cfg_path = root / "boot" / f"config-{kver}"
+    if not cfg_path.is_file():
+        cands = sorted((root / "boot").glob("config-*")) if (root / "boot").is_dir() else []
+        cfg_path = cands[0] if len(cands) == 1 else cfg_path
+    if not cfg_path.is_file():
+        plan.warnings.append(f"no kernel config ({root}/boot/config-{kver}): cannot check module/firmware "
+                             "compression support")
+        return
+    cfg: dict[str, str] = {}
+    for line in cfg_path.read_text(errors="replace").splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            k, _, v = line.partition("=")
+            cfg[k] = v
+    fw_need = {".zst": "CONFIG_FW_LOADER_COMPRESS_ZSTD", ".xz": "CONFIG_FW_LOADER_COMPRESS_XZ"}
+    for suf, opt in fw_need.items():
+        files = sorted(f for f in firmware if f.endswith(suf) and (root / f).is_file() and not (root / f).is_symlink())
+        ok = cfg.get(opt) == "y" or (suf == ".xz" and cfg.get("CONFIG_FW_LOADER_COMPRESS") == "y"
+                                     and "CONFIG_FW_LOADER_COMPRESS_ZSTD" not in cfg)
+        if files and not ok:
+            raise NetbootError(f"{cfg_path}: {opt} is not set but {len(files)} firmware files stay {suf}-compressed "
+                               f"(e.g. {files[0]}); the kernel could not load them: use firmware_compression: "
+                               "decompress")
+    mod_need = {".ko.gz": "GZIP", ".ko.xz": "XZ", ".ko.zst": "ZSTD"}
+    for suf, alg in mod_need.items():
+        files = sorted(m for m in modules if m.endswith(suf))
+        if files and cfg.get("CONFIG_MODULE_DECOMPRESS") != "y" and cfg.get(f"CONFIG_MODULE_COMPRESS_{alg}") != "y":
+            plan.warnings.append(f"{cfg_path}: {len(files)} modules stay {suf} but the kernel neither decompresses "
+                                 f"modules nor was built with CONFIG_MODULE_COMPRESS_{alg}: loading relies on "
+                                 "the rootfs kmod")
+
+
+def _report(plan: Plan, mods: dict[str, Entry], fws: dict[str, Entry], files: dict[str, Entry], *, rules: Rules,
+            hardware: list[Hardware], moddir_rel: str) -> dict[str, Any]:
+    def area(entries: dict[str, Entry], only_modules: bool = False) -> dict[str, Any]:
+        ents = [e for r, e in entries.items() if not only_modules or _kmod.is_module_file(r)]
+        removed = [e for e in ents if e.rel in plan.remove]
+        kept = [e for e in ents if e.rel not in plan.remove]
+        return {"before": _stats(ents), "removed": _stats(removed), "after": _stats(kept)}
+
+    by_rule: dict[str, dict[str, int]] = {}
+    for rel, rule in plan.remove.items():
+        s = by_rule.setdefault(rule, {"count": 0, "bytes": 0})
+        s["count"] += 1
+        s["bytes"] += plan.remove_sizes.get(rel, 0)
+    kept_by: dict[str, dict[str, int]] = {}
+    sizes = {e.rel: e.size for e in mods.values()}
+    for name, why in plan.kept_modules.items():
+        if why.startswith(("hardware:", "lsmod:")):
+            key = why.rsplit(":", 1)[0]
+        elif why.startswith("dependency of"):
+            key = "dependency closure"
+        else:
+            key = why.rsplit(":", 1)[0] if why.count(":") >= 2 else why
+        s = kept_by.setdefault(key, {"count": 0, "bytes": 0})
+        s["count"] += 1
+        s["bytes"] += sizes.get(f"{moddir_rel}/{plan.module_paths.get(name, '')}", 0)
+    by_top: dict[str, dict[str, dict[str, int]]] = {}
+    for entries in (mods, fws, files):
+        for rel, e in entries.items():
+            t = by_top.setdefault(_top(rel, plan.kver), {"removed": {"count": 0, "bytes": 0},
+                                                         "kept": {"count": 0, "bytes": 0}})
+            s = t["removed" if rel in plan.remove else "kept"]
+            s["count"] += 1
+            s["bytes"] += e.size
+    return {
+        "root": str(plan.root),
+        "kernel_version": plan.kver,
+        "profiles": rules.sources,
+        "hardware_profiles": [h.source for h in hardware],
+        "modules": area(mods, only_modules=True),
+        "module_tree": area(mods),
+        "firmware": area(fws),
+        "files": area(files),
+        "removed_by_rule": dict(sorted(by_rule.items())),
+        "kept_modules_by_reason": dict(sorted(kept_by.items())),
+        "by_top_dir": dict(sorted(by_top.items())),
+        "decompress": len(plan.decompress),
+        "relink": len(plan.relink),
+        "strip": len(plan.strip),
+        "missing_firmware": plan.missing_firmware,
+        "warnings": plan.warnings,
+    }
+
+
+# --- apply ------------------------------------------------------------------------------------------------------
+
+def _remove_empty_dirs(root: Path, rels: Iterable[str]) -> None:
+    dirs = sorted({str(Path(r).parent) for r in rels}, key=lambda s: -s.count("/"))
+    seen: set[str] = set()
+    for d in dirs:
+        cur = d
+        while cur and cur != "." and cur not in seen:
+            seen.add(cur)
+            full = _safe(root, cur)
+            try:
+                full.rmdir()
+            except OSError:
+                break
+            cur = str(Path(cur).parent)
+
+
+def _decompress_file(root: Path, rel: str) -> None:
+    src = _safe(root, rel)
+    dst = _safe(root, _kmod.strip_compression(rel))
+    data = _kmod.decompress_bytes(src.read_bytes(), src.name)
+    st = src.stat()
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, stat.S_IMODE(st.st_mode))
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    if os.geteuid() == 0:
+        os.chown(tmp, st.st_uid, st.st_gid)
+    os.replace(tmp, dst)
+    src.unlink()
+
+
+def _strip_file(root: Path, rel: str, runner: Runner) -> None:
+    src = _safe(root, rel)
+    st = src.stat()
+    tmp = src.with_name(f".{src.name}.strip")
+    runner.run(["strip", "--strip-unneeded", "-p", "-o", str(tmp), str(src)], what=f"strip {rel}")
+    os.chmod(tmp, stat.S_IMODE(st.st_mode))
+    if os.geteuid() == 0:
+        os.chown(tmp, st.st_uid, st.st_gid)
+    os.replace(tmp, src)
+
+
+def apply_plan(plan: Plan, runner: Runner, verify: bool = True) -> list[str]:
+    """Carry out ``plan``; return the module files ``modprobe --show-depends`` resolved for the kept set."""
+    root = plan.root
+    kmod = _kmod.find_kmod(root, runner) if plan.module_files_after else None
+    if kmod is not None:
+        _kmod.check_kmod_supports(kmod, plan.module_files_after)
+    for rel in sorted(plan.remove):
+        p = _safe(root, rel)
+        if p.is_symlink() or p.is_file():
+            p.unlink()
+        elif p.is_dir():
+            raise NetbootError(f"{p}: expected a file, found a directory")
+    _remove_empty_dirs(root, plan.remove)
+    for rel in plan.decompress:
+        _decompress_file(root, rel)
+    for rel, target in plan.relink:
+        link = _safe(root, rel)
+        new = _safe(root, _kmod.strip_compression(rel))
+        tmp = new.with_name(f".{new.name}.tmp")
+        if tmp.is_symlink():
+            tmp.unlink()
+        os.symlink(target, tmp)
+        os.replace(tmp, new)
+        if link != new:
+            link.unlink()
+    for rel in plan.strip:
+        _strip_file(root, rel, runner)
+    files: list[str] = []
+    if kmod is not None:
+        if plan.depmod_needed:
+            _kmod.depmod(root, plan.kver, kmod, runner)
+        _kmod.verify_dep(root, plan.kver, plan.module_files_after)
+        if verify:
+            files = _kmod.show_depends(root, plan.kver, kmod, sorted(plan.kept_modules), runner)
+    return files
+
+
+def diff(plan: Plan) -> dict[str, str]:
+    before = [f"{rel}  [{plan.remove[rel]}]" for rel in sorted(plan.remove)]
+    before += [f"{rel}  [decompress]" for rel in plan.decompress]
+    before += [f"{rel}  [relink]" for rel, _ in plan.relink]
+    before += [f"{rel}  [strip]" for rel in plan.strip]
+    after = [_kmod.strip_compression(r) for r in plan.decompress] + [
+        f"{_kmod.strip_compression(r)} -> {t}" for r, t in plan.relink] + [f"{r} (stripped)" for r in plan.strip]
+    if plan.depmod_needed:
+        after.append(f"lib/modules/{plan.kver}/modules.* regenerated")
+    return {"before": "\n".join(before) + ("\n" if before else ""),
+            "after": "\n".join(after) + ("\n" if after else "")}
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
