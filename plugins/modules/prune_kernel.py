@@ -1,0 +1,211 @@
+#!/usr/bin/python
+"""Ansible module: prune kernel modules, firmware and files of a rootfs by data rules and hardware profiles."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: prune_kernel
+short_description: Shrink a rootfs's kernel modules and firmware without breaking boot
+description:
+  - Selects the kernel modules of C(root)/lib/modules/<kver> to keep from rule profiles (remove/except/keep globs)
+    or, when O(hardware_profiles) are given, from modalias captures of real machines matched against
+    C(modules.alias) plus a base set; adds the full closure (C(modules.dep) dependencies, softdep and weakdep
+    targets resolved through aliases) and removes the rest.
+  - Keeps exactly the firmware the kept modules name (C(firmware:) in their modinfo, also as C(.zst)/C(.xz), with the
+    symlinks leading to it) plus explicit keep globs, and audits it - a kept module whose firmware is absent fails
+    the run naming the module, the file and the Alpine package that ships it.
+  - Optionally decompresses C(.ko.gz/.ko.xz/.ko.zst) modules and C(.zst/.xz) firmware so the outer initramfs
+    compressor does better, and strips userland ELF files (never C(.ko) files, which may carry signatures).
+  - Regenerates C(modules.dep) and friends with the target tree's own kmod (run through the tree's ELF
+    interpreter), or the host kmod for a tree without one, then verifies the result and runs
+    C(modprobe --show-depends) for every kept module.
+  - Writes a JSON report (bytes and counts before/removed/after, per rule and per top directory).
+version_added: "1.0.0"
+author: homelab
+options:
+  root:
+    description: The rootfs directory to prune in place.
+    type: path
+    required: true
+  kernel_version:
+    description: Kernel version under C(lib/modules); detected when there is exactly one.
+    type: str
+  profiles:
+    description:
+      - Rule profiles, as shipped names (looked up in O(profile_dirs), e.g. C(original), C(base)) or YAML file paths.
+      - Format - C(modules.remove/except/keep/base), C(firmware.remove/keep), C(files.remove), lists of fnmatch
+        globs (C(*) crosses C(/), a pattern also matches everything below it) or module names.
+    type: list
+    elements: str
+    default: []
+  hardware_profiles:
+    description:
+      - Modalias capture files (C(find /sys/devices -name modalias -exec cat {} +), optionally with C(lsmod) output),
+        as names looked up in O(hardware_dirs) (C(<name>.modalias)) or paths. Several are a union.
+      - When given, only modules matching these machines, the profiles' C(modules.base) set, keep rules and their
+        closure stay. Without them, every module not removed by a rule stays.
+    type: list
+    elements: str
+    default: []
+  keep_modules:
+    description: Module names always kept (with their closure). An unknown name is an error.
+    type: list
+    elements: str
+    default: []
+  module_compression:
+    description: C(decompress) turns C(.ko.gz/.ko.xz/.ko.zst) into C(.ko) inside the image.
+    type: str
+    choices: [keep, decompress]
+    default: keep
+  firmware_compression:
+    description: C(decompress) turns C(.zst/.xz) firmware into plain files (symlinks follow).
+    type: str
+    choices: [keep, decompress]
+    default: keep
+  firmware_audit:
+    description: What a kept module naming an absent firmware file does - fail (C(error)) or warn.
+    type: str
+    choices: [error, warn]
+    default: error
+  strip:
+    description: Strip debug info and unneeded symbols from userland ELF executables and libraries (never C(.ko)).
+    type: bool
+    default: false
+  report:
+    description: Path of the JSON report. Rewritten when the tree changes or the file is absent.
+    type: path
+  profile_dirs:
+    description: Directories searched for profile names (the C(kernel) role passes its C(files/profiles)).
+    type: list
+    elements: path
+    default: []
+  hardware_dirs:
+    description: Directories searched for hardware profile names (the C(kernel) role passes its C(files/hardware)).
+    type: list
+    elements: path
+    default: []
+  verify:
+    description: Run the target's C(modprobe --show-depends) for every kept module after pruning.
+    type: bool
+    default: true
+notes:
+  - Check mode computes the plan without touching files; diff mode lists what goes.
+  - A second run with the same input finds nothing to remove and current metadata, and reports C(changed=false).
+"""
+
+EXAMPLES = r"""
+- name: Prune like the original image
+  homelab.alpine_netboot.prune_kernel:
+    root: /build/rootfs
+    profiles: [original]
+    profile_dirs: ["{{ role_path }}/files/profiles"]
+    report: /build/prune-report.json
+
+- name: Keep only what the N100 herd needs, decompressed for a better outer zstd
+  homelab.alpine_netboot.prune_kernel:
+    root: /build/rootfs
+    profiles: [base]
+    hardware_profiles: [n100-i226, /srv/captures/new-box.modalias]
+    keep_modules: [zfs]
+    module_compression: decompress
+    firmware_compression: decompress
+    strip: true
+    profile_dirs: ["{{ role_path }}/files/profiles"]
+    hardware_dirs: ["{{ role_path }}/files/hardware"]
+"""
+
+RETURN = r"""
+kernel_version:
+  description: The kernel version pruned.
+  returned: always
+  type: str
+report:
+  description: The prune report (same content as the JSON file).
+  returned: always
+  type: dict
+kept_modules:
+  description: Names of the kept modules.
+  returned: always
+  type: list
+  elements: str
+removed:
+  description: Number of paths removed (or to remove in check mode).
+  returned: always
+  type: int
+commands:
+  description: Commands run (depmod, modprobe --show-depends, strip).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _prune
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+
+ARGS = {
+    "root": {"type": "path", "required": True},
+    "kernel_version": {"type": "str"},
+    "profiles": {"type": "list", "elements": "str", "default": []},
+    "hardware_profiles": {"type": "list", "elements": "str", "default": []},
+    "keep_modules": {"type": "list", "elements": "str", "default": []},
+    "module_compression": {"type": "str", "choices": ["keep", "decompress"], "default": "keep"},
+    "firmware_compression": {"type": "str", "choices": ["keep", "decompress"], "default": "keep"},
+    "firmware_audit": {"type": "str", "choices": ["error", "warn"], "default": "error"},
+    "strip": {"type": "bool", "default": False},
+    "report": {"type": "path"},
+    "profile_dirs": {"type": "list", "elements": "path", "default": []},
+    "hardware_dirs": {"type": "list", "elements": "path", "default": []},
+    "verify": {"type": "bool", "default": True},
+}
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGS, supports_check_mode=True)
+    p = module.params
+    runner = Runner()
+    opts = _prune.Options(
+        root=Path(p["root"]),
+        kernel_version=p["kernel_version"],
+        profiles=p["profiles"],
+        hardware_profiles=p["hardware_profiles"],
+        keep_modules=p["keep_modules"],
+        module_compression=p["module_compression"],
+        firmware_compression=p["firmware_compression"],
+        firmware_audit=p["firmware_audit"],
+        strip=p["strip"],
+        profile_dirs=[Path(d) for d in p["profile_dirs"]],
+        hardware_dirs=[Path(d) for d in p["hardware_dirs"]],
+    )
+    try:
+        plan = _prune.make_plan(opts)
+        changed = plan.changes
+        if not module.check_mode:
+            if changed:
+                _prune.apply_plan(plan, runner, verify=p["verify"])
+            if p["report"] and (changed or not Path(p["report"]).exists()):
+                _prune.write_report(Path(p["report"]), plan.report)
+    except NetbootError as exc:
+        module.fail_json(msg=str(exc), commands=runner.log)
+    for w in plan.warnings:
+        module.warn(w)
+    result = {
+        "changed": changed,
+        "kernel_version": plan.kver,
+        "report": plan.report,
+        "kept_modules": sorted(plan.kept_modules),
+        "removed": len(plan.remove),
+        "commands": runner.log,
+    }
+    if module._diff:
+        result["diff"] = _prune.diff(plan)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
