@@ -1,0 +1,183 @@
+"""_prune: rules, hardware profiles, firmware selection/audit, decompression on real Debian and Alpine trees."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _kmod, _prune
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+from tests.fixtures.debian import DebianKernel, clone_tree, debian_kernel
+from tests.fixtures.material import REPO
+
+PROFILES = REPO / "roles/kernel/files/profiles"
+HARDWARE = REPO / "roles/kernel/files/hardware"
+RTL8156B = "usb:v0BDAp8156d3000dc00dsc00dp00icFFiscFFip00in00"
+
+
+@pytest.fixture(scope="module")
+def debian() -> DebianKernel:
+    return debian_kernel()
+
+
+def opts(root: Path, **kw: object) -> _prune.Options:
+    o = _prune.Options(root=root, profile_dirs=[PROFILES], hardware_dirs=[HARDWARE])
+    for k, v in kw.items():
+        setattr(o, k, v)
+    return o
+
+
+def rtl_profile(tmp_path: Path) -> Path:
+    hw = tmp_path / "rtl8156b.modalias"
+    hw.write_text(f"# a box with the RTL8156B USB 2.5GbE dongle\n{RTL8156B}\n")
+    return hw
+
+
+# --- data parsing -------------------------------------------------------------------------------------------------
+
+def test_hardware_profile_lines(tmp_path: Path) -> None:
+    f = tmp_path / "box.modalias"
+    f.write_text(
+        "pci:v00008086d0000125Csv00008086sd00000000bc02sc00i00\n"
+        "dmi:bvnAmericanMegatrendsInternational,LLC.:bvrALN4L102:pnNUCBOX G3 :\n"
+        "\n# comment\n"
+        "Module                  Size  Used by\n"
+        "r8169                 106496  0\n"
+        "nf_tables             344064  1 nft_chain_nat\n"
+    )
+    hw = _prune.parse_hardware(f)
+    assert [a for _, a in hw.modaliases][0].startswith("pci:v00008086d0000125C")
+    assert len(hw.modaliases) == 2
+    assert hw.lsmod == [(6, "r8169"), (7, "nf_tables")]
+
+
+def test_malformed_modalias_names_file_and_line(tmp_path: Path) -> None:
+    f = tmp_path / "bad.modalias"
+    f.write_text(f"{RTL8156B}\n# ok so far\nthis is not a modalias\n")
+    with pytest.raises(ConfigError, match=r"bad\.modalias:3: malformed line 'this is not a modalias'"):
+        _prune.parse_hardware(f)
+
+
+def test_profile_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown profile 'nope'.*available: base, original"):
+        _prune.load_rules(["nope"], [PROFILES])
+    bad = tmp_path / "bad.yml"
+    bad.write_text("modules:\n  delete: [x]\n")
+    with pytest.raises(ConfigError, match=r"bad\.yml: unknown key modules\.delete"):
+        _prune.load_rules([str(bad)], [])
+    bad.write_text("modules:\n  remove: kernel/fs\n")
+    with pytest.raises(ConfigError, match=r"modules\.remove must be a list"):
+        _prune.load_rules([str(bad)], [])
+    rules = _prune.load_rules(["original"], [PROFILES])
+    assert any(g.pattern == "kernel/drivers/net/wireless" for g in rules.module_remove)
+
+
+def test_shipped_hardware_profiles_parse() -> None:
+    for f in sorted(HARDWARE.glob("*.modalias")):
+        hw = _prune.parse_hardware(f)
+        assert hw.modaliases, f
+
+
+# --- Must show 1: the original image's missing rtl8156b-2.fw ------------------------------------------------------
+
+def test_rtl8156b_keeps_r8152_and_its_firmware(debian: DebianKernel, tmp_path: Path) -> None:
+    root = clone_tree(debian.root, tmp_path / "root")
+    plan = _prune.make_plan(opts(root, hardware_profiles=[str(rtl_profile(tmp_path))]))
+    assert plan.kept_modules["r8152"].startswith("hardware:")
+    assert {"mii", "usbcore", "usb_common"} <= set(plan.kept_modules)  # modules.dep closure
+    assert "lib/firmware/rtl_nic/rtl8156b-2.fw" not in plan.remove
+    assert plan.remove["lib/firmware/rtl_nic/rtl8168h-2.fw"] == "firmware: not named by any kept module"
+    assert plan.remove[f"lib/modules/{debian.kernel_version}/kernel/drivers/net/ethernet/realtek/r8169.ko"]
+    _prune.apply_plan(plan, Runner())
+    assert (root / "lib/firmware/rtl_nic/rtl8156b-2.fw").is_file()
+    assert not (root / "lib/firmware/rtl_nic/rtl8168h-2.fw").exists()
+    assert not (root / "lib/firmware/i915").exists()
+    kept_fw = {str(p.relative_to(root / "lib/firmware")) for p in (root / "lib/firmware").rglob("*") if p.is_file()}
+    r8152_fw = {v for k, v in _kmod.modinfo(debian.modules / "kernel/drivers/net/usb/r8152.ko") if k == "firmware"}
+    assert kept_fw == r8152_fw  # exactly what the kept modules name
+    assert "rtl_nic/rtl8156b-2.fw" in kept_fw
+
+
+def test_missing_rtl8156b_firmware_fails_naming_module_file_and_package(debian: DebianKernel,
+                                                                       tmp_path: Path) -> None:
+    root = clone_tree(debian.root, tmp_path / "root")
+    (root / "lib/firmware/rtl_nic/rtl8156b-2.fw").unlink()
+    hw = str(rtl_profile(tmp_path))
+    with pytest.raises(NetbootError) as exc:
+        _prune.make_plan(opts(root, hardware_profiles=[hw]))
+    msg = str(exc.value)
+    assert "module r8152 needs firmware rtl_nic/rtl8156b-2.fw" in msg
+    assert "linux-firmware-rtl_nic" in msg
+    assert "rtl8156a-2.fw" not in msg  # only what is really missing
+    plan = _prune.make_plan(opts(root, hardware_profiles=[hw], firmware_audit="warn"))
+    assert plan.missing_firmware == [{"module": "r8152", "firmware": "rtl_nic/rtl8156b-2.fw",
+                                      "package": "linux-firmware-rtl_nic"}]
+    assert any("r8152" in w and "rtl8156b-2.fw" in w for w in plan.warnings)
+
+
+# --- firmware on disk as .zst behind symlinks; kernel config check --------------------------------------------------
+
+def zst_firmware_tree(debian: DebianKernel, tmp_path: Path) -> Path:
+    """Alpine-style firmware: rtl8156b-2.fw.zst is a symlink to a compressed blob elsewhere (real firmware bytes)."""
+    root = clone_tree(debian.root, tmp_path / "root")
+    fw = root / "lib/firmware/rtl_nic/rtl8156b-2.fw"
+    blobs = root / "lib/firmware/realtek-blobs"
+    blobs.mkdir()
+    (blobs / "rtl8156b-2.fw.zst").write_bytes(zstandard.ZstdCompressor(level=19).compress(fw.read_bytes()))
+    fw.unlink()
+    os.symlink("../realtek-blobs/rtl8156b-2.fw.zst", root / "lib/firmware/rtl_nic/rtl8156b-2.fw.zst")
+    return root
+
+
+def test_compressed_firmware_behind_symlink_is_kept_and_config_checked(debian: DebianKernel, tmp_path: Path) -> None:
+    root = zst_firmware_tree(debian, tmp_path)
+    hw = str(rtl_profile(tmp_path))
+    # Debian's 6.1 config has CONFIG_FW_LOADER_COMPRESS_ZSTD unset: a .zst firmware left as is could not load
+    with pytest.raises(NetbootError, match=r"CONFIG_FW_LOADER_COMPRESS_ZSTD is not set .*realtek-blobs"):
+        _prune.make_plan(opts(root, hardware_profiles=[hw]))
+    plan = _prune.make_plan(opts(root, hardware_profiles=[hw], firmware_compression="decompress"))
+    assert "lib/firmware/rtl_nic/rtl8156b-2.fw.zst" not in plan.remove
+    assert "lib/firmware/realtek-blobs/rtl8156b-2.fw.zst" in plan.decompress
+    assert ("lib/firmware/rtl_nic/rtl8156b-2.fw.zst", "../realtek-blobs/rtl8156b-2.fw") in plan.relink
+    _prune.apply_plan(plan, Runner())
+    link = root / "lib/firmware/rtl_nic/rtl8156b-2.fw"
+    assert os.readlink(link) == "../realtek-blobs/rtl8156b-2.fw"
+    assert link.read_bytes() == (debian.firmware / "rtl_nic/rtl8156b-2.fw").read_bytes()
+    assert not (root / "lib/firmware/rtl_nic/rtl8156b-2.fw.zst").exists()
+    again = _prune.make_plan(opts(root, hardware_profiles=[hw], firmware_compression="decompress"))
+    assert not again.changes
+
+
+# --- rules -------------------------------------------------------------------------------------------------------
+
+def test_keep_rule_naming_unknown_module_is_an_error(debian: DebianKernel, tmp_path: Path) -> None:
+    prof = tmp_path / "mine.yml"
+    prof.write_text("modules:\n  keep: [r8152, no_such_driver]\n")
+    with pytest.raises(ConfigError, match=r"mine:modules\.keep: keep names module 'no_such_driver'"):
+        _prune.make_plan(opts(debian.root, profiles=[str(prof)]))
+    with pytest.raises(ConfigError, match=r"keep_modules names 'zfs'"):
+        _prune.make_plan(opts(debian.root, keep_modules=["zfs"]))
+
+
+def test_globs_and_alias_files_matching_nothing_warn(debian: DebianKernel, tmp_path: Path) -> None:
+    prof = tmp_path / "mine.yml"
+    prof.write_text("modules:\n  remove: [kernel/drivers/no/such/dir]\nfirmware:\n  keep: ['nothing-*.bin']\n")
+    hw = tmp_path / "alien.modalias"
+    hw.write_text("pci:v0000FFFFd0000FFFFsv0000FFFFsd0000FFFFbcFFscFFiFF\n")
+    plan = _prune.make_plan(opts(debian.root, profiles=[str(prof)], hardware_profiles=[str(hw)]))
+    assert f"mine:modules.remove: 'kernel/drivers/no/such/dir' matches nothing in {debian.root}" in plan.warnings
+    assert f"mine:firmware.keep: 'nothing-*.bin' matches nothing in {debian.root}" in plan.warnings
+    assert any(w.startswith(f"hardware profile {hw} matches no module") for w in plan.warnings)
+
+
+def test_rule_removal_loses_to_dependency_closure(debian: DebianKernel, tmp_path: Path) -> None:
+    """Removing a module a kept one depends on would break loading: the closure wins, with a warning."""
+    prof = tmp_path / "mine.yml"
+    prof.write_text("modules:\n  remove: [kernel/drivers/net/mii.ko]\n  keep: [r8152]\n")
+    plan = _prune.make_plan(opts(debian.root, profiles=[str(prof)], hardware_profiles=[str(rtl_profile(tmp_path))]))
+    assert plan.kept_modules["mii"] == "dependency of r8152"
+    assert any("mii.ko matches" in w and "kept: dependency of r8152" in w for w in plan.warnings)
