@@ -151,6 +151,7 @@ class Builder:
         self.warnings: list[str] = []
         self.keyring = Keyring.for_arch(spec.arch, spec.extra_keys_dirs)
         self.indexes: dict[str, Index] = {}
+        self.index_dirs: dict[str, Path] = {}  # repo -> dir apk reads <arch>/APKINDEX.tar.gz from
         self._scratch = Path(tempfile.mkdtemp(prefix="alpine-rootfs-"))
 
     def close(self) -> None:
@@ -162,7 +163,9 @@ class Builder:
             cached = self.spec.repo_dir(repo) / "APKINDEX.tar.gz"
             clean_partials(cached.parent)
             if not self.spec.offline:
-                dest = (self._scratch / "index" / repo / "APKINDEX.tar.gz") if self.check_mode else cached
+                dest = cached
+                if self.check_mode:
+                    dest = self._scratch / "index" / repo / self.spec.arch / "APKINDEX.tar.gz"
                 try:
                     self.indexes[repo] = self.fetcher.fetch(
                         self.spec.repo_urls(repo, "APKINDEX.tar.gz"),
@@ -170,6 +173,7 @@ class Builder:
                         lambda p: read_index(p, self.keyring),
                         f"the {repo} index of Alpine {self.spec.release} ({self.spec.arch})",
                     )
+                    self.index_dirs[repo] = dest.parent.parent
                     continue
                 except FetchError as exc:
                     if "rejected" in str(exc) or not cached.is_file():
@@ -181,6 +185,7 @@ class Builder:
                     f"netboot_offline is true: run the build online once to fill {self.spec.cache_dir}"
                 )
             self.indexes[repo] = read_index(cached, self.keyring)
+            self.index_dirs[repo] = cached.parent.parent
 
     def _explain_fetch(self, exc: FetchError, repo: str) -> NetbootError:
         text = str(exc)
@@ -253,7 +258,7 @@ class Builder:
         if not keys.is_dir():
             self.keyring.write(keys)
         repos = self._scratch / "repositories"
-        repos.write_text("".join(f"{self.spec.repo_dir(r).parent}\n" for r in self.spec.repositories))
+        repos.write_text("".join(f"{self.index_dirs[r]}\n" for r in self.spec.repositories))
         return ApkContext(root.absolute(), keys.absolute(), repos.absolute(), self.spec.arch)
 
     _apk: Apk | None = None
