@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import os
 import shutil
 import urllib.error
@@ -52,7 +53,7 @@ class Fetcher:
             except SignatureError as exc:
                 rejected = True
                 failures.append(f"{url}: {exc}")
-            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
                 if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                     raise NetbootError(
                         f"no space left on device while writing {part}; free space on {dest.parent} "
