@@ -485,8 +485,12 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
     for fw, mods in sorted(needed.items()):
         found = False
         for d in fw_dirs:
-            for suf in FW_SUFFIXES:
-                rel = f"{d}/{fw}{suf}"
+            if GLOB_CHARS.search(fw):  # some drivers name a pattern (brcmfmac: brcm/brcmfmac*-pcie.*.bin)
+                cands = [r for r in fw_entries if r.startswith(d + "/") and
+                         any(fnmatch.fnmatchcase(r[len(d) + 1:], fw + suf) for suf in FW_SUFFIXES)]
+            else:
+                cands = [f"{d}/{fw}{suf}" for suf in FW_SUFFIXES]
+            for rel in cands:
                 links, final = resolve_chain(root, rel)
                 if final is None:
                     continue
@@ -519,9 +523,7 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
         plan.remove_sizes[rel] = e.size
     plan.warnings.extend(sorted(set(removed_needed)))
     if plan.missing_firmware:
-        lines = [f"module {m['module']} needs firmware {m['firmware']}, absent from {root}/lib/firmware"
-                 + (f" (shipped by Alpine package {m['package']})" if m["package"] else "")
-                 for m in plan.missing_firmware]
+        lines = _missing_lines(plan.missing_firmware, root)
         if opts.firmware_audit == "error":
             raise NetbootError("firmware audit failed:\n" + "\n".join(lines) +
                                "\nInstall the package(s) in the rootfs, drop the module with a remove rule, or set "
@@ -589,6 +591,23 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
     plan.report = _report(plan, mod_entries, fw_entries, file_entries, rules=rules, hardware=hardware,
                           moddir_rel=moddir_rel)
     return plan
+
+
+def _missing_lines(missing: list[dict[str, str | None]], root: Path, limit: int = 40) -> list[str]:
+    """One line per module (firmware files listed, at most 4 shown), at most ``limit`` lines."""
+    by_module: dict[str, list[dict[str, str | None]]] = {}
+    for m in missing:
+        by_module.setdefault(str(m["module"]), []).append(m)
+    lines = []
+    for mod, items in by_module.items():
+        names = [str(i["firmware"]) for i in items]
+        pkgs = sorted({str(i["package"]) for i in items if i["package"]})
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        lines.append(f"module {mod} needs firmware {shown}, absent from {root}/lib/firmware"
+                     + (f" (shipped by Alpine package {', '.join(pkgs)})" if pkgs else ""))
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"... and {len(lines) - limit} more modules (missing_firmware in the report)"]
+    return lines
 
 
 def _check_config(root: Path, kver: str, modules: set[str], firmware: set[str], plan: Plan) -> None:

@@ -50,7 +50,7 @@ def test_hardware_profile_lines(tmp_path: Path) -> None:
         "nf_tables             344064  1 nft_chain_nat\n"
     )
     hw = _prune.parse_hardware(f)
-    assert [a for _, a in hw.modaliases][0].startswith("pci:v00008086d0000125C")
+    assert hw.modaliases[0][1].startswith("pci:v00008086d0000125C")
     assert len(hw.modaliases) == 2
     assert hw.lsmod == [(6, "r8169"), (7, "nf_tables")]
 
