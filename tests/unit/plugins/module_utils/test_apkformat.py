@@ -150,5 +150,5 @@ def test_extra_keys_dir_must_hold_keys(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="holds no"):
         Keyring.for_arch("x86_64", [tmp_path])
     (tmp_path / "junk.rsa.pub").write_text("not a key")
-    with pytest.raises(ConfigError, match="junk.rsa.pub"):
+    with pytest.raises(ConfigError, match=r"junk\.rsa\.pub"):
         Keyring.for_arch("x86_64", [tmp_path])

@@ -64,7 +64,7 @@ def test_overlay_symlink_pointing_out_is_refused(tmp_path: Path, rootfs: Path) -
     ov = tmp_path / "overlay"
     (ov / "etc").mkdir(parents=True)
     os.symlink("../../../../../../root/.ssh", ov / "etc/escape")
-    with pytest.raises(PathEscapeError, match="escape|climbs"):
+    with pytest.raises(PathEscapeError, match=r"escape|climbs"):
         copy_overlay(ov, rootfs)
 
 
