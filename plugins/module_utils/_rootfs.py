@@ -372,11 +372,7 @@ class Builder:
 
     # --------------------------------------------------------------------------------------------- apply
     def apply(self, pkgs: list[Locked], manifest: dict[str, Any]) -> list[str]:
-        if os.geteuid() != 0:
-            raise NetbootError(
-                "alpine_rootfs must run as root: apk runs the packages' install scripts chrooted into the rootfs "
-                "and sets file ownership. Run the playbook with sudo (or become: true on localhost)"
-            )
+        require_root()
         targets: list[str] = []
         for p in pkgs:
             src = self.entry_for(p)
@@ -413,6 +409,14 @@ class Builder:
             shutil.rmtree(new, ignore_errors=True)
             shutil.rmtree(old, ignore_errors=True)
         return overlay.files if overlay else []
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise NetbootError(
+            "alpine_rootfs must run as root: apk runs the packages' install scripts chrooted into the rootfs "
+            "and sets file ownership. Run the playbook with sudo (or become: true on localhost)"
+        )
 
 
 def _seed(new: Path) -> None:
@@ -526,6 +530,8 @@ def package_lines(pkgs: list[dict[str, Any]] | list[Locked]) -> list[str]:
 
 
 def build(spec: RootfsSpec, runner: Runner, fetcher: Fetcher, check_mode: bool) -> Outcome:
+    if not check_mode:
+        require_root()
     builder = Builder(spec, runner, fetcher, check_mode)
     try:
         pkgs, lock_dirty, manifest, missing = builder.plan()

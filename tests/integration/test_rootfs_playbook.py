@@ -273,3 +273,24 @@ def test_check_mode_reports_and_writes_nothing(tmp_path: Path, mirror: Mirror) -
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.apk"))
     assert not (tmp_path / "build").exists()
     assert not (tmp_path / "alpine-lock.json").exists()
+
+
+def test_non_root_gets_a_clear_error_and_nothing_is_written(
+    tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs import RootfsSpec
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs import build as build_rootfs
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with serve(mirror.path) as http:
+        spec = RootfsSpec(
+            release="3.23", arch="x86_64", mirrors=(http.url,), repositories=("main",), packages=("busybox",),
+            root=tmp_path / "rootfs", cache_dir=tmp_path / "cache", extra_keys_dirs=(mirror.keys_dir,),
+        )
+        with pytest.raises(NetbootError, match=r"must run as root.*sudo"):
+            build_rootfs(spec, Runner(), Fetcher(), check_mode=False)
+    assert not (tmp_path / "rootfs").exists()
+    assert not (tmp_path / "cache").exists()
