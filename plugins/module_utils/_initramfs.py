@@ -1,0 +1,287 @@
+"""Build ``dist/initramfs`` (and the early microcode cpio) from an image tree: the logic of ``make_initramfs``.
+
+Flow: resolve SOURCE_DATE_EPOCH -> check the kernel config supports the compression -> plan the archive (tree +
+spec entries: ``/init``, device nodes) -> compare the plan's digest with the stamp of the last build (equal and the
+output untouched: nothing to do, no compression) -> else stream cpio -> compressor -> temp file, hash on the way,
+rename only if the bytes differ from the current file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, cast
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
+    atomic_write_bytes,
+    sha256_file,
+    source_date_epoch,
+)
+
+MICROCODE_PATH = "kernel/x86/microcode/GenuineIntel.bin"
+STAMP_FORMAT = 1
+
+
+@dataclass
+class InitramfsRequest:
+    src: str
+    dest: str
+    compression: compress.CompressionSpec = field(default_factory=compress.CompressionSpec)
+    source_date_epoch: int | None = None
+    rootfs_manifest: str | None = None
+    kernel_config: str | None = None  # None: boot/config-* of the tree
+    microcode: bool | Sequence[str] = False
+    microcode_dest: str | None = None
+    microcode_concat: bool = False
+    extras: Sequence[Mapping[str, object]] = ()
+    exclude: Sequence[str] = ()
+    owner: str = "auto"
+    stamp_file: str | None = None
+    progress_log: str | None = None
+
+
+# -------------------------------------------------------------------------------------------------- microcode
+
+
+def _is_intel_microcode(blob: bytes) -> bool:
+    # Intel microcode update header: header version 1, loader revision 1 (two little-endian dwords).
+    return len(blob) >= 48 and blob[:4] == b"\x01\x00\x00\x00" and blob[20:24] == b"\x01\x00\x00\x00"
+
+
+def _from_cpio(path: Path) -> bytes | None:
+    with open(path, "rb") as fh:
+        for member in cpio.read_newc(fh):
+            if member.name.lstrip("./") == MICROCODE_PATH:
+                return member.data
+    return None
+
+
+def microcode_blob(root: str, microcode: bool | Sequence[str]) -> tuple[bytes, list[str]] | None:
+    """The ``GenuineIntel.bin`` bytes and the files they came from, or None when microcode is off.
+
+    ``True``: the image's ``boot/intel-ucode.img`` (Alpine's intel-ucode) or its ``lib/firmware/intel-ucode/*``.
+    A list: files (raw microcode, or an early cpio holding GenuineIntel.bin) and directories (their files, sorted).
+    """
+    if microcode is False or microcode == []:
+        return None
+    sources: list[Path] = []
+    if microcode is True:
+        img = Path(root, "boot/intel-ucode.img")
+        fw = Path(root, "lib/firmware/intel-ucode")
+        if img.is_file():
+            sources = [img]
+        elif fw.is_dir():
+            sources = [fw]
+        else:
+            raise ConfigError(
+                f"microcode is enabled but the image {root} has neither boot/intel-ucode.img nor "
+                "lib/firmware/intel-ucode/: add the intel-ucode package to the image or list microcode files"
+            )
+    else:
+        sources = [Path(p) for p in microcode]
+    blobs: list[bytes] = []
+    used: list[str] = []
+    for src in sources:
+        files = sorted(p for p in src.iterdir() if p.is_file()) if src.is_dir() else [src]
+        for f in files:
+            try:
+                with open(f, "rb") as fh:
+                    head = fh.read(6)
+            except OSError as exc:
+                raise NetbootError(f"cannot read microcode file {f}: {exc.strerror}") from exc
+            if head in (b"070701", b"070702"):
+                data = _from_cpio(f)
+                if data is None:
+                    raise ConfigError(f"microcode archive {f} has no {MICROCODE_PATH}")
+            else:
+                data = f.read_bytes()
+                if not _is_intel_microcode(data):
+                    raise ConfigError(
+                        f"{f} is not an Intel microcode file (no version-1 update header); give the files of "
+                        "intel-ucode / intel-microcode (lib/firmware/intel-ucode/*)"
+                    )
+            blobs.append(data)
+            used.append(str(f))
+    if not blobs:
+        raise ConfigError(f"microcode is enabled but {', '.join(map(str, sources))} holds no microcode files")
+    return b"".join(blobs), used
+
+
+def microcode_archive(blob: bytes, sde: int) -> bytes:
+    """An uncompressed newc cpio whose FIRST entry is kernel/x86/microcode/GenuineIntel.bin (what the kernel's
+    early loader scans for). No directory entries: the early loader does not need them."""
+    entry = cpio.Entry(path=MICROCODE_PATH.encode(), mode=0o100644, mtime=sde, size=len(blob), data=blob, ino=1)
+    return cpio.archive_bytes([entry])
+
+
+# ------------------------------------------------------------------------------------------------------ build
+
+
+def _stamp_path(req: InitramfsRequest) -> str:
+    if req.stamp_file:
+        return req.stamp_file
+    d, n = os.path.split(os.path.abspath(req.dest))
+    return os.path.join(d, f".{n}.stamp")
+
+
+def _read_stamp(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _file_info(path: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    sha = sha256_file(path)
+    return None if sha is None else {"path": path, "sha256": sha, "size": os.path.getsize(path)}
+
+
+def build_initramfs(req: InitramfsRequest, *, check_mode: bool = False) -> dict[str, Any]:
+    """Build (or confirm) the initramfs; returns the module result fields."""
+    src = os.path.abspath(req.src)
+    if not os.path.isdir(src):
+        raise NetbootError(f"src {req.src} is not a directory; build the rootfs stage first")
+    sde, sde_source = source_date_epoch(src, req.source_date_epoch, req.rootfs_manifest)
+
+    config = Path(req.kernel_config) if req.kernel_config else compress.find_kernel_config(src)
+    warnings: list[str] = []
+    if config is None:
+        warnings.append(
+            f"no boot/config-* in {src}: cannot check that the kernel unpacks {req.compression.method}; "
+            "set kernel_config"
+        )
+    else:
+        if not config.is_file():
+            raise NetbootError(f"kernel_config {config} does not exist")
+        compress.check_kernel_config(req.compression, config)
+
+    plan = cpio.plan_tree(src, source_date_epoch=sde, extras=req.extras, owner=req.owner, exclude=req.exclude)
+    ucode = microcode_blob(src, req.microcode)
+    ucode_cpio = microcode_archive(ucode[0], sde) if ucode else None
+    microcode_dest = None
+    if ucode_cpio is not None:
+        microcode_dest = req.microcode_dest or os.path.join(os.path.dirname(os.path.abspath(req.dest)),
+                                                            "intel-ucode.img")
+    digest = plan.digest(
+        {
+            "stamp": STAMP_FORMAT,
+            "compression": req.compression.describe(),
+            "microcode": None if ucode_cpio is None else hashlib.sha256(ucode_cpio).hexdigest(),
+            "concat": bool(req.microcode_concat and ucode_cpio),
+        }
+    )
+    stamp_path = _stamp_path(req)
+    stamp = _read_stamp(stamp_path)
+    before = _file_info(req.dest)
+    before_ucode = _file_info(microcode_dest)
+    result: dict[str, Any] = {
+        "dest": req.dest,
+        "source_date_epoch": sde,
+        "source_date_epoch_source": sde_source,
+        "compression": req.compression.describe(),
+        "kernel_config": str(config) if config else None,
+        "entries": len(plan.entries),
+        "files": plan.file_count,
+        "uncompressed_size": plan.archive_size(),
+        "plan_digest": digest,
+        "warnings": warnings,
+        "diff": {"before": _describe(before, before_ucode), "after": ""},
+    }
+    up_to_date = (
+        stamp.get("plan") == digest
+        and before is not None
+        and stamp.get("sha256") == before["sha256"]
+        and (ucode_cpio is None or (before_ucode is not None and stamp.get("microcode_sha256") == before_ucode["sha256"]))
+    )
+    if up_to_date:
+        assert before is not None
+        result.update(changed=False, compressed=False, sha256=before["sha256"], size=before["size"],
+                      microcode=before_ucode, progress=[])
+        result["diff"]["after"] = result["diff"]["before"]
+        return result
+    if check_mode:
+        result.update(changed=True, compressed=False, sha256=None, size=None, microcode=None, progress=[])
+        result["diff"]["after"] = "(rebuilt: inputs differ from the last build)\n"
+        return result
+
+    changed = False
+    if ucode_cpio is not None and microcode_dest is not None:
+        changed |= atomic_write_bytes(microcode_dest, ucode_cpio)
+    sha, size, progress = _write_image(req, plan, ucode_cpio if req.microcode_concat else None)
+    if before is None or before["sha256"] != sha:
+        changed = True
+    after = _file_info(req.dest)
+    after_ucode = _file_info(microcode_dest)
+    assert after is not None and after["sha256"] == sha
+    stamp_data = {"format": STAMP_FORMAT, "plan": digest, "sha256": sha,
+                  "microcode_sha256": after_ucode["sha256"] if after_ucode else None}
+    atomic_write_bytes(stamp_path, (json.dumps(stamp_data, sort_keys=True, indent=1) + "\n").encode())
+    result.update(changed=changed, compressed=True, sha256=sha, size=size, microcode=after_ucode, progress=progress)
+    result["diff"]["after"] = _describe(after, after_ucode)
+    return result
+
+
+def _describe(info: Mapping[str, Any] | None, ucode: Mapping[str, Any] | None) -> str:
+    if info is None:
+        return "(absent)\n"
+    text = f"sha256: {info['sha256']}\nsize: {info['size']}\n"
+    if ucode is not None:
+        text += f"microcode sha256: {ucode['sha256']}\nmicrocode size: {ucode['size']}\n"
+    return text
+
+
+def _write_image(req: InitramfsRequest, plan: cpio.Plan, prefix: bytes | None) -> tuple[str, int, list[str]]:
+    """Stream the image to a temp file next to ``dest``; rename over ``dest`` only when the bytes differ."""
+    dest = os.path.abspath(req.dest)
+    directory = os.path.dirname(dest)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(dest)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            out = compress.HashingWriter(raw)
+            progress = compress.Progress(req.progress_log, plan.archive_size(), out)
+            progress.emit(
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} make_initramfs {dest}: "
+                f"{req.compression.describe()}, {len(plan.entries)} entries, {plan.archive_size() / 1048576:.1f} MiB"
+            )
+            if prefix:
+                out.write(prefix)
+            with compress.compressor(req.compression, cast(IO[bytes], out)) as comp:
+                written = cpio.write_newc(plan, comp, progress=progress)
+            progress.close(written)
+            raw.flush()
+            os.fsync(raw.fileno())
+        sha = out.sha256.hexdigest()
+        size = out.count
+        if sha256_file(dest) == sha:
+            os.unlink(tmp)
+        else:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return sha, size, progress.lines
+
+
+def read_microcode_first_entry(path: str | os.PathLike[str]) -> str:
+    """Name of the first member of an (uncompressed) cpio: used by checks and tests."""
+    with open(path, "rb") as fh:
+        for member in cpio.read_newc(fh):
+            return member.name
+    return ""

@@ -1,0 +1,370 @@
+"""The ``dist/`` directory: kernel copy, ``manifest.json``, ``SHA256SUMS``, atomic writes.
+
+Everything written here is a pure function of its inputs (no timestamps, sorted keys), so a rerun with unchanged
+inputs rewrites nothing and reports ``changed=false``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
+    ConfigError,
+    NetbootError,
+    PathEscapeError,
+)
+
+ROOTFS_MANIFEST = "etc/alpine-netboot/manifest.json"
+MANIFEST_FORMAT = "homelab.alpine_netboot/dist/1"
+MANIFEST_NAME = "manifest.json"
+SUMS_NAME = "SHA256SUMS"
+
+
+# ------------------------------------------------------------------------------------------------ file helpers
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    except FileNotFoundError:
+        return None
+    return h.hexdigest()
+
+
+def _fsync_rename(tmp: str, dest: str | os.PathLike[str], mode: int) -> None:
+    os.chmod(tmp, mode)
+    os.replace(tmp, dest)
+
+
+def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> bool:
+    """Write ``data`` to ``dest`` through a temp file + rename; False (nothing written) when already identical."""
+    try:
+        with open(dest, "rb") as fh:
+            if fh.read(len(data) + 1) == data:
+                if (os.stat(dest).st_mode & 0o7777) != mode:
+                    os.chmod(dest, mode)
+                return False
+    except FileNotFoundError:
+        pass
+    directory = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(dest)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_rename(tmp, dest, mode)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def atomic_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str], mode: int = 0o644) -> bool:
+    """Copy ``src`` to ``dest`` (temp + rename) unless the bytes are already the same."""
+    if sha256_file(src) == sha256_file(dest):
+        if (os.stat(dest).st_mode & 0o7777) != mode:
+            os.chmod(dest, mode)
+        return False
+    directory = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(dest)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        _fsync_rename(tmp, dest, mode)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def inside(root: str | os.PathLike[str], rel: str) -> Path:
+    """``root/rel``, refusing anything that resolves outside ``root``."""
+    base = Path(root).resolve()
+    target = (base / rel.lstrip("/")).resolve()
+    if target != base and base not in target.parents:
+        raise PathEscapeError(f"{rel!r} resolves to {target}, outside {base}; give a path inside the image")
+    return target
+
+
+# ------------------------------------------------------------------------------------------- rootfs metadata
+
+
+def read_rootfs_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise NetbootError(f"cannot read the rootfs manifest {path}: {exc}; rebuild the rootfs stage") from exc
+    if not isinstance(data, dict):
+        raise NetbootError(f"the rootfs manifest {path} is not a JSON object; rebuild the rootfs stage")
+    return data
+
+
+def apk_installed(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Packages from the image's ``lib/apk/db/installed`` (name, version, checksum, arch, build_time)."""
+    db = Path(root, "lib/apk/db/installed")
+    try:
+        text = db.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    packages: list[dict[str, Any]] = []
+    for block in text.split("\n\n"):
+        pkg: dict[str, Any] = {}
+        for line in block.splitlines():
+            key, _, value = line.partition(":")
+            if key == "P":
+                pkg["name"] = value
+            elif key == "V":
+                pkg["version"] = value
+            elif key == "C":
+                pkg["checksum"] = value
+            elif key == "A":
+                pkg["arch"] = value
+            elif key == "t" and value.isdigit():
+                pkg["build_time"] = int(value)
+        if "name" in pkg:
+            packages.append(pkg)
+    return sorted(packages, key=lambda p: str(p["name"]))
+
+
+def newest_build_time(packages: Sequence[Mapping[str, Any]]) -> int | None:
+    times = [int(p["build_time"]) for p in packages if isinstance(p.get("build_time"), int | str)
+             and str(p.get("build_time")).isdigit()]
+    return max(times) if times else None
+
+
+def source_date_epoch(
+    root: str | os.PathLike[str],
+    explicit: int | None = None,
+    manifest_path: str | os.PathLike[str] | None = None,
+) -> tuple[int, str]:
+    """The SOURCE_DATE_EPOCH of an image and where it came from.
+
+    Order: ``explicit``; the newest ``build_time`` of the rootfs manifest's packages; the manifest's
+    ``source_date_epoch``; the newest build time (``t:``) in the image's ``lib/apk/db/installed``; else an error
+    (a clock or file mtimes would make the image unreproducible).
+    """
+    if explicit is not None:
+        if explicit < 0:
+            raise ConfigError(f"source_date_epoch {explicit} is negative")
+        return explicit, "option"
+    mpath = manifest_path if manifest_path is not None else Path(root, ROOTFS_MANIFEST)
+    manifest = read_rootfs_manifest(mpath)
+    if manifest is not None:
+        newest = newest_build_time(manifest.get("packages") or [])
+        if newest is not None:
+            return newest, f"newest package build_time in {mpath}"
+        sde = manifest.get("source_date_epoch")
+        if isinstance(sde, int) and sde >= 0:
+            return sde, f"source_date_epoch in {mpath}"
+    newest = newest_build_time(apk_installed(root))
+    if newest is not None:
+        return newest, f"newest package build time in {Path(root, 'lib/apk/db/installed')}"
+    raise ConfigError(
+        f"cannot tell the image's SOURCE_DATE_EPOCH: no package build times in {mpath} nor in lib/apk/db/installed; "
+        "set source_date_epoch"
+    )
+
+
+def find_kernel(rootfs: str | os.PathLike[str], kernel: str | None = None) -> Path:
+    """The image's kernel: ``kernel`` (relative to the rootfs, or a name in boot/), else the one boot/vmlinuz-*."""
+    if kernel:
+        rel = kernel if "/" in kernel else f"boot/{kernel}"
+        path = inside(rootfs, rel)
+        if not path.is_file():
+            raise NetbootError(f"kernel {kernel!r} not found at {path}; check dist kernel setting")
+        return path
+    found = sorted(p for p in Path(rootfs, "boot").glob("vmlinuz*") if p.is_file())
+    if not found:
+        raise NetbootError(
+            f"no kernel (boot/vmlinuz*) in {rootfs}; install a linux-* package in the rootfs or set the kernel option"
+        )
+    if len(found) > 1:
+        raise ConfigError(
+            f"several kernels in {rootfs}/boot ({', '.join(p.name for p in found)}); set the kernel option to one"
+        )
+    return found[0]
+
+
+def kernel_version(rootfs: str | os.PathLike[str]) -> str | None:
+    mods = sorted(p.name for p in Path(rootfs, "lib/modules").glob("*") if p.is_dir())
+    return mods[0] if len(mods) == 1 else None
+
+
+# ---------------------------------------------------------------------------------------------- dist manifest
+
+
+def sha256sums_text(sums: Mapping[str, str]) -> str:
+    """``sha256sum``-compatible lines, sorted by name (``sha256sum -c SHA256SUMS`` checks them)."""
+    for name in sums:
+        if "/" in name or "\n" in name:
+            raise ConfigError(f"artefact name {name!r} must be a plain file name in the dist directory")
+    return "".join(f"{sums[n]}  {n}\n" for n in sorted(sums))
+
+
+def dump_json(data: Mapping[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def default_artefacts(dist: str | os.PathLike[str]) -> list[str]:
+    """Every visible regular file of the dist directory except the manifest and the sums themselves."""
+    try:
+        names = os.listdir(dist)
+    except FileNotFoundError:
+        return []
+    return sorted(
+        n for n in names
+        if not n.startswith(".") and n not in (MANIFEST_NAME, SUMS_NAME) and not n.endswith(".tmp")
+        and os.path.isfile(os.path.join(dist, n))
+    )
+
+
+def dist_manifest(
+    *,
+    rootfs: str | os.PathLike[str],
+    rootfs_manifest: Mapping[str, Any] | None,
+    kernel_source: str,
+    artefacts: Mapping[str, Mapping[str, Any]],
+    inputs: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The dist ``manifest.json`` document (deterministic: no clocks, no absolute host paths but the inputs')."""
+    base = dict(rootfs_manifest or {})
+    packages = base.pop("packages", None)
+    if packages is None:
+        packages = apk_installed(rootfs)
+        package_source = "lib/apk/db/installed"
+    else:
+        package_source = ROOTFS_MANIFEST
+    sde = base.get("source_date_epoch")
+    if not isinstance(sde, int):
+        sde = newest_build_time(packages)
+    return {
+        "format": MANIFEST_FORMAT,
+        "release": base.get("release"),
+        "arch": base.get("arch"),
+        "source_date_epoch": sde,
+        "kernel": {"source": kernel_source, "version": kernel_version(rootfs)},
+        "packages": list(packages),
+        "package_source": package_source,
+        "rootfs": base,
+        "inputs": dict(inputs),
+        "artefacts": {k: dict(v) for k, v in sorted(artefacts.items())},
+    }
+
+
+def _load_reports(reports: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    out: dict[str, Any] = {}
+    warnings: list[str] = []
+    for name, path in sorted(reports.items()):
+        data = read_rootfs_manifest(path) if path else None
+        if data is None:
+            warnings.append(f"report {name}: {path} does not exist; recorded as null in manifest.json")
+        out[name] = data
+    return out, warnings
+
+
+def build_dist(
+    *,
+    rootfs: str,
+    dest: str,
+    kernel: str | None = None,
+    kernel_name: str = "vmlinuz",
+    rootfs_manifest: str | None = None,
+    inputs: Mapping[str, Any] | None = None,
+    reports: Mapping[str, str] | None = None,
+    artefacts: Sequence[str] | None = None,
+    check_mode: bool = False,
+) -> dict[str, Any]:
+    """Copy the kernel, then write manifest.json and SHA256SUMS for the dist directory (temp + rename each).
+
+    Returns the module result: ``changed``, ``artefacts`` (name -> size, sha256), ``manifest``, ``diff``, ``warnings``.
+    """
+    if "/" in kernel_name:
+        raise ConfigError(f"kernel_name {kernel_name!r} must be a plain file name")
+    kernel_path = find_kernel(rootfs, kernel)
+    kernel_dest = os.path.join(dest, kernel_name)
+    changed = False
+    before_sums = _read_text(os.path.join(dest, SUMS_NAME))
+    if check_mode:
+        changed |= sha256_file(kernel_path) != sha256_file(kernel_dest)
+    else:
+        os.makedirs(dest, exist_ok=True)
+        changed |= atomic_copy(kernel_path, kernel_dest)
+    names = sorted(set(artefacts)) if artefacts is not None else default_artefacts(dest)
+    if kernel_name not in names:
+        names = sorted([*names, kernel_name])
+    infos: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if "/" in name or name in (MANIFEST_NAME, SUMS_NAME):
+            raise ConfigError(f"artefact {name!r}: give plain names of files in {dest} (not the manifest or sums)")
+        path = kernel_path if (check_mode and name == kernel_name) else Path(dest, name)
+        sha = sha256_file(path)
+        if sha is None:
+            raise NetbootError(f"artefact {name} is missing from {dest}; run the stage that builds it first")
+        infos[name] = {"size": os.path.getsize(path), "sha256": sha}
+    mpath = rootfs_manifest or os.path.join(rootfs, ROOTFS_MANIFEST)
+    rmanifest = read_rootfs_manifest(mpath)
+    warnings: list[str] = []
+    if rmanifest is None:
+        warnings.append(f"no rootfs manifest at {mpath}: the package list comes from lib/apk/db/installed")
+    merged_inputs = dict(inputs or {})
+    if reports:
+        loaded, report_warnings = _load_reports(reports)
+        merged_inputs["reports"] = loaded
+        warnings += report_warnings
+    kernel_rel = os.path.relpath(kernel_path, os.path.realpath(rootfs))
+    doc = dist_manifest(rootfs=rootfs, rootfs_manifest=rmanifest, kernel_source=kernel_rel, artefacts=infos,
+                        inputs=merged_inputs)
+    manifest_bytes = dump_json(doc)
+    sums = {n: i["sha256"] for n, i in infos.items()}
+    sums[MANIFEST_NAME] = hashlib.sha256(manifest_bytes).hexdigest()
+    sums_text = sha256sums_text(sums)
+    if check_mode:
+        changed |= _read_bytes(os.path.join(dest, MANIFEST_NAME)) != manifest_bytes
+        changed |= before_sums != sums_text
+    else:
+        changed |= atomic_write_bytes(os.path.join(dest, MANIFEST_NAME), manifest_bytes)
+        changed |= atomic_write_bytes(os.path.join(dest, SUMS_NAME), sums_text.encode())
+    return {
+        "changed": changed,
+        "kernel": str(kernel_path),
+        "artefacts": infos,
+        "manifest": doc,
+        "sha256sums": sums_text,
+        "warnings": warnings,
+        "diff": {"before": before_sums or "", "after": sums_text, "before_header": f"{dest}/{SUMS_NAME}",
+                 "after_header": f"{dest}/{SUMS_NAME}"},
+    }
+
+
+def _read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def _read_text(path: str) -> str | None:
+    data = _read_bytes(path)
+    return None if data is None else data.decode("utf-8", errors="replace")

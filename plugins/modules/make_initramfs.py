@@ -1,0 +1,259 @@
+#!/usr/bin/python
+"""Ansible module: build a reproducible, compressed newc initramfs from an image tree."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: make_initramfs
+short_description: Build a reproducible compressed initramfs (and early microcode cpio) from a rootfs tree
+description:
+  - Streams a newc cpio of O(src) into a compressor and a temp file next to O(dest), then renames it over O(dest);
+    the image is never held in memory.
+  - "Reproducible: paths sorted bytewise (parents first), inode numbers assigned in order, numeric owners
+    normalised, mtimes clamped to O(source_date_epoch), hardlinks kept (data stored once), device nodes from a spec,
+    no host device numbers. The same tree gives the same bytes whatever the file mtimes after SOURCE_DATE_EPOCH, the
+    order on disk, the umask or the time zone."
+  - Before compressing it checks that the kernel config (C(boot/config-*) in the tree or O(kernel_config)) has
+    C(CONFIG_RD_ZSTD), C(CONFIG_RD_GZIP) or C(CONFIG_RD_XZ) for the chosen method.
+  - A digest of the plan (every path, mode, owner, clamped mtime, size, inode identity and the options) is kept in
+    O(stamp_file); when it matches and O(dest) is untouched, nothing is compressed and C(changed=false).
+  - Optionally writes the early microcode cpio (uncompressed, C(kernel/x86/microcode/GenuineIntel.bin) first) to
+    O(microcode_dest) and/or in front of O(dest).
+version_added: "1.0.0"
+author: homelab
+options:
+  src:
+    description: The image tree (the pruned rootfs).
+    type: path
+    required: true
+  dest:
+    description: The initramfs file to write.
+    type: path
+    required: true
+  compression:
+    description: Compression method.
+    type: str
+    choices: [zstd, gzip, xz, none]
+    default: zstd
+  level:
+    description:
+      - Compression level. zstd 1-19, 20-22 (ultra; default 19); gzip 1-9 (default 9); xz 0-9 (default 6).
+    type: int
+  window_log:
+    description:
+      - zstd only. Long-distance matching with a 2^N byte window, like C(zstd --long=N). At most 27 - the kernel's
+        zstd decoder cannot unpack larger windows. Unpacking a 27 window needs about 128 MiB extra RAM at boot.
+    type: int
+  threads:
+    description: zstd worker threads; 0 means one per CPU (like C(zstd -T0)).
+    type: int
+    default: 0
+  microcode:
+    description:
+      - Early microcode. C(false) (default) - none. C(true) - from the tree's C(boot/intel-ucode.img) (Alpine
+        C(intel-ucode)) or C(lib/firmware/intel-ucode/*). A list - microcode files, directories of them, or early cpio
+        archives holding C(kernel/x86/microcode/GenuineIntel.bin) (concatenated in the given order).
+    type: raw
+    default: false
+  microcode_dest:
+    description: Where the uncompressed microcode cpio goes (default C(intel-ucode.img) next to O(dest)).
+    type: path
+  microcode_concat:
+    description: Also put the microcode cpio in front of the compressed image in O(dest) (one file to load).
+    type: bool
+    default: false
+  source_date_epoch:
+    description:
+      - Clamp for file mtimes. Default - the newest package C(build_time) of O(rootfs_manifest), else its
+        C(source_date_epoch), else the newest build time (C(t:)) in the tree's C(lib/apk/db/installed).
+    type: int
+  rootfs_manifest:
+    description: The rootfs manifest (default C(etc/alpine-netboot/manifest.json) in O(src)).
+    type: path
+  kernel_config:
+    description: Kernel config to check the compression against (default the tree's single C(boot/config-*)).
+    type: path
+  extra_files:
+    description:
+      - Entries added to (or replacing) the tree's, without touching the tree. Each has C(path) (inside the image),
+        C(type) (file, dir, symlink, char, block, fifo; default file), C(mode) (octal string), C(uid), C(gid), and
+        C(src) (a file) or C(content) (text) for files, C(target) for symlinks, C(major)/C(minor) for devices.
+    type: list
+    elements: dict
+    default: []
+  devices:
+    description: Device nodes to add, same format as O(extra_files). Default C(/dev/console) (c 5:1) and C(/dev/null)
+      (c 1:3), which the kernel needs before devtmpfs is mounted.
+    type: list
+    elements: dict
+  exclude:
+    description: Glob patterns of paths (relative to O(src)) left out, e.g. C(boot/vmlinuz-*); a directory match
+      leaves out its whole subtree.
+    type: list
+    elements: str
+    default: []
+  owner:
+    description:
+      - C(auto) maps the tree owner's uid/gid (an unprivileged build) to 0 and keeps other ids; C(root) makes
+        everything 0:0; C(keep) copies ids.
+    type: str
+    choices: [auto, keep, root]
+    default: auto
+  stamp_file:
+    description: Where the digest of the last build is kept (default C(.<dest name>.stamp) next to O(dest)).
+    type: path
+  progress_log:
+    description: A log file receiving a progress line (bytes in/out) every 2 seconds while compressing (C(tail -f)).
+    type: path
+notes:
+  - Check mode compares the plan with the stamp; it reports C(changed=true) when a rebuild would be needed (it does
+    not compress to find out whether the bytes would differ).
+  - Diff mode shows the sha256 and size before and after.
+"""
+
+EXAMPLES = r"""
+- name: Build the initramfs with the shipped /init
+  homelab.alpine_netboot.make_initramfs:
+    src: /var/tmp/netboot/rootfs
+    dest: /var/tmp/netboot/dist/initramfs
+    compression: zstd
+    level: 19
+    window_log: 27
+    microcode: true
+    extra_files:
+      - path: init
+        src: "{{ role_path }}/files/init"
+        mode: "0755"
+    exclude: ["boot/vmlinuz-*", "boot/initramfs-*"]
+    progress_log: /var/tmp/netboot/initramfs.log
+"""
+
+RETURN = r"""
+sha256:
+  description: sha256 of O(dest).
+  returned: success
+  type: str
+size:
+  description: Size of O(dest) in bytes.
+  returned: success
+  type: int
+uncompressed_size:
+  description: Size of the uncompressed cpio archive.
+  returned: always
+  type: int
+entries:
+  description: Number of archive entries.
+  returned: always
+  type: int
+files:
+  description: Number of regular files.
+  returned: always
+  type: int
+compressed:
+  description: Whether compression ran (false when the stamp showed nothing changed).
+  returned: always
+  type: bool
+source_date_epoch:
+  description: The SOURCE_DATE_EPOCH used, and C(source_date_epoch_source) where it came from.
+  returned: always
+  type: int
+compression:
+  description: The compression, zstd-CLI style (e.g. C(zstd -19 --long=27 -T0)).
+  returned: always
+  type: str
+microcode:
+  description: path, sha256 and size of the microcode cpio, or null.
+  returned: always
+  type: dict
+progress:
+  description: The progress lines of this build.
+  returned: always
+  type: list
+  elements: str
+commands:
+  description: External commands run (none; kept for symmetry with the other modules).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _cpio, _initramfs
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+
+ARGS = {
+    "src": {"type": "path", "required": True},
+    "dest": {"type": "path", "required": True},
+    "compression": {"type": "str", "choices": list(_compress.METHODS), "default": "zstd"},
+    "level": {"type": "int"},
+    "window_log": {"type": "int"},
+    "threads": {"type": "int", "default": 0},
+    "microcode": {"type": "raw", "default": False},
+    "microcode_dest": {"type": "path"},
+    "microcode_concat": {"type": "bool", "default": False},
+    "source_date_epoch": {"type": "int"},
+    "rootfs_manifest": {"type": "path"},
+    "kernel_config": {"type": "path"},
+    "extra_files": {"type": "list", "elements": "dict", "default": []},
+    "devices": {"type": "list", "elements": "dict"},
+    "exclude": {"type": "list", "elements": "str", "default": []},
+    "owner": {"type": "str", "choices": ["auto", "keep", "root"], "default": "auto"},
+    "stamp_file": {"type": "path"},
+    "progress_log": {"type": "path"},
+}
+
+
+def microcode_option(value: object) -> bool | list[str]:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("true", "yes", "on", "1"):
+            return True
+        if low in ("false", "no", "off", "0", ""):
+            return False
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ConfigError(f"microcode must be true, false or a list of files, not {value!r}")
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGS, supports_check_mode=True)
+    p = module.params
+    try:
+        spec = _compress.make_spec(p["compression"], p["level"], p["window_log"], p["threads"])
+        devices = list(_cpio.DEFAULT_DEVICES) if p["devices"] is None else p["devices"]
+        req = _initramfs.InitramfsRequest(
+            src=p["src"],
+            dest=p["dest"],
+            compression=spec,
+            source_date_epoch=p["source_date_epoch"],
+            rootfs_manifest=p["rootfs_manifest"],
+            kernel_config=p["kernel_config"],
+            microcode=microcode_option(p["microcode"]),
+            microcode_dest=p["microcode_dest"],
+            microcode_concat=p["microcode_concat"],
+            extras=[*devices, *p["extra_files"]],
+            exclude=p["exclude"],
+            owner=p["owner"],
+            stamp_file=p["stamp_file"],
+            progress_log=p["progress_log"],
+        )
+        result = _initramfs.build_initramfs(req, check_mode=module.check_mode)
+    except NetbootError as exc:
+        module.fail_json(msg=str(exc), commands=[])
+    for warning in result.pop("warnings"):
+        module.warn(warning)
+    diff = result.pop("diff")
+    if module._diff:
+        result["diff"] = diff
+    for line in result["progress"]:
+        module.debug(line)
+    module.exit_json(commands=[], **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+#!/usr/bin/python
+"""Ansible module: finish dist/ - kernel copy, manifest.json, SHA256SUMS."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: netboot_dist
+short_description: Finish the dist directory (vmlinuz, manifest.json, SHA256SUMS)
+description:
+  - Copies the kernel from the rootfs C(/boot) to O(dest)/vmlinuz (only when the bytes differ).
+  - Writes O(dest)/manifest.json - the rootfs manifest (release, arch, packages with version, checksum, repository
+    and build time, source_date_epoch), the kernel, the given O(inputs) and O(reports), and the size and sha256 of
+    every artefact - and O(dest)/SHA256SUMS (C(sha256sum -c) format, the manifest included).
+  - Every file is written to a temp name and renamed; the content has no timestamps, so a rerun with unchanged
+    inputs rewrites nothing and reports C(changed=false).
+version_added: "1.0.0"
+author: homelab
+options:
+  rootfs:
+    description: The rootfs tree the image was built from.
+    type: path
+    required: true
+  dest:
+    description: The dist directory.
+    type: path
+    required: true
+  kernel:
+    description: The kernel to ship, a name in the rootfs C(boot/) (e.g. C(vmlinuz-lts)) or a path inside the rootfs;
+      default the single C(boot/vmlinuz*).
+    type: str
+  kernel_name:
+    description: File name of the kernel in O(dest).
+    type: str
+    default: vmlinuz
+  rootfs_manifest:
+    description: The rootfs manifest (default C(etc/alpine-netboot/manifest.json) in O(rootfs)); without one the
+      package list is read from C(lib/apk/db/installed).
+    type: path
+  inputs:
+    description: Free-form build inputs recorded in the manifest (inventory knobs, rule sets, URLs).
+    type: dict
+    default: {}
+  reports:
+    description: Name -> JSON file (e.g. the prune report) embedded under C(inputs.reports); a missing file is
+      recorded as null with a warning.
+    type: dict
+    default: {}
+  artefacts:
+    description: File names in O(dest) to list; default every visible regular file but manifest.json and SHA256SUMS.
+    type: list
+    elements: str
+notes:
+  - Check mode computes the manifest and reports whether anything would change; diff mode shows SHA256SUMS.
+"""
+
+EXAMPLES = r"""
+- name: Finish dist/
+  homelab.alpine_netboot.netboot_dist:
+    rootfs: /var/tmp/netboot/rootfs
+    dest: /var/tmp/netboot/dist
+    inputs:
+      initramfs_compression: zstd
+    reports:
+      prune: /var/tmp/netboot/prune-report.json
+"""
+
+RETURN = r"""
+artefacts:
+  description: name -> size and sha256 of each listed artefact.
+  returned: always
+  type: dict
+manifest:
+  description: The manifest.json document.
+  returned: always
+  type: dict
+sha256sums:
+  description: The SHA256SUMS text.
+  returned: always
+  type: str
+kernel:
+  description: The kernel file copied.
+  returned: always
+  type: str
+commands:
+  description: External commands run (none).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _manifest
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+
+ARGS = {
+    "rootfs": {"type": "path", "required": True},
+    "dest": {"type": "path", "required": True},
+    "kernel": {"type": "str"},
+    "kernel_name": {"type": "str", "default": "vmlinuz"},
+    "rootfs_manifest": {"type": "path"},
+    "inputs": {"type": "dict", "default": {}},
+    "reports": {"type": "dict", "default": {}},
+    "artefacts": {"type": "list", "elements": "str"},
+}
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGS, supports_check_mode=True)
+    p = module.params
+    try:
+        result = _manifest.build_dist(
+            rootfs=p["rootfs"],
+            dest=p["dest"],
+            kernel=p["kernel"] or None,
+            kernel_name=p["kernel_name"],
+            rootfs_manifest=p["rootfs_manifest"],
+            inputs=p["inputs"],
+            reports={str(k): str(v) for k, v in p["reports"].items()},
+            artefacts=p["artefacts"],
+            check_mode=module.check_mode,
+        )
+    except NetbootError as exc:
+        module.fail_json(msg=str(exc), commands=[])
+    for warning in result.pop("warnings"):
+        module.warn(warning)
+    diff = result.pop("diff")
+    if module._diff:
+        result["diff"] = diff
+    module.exit_json(commands=[], **result)
+
+
+if __name__ == "__main__":
+    main()
