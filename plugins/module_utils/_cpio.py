@@ -230,6 +230,8 @@ def scan_tree(
         out.append(e)
 
     add(b".", root_b, top)
+    # the image's / is always root-owned 0755, whatever umask or user created the build directory
+    out[0].mode, out[0].uid, out[0].gid = stat.S_IFDIR | 0o755, 0, 0
     stack = [(b"", root_b)]
     while stack:
         rel_dir, full_dir = stack.pop()

