@@ -42,6 +42,7 @@ class Fetcher:
         dest.parent.mkdir(parents=True, exist_ok=True)
         failures: list[str] = []
         rejected = False
+        statuses: list[int | None] = []
         for url in urls:
             part = dest.with_name(f"{dest.name}.part-{os.getpid()}")
             try:
@@ -53,12 +54,16 @@ class Fetcher:
             except SignatureError as exc:
                 rejected = True
                 failures.append(f"{url}: {exc}")
+            except urllib.error.HTTPError as exc:
+                statuses.append(exc.code)
+                failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
             except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
                 if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                     raise NetbootError(
                         f"no space left on device while writing {part}; free space on {dest.parent} "
                         f"or point netboot_cache_dir elsewhere"
                     ) from exc
+                statuses.append(None)
                 failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
             finally:
                 with contextlib.suppress(FileNotFoundError):
@@ -67,7 +72,9 @@ class Fetcher:
             hint = "the download was rejected and nothing was added to the cache"
         else:
             hint = "check alpine_mirror and the network, or set netboot_offline: true with a filled cache"
-        raise FetchError(f"could not fetch {what} ({hint}):\n  " + "\n  ".join(failures))
+        raise FetchError(
+            f"could not fetch {what} ({hint}):\n  " + "\n  ".join(failures), statuses=statuses, rejected=rejected
+        )
 
     def _download(self, url: str, part: Path) -> None:
         req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})

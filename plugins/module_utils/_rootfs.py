@@ -176,7 +176,7 @@ class Builder:
                     self.index_dirs[repo] = dest.parent.parent
                     continue
                 except FetchError as exc:
-                    if "rejected" in str(exc) or not cached.is_file():
+                    if exc.details.get("rejected") or not cached.is_file():
                         raise self._explain_fetch(exc, repo) from exc
                     self.warnings.append(f"{exc}\nusing the cached index {cached} instead")
             if not cached.is_file():
@@ -189,7 +189,8 @@ class Builder:
 
     def _explain_fetch(self, exc: FetchError, repo: str) -> NetbootError:
         text = str(exc)
-        if "rejected" not in text and text.count("HTTP Error 404") == len(self.spec.mirrors):
+        statuses = exc.details.get("statuses")
+        if isinstance(statuses, list) and statuses and all(s == 404 for s in statuses):
             return ConfigError(
                 f"no {repo} repository for alpine_release {self.spec.release!r} / alpine_arch {self.spec.arch!r} on "
                 f"any mirror (HTTP 404): check the release, arch and alpine_repositories.\n{text}"

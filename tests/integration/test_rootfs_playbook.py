@@ -294,3 +294,22 @@ def test_non_root_gets_a_clear_error_and_nothing_is_written(
             build_rootfs(spec, Runner(), Fetcher(), check_mode=False)
     assert not (tmp_path / "rootfs").exists()
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"alpine_release": "3.99"}, r"alpine_release '3\.99'.*HTTP 404"),
+        ({"alpine_release": "jammy"}, r"alpine_release 'jammy' is not an Alpine release"),
+        ({"alpine_arch": "amd64"}, r"alpine_arch 'amd64' is not an Alpine architecture"),
+    ],
+)
+def test_unknown_release_or_arch_is_named(
+    tmp_path: Path, mirror: Mirror, overrides: dict[str, str], expected: str
+) -> None:
+    import re
+
+    with serve(mirror.path) as http:
+        res = build(tmp_path, settings(tmp_path, http.url, mirror, **overrides))
+    assert res.rc != 0
+    assert re.search(expected, "\n".join(res.failure_messages()), re.S), res.failure_messages()

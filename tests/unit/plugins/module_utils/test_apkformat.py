@@ -152,3 +152,12 @@ def test_extra_keys_dir_must_hold_keys(tmp_path: Path) -> None:
     (tmp_path / "junk.rsa.pub").write_text("not a key")
     with pytest.raises(ConfigError, match=r"junk\.rsa\.pub"):
         Keyring.for_arch("x86_64", [tmp_path])
+
+
+def test_tampered_index_is_caught(tmp_path: Path, mirror: Mirror, ring: Keyring) -> None:
+    data = bytearray((mirror.repo_dir / "APKINDEX.tar.gz").read_bytes())
+    data[-40] ^= 0x01
+    bad = tmp_path / "APKINDEX.tar.gz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(SignatureError, match=r"APKINDEX\.tar\.gz"):
+        read_index(bad, ring)
