@@ -118,9 +118,11 @@ class ModuleTree:
             return set()
         return self.match_alias(target)
 
-    def closure(self, seed: Iterable[str]) -> dict[str, str]:
+    def closure(self, seed: Iterable[str], exclude: set[str] | None = None) -> dict[str, str]:
         """Every module needed by ``seed``: modules.dep dependencies and softdep/weakdep targets, transitively.
+        Soft/weak targets in ``exclude`` (removed on purpose) are skipped: they are optional at load time.
         Returns name -> the name that pulled it in (itself for seeds)."""
+        skip = exclude or set()
         why: dict[str, str] = {}
         stack = [(s, s) for s in seed if s in self.modules]
         while stack:
@@ -130,7 +132,7 @@ class ModuleTree:
             why[name] = parent
             nxt: set[str] = set(self.deps.get(name, ()))
             for t in (*self.softdeps.get(name, ()), *self.weakdeps.get(name, ())):
-                nxt |= self.resolve(t)
+                nxt |= self.resolve(t) - skip
             stack.extend((n, name) for n in nxt if n not in why and n in self.modules)
         return why
 

@@ -312,6 +312,7 @@ class Plan:
     strip: list[str] = field(default_factory=list)
     kept_modules: dict[str, str] = field(default_factory=dict)  # name -> reason
     module_paths: dict[str, str] = field(default_factory=dict)  # kept name -> path relative to moddir (before)
+    removed_dependents: dict[str, str] = field(default_factory=dict)  # name -> removed module it needs
     module_files_after: list[str] = field(default_factory=list)  # relative to moddir, after decompression
     depmod_needed: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -408,46 +409,64 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
         rg = removed_by(path)
         if rg is not None:
             rule_removed[name] = rg
+    # Keep rules beat remove rules (with their whole closure). A remove rule also removes the modules that need a
+    # removed one (modules.dep): they could not load anyway (removing cfg80211 takes mac80211 and the drivers).
+    forced_closure = tree.closure(forced)
+    removed: dict[str, str] = {n: g.rule for n, g in rule_removed.items() if n not in forced_closure}
+    rdeps: dict[str, set[str]] = {}
+    for n, ds in tree.deps.items():
+        for d in ds:
+            rdeps.setdefault(d, set()).add(n)
+    queue = sorted(removed)
+    while queue:
+        d = queue.pop()
+        for n in sorted(rdeps.get(d, ())):
+            if n not in removed and n not in forced_closure:
+                removed[n] = removed[d]
+                plan.removed_dependents[n] = d
+                queue.append(n)
 
     seeds: set[str] = set(forced)
+    dropped: dict[str, str] = {}  # wanted by hardware/base but removed by a rule
+
+    def want(n: str, why: str) -> None:
+        if n in removed:
+            dropped.setdefault(n, why)
+            return
+        seeds.add(n)
+        reasons.setdefault(n, why)
+
     if hardware:
         for g in rules.module_base:
             n = g.pattern.replace("-", "_")
+            used.add(g.rule)
             if n in tree.modules:
-                seeds.add(n)
-                reasons.setdefault(n, g.rule)
-                used.add(g.rule)
-            elif n in tree.builtin:
-                used.add(g.rule)
-            else:
+                want(n, g.rule)
+            elif n not in tree.builtin:
                 plan.warnings.append(f"{g.source}: base module {g.pattern!r} is not in kernel {kver} (skipped)")
-                used.add(g.rule)
         for hw in hardware:
             hits = 0
             for lineno, alias in hw.modaliases:
-                for n in tree.match_alias(alias):
+                for n in sorted(tree.match_alias(alias)):
                     hits += 1
-                    if n in rule_removed and n not in forced:
-                        continue
-                    seeds.add(n)
-                    reasons.setdefault(n, f"hardware:{hw.source}:{lineno}")
+                    want(n, f"hardware:{hw.source}:{lineno}")
             for lineno, name in hw.lsmod:
                 if name in tree.modules:
                     hits += 1
-                    if name in rule_removed and name not in forced:
-                        continue
-                    seeds.add(name)
-                    reasons.setdefault(name, f"lsmod:{hw.source}:{lineno}")
+                    want(name, f"lsmod:{hw.source}:{lineno}")
                 elif name not in tree.builtin:
                     plan.warnings.append(f"{hw.source}:{lineno}: lsmod module {name!r} is not in kernel {kver}")
             if hits == 0:
                 plan.warnings.append(f"hardware profile {hw.source} matches no module of kernel {kver}")
+        for n, why in sorted(dropped.items()):
+            via = f" (needs {plan.removed_dependents[n]})" if n in plan.removed_dependents else ""
+            plan.warnings.append(f"{n} ({why}) is removed by {removed[n]}{via}")
     else:
         for name in tree.modules:
-            if name not in rule_removed:
+            if name not in removed:
                 seeds.add(name)
                 reasons.setdefault(name, "not removed by any rule")
-    closure = tree.closure(seeds)
+    closure = tree.closure(seeds, exclude=set(removed))
     for name, parent in closure.items():
         plan.kept_modules[name] = reasons.get(name) or f"dependency of {parent}"
         if name in rule_removed and name not in seeds:
@@ -459,8 +478,8 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
         sub = rel[len(moddir_rel) + 1:]
         if not _kmod.is_module_file(sub) or rel in kept_paths:
             continue
-        rr = rule_removed.get(_kmod.module_name(sub))
-        plan.remove[rel] = rr.rule if rr else ("hardware: not needed by any hardware profile" if hardware
+        rr = removed.get(_kmod.module_name(sub))
+        plan.remove[rel] = rr if rr else ("hardware: not needed by any hardware profile" if hardware
                                              else "module not selected")
         plan.remove_sizes[rel] = e.size
 
@@ -687,6 +706,7 @@ def _report(plan: Plan, mods: dict[str, Entry], fws: dict[str, Entry], files: di
         "removed_by_rule": dict(sorted(by_rule.items())),
         "kept_modules_by_reason": dict(sorted(kept_by.items())),
         "by_top_dir": dict(sorted(by_top.items())),
+        "removed_dependents": dict(sorted(plan.removed_dependents.items())),
         "decompress": len(plan.decompress),
         "relink": len(plan.relink),
         "strip": len(plan.strip),

@@ -73,7 +73,7 @@ def test_read_tree_alias_and_closure_on_alpine(alpine: QuicksandImage) -> None:
     assert tree.match_alias("virtio:d00000001v00001AF4") == {"virtio_net"}
     closure = tree.closure(["virtio_net"])
     assert {"virtio_net", "net_failover", "failover"} <= set(closure)
-    assert closure["failover"] == "net_failover"
+    assert closure["failover"] in {"virtio_net", "net_failover"}  # modules.dep lists transitive deps too
 
 
 def test_softdep_targets_resolve_through_aliases_on_debian(debian: DebianKernel) -> None:
