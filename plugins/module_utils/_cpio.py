@@ -13,7 +13,9 @@ umask or the time zone):
   convention; the kernel and both cpio implementations accept it);
 * owners are numeric; with ``owner="auto"`` the unprivileged builder's uid/gid (the owner of the tree's root, when
   not 0) become 0, with ``owner="root"`` everything is 0:0, with ``owner="keep"`` ids are copied;
-* mtimes are clamped to ``SOURCE_DATE_EPOCH`` (newer ones become it); entries from the spec get exactly it;
+* mtimes: with ``mtime="epoch"`` (default) every entry gets ``SOURCE_DATE_EPOCH``, so the bytes do not depend on
+  file mtimes at all; with ``mtime="clamp"`` newer mtimes become it and older ones are kept (``tar --clamp-mtime``);
+  entries from the spec always get exactly it;
 * ``c_devmajor``/``c_devminor`` (the host filesystem's device) are always 0; device nodes keep their own
   major:minor (``c_rdevmajor``/``c_rdevminor``), which is what they are, not where they came from.
 
@@ -185,6 +187,7 @@ def scan_tree(
     source_date_epoch: int,
     owner: str = "auto",
     exclude: Sequence[str] = (),
+    mtime: str = "epoch",
 ) -> list[Entry]:
     """Entries for every path under ``root`` (``root`` itself as ``.``), unsorted and not yet numbered."""
     root_b = os.fsencode(os.fspath(root))
@@ -196,6 +199,9 @@ def scan_tree(
         raise NetbootError(f"the image tree {os.fsdecode(root_b)} is not a directory")
     if owner not in ("auto", "keep", "root"):
         raise ConfigError(f"owner={owner!r} is not one of auto, keep, root")
+    if mtime not in ("epoch", "clamp"):
+        raise ConfigError(f"mtime={mtime!r} is not one of epoch, clamp")
+    clamp = mtime == "clamp"
     squash_uid = top.st_uid if owner == "auto" and top.st_uid != 0 else None
     squash_gid = top.st_gid if owner == "auto" and top.st_gid != 0 else None
 
@@ -210,9 +216,9 @@ def scan_tree(
 
     def add(rel: bytes, full: bytes, st: os.stat_result) -> None:
         uid, gid = ids(st)
-        mtime = max(0, min(int(st.st_mtime), source_date_epoch))
+        when = max(0, min(int(st.st_mtime), source_date_epoch)) if clamp else source_date_epoch
         mode = st.st_mode
-        e = Entry(path=rel, mode=mode, uid=uid, gid=gid, mtime=mtime)
+        e = Entry(path=rel, mode=mode, uid=uid, gid=gid, mtime=when)
         if stat.S_ISREG(mode):
             e.size = st.st_size
             e.source = full
@@ -391,11 +397,13 @@ def plan_tree(
     extras: Sequence[Mapping[str, object]] = (),
     owner: str = "auto",
     exclude: Sequence[str] = (),
+    mtime: str = "epoch",
 ) -> Plan:
     """The full plan: the tree (if any), then spec entries overriding same paths."""
     entries: list[Entry] = []
     if root is not None:
-        entries.extend(scan_tree(root, source_date_epoch=source_date_epoch, owner=owner, exclude=exclude))
+        entries.extend(scan_tree(root, source_date_epoch=source_date_epoch, owner=owner, exclude=exclude,
+                                 mtime=mtime))
     entries.extend(spec_entries(extras, source_date_epoch=source_date_epoch))
     return finalize(entries, source_date_epoch=source_date_epoch)
 

@@ -46,6 +46,7 @@ class InitramfsRequest:
     extras: Sequence[Mapping[str, object]] = ()
     exclude: Sequence[str] = ()
     owner: str = "auto"
+    mtime: str = "epoch"
     stamp_file: str | None = None
     progress_log: str | None = None
 
@@ -169,7 +170,8 @@ def build_initramfs(req: InitramfsRequest, *, check_mode: bool = False) -> dict[
             raise NetbootError(f"kernel_config {config} does not exist")
         compress.check_kernel_config(req.compression, config)
 
-    plan = cpio.plan_tree(src, source_date_epoch=sde, extras=req.extras, owner=req.owner, exclude=req.exclude)
+    plan = cpio.plan_tree(src, source_date_epoch=sde, extras=req.extras, owner=req.owner, exclude=req.exclude,
+                          mtime=req.mtime)
     ucode = microcode_blob(src, req.microcode)
     ucode_cpio = microcode_archive(ucode[0], sde) if ucode else None
     microcode_dest = None

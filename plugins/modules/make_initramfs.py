@@ -11,9 +11,8 @@ description:
   - Streams a newc cpio of O(src) into a compressor and a temp file next to O(dest), then renames it over O(dest);
     the image is never held in memory.
   - "Reproducible: paths sorted bytewise (parents first), inode numbers assigned in order, numeric owners
-    normalised, mtimes clamped to O(source_date_epoch), hardlinks kept (data stored once), device nodes from a spec,
-    no host device numbers. The same tree gives the same bytes whatever the file mtimes after SOURCE_DATE_EPOCH, the
-    order on disk, the umask or the time zone."
+    normalised, mtimes set (or clamped, O(mtime)) to O(source_date_epoch), hardlinks kept (data stored once), device nodes from a spec,
+    no host device numbers. The same tree gives the same bytes whatever the file mtimes, the order on disk, the umask or the time zone."
   - Before compressing it checks that the kernel config (C(boot/config-*) in the tree or O(kernel_config)) has
     C(CONFIG_RD_ZSTD), C(CONFIG_RD_GZIP) or C(CONFIG_RD_XZ) for the chosen method.
   - A digest of the plan (every path, mode, owner, clamped mtime, size, inode identity and the options) is kept in
@@ -65,7 +64,7 @@ options:
     default: false
   source_date_epoch:
     description:
-      - Clamp for file mtimes. Default - the newest package C(build_time) of O(rootfs_manifest), else its
+      - The mtime of every entry (or the clamp, see O(mtime)). Default - the newest package C(build_time) of O(rootfs_manifest), else its
         C(source_date_epoch), else the newest build time (C(t:)) in the tree's C(lib/apk/db/installed).
     type: int
   rootfs_manifest:
@@ -100,6 +99,13 @@ options:
     type: str
     choices: [auto, keep, root]
     default: auto
+  mtime:
+    description:
+      - C(epoch) gives every entry the mtime O(source_date_epoch), so the bytes do not depend on file mtimes at all.
+        C(clamp) only lowers mtimes newer than it and keeps older ones (like C(tar --clamp-mtime)).
+    type: str
+    choices: [epoch, clamp]
+    default: epoch
   stamp_file:
     description: Where the digest of the last build is kept (default C(.<dest name>.stamp) next to O(dest)).
     type: path
@@ -200,6 +206,7 @@ ARGS = {
     "devices": {"type": "list", "elements": "dict"},
     "exclude": {"type": "list", "elements": "str", "default": []},
     "owner": {"type": "str", "choices": ["auto", "keep", "root"], "default": "auto"},
+    "mtime": {"type": "str", "choices": ["epoch", "clamp"], "default": "epoch"},
     "stamp_file": {"type": "path"},
     "progress_log": {"type": "path"},
 }
@@ -239,6 +246,7 @@ def main() -> None:
             extras=[*devices, *p["extra_files"]],
             exclude=p["exclude"],
             owner=p["owner"],
+            mtime=p["mtime"],
             stamp_file=p["stamp_file"],
             progress_log=p["progress_log"],
         )

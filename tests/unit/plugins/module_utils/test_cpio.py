@@ -226,3 +226,15 @@ def test_huge_fields_are_refused() -> None:
     entry = cpio.Entry(path=b"x", mode=0o100644, mtime=1 << 33)
     with pytest.raises(NetbootError, match="32-bit"):
         cpio.header(entry)
+
+
+def test_mtime_policies(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "root")
+    os.utime(root / "etc/hostname", (SDE - 500, SDE - 500))
+    os.utime(root / "etc/passwd", (SDE + 500, SDE + 500))
+    epoch = {m.name: m.mtime for m in members(build(root))}
+    assert set(epoch.values()) == {SDE}
+    clamp = {m.name: m.mtime for m in members(build(root, mtime="clamp"))}
+    assert clamp["etc/hostname"] == SDE - 500 and clamp["etc/passwd"] == SDE
+    with pytest.raises(ConfigError, match="mtime"):
+        build(root, mtime="now")
