@@ -1,0 +1,284 @@
+"""Render ``boot.ipxe``: per-node dispatch on the booting NIC's MAC, retried downloads, fallback servers, failsafe.
+
+Pure code (no Ansible imports): validate the inventory's node list, normalise MACs, build the template context and
+render it with jinja2 ``StrictUndefined``. The module (``ipxe_script``) only reads/writes files.
+
+The generated script relies only on iPXE commands present in old builds too (Debian's ``ipxe-qemu`` ROM is
+iPXE 1.0.0+git-2019): ``isset``/``iseq``/``goto``/``menu``/``choose``/``sleep``/``imgfree``; retries are unrolled by
+the template because ``inc`` is missing from such builds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import jinja2
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
+
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "roles" / "ipxe" / "templates" / "boot.ipxe.j2"
+DEFAULT_KERNEL_ARGS = "console=tty0 console=ttyS0,115200"
+URL_SCHEMES = ("http", "https", "tftp")
+FAILED_MARKER = "netboot: BOOT FAILED"
+
+_HEX12 = re.compile(r"[0-9a-f]{12}")
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
+_ROLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_ARTEFACT = re.compile(r"[A-Za-z0-9._+-][A-Za-z0-9._+/-]*")
+# Characters that would break an iPXE command line (settings expansion, comments, quoting) or the kernel cmdline.
+_UNSAFE_ARG = re.compile(r"[$\\\"'#{}\n\r\t]")
+
+
+def normalise_mac(value: object, *, host: str = "?") -> str:
+    """Return ``aa:bb:cc:dd:ee:ff`` for any common notation (colons, hyphens, dots, Cisco ``aabb.ccdd.eeff``, bare).
+
+    Raises ``ConfigError`` naming ``host`` if ``value`` is not a 48-bit unicast-or-multicast MAC.
+    """
+    if not isinstance(value, str):
+        raise ConfigError(f"host {host}: mac must be a string like aa:bb:cc:dd:ee:ff, got {value!r}")
+    text = value.strip().lower()
+    groups = re.split(r"[:\-.]", text)
+    if len(groups) == 6 and all(1 <= len(g) <= 2 for g in groups):
+        hexstr = "".join(g.zfill(2) for g in groups)
+    elif len(groups) == 3 and all(len(g) == 4 for g in groups):
+        hexstr = "".join(groups)
+    elif len(groups) == 1:
+        hexstr = text
+    else:
+        hexstr = ""
+    if not _HEX12.fullmatch(hexstr):
+        raise ConfigError(
+            f"host {host}: malformed mac {value!r}; use six hex bytes, e.g. aa:bb:cc:dd:ee:ff, AA-BB-CC-DD-EE-FF, "
+            "aabb.ccdd.eeff or aabbccddeeff"
+        )
+    return ":".join(hexstr[i : i + 2] for i in range(0, 12, 2))
+
+
+def validate_url(url: object, *, what: str = "boot_server_url") -> str:
+    """Check one boot server URL (http/https/tftp with a host); return it without a trailing slash."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"{what}: each boot server URL must be a non-empty string, got {url!r}")
+    text = url.strip()
+    parts = urlsplit(text)
+    if parts.scheme not in URL_SCHEMES:
+        raise ConfigError(
+            f"{what}: unsupported URL scheme in {text!r}; iPXE fetches the images over "
+            f"{', '.join(s + '://' for s in URL_SCHEMES)} only"
+        )
+    if not parts.hostname:
+        raise ConfigError(f"{what}: URL {text!r} has no host")
+    if parts.query or parts.fragment or _UNSAFE_ARG.search(text) or " " in text:
+        raise ConfigError(f"{what}: URL {text!r} must be a plain base URL (no query, fragment, spaces or quotes)")
+    return text.rstrip("/")
+
+
+def validate_urls(value: object) -> list[str]:
+    """``boot_server_url`` may be one URL or a list of fallbacks tried in order."""
+    items: list[object] = [value] if isinstance(value, str) else list(value) if isinstance(value, list | tuple) else []
+    if not items:
+        raise ConfigError(f"boot_server_url must be a URL or a non-empty list of URLs, got {value!r}")
+    urls = [validate_url(u, what=f"boot_server_url[{i}]") for i, u in enumerate(items)]
+    dup = {u for u in urls if urls.count(u) > 1}
+    if dup:
+        raise ConfigError(f"boot_server_url lists {sorted(dup)[0]!r} more than once")
+    return urls
+
+
+def _check_args(text: str, *, what: str) -> str:
+    text = " ".join(text.split())
+    bad = _UNSAFE_ARG.search(text)
+    if bad:
+        raise ConfigError(f"{what}: kernel arguments {text!r} contain {bad.group()!r}, which iPXE would interpret")
+    return text
+
+
+def _args_text(value: object, *, what: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return _check_args(value, what=what)
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return _check_args(" ".join(str(v) for v in value), what=what)
+    raise ConfigError(f"{what}: kernel_args must be a string or a list of strings, got {value!r}")
+
+
+def _artefact(value: object, *, what: str) -> str:
+    if not isinstance(value, str) or not _ARTEFACT.fullmatch(value) or ".." in value.split("/"):
+        raise ConfigError(f"{what}: {value!r} is not a plain artefact file name relative to the boot server URL")
+    return value
+
+
+@dataclass(frozen=True)
+class Node:
+    """One known machine (a host of inventory group ``nodes``)."""
+
+    name: str  # inventory name, used in messages
+    mac: str  # normalised aa:bb:cc:dd:ee:ff
+    hostname: str
+    role: str
+    kernel_args: str = ""
+    initrd: str = ""
+
+    @property
+    def mac_hexraw(self) -> str:
+        return self.mac.replace(":", "")
+
+
+def cattle_hostname(mac: str) -> str:
+    """Hostname an unknown MAC gets (the template computes the same with ``node-${netX/mac:hexraw}``)."""
+    return "node-" + normalise_mac(mac).replace(":", "")
+
+
+def parse_nodes(raw: Iterable[Mapping[str, object]], *, default_role: str) -> list[Node]:
+    """Validate the inventory's node dicts (``name``, ``mac``, ``hostname``, ``role``, ``kernel_args``, ``initrd``).
+
+    Errors name the inventory host: malformed or duplicate MAC, bad or duplicate hostname, bad role.
+    """
+    nodes: list[Node] = []
+    by_mac: dict[str, str] = {}
+    by_host: dict[str, str] = {}
+    for i, item in enumerate(raw):
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"nodes[{i}] must be a mapping with name, mac, hostname, role; got {item!r}")
+        name = str(item.get("name") or item.get("hostname") or f"nodes[{i}]")
+        if item.get("mac") in (None, ""):
+            raise ConfigError(f"host {name}: no mac set; give every host of group 'nodes' a mac host variable")
+        mac = normalise_mac(item.get("mac"), host=name)
+        if int(mac[:2], 16) & 1:
+            raise ConfigError(f"host {name}: mac {mac} is a multicast address; a NIC's MAC has the low bit clear")
+        if mac in by_mac:
+            raise ConfigError(f"host {name}: mac {mac} is already used by host {by_mac[mac]}")
+        hostname = str(item.get("hostname") or name)
+        if not _HOSTNAME.fullmatch(hostname):
+            raise ConfigError(
+                f"host {name}: hostname {hostname!r} is not a valid host name (letters, digits, '-', dots between labels)"
+            )
+        if hostname.lower() in by_host:
+            raise ConfigError(f"host {name}: hostname {hostname!r} is already used by host {by_host[hostname.lower()]}")
+        role = str(item.get("role") or default_role)
+        if not _ROLE.fullmatch(role):
+            raise ConfigError(f"host {name}: role {role!r} must be a word (letters, digits, '_', '.', '-')")
+        args = _args_text(item.get("kernel_args"), what=f"host {name}")
+        initrd = item.get("initrd") or ""
+        if initrd:
+            initrd = _artefact(initrd, what=f"host {name}: initrd")
+        by_mac[mac] = name
+        by_host[hostname.lower()] = name
+        nodes.append(Node(name=name, mac=mac, hostname=hostname, role=role, kernel_args=args, initrd=str(initrd)))
+    return nodes
+
+
+@dataclass
+class ScriptSpec:
+    """Everything ``boot.ipxe`` depends on."""
+
+    boot_server_url: object
+    nodes: Sequence[Mapping[str, object]] = ()
+    kernel: str = "vmlinuz"
+    initramfs: str = "initramfs"
+    microcode: str = ""
+    kernel_args: object = DEFAULT_KERNEL_ARGS
+    extra_kernel_args: object = ""
+    default_role: str = "worker"
+    retries: int = 3
+    retry_delay: int = 2
+    failsafe_timeout: int = 60
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+
+def build_context(spec: ScriptSpec) -> dict[str, object]:
+    """Validate ``spec`` and return the template context (plain data)."""
+    if not _ROLE.fullmatch(spec.default_role or ""):
+        raise ConfigError(f"ipxe_default_role {spec.default_role!r} must be a word (letters, digits, '_', '.', '-')")
+    if not isinstance(spec.retries, int) or not 1 <= spec.retries <= 20:
+        raise ConfigError(f"ipxe_retries must be an integer from 1 to 20, got {spec.retries!r}")
+    if not isinstance(spec.retry_delay, int) or not 0 <= spec.retry_delay <= 300:
+        raise ConfigError(f"retry delay must be 0..300 seconds, got {spec.retry_delay!r}")
+    if not isinstance(spec.failsafe_timeout, int) or not 1 <= spec.failsafe_timeout <= 86400:
+        raise ConfigError(f"failsafe timeout must be 1..86400 seconds, got {spec.failsafe_timeout!r}")
+    urls = validate_urls(spec.boot_server_url)
+    nodes = parse_nodes(spec.nodes, default_role=spec.default_role)
+    initrds = []
+    if spec.microcode:
+        initrds.append(_artefact(spec.microcode, what="microcode"))
+    initrds.append(_artefact(spec.initramfs, what="initramfs"))
+    base_args = _args_text(spec.kernel_args, what="ipxe_kernel_args")
+    extra_args = _args_text(spec.extra_kernel_args, what="extra kernel args")
+    return {
+        "urls": urls,
+        "nodes": nodes,
+        "kernel": _artefact(spec.kernel, what="kernel"),
+        "initrds": initrds,
+        "kernel_args": " ".join(a for a in (base_args, extra_args) if a),
+        "default_role": spec.default_role,
+        "retries": spec.retries,
+        "retry_delay": spec.retry_delay,
+        "failsafe_timeout": spec.failsafe_timeout,
+        "failed_marker": FAILED_MARKER,
+        "extra": dict(spec.extra),
+    }
+
+
+def render(spec: ScriptSpec, template: str | os.PathLike[str] | None = None) -> str:
+    """Render the script from ``template`` (a path; default: the role's ``boot.ipxe.j2``)."""
+    path = Path(template) if template else DEFAULT_TEMPLATE
+    try:
+        source = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read iPXE template {path}: {exc.strerror}") from exc
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+        autoescape=False,
+    )
+    try:
+        text = env.from_string(source).render(**build_context(spec))
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"iPXE template {path}: {exc}") from exc
+    if not text.startswith("#!ipxe"):
+        raise ConfigError(f"iPXE template {path} must render a script starting with '#!ipxe'")
+    return text
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    dest: Path
+    before: str | None
+    after: str
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def plan_write(dest: str | os.PathLike[str], content: str) -> WritePlan:
+    path = Path(dest)
+    try:
+        before: str | None = path.read_text()
+    except FileNotFoundError:
+        before = None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    return WritePlan(path, before, content)
+
+
+def apply_write(plan: WritePlan, mode: int = 0o644) -> None:
+    """Write to a temporary name in the same directory, then rename (a failure keeps the old script)."""
+    if not plan.changed:
+        return
+    plan.dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{plan.dest.name}.", dir=plan.dest.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(plan.after)
+        os.chmod(tmp, mode)
+        os.replace(tmp, plan.dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
