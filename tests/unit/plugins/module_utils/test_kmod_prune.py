@@ -14,6 +14,11 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import
 from tests.fixtures.debian import DebianKernel, clone_tree, debian_kernel
 from tests.fixtures.material import REPO
 
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="hard-links root-owned material trees and keeps ownership: needs root"),
+]
+
 PROFILES = REPO / "roles/kernel/files/profiles"
 HARDWARE = REPO / "roles/kernel/files/hardware"
 RTL8156B = "usb:v0BDAp8156d3000dc00dsc00dp00icFFiscFFip00in00"

