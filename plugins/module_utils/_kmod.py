@@ -85,6 +85,7 @@ class ModuleTree:
     softdeps: dict[str, list[str]] = field(default_factory=dict)  # name -> targets (names or aliases)
     weakdeps: dict[str, list[str]] = field(default_factory=dict)
     builtin: set[str] = field(default_factory=set)
+    builtin_firmware: dict[str, list[str]] = field(default_factory=dict)  # built-in module -> firmware it names
     _alias_index: dict[str, list[tuple[str, str]]] | None = None
 
     @property
@@ -181,6 +182,13 @@ def read_tree(root: Path, kver: str) -> ModuleTree:
     b = moddir / "modules.builtin"
     if b.is_file():
         tree.builtin = {module_name(line.strip()) for line in b.read_text().splitlines() if line.strip()}
+    bm = moddir / "modules.builtin.modinfo"
+    if bm.is_file():
+        for item in bm.read_bytes().split(b"\0"):
+            key, _, value = item.decode("utf-8", "replace").partition("=")
+            mod, _, k = key.partition(".")
+            if k == "firmware" and value:
+                tree.builtin_firmware.setdefault(mod.replace("-", "_"), []).append(value)
     return tree
 
 

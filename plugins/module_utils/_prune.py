@@ -313,6 +313,7 @@ class Plan:
     kept_modules: dict[str, str] = field(default_factory=dict)  # name -> reason
     module_paths: dict[str, str] = field(default_factory=dict)  # kept name -> path relative to moddir (before)
     removed_dependents: dict[str, str] = field(default_factory=dict)  # name -> removed module it needs
+    firmware_kept: dict[str, str] = field(default_factory=dict)  # rel -> reason
     module_files_after: list[str] = field(default_factory=list)  # relative to moddir, after decompression
     depmod_needed: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -490,6 +491,9 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
         for k, v in _kmod.modinfo(root / moddir_rel / tree.modules[name]):
             if k == "firmware":
                 needed.setdefault(v, []).append(name)
+    for name, fws in sorted(tree.builtin_firmware.items()):  # built-in drivers request firmware too
+        for v in fws:
+            needed.setdefault(v, []).append(f"{name} (built-in)")
     fw_dirs = [f"lib/firmware/updates/{kver}", "lib/firmware/updates", f"lib/firmware/{kver}", "lib/firmware"]
     removed_needed: list[str] = []
 
@@ -541,6 +545,7 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
         plan.remove[rel] = fr.rule if fr else "firmware: not named by any kept module"
         plan.remove_sizes[rel] = e.size
     plan.warnings.extend(sorted(set(removed_needed)))
+    plan.firmware_kept = fw_keep
     if plan.missing_firmware:
         lines = _missing_lines(plan.missing_firmware, root)
         if opts.firmware_audit == "error":
@@ -686,6 +691,13 @@ def _report(plan: Plan, mods: dict[str, Entry], fws: dict[str, Entry], files: di
         s = kept_by.setdefault(key, {"count": 0, "bytes": 0})
         s["count"] += 1
         s["bytes"] += sizes.get(f"{moddir_rel}/{plan.module_paths.get(name, '')}", 0)
+    fw_sizes = {e.rel: e.size for e in fws.values()}
+    kept_fw: dict[str, dict[str, int]] = {}
+    for rel, why in plan.firmware_kept.items():
+        s = kept_fw.setdefault("named by kept modules" if why.startswith("named by ") else why,
+                               {"count": 0, "bytes": 0})
+        s["count"] += 1
+        s["bytes"] += fw_sizes.get(rel, 0)
     by_top: dict[str, dict[str, dict[str, int]]] = {}
     for entries in (mods, fws, files):
         for rel, e in entries.items():
@@ -705,6 +717,7 @@ def _report(plan: Plan, mods: dict[str, Entry], fws: dict[str, Entry], files: di
         "files": area(files),
         "removed_by_rule": dict(sorted(by_rule.items())),
         "kept_modules_by_reason": dict(sorted(kept_by.items())),
+        "kept_firmware_by_reason": dict(sorted(kept_fw.items())),
         "by_top_dir": dict(sorted(by_top.items())),
         "removed_dependents": dict(sorted(plan.removed_dependents.items())),
         "decompress": len(plan.decompress),

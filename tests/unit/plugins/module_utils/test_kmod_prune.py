@@ -186,3 +186,13 @@ def test_rule_removal_loses_to_dependency_closure(debian: DebianKernel, tmp_path
     plan = _prune.make_plan(opts(debian.root, profiles=[str(prof)], hardware_profiles=[str(rtl_profile(tmp_path))]))
     assert plan.kept_modules["mii"] == "dependency of r8152"
     assert any("mii.ko matches" in w and "kept: dependency of r8152" in w for w in plan.warnings)
+
+
+def test_firmware_of_built_in_drivers_is_kept(debian: DebianKernel, tmp_path: Path) -> None:
+    root = clone_tree(debian.root, tmp_path / "root")
+    with open(root / f"lib/modules/{debian.kernel_version}/modules.builtin.modinfo", "ab") as fh:
+        fh.write(b"r8169.firmware=rtl_nic/rtl8168h-2.fw\0")  # as if r8169 were built in (=y)
+    plan = _prune.make_plan(opts(root, hardware_profiles=[str(rtl_profile(tmp_path))]))
+    assert "r8169" not in plan.kept_modules
+    assert "lib/firmware/rtl_nic/rtl8168h-2.fw" not in plan.remove
+    assert "lib/firmware/rtl_nic/rtl8168g-2.fw" in plan.remove
