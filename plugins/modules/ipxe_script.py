@@ -1,0 +1,185 @@
+#!/usr/bin/python
+"""Render boot.ipxe for the netboot image (thin module; logic in module_utils/_ipxe.py)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: ipxe_script
+short_description: Render the iPXE boot script (boot.ipxe) for the inventory's nodes
+description:
+  - Renders C(boot.ipxe) from a jinja2 template (StrictUndefined; the role's C(templates/boot.ipxe.j2) by default,
+    overridable with O(template)).
+  - The script dispatches on the MAC of the NIC that booted (iPXE C(netX)). Known MACs get their node's hostname,
+    role and kernel arguments; an unknown MAC boots the default image as new cattle with hostname
+    C(node-<mac without separators>) and O(default_role).
+  - C(dhcp) is retried, every download is tried O(retries) times and then the next O(boot_server_url); when all
+    fail it prints C(netboot: BOOT FAILED: <reason>) and shows a failsafe menu (retry, iPXE shell, reboot) that
+    retries by itself after O(failsafe_timeout) seconds.
+  - The kernel gets O(kernel_args) O(extra_kernel_args) C(netboot.hostname=) C(netboot.role=) and the node's
+    own kernel arguments.
+  - Written to a temporary name and renamed; identical output reports C(changed=false).
+version_added: "1.0.0"
+author: homelab
+options:
+  dest:
+    description: Path of the script to write (normally C({{ netboot_dist_dir }}/boot.ipxe)).
+    type: path
+    required: true
+  template:
+    description: A jinja2 template to use instead of the built-in one. It gets C(urls), C(nodes) (name, mac,
+      mac_hexraw, hostname, role, kernel_args, initrd), C(kernel), C(initrds), C(kernel_args), C(default_role),
+      C(retries), C(retry_delay), C(failsafe_timeout), C(failed_marker) and C(extra).
+    type: path
+  boot_server_url:
+    description: Base URL of the artefacts (http://, https:// or tftp://), or a list of them tried in order.
+    type: raw
+    required: true
+  nodes:
+    description:
+      - Known machines, one dict each with C(name) (inventory host, used in errors), C(mac) (any common notation),
+        C(hostname) (default C(name)), C(role) (default O(default_role)), C(kernel_args) (string or list) and an
+        optional per-node C(initrd) file name.
+      - Malformed or duplicate MACs, duplicate hostnames and bad roles fail naming the host.
+    type: list
+    elements: dict
+    default: []
+  kernel:
+    description: Kernel file name relative to each boot server URL.
+    type: str
+    default: vmlinuz
+  initramfs:
+    description: Initramfs file name relative to each boot server URL.
+    type: str
+    default: initramfs
+  microcode:
+    description: Optional early-microcode initrd file name, loaded before O(initramfs).
+    type: str
+    default: ""
+  kernel_args:
+    description: Kernel command line for every node (serial and tty console by default).
+    type: raw
+    default: console=tty0 console=ttyS0,115200
+  extra_kernel_args:
+    description: More kernel arguments for every node (string or list).
+    type: raw
+    default: ""
+  default_role:
+    description: Role of unknown machines (cattle) and of nodes without a role.
+    type: str
+    default: worker
+  retries:
+    description: Attempts per download (and for DHCP) before moving to the next boot server.
+    type: int
+    default: 3
+  retry_delay:
+    description: Seconds between attempts.
+    type: int
+    default: 2
+  failsafe_timeout:
+    description: Seconds the failsafe menu waits before retrying the whole boot by itself.
+    type: int
+    default: 60
+  variables:
+    description: Extra data passed to a custom template as C(extra).
+    type: dict
+    default: {}
+"""
+
+EXAMPLES = r"""
+- name: Render boot.ipxe
+  homelab.alpine_netboot.ipxe_script:
+    dest: "{{ netboot_dist_dir }}/boot.ipxe"
+    boot_server_url: [tftp://192.168.88.1, http://192.168.88.10:8080]
+    nodes:
+      - {name: n100-a, mac: "AA-BB-CC-00-11-22", role: storage, kernel_args: zfs.zfs_arc_max=1073741824}
+    default_role: worker
+"""
+
+RETURN = r"""
+dest:
+  description: The script path.
+  returned: always
+  type: str
+nodes:
+  description: The validated nodes (normalised MAC, hostname, role, kernel_args).
+  returned: always
+  type: list
+  elements: dict
+urls:
+  description: The boot server URLs in the order tried.
+  returned: always
+  type: list
+  elements: str
+commands:
+  description: External commands run (none).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import (
+    DEFAULT_KERNEL_ARGS,
+    ScriptSpec,
+    apply_write,
+    build_context,
+    plan_write,
+    render,
+)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "dest": {"type": "path", "required": True},
+            "template": {"type": "path"},
+            "boot_server_url": {"type": "raw", "required": True},
+            "nodes": {"type": "list", "elements": "dict", "default": []},
+            "kernel": {"type": "str", "default": "vmlinuz"},
+            "initramfs": {"type": "str", "default": "initramfs"},
+            "microcode": {"type": "str", "default": ""},
+            "kernel_args": {"type": "raw", "default": DEFAULT_KERNEL_ARGS},
+            "extra_kernel_args": {"type": "raw", "default": ""},
+            "default_role": {"type": "str", "default": "worker"},
+            "retries": {"type": "int", "default": 3},
+            "retry_delay": {"type": "int", "default": 2},
+            "failsafe_timeout": {"type": "int", "default": 60},
+            "variables": {"type": "dict", "default": {}},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    spec = ScriptSpec(
+        boot_server_url=p["boot_server_url"], nodes=p["nodes"], kernel=p["kernel"], initramfs=p["initramfs"],
+        microcode=p["microcode"] or "", kernel_args=p["kernel_args"], extra_kernel_args=p["extra_kernel_args"],
+        default_role=p["default_role"], retries=p["retries"], retry_delay=p["retry_delay"],
+        failsafe_timeout=p["failsafe_timeout"], extra=p["variables"],
+    )
+    try:
+        context = build_context(spec)
+        plan = plan_write(p["dest"], render(spec, p["template"]))
+        if plan.changed and not module.check_mode:
+            apply_write(plan)
+    except NetbootError as exc:
+        module.fail_json(msg=str(exc))
+    nodes = [
+        {"name": n.name, "mac": n.mac, "hostname": n.hostname, "role": n.role, "kernel_args": n.kernel_args,
+         "initrd": n.initrd}
+        for n in context["nodes"]  # type: ignore[attr-defined]
+    ]
+    module.exit_json(
+        changed=plan.changed,
+        dest=str(plan.dest),
+        nodes=nodes,
+        urls=context["urls"],
+        commands=[],
+        diff={"before": plan.before or "", "after": plan.after, "before_header": str(plan.dest),
+              "after_header": str(plan.dest)},
+    )
+
+
+if __name__ == "__main__":
+    main()

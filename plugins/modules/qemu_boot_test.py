@@ -1,0 +1,232 @@
+#!/usr/bin/python
+"""Boot built artefacts in qemu and check them (thin module; logic in module_utils/_qemu.py)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: qemu_boot_test
+short_description: Boot the netboot artefacts in qemu (direct or PXE -> iPXE -> boot.ipxe) and check the guest
+description:
+  - Starts qemu-system-x86_64 with KVM when it works, else C(-accel tcg -cpu max). In C(direct) mode the kernel
+    and initrds are given with C(-kernel/-initrd/-append); in C(netboot) mode the NIC's PXE ROM (Debian
+    ipxe-qemu) gets DHCP and C(boot.ipxe) from qemu's user network (TFTP root = a staging copy of O(dist_dir)),
+    and with O(http_port) the same files are also served over HTTP on 127.0.0.1 (C(http://10.0.2.2:PORT) in the
+    guest).
+  - A TEST-ONLY cpio is appended to a temporary copy of the initramfs (never to O(dist_dir)); it adds an OpenRC
+    C(local.d) script that prints the output of O(checks) and then O(marker) on the serial console.
+  - Passes when O(marker) appears; fails fast on a kernel panic or the C(netboot: BOOT FAILED) line of
+    boot.ipxe, with the console tail. Reports qemu start -> marker and kernel -> marker times.
+  - Computes the minimum RAM the image needs (kernel init size + compressed + unpacked initrds + decoder window,
+    and the initramfs tmpfs cap) and fails when it exceeds O(ram_limit).
+  - Never changes anything (C(changed=false)). In check mode only the RAM computation runs.
+version_added: "1.0.0"
+author: homelab
+options:
+  mode:
+    description: How the guest gets its kernel.
+    type: str
+    choices: [direct, netboot]
+    default: direct
+  kernel:
+    description: The kernel (bzImage).
+    type: path
+    required: true
+  initrds:
+    description: The image's initrds in boot order (e.g. intel-ucode.img, initramfs).
+    type: list
+    elements: path
+    required: true
+  extra_initrds:
+    description: More test-only initrds appended after O(initrds) (before the hook).
+    type: list
+    elements: path
+    default: []
+  dist_dir:
+    description: Netboot mode - directory with the artefacts (default the kernel's directory).
+    type: path
+  boot_ipxe:
+    description: Netboot mode - the script served as boot.ipxe (default O(dist_dir)/boot.ipxe).
+    type: path
+  bootfile:
+    description: Netboot mode - DHCP boot file (default C(boot.ipxe) over TFTP; may be an http:// URL).
+    type: str
+  http_port:
+    description: Netboot mode - also serve the artefacts over HTTP on 127.0.0.1 at this port (0 = any).
+    type: int
+  initramfs_name:
+    description: Netboot mode - artefact name the hook is appended to (default the last of O(initrds)).
+    type: str
+  append:
+    description: Direct mode kernel command line.
+    type: str
+    default: console=tty0 console=ttyS0,115200
+  memory:
+    description: Guest RAM, e.g. C(1G).
+    type: str
+    default: 1G
+  smp:
+    description: Guest CPUs.
+    type: int
+    default: 1
+  mac:
+    description: MAC of the guest NIC (any common notation).
+    type: str
+    default: "52:54:00:12:34:56"
+  timeout:
+    description: Seconds to wait for O(marker).
+    type: int
+    default: 300
+  marker:
+    description: Ready marker printed on the serial console.
+    type: str
+    default: NETBOOT-BOOT-TEST-READY
+  checks:
+    description: Shell commands the hook runs in the guest; their output and exit status are returned.
+    type: list
+    elements: str
+    default: [hostname, cat /proc/mounts]
+  hook:
+    description: Append the test hook (without it, O(marker) must come from the image itself).
+    type: bool
+    default: true
+  accel:
+    description: C(auto) tries KVM then TCG.
+    type: str
+    choices: [auto, kvm, tcg]
+    default: auto
+  console_log:
+    description: Write the raw serial console here.
+    type: path
+  ram_limit:
+    description: Fail when the computed minimum RAM exceeds this (e.g. the smallest node's RAM).
+    type: str
+"""
+
+EXAMPLES = r"""
+- name: Netboot dist/ through boot.ipxe over HTTP
+  homelab.alpine_netboot.qemu_boot_test:
+    mode: netboot
+    kernel: dist/vmlinuz
+    initrds: [dist/initramfs]
+    http_port: 8088
+    mac: "52:54:00:12:34:56"
+    checks: [cat /etc/hostname, cat /proc/mounts]
+"""
+
+RETURN = r"""
+booted:
+  description: Whether the marker appeared.
+  returned: always
+  type: bool
+reason:
+  description: Why the boot ended (marker seen, kernel panic ..., timeout ...).
+  returned: always
+  type: str
+seconds_to_marker:
+  description: Seconds from qemu start to the marker.
+  returned: when booted
+  type: float
+kernel_to_marker:
+  description: Seconds from the first kernel line to the marker.
+  returned: when booted
+  type: float
+checks:
+  description: Each check's command, rc and output.
+  returned: always
+  type: list
+  elements: dict
+console_tail:
+  description: Last lines of the serial console.
+  returned: always
+  type: str
+minimum_ram:
+  description: RAM the image needs (minimum_mib and its parts).
+  returned: always
+  type: dict
+accel:
+  description: kvm or tcg.
+  returned: always
+  type: str
+commands:
+  description: Commands run (the qemu command line).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._qemu import (
+    BootTest,
+    boot_test,
+    minimum_ram,
+    parse_memory,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "mode": {"type": "str", "choices": ["direct", "netboot"], "default": "direct"},
+            "kernel": {"type": "path", "required": True},
+            "initrds": {"type": "list", "elements": "path", "required": True},
+            "extra_initrds": {"type": "list", "elements": "path", "default": []},
+            "dist_dir": {"type": "path"},
+            "boot_ipxe": {"type": "path"},
+            "bootfile": {"type": "str"},
+            "http_port": {"type": "int"},
+            "initramfs_name": {"type": "str"},
+            "append": {"type": "str", "default": "console=tty0 console=ttyS0,115200"},
+            "memory": {"type": "str", "default": "1G"},
+            "smp": {"type": "int", "default": 1},
+            "mac": {"type": "str", "default": "52:54:00:12:34:56"},
+            "timeout": {"type": "int", "default": 300},
+            "marker": {"type": "str", "default": "NETBOOT-BOOT-TEST-READY"},
+            "checks": {"type": "list", "elements": "str", "default": ["hostname", "cat /proc/mounts"]},
+            "hook": {"type": "bool", "default": True},
+            "accel": {"type": "str", "choices": ["auto", "kvm", "tcg"], "default": "auto"},
+            "console_log": {"type": "path"},
+            "ram_limit": {"type": "str"},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    runner = Runner()
+    result: dict[str, object] = {"changed": False, "commands": runner.log}
+    try:
+        cmdline = p["append"] if p["mode"] == "direct" else ""
+        ram = minimum_ram(Path(p["kernel"]), [Path(i) for i in p["initrds"]], cmdline)
+        result["minimum_ram"] = ram
+        limit = parse_memory(p["ram_limit"]) if p["ram_limit"] else None
+        if limit is not None and int(str(ram["minimum_mib"])) > limit:
+            module.fail_json(msg=f"the image needs at least {ram['minimum_mib']} MiB of RAM to unpack "
+                             f"(limited by {ram['limited_by']}), more than ram_limit {p['ram_limit']}", **result)
+        if module.check_mode:
+            module.exit_json(booted=False, reason="check mode: not booted", checks=[], console_tail="",
+                             accel="", **result)
+        test = BootTest(
+            kernel=Path(p["kernel"]), initrds=[Path(i) for i in p["initrds"]], mode=p["mode"],
+            dist_dir=Path(p["dist_dir"]) if p["dist_dir"] else None,
+            boot_ipxe=Path(p["boot_ipxe"]) if p["boot_ipxe"] else None, bootfile=p["bootfile"],
+            http_port=p["http_port"], initramfs_name=p["initramfs_name"], append=p["append"], memory=p["memory"],
+            smp=p["smp"], mac=p["mac"], timeout=p["timeout"], marker=p["marker"], checks=p["checks"],
+            hook=p["hook"], extra_initrds=[Path(i) for i in p["extra_initrds"]], accel=p["accel"],
+            console_log=Path(p["console_log"]) if p["console_log"] else None,
+        )
+        boot = boot_test(test, runner=runner)
+    except NetbootError as exc:
+        module.fail_json(msg=str(exc), **result)
+    out = boot.as_dict()
+    result.update(booted=boot.ok, **{k: v for k, v in out.items() if k not in ("ok", "argv")})
+    if not boot.ok:
+        module.fail_json(msg=f"boot test failed after {boot.seconds:.1f} s: {boot.reason}\n{boot.tail()}", **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

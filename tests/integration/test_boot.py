@@ -1,0 +1,170 @@
+"""Boot tests under qemu (TCG here): direct, PXE -> iPXE -> boot.ipxe over HTTP and TFTP, retries, fast failures.
+
+The image is ``tests/fixtures/bootimage.py`` (the real Alpine linux-virt kernel + a tiny busybox initramfs whose
+/init honours netboot.hostname= / netboot.role= like the product's). The boot API takes (kernel, initrds) paths,
+so the same tests run against the real ``dist/`` once build.yml produces it (``NETBOOT_BOOT_TEST_DIST=dist``).
+Each test is one qemu boot (~3 s direct, ~10 s netboot under TCG).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ipxe, _qemu
+from tests.fixtures.bootimage import BootImage, boot_image
+
+REPO = Path(__file__).resolve().parents[2]
+KNOWN_MAC = "52-54-00-AA-BB-01"  # notation differs from what qemu reports on purpose
+CATTLE_MAC = "52:54:00:aa:bb:02"
+CHECKS = ["cat /etc/hostname", "hostname", "cat /etc/netboot/role", "cat /proc/mounts"]
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def image() -> BootImage:
+    return boot_image()
+
+
+@pytest.fixture
+def dist(tmp_path: Path, image: BootImage) -> Path:
+    """A dist/ directory: the real dist when NETBOOT_BOOT_TEST_DIST is set, else the fixture image."""
+    real = os.environ.get("NETBOOT_BOOT_TEST_DIST")
+    d = tmp_path / "dist"
+    d.mkdir()
+    if real:
+        for name in ("vmlinuz", "initramfs"):
+            (d / name).symlink_to(Path(real).resolve() / name)
+    else:
+        shutil.copyfile(image.kernel, d / "vmlinuz")
+        shutil.copyfile(image.initramfs, d / "initramfs")
+    return d
+
+
+def render(dist: Path, urls: object, **kw: object) -> None:
+    spec = _ipxe.ScriptSpec(
+        boot_server_url=urls,
+        nodes=[{"name": "n100-01", "mac": KNOWN_MAC, "hostname": "alpha", "role": "storage"}],
+        retry_delay=1,
+        **kw,  # type: ignore[arg-type]
+    )
+    (dist / "boot.ipxe").write_text(_ipxe.render(spec))
+
+
+def netboot(dist: Path, mac: str, **kw: object) -> _qemu.BootResult:
+    test = _qemu.BootTest(kernel=dist / "vmlinuz", initrds=[dist / "initramfs"], mode="netboot", mac=mac,
+                          memory="512M", checks=CHECKS, timeout=120, **kw)  # type: ignore[arg-type]
+    return _qemu.boot_test(test)
+
+
+def checks(result: _qemu.BootResult) -> dict[str, object]:
+    return {str(c["command"]): c["output"] for c in result.checks}
+
+
+def test_netboot_tftp_unknown_mac_boots_as_cattle(dist: Path) -> None:
+    """Must show 1 (TFTP) + 2 (unknown MAC -> derived cattle hostname, default role)."""
+    render(dist, "tftp://10.0.2.2", default_role="worker")
+    r = netboot(dist, CATTLE_MAC)
+    assert r.ok, f"{r.reason}\n{r.tail()}"
+    assert "tftp://10.0.2.2/vmlinuz... ok" in r.console
+    assert "tftp://10.0.2.2/initramfs... ok" in r.console
+    out = checks(r)
+    assert out["cat /etc/hostname"] == "node-525400aabb02"
+    assert out["hostname"] == "node-525400aabb02"
+    assert out["cat /etc/netboot/role"] == "worker"
+    print(f"netboot TFTP ({r.accel}): qemu start -> marker {r.seconds_to_marker} s, kernel -> marker "
+          f"{r.kernel_to_marker} s")
+
+
+def test_flaky_http_server_and_dead_fallback_still_boot(dist: Path) -> None:
+    """Must show 3: a dead first server, then an HTTP server refusing the first two kernel requests (503)."""
+    port, dead = free_port(), free_port()
+    render(dist, [f"http://10.0.2.2:{dead}", f"http://10.0.2.2:{port}"], retries=3)
+    r = netboot(dist, KNOWN_MAC, http_port=port, http_refuse={"vmlinuz": 2})
+    assert r.ok, f"{r.reason}\n{r.tail()}"
+    assert r.http_requests[:3] == ["GET /vmlinuz 503", "GET /vmlinuz 503", "GET /vmlinuz 200"], r.http_requests
+    assert f"netboot: vmlinuz from http://10.0.2.2:{dead} failed (attempt 3/3)" in r.console
+    assert f"netboot: vmlinuz from http://10.0.2.2:{port} failed (attempt 2/3)" in r.console
+    assert checks(r)["cat /etc/hostname"] == "alpha"
+
+
+def test_missing_initramfs_fails_fast_with_the_cause(dist: Path) -> None:
+    """Must show 4a: the initramfs URL 404s -> retries, then BOOT FAILED well before the timeout."""
+    port = free_port()
+    render(dist, f"http://10.0.2.2:{port}", initramfs="initramfs-missing", retries=2)
+    start = time.monotonic()
+    r = netboot(dist, KNOWN_MAC, http_port=port)
+    took = time.monotonic() - start
+    assert not r.ok
+    assert r.reason.startswith("iPXE: boot.ipxe gave up: netboot: BOOT FAILED: could not download initramfs-missing")
+    assert "initramfs-missing... No such file or directory" in r.tail()
+    assert took < 40, took  # timeout is 120 s
+    assert r.http_requests.count("GET /initramfs-missing 404") == 2
+
+
+def test_panicking_kernel_fails_fast_with_the_panic(image: BootImage) -> None:
+    """Must show 4b: init exits -> kernel panic, detected at once (no waiting for the timeout)."""
+    test = _qemu.BootTest(kernel=image.kernel, initrds=[image.panic_initramfs], append="console=ttyS0,115200",
+                          memory="256M", timeout=120, hook=False)
+    start = time.monotonic()
+    r = _qemu.boot_test(test)
+    assert not r.ok
+    assert r.reason.startswith("kernel panic: Kernel panic - not syncing: Attempted to kill init")
+    assert "this init exits on purpose" in r.tail()
+    assert time.monotonic() - start < 30
+
+
+def test_direct_boot_at_the_computed_minimum_ram(image: BootImage) -> None:
+    """Direct mode, booted with exactly the RAM minimum_ram() computes for the image (rounded up to 8 MiB)."""
+    need = _qemu.minimum_ram(image.kernel, [image.initramfs])
+    mib = -(-int(str(need["minimum_mib"])) // 8) * 8
+    test = _qemu.BootTest(kernel=image.kernel, initrds=[image.initramfs], memory=mib, timeout=120, checks=CHECKS,
+                          append="console=ttyS0,115200 netboot.hostname=direct-node netboot.role=edge")
+    r = _qemu.boot_test(test)
+    assert r.ok, f"{r.reason}\n{r.tail()}"
+    assert checks(r)["hostname"] == "direct-node"
+    assert checks(r)["cat /etc/netboot/role"] == "edge"
+    print(f"direct ({r.accel}) at {mib} MiB: qemu start -> marker {r.seconds_to_marker} s, kernel -> marker "
+          f"{r.kernel_to_marker} s; minimum_ram {json.dumps(need)}")
+
+
+def test_playbook_netboots_known_node_over_http(dist: Path, tmp_path: Path) -> None:
+    """Must show 1 (HTTP, via playbooks/boot_test.yml and the ipxe role) + 2 (known MAC -> its hostname)."""
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(
+        "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
+        "      ansible_python_interpreter: '{{ ansible_playbook_python }}'\n"
+        "  children:\n    nodes:\n      hosts:\n"
+        f"        n100-01: {{mac: '{KNOWN_MAC.lower().replace('-', '')}', role: storage, hostname: alpha}}\n"
+        "        n100-02: {mac: 'aa:bb:cc:00:00:02'}\n"
+    )
+    extra = {
+        "netboot_dist_dir": str(dist), "boot_test_mode": "netboot", "boot_test_mac": KNOWN_MAC,
+        "boot_test_http_port": free_port(), "boot_test_checks": CHECKS, "node_min_ram": "512M",
+        "boot_test_timeout": 120, "ipxe_retry_delay": 1,
+    }
+    proc = subprocess.run(
+        [str(REPO / ".venv/bin/ansible-playbook"), "-i", str(inv), "playbooks/boot_test.yml", "-e", json.dumps(extra)],
+        check=False, cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_FORCE_COLOR": "0",
+             "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"},
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert '"output": "alpha"' in proc.stdout  # cat /etc/hostname in the guest
+    assert '"output": "storage"' in proc.stdout  # cat /etc/netboot/role
+    assert "netboot boot (" in proc.stdout and "minimum RAM for this image:" in proc.stdout
+    assert not (dist / "boot.ipxe").exists()  # the test copy lives in a scratch dir, dist/ is untouched
