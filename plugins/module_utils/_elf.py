@@ -3,6 +3,7 @@ userland ELF still carries symbols or debug info worth stripping. Pure Python, n
 
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,10 @@ class ElfInfo:
     interp: str | None
 
 
-def _fmt(data: bytes) -> tuple[str, bool] | None:
+Data = bytes | mmap.mmap
+
+
+def _fmt(data: Data) -> tuple[str, bool] | None:
     if len(data) < 52 or data[:4] != ELF_MAGIC:
         return None
     is64 = data[4] == 2
@@ -36,7 +40,7 @@ def _fmt(data: bytes) -> tuple[str, bool] | None:
     return endian, is64
 
 
-def parse(data: bytes) -> ElfInfo | None:
+def parse(data: Data) -> ElfInfo | None:
     """Section table and interpreter of an ELF image held in memory; None if ``data`` is not ELF."""
     fmt = _fmt(data)
     if fmt is None:
@@ -79,14 +83,14 @@ def parse(data: bytes) -> ElfInfo | None:
     return ElfInfo(etype, machine, sections, interp)
 
 
-def section_bytes(data: bytes, info: ElfInfo, name: str) -> bytes | None:
+def section_bytes(data: Data, info: ElfInfo, name: str) -> bytes | None:
     for s in info.sections:
         if s.name == name:
             return data[s.offset:s.offset + s.size]
     return None
 
 
-def modinfo_from_elf(data: bytes) -> list[tuple[str, str]]:
+def modinfo_from_elf(data: Data) -> list[tuple[str, str]]:
     """``key=value`` pairs of a (decompressed) kernel module's ``.modinfo`` section, in order."""
     info = parse(data)
     if info is None:

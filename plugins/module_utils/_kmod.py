@@ -7,6 +7,7 @@ from __future__ import annotations
 import fnmatch
 import gzip
 import lzma
+import mmap
 import os
 import re
 from collections.abc import Iterable
@@ -69,8 +70,14 @@ def strip_compression(name: str) -> str:
 
 
 def modinfo(path: Path) -> list[tuple[str, str]]:
-    """``.modinfo`` key/value pairs of a module file (compressed or not)."""
-    return _elf.modinfo_from_elf(decompress_bytes(path.read_bytes(), path.name))
+    """``.modinfo`` key/value pairs of a module file (compressed or not; plain ones are mapped, not read)."""
+    if path.name.endswith(COMPRESSED_SUFFIXES):
+        return _elf.modinfo_from_elf(decompress_bytes(path.read_bytes(), path.name))
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            return []
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return _elf.modinfo_from_elf(mm)
 
 
 @dataclass

@@ -367,17 +367,20 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
     used: set[str] = set()
 
     # ---- modules
-    def removed_by(rel: str) -> Glob | None:
-        for g in rules.module_remove:
+    def first_match(globs: list[Glob], rel: str) -> Glob | None:
+        """The first glob matching ``rel``; every matching glob counts as used (for the matches-nothing warning)."""
+        hit = None
+        for g in globs:
             if g.matches(rel):
                 used.add(g.rule)
-                if any(x.matches(rel) for x in rules.module_except):
-                    for x in rules.module_except:
-                        if x.matches(rel):
-                            used.add(x.rule)
-                    return None
-                return g
-        return None
+                hit = hit or g
+        return hit
+
+    def removed_by(rel: str) -> Glob | None:
+        g = first_match(rules.module_remove, rel)
+        if g is not None and first_match(rules.module_except, rel) is not None:
+            return None
+        return g
 
     reasons: dict[str, str] = {}
     forced: set[str] = set()
@@ -498,12 +501,7 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
     removed_needed: list[str] = []
 
     def fw_removed_by(rel: str) -> Glob | None:
-        sub = rel[len("lib/firmware/"):]
-        for g in rules.firmware_remove:
-            if g.matches(sub):
-                used.add(g.rule)
-                return g
-        return None
+        return first_match(rules.firmware_remove, rel[len("lib/firmware/"):])
 
     for fw, mods in sorted(needed.items()):
         found = False
@@ -530,14 +528,11 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
         if not found:
             plan.missing_firmware.append({"module": ", ".join(mods), "firmware": fw, "package": firmware_package(fw)})
     for rel in fw_entries:
-        sub = rel[len("lib/firmware/"):]
-        for g in rules.firmware_keep:
-            if g.matches(sub):
-                used.add(g.rule)
-                links, final = resolve_chain(root, rel)
-                for p in (rel, *links, *([final] if final else [])):
-                    fw_keep.setdefault(p, g.rule)
-                break
+        kg = first_match(rules.firmware_keep, rel[len("lib/firmware/"):])
+        if kg is not None:
+            links, final = resolve_chain(root, rel)
+            for p in (rel, *links, *([final] if final else [])):
+                fw_keep.setdefault(p, kg.rule)
     for rel, e in fw_entries.items():
         if rel in fw_keep:
             continue
@@ -556,12 +551,10 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
 
     # ---- other files
     for rel, e in file_entries.items():
-        for g in rules.files_remove:
-            if g.matches(rel):
-                used.add(g.rule)
-                plan.remove[rel] = g.rule
-                plan.remove_sizes[rel] = e.size
-                break
+        fg = first_match(rules.files_remove, rel)
+        if fg is not None:
+            plan.remove[rel] = fg.rule
+            plan.remove_sizes[rel] = e.size
 
     # ---- unused rules
     all_globs = [*rules.module_remove, *rules.module_except, *rules.module_keep, *rules.firmware_remove,

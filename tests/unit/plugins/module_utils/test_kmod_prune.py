@@ -68,7 +68,7 @@ def test_malformed_modalias_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_profile_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"unknown profile 'nope'.*available: base, original"):
+    with pytest.raises(ConfigError, match=r"unknown profile 'nope'.*available: base, headless, original"):
         _prune.load_rules(["nope"], [PROFILES])
     bad = tmp_path / "bad.yml"
     bad.write_text("modules:\n  delete: [x]\n")
@@ -196,3 +196,14 @@ def test_firmware_of_built_in_drivers_is_kept(debian: DebianKernel, tmp_path: Pa
     assert "r8169" not in plan.kept_modules
     assert "lib/firmware/rtl_nic/rtl8168h-2.fw" not in plan.remove
     assert "lib/firmware/rtl_nic/rtl8168g-2.fw" in plan.remove
+
+
+def test_headless_profile_on_top_of_original(debian: DebianKernel) -> None:
+    """Rules of several profiles add up; a glob matched by an earlier profile still counts as used."""
+    orig = _prune.make_plan(opts(debian.root, profiles=["original"], firmware_audit="warn"))
+    both = _prune.make_plan(opts(debian.root, profiles=["original", "headless"], firmware_audit="warn"))
+    assert not any(tree.startswith(("kernel/sound/", "kernel/drivers/media/", "kernel/drivers/bluetooth/"))
+                   for tree in both.module_paths.values())
+    assert both.report["modules"]["after"]["bytes"] < orig.report["modules"]["after"]["bytes"]
+    assert len(both.missing_firmware) < len(orig.missing_firmware) / 5
+    assert not any(w.startswith("headless:modules.remove: 'kernel/drivers/gpu'") for w in both.warnings)
