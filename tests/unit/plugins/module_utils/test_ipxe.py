@@ -1,0 +1,152 @@
+"""boot.ipxe rendering: MAC normalisation, inventory validation, URLs, script structure, atomic writes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import (
+    FAILED_MARKER,
+    ScriptSpec,
+    apply_write,
+    cattle_hostname,
+    normalise_mac,
+    parse_nodes,
+    plan_write,
+    render,
+    validate_urls,
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["aa:bb:cc:0d:0e:0f", "AA-BB-CC-0D-0E-0F", "aabb.cc0d.0e0f", "AABBCC0D0E0F", " aa:bb:cc:d:e:f ", "Aa.bB.cC.0d.0E.0f"],
+)
+def test_mac_notations_normalise(text: str) -> None:
+    assert normalise_mac(text) == "aa:bb:cc:0d:0e:0f"
+
+
+@pytest.mark.parametrize("text", ["aa:bb:cc:dd:ee", "aa:bb:cc:dd:ee:ff:00", "gg:bb:cc:dd:ee:ff", "aabbccddeef",
+                                  "aa:bb-cc:dd:ee:ff:1", "", "aabb.ccdd", 12])
+def test_malformed_mac_names_the_host(text: object) -> None:
+    with pytest.raises(ConfigError, match=r"host n100-07: (malformed )?mac"):
+        normalise_mac(text, host="n100-07")
+
+
+def test_nodes_defaults_and_errors_name_the_host() -> None:
+    nodes = parse_nodes([{"name": "a", "mac": "AA-BB-CC-00-00-01"}, {"name": "b", "mac": "aabbcc000002",
+                         "hostname": "bee", "role": "db", "kernel_args": ["quiet", "zfs.arc=1"]}],
+                        default_role="worker")
+    assert [(n.hostname, n.role, n.mac, n.kernel_args) for n in nodes] == [
+        ("a", "worker", "aa:bb:cc:00:00:01", ""), ("bee", "db", "aa:bb:cc:00:00:02", "quiet zfs.arc=1")]
+    cases = [
+        ([{"name": "a", "mac": "aa:bb:cc:00:00:01"}, {"name": "b", "mac": "AABB.CC00.0001"}],
+         "host b: mac aa:bb:cc:00:00:01 is already used by host a"),
+        ([{"name": "a", "mac": "aa:bb:cc:00:00:01", "hostname": "x"}, {"name": "b", "mac": "aa:bb:cc:00:00:02",
+                                                                        "hostname": "X"}],
+         "host b: hostname 'X' is already used by host a"),
+        ([{"name": "c", "mac": "zz"}], "host c: malformed mac 'zz'"),
+        ([{"name": "d"}], "host d: no mac set"),
+        ([{"name": "e", "mac": "01:00:5e:00:00:01"}], "host e: mac 01:00:5e:00:00:01 is a multicast address"),
+        ([{"name": "f", "mac": "aa:bb:cc:00:00:03", "hostname": "bad_name"}], "host f: hostname 'bad_name'"),
+        ([{"name": "g", "mac": "aa:bb:cc:00:00:04", "kernel_args": "init=${evil}"}], "host g: kernel arguments"),
+        ([{"name": "h", "mac": "aa:bb:cc:00:00:05", "role": "a b"}], "host h: role 'a b'"),
+    ]
+    for raw, message in cases:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            parse_nodes(raw, default_role="worker")
+
+
+def test_urls_schemes_and_fallback_lists() -> None:
+    assert validate_urls("http://10.0.0.1:8080/boot/") == ["http://10.0.0.1:8080/boot"]
+    assert validate_urls(["tftp://192.168.88.1", "https://x.example/a"]) == ["tftp://192.168.88.1",
+                                                                          "https://x.example/a"]
+    for bad, message in [("ftp://x/", "unsupported URL scheme in 'ftp://x/'"), ("nfs://x", "unsupported URL scheme"),
+                         ([], "non-empty list"), (["http://a", "http://a"], "more than once"),
+                         ("http:///x", "has no host"), ("http://a/x?y=1", "plain base URL")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate_urls(bad)
+
+
+def spec(**kw: object) -> ScriptSpec:
+    base: dict[str, object] = {
+        "boot_server_url": ["http://10.0.2.2:8080", "tftp://10.0.2.2"],
+        "nodes": [{"name": "n100-01", "mac": "AA-BB-CC-00-00-01", "hostname": "alpha", "role": "storage",
+                   "kernel_args": "zfs.zfs_arc_max=1073741824", "initrd": "alpha.cpio"}],
+        "retries": 2,
+    }
+    base.update(kw)
+    return ScriptSpec(**base)  # type: ignore[arg-type]
+
+
+def test_script_dispatches_on_the_booting_nic_and_falls_back_to_cattle() -> None:
+    text = render(spec(default_role="edge"))
+    assert text.startswith("#!ipxe\n")
+    assert "goto mac_${netX/mac:hexraw} || goto cattle" in text
+    block = text.split(":mac_aabbcc000001\n", 1)[1].split("goto boot", 1)[0]
+    assert "set node_hostname alpha" in block and "set node_role storage" in block
+    assert "set node_args zfs.zfs_arc_max=1073741824" in block and "set node_initrd alpha.cpio" in block
+    cattle = text.split(":cattle\n", 1)[1].split(":boot", 1)[0]
+    assert "set node_hostname node-${netX/mac:hexraw}" in cattle and "set node_role edge" in cattle
+    assert cattle_hostname("AA-BB-CC-00-00-09") == "node-aabbcc000009"
+    assert "${net0" not in text  # never assumes the first NIC
+
+
+def test_script_retries_every_download_then_next_server_then_failsafe() -> None:
+    text = render(spec(retries=3, retry_delay=4, failsafe_timeout=45))
+    kernel_cmd = ("kernel ${base}/vmlinuz console=tty0 console=ttyS0,115200 netboot.hostname=${node_hostname} "
+                  "netboot.role=${node_role} ${node_args} && goto s0_initrd0 ||")
+    assert text.count(kernel_cmd) == 3
+    s0 = text.split(":s0\n", 1)[1].split(":s1\n", 1)[0]
+    assert "set base http://10.0.2.2:8080" in s0 and s0.count("goto s1\n") == 4  # kernel, initramfs, node initrd, boot
+    assert s0.count("sleep 4") == 2 * 3
+    s1 = text.split(":s1\n", 1)[1].split(":failed\n", 1)[0]
+    assert "set base tftp://10.0.2.2" in s1 and "goto failed" in s1
+    assert text.count("dhcp && goto net_ok ||") == 3
+    failsafe = text.split(":failed\n", 1)[1]
+    assert f"echo {FAILED_MARKER}: ${{reason}}" in failsafe
+    assert "choose --timeout 45000 --default retry failsafe_action || goto retry" in failsafe
+    for label in (":shell", ":reboot", ":retry"):
+        assert label in failsafe
+    # every goto target exists
+    labels = set(re.findall(r"^:(\S+)$", text, re.M))
+    targets = set(re.findall(r"goto (\w+)", text)) - {"mac_"}
+    assert targets <= labels | {"mac_"}, targets - labels
+
+
+def test_microcode_is_loaded_first_and_args_are_checked() -> None:
+    text = render(spec(microcode="intel-ucode.img", extra_kernel_args=["quiet"]))
+    assert text.index("initrd ${base}/intel-ucode.img") < text.index("initrd ${base}/initramfs")
+    assert "console=ttyS0,115200 quiet netboot.hostname=" in text
+    with pytest.raises(ConfigError, match="ipxe_kernel_args"):
+        render(spec(kernel_args="console=ttyS0 # oops"))
+    with pytest.raises(ConfigError, match="ipxe_retries"):
+        render(spec(retries=0))
+    with pytest.raises(ConfigError, match=re.escape("initramfs: '../x'")):
+        render(spec(initramfs="../x"))
+
+
+def test_user_template_strict_undefined(tmp_path: Path) -> None:
+    good = tmp_path / "mine.j2"
+    good.write_text("#!ipxe\necho {{ extra.site }} {{ nodes[0].hostname }} {{ urls[0] }}\n")
+    assert render(spec(extra={"site": "lab"}), good) == "#!ipxe\necho lab alpha http://10.0.2.2:8080\n"
+    bad = tmp_path / "bad.j2"
+    bad.write_text("#!ipxe\necho {{ no_such_variable }}\n")
+    with pytest.raises(ConfigError, match=r"bad.j2: 'no_such_variable' is undefined"):
+        render(spec(), bad)
+    with pytest.raises(ConfigError, match="cannot read iPXE template"):
+        render(spec(), tmp_path / "missing.j2")
+
+
+def test_write_is_atomic_and_idempotent(tmp_path: Path) -> None:
+    dest = tmp_path / "dist" / "boot.ipxe"
+    plan = plan_write(dest, render(spec()))
+    assert plan.changed and plan.before is None
+    apply_write(plan)
+    assert dest.read_text() == plan.after
+    again = plan_write(dest, render(spec()))
+    assert not again.changed
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["boot.ipxe"]  # no temp file left behind
