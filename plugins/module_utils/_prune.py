@@ -296,6 +296,7 @@ class Options:
     module_compression: str = "keep"
     firmware_compression: str = "keep"
     firmware_audit: str = "error"
+    hardware_mode: str = "select"  # select: keep only what hardware needs; audit: keep all, audit hardware strictly
     strip: bool = False
     profile_dirs: list[Path] = field(default_factory=list)
     hardware_dirs: list[Path] = field(default_factory=list)
@@ -351,7 +352,8 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
         raise ConfigError(f"root {opts.root} is not a directory")
     for key, val, allowed in (("module_compression", opts.module_compression, ("keep", "decompress")),
                               ("firmware_compression", opts.firmware_compression, ("keep", "decompress")),
-                              ("firmware_audit", opts.firmware_audit, ("error", "warn"))):
+                              ("firmware_audit", opts.firmware_audit, ("error", "warn")),
+                              ("hardware_mode", opts.hardware_mode, ("select", "audit"))):
         if val not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, not {val!r}")
     kver = _kmod.detect_kernel_version(root, opts.kernel_version)
@@ -433,11 +435,14 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
     seeds: set[str] = set(forced)
     dropped: dict[str, str] = {}  # wanted by hardware/base but removed by a rule
 
+    hw_seeds: set[str] = set()
+
     def want(n: str, why: str) -> None:
         if n in removed:
             dropped.setdefault(n, why)
             return
         seeds.add(n)
+        hw_seeds.add(n)
         reasons.setdefault(n, why)
 
     if hardware:
@@ -465,11 +470,16 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
         for n, why in sorted(dropped.items()):
             via = f" (needs {plan.removed_dependents[n]})" if n in plan.removed_dependents else ""
             plan.warnings.append(f"{n} ({why}) is removed by {removed[n]}{via}")
-    else:
+    if not hardware or opts.hardware_mode == "audit":
         for name in tree.modules:
             if name not in removed:
                 seeds.add(name)
                 reasons.setdefault(name, "not removed by any rule")
+    # Modules whose missing firmware fails the audit: all kept ones, or with hardware_mode=audit only what the
+    # hardware profiles (and keep rules) need.
+    critical: set[str] | None = None
+    if hardware and opts.hardware_mode == "audit":
+        critical = set(tree.closure(hw_seeds | forced, exclude=set(removed)))
     closure = tree.closure(seeds, exclude=set(removed))
     for name, parent in closure.items():
         plan.kept_modules[name] = reasons.get(name) or f"dependency of {parent}"
@@ -526,7 +536,9 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
             if found:
                 break
         if not found:
-            plan.missing_firmware.append({"module": ", ".join(mods), "firmware": fw, "package": firmware_package(fw)})
+            strict = critical is None or any(m.split(" ")[0] in critical or m.endswith("(built-in)") for m in mods)
+            plan.missing_firmware.append({"module": ", ".join(mods), "firmware": fw, "package": firmware_package(fw),
+                                          "level": opts.firmware_audit if strict else "warn"})
     for rel in fw_entries:
         kg = first_match(rules.firmware_keep, rel[len("lib/firmware/"):])
         if kg is not None:
@@ -541,13 +553,13 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
         plan.remove_sizes[rel] = e.size
     plan.warnings.extend(sorted(set(removed_needed)))
     plan.firmware_kept = fw_keep
+    errors = [m for m in plan.missing_firmware if m["level"] == "error"]
+    if errors:
+        raise NetbootError("firmware audit failed:\n" + "\n".join(_missing_lines(errors, root)) +
+                           "\nInstall the package(s) in the rootfs, drop the module with a remove rule, or set "
+                           "firmware_audit: warn")
     if plan.missing_firmware:
-        lines = _missing_lines(plan.missing_firmware, root)
-        if opts.firmware_audit == "error":
-            raise NetbootError("firmware audit failed:\n" + "\n".join(lines) +
-                               "\nInstall the package(s) in the rootfs, drop the module with a remove rule, or set "
-                               "firmware_audit: warn")
-        plan.warnings.extend(lines)
+        plan.warnings.extend(_missing_lines(plan.missing_firmware, root))
 
     # ---- other files
     for rel, e in file_entries.items():

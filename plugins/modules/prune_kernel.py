@@ -48,6 +48,15 @@ options:
     type: list
     elements: str
     default: []
+  hardware_mode:
+    description:
+      - C(select) keeps only what the O(hardware_profiles) need (plus base set, keep rules and closure).
+      - C(audit) keeps every module not removed by a rule (a broad image that still boots unknown boxes) and uses the
+        hardware profiles to scope the firmware audit - only modules those machines need (and keep rules) fail the
+        run on missing firmware; the others warn.
+    type: str
+    choices: [select, audit]
+    default: select
   keep_modules:
     description: Module names always kept (with their closure). An unknown name is an error.
     type: list
@@ -153,6 +162,7 @@ ARGS = {
     "kernel_version": {"type": "str"},
     "profiles": {"type": "list", "elements": "str", "default": []},
     "hardware_profiles": {"type": "list", "elements": "str", "default": []},
+    "hardware_mode": {"type": "str", "choices": ["select", "audit"], "default": "select"},
     "keep_modules": {"type": "list", "elements": "str", "default": []},
     "module_compression": {"type": "str", "choices": ["keep", "decompress"], "default": "keep"},
     "firmware_compression": {"type": "str", "choices": ["keep", "decompress"], "default": "keep"},
@@ -174,6 +184,7 @@ def main() -> None:
         kernel_version=p["kernel_version"],
         profiles=p["profiles"],
         hardware_profiles=p["hardware_profiles"],
+        hardware_mode=p["hardware_mode"],
         keep_modules=p["keep_modules"],
         module_compression=p["module_compression"],
         firmware_compression=p["firmware_compression"],

@@ -120,7 +120,7 @@ def test_missing_rtl8156b_firmware_fails_naming_module_file_and_package(debian: 
     assert "rtl8156a-2.fw" not in msg  # only what is really missing
     plan = _prune.make_plan(opts(root, hardware_profiles=[hw], firmware_audit="warn"))
     assert plan.missing_firmware == [{"module": "r8152", "firmware": "rtl_nic/rtl8156b-2.fw",
-                                      "package": "linux-firmware-rtl_nic"}]
+                                      "package": "linux-firmware-rtl_nic", "level": "warn"}]
     assert any("r8152" in w and "rtl8156b-2.fw" in w for w in plan.warnings)
 
 
@@ -207,3 +207,20 @@ def test_headless_profile_on_top_of_original(debian: DebianKernel) -> None:
     assert both.report["modules"]["after"]["bytes"] < orig.report["modules"]["after"]["bytes"]
     assert len(both.missing_firmware) < len(orig.missing_firmware) / 5
     assert not any(w.startswith("headless:modules.remove: 'kernel/drivers/gpu'") for w in both.warnings)
+
+
+def test_hardware_mode_audit_keeps_broad_image_but_enforces_hardware_firmware(debian: DebianKernel,
+                                                                             tmp_path: Path) -> None:
+    """Broad image (original + headless rules) for unknown boxes; only the herd's hardware must have firmware."""
+    root = clone_tree(debian.root, tmp_path / "root")
+    hw = str(rtl_profile(tmp_path))
+    kw: dict[str, object] = {"profiles": ["original", "headless"], "hardware_profiles": [hw],
+                             "hardware_mode": "audit"}
+    plan = _prune.make_plan(opts(root, **kw))  # firmware_audit=error: other drivers' missing firmware only warns
+    broad = _prune.make_plan(opts(root, profiles=["original", "headless"], firmware_audit="warn"))
+    assert set(plan.kept_modules) == set(broad.kept_modules)
+    assert plan.missing_firmware and all(m["level"] == "warn" for m in plan.missing_firmware)
+    (root / "lib/firmware/rtl_nic/rtl8156b-2.fw").unlink()
+    with pytest.raises(NetbootError, match=r"module r8152 needs firmware rtl_nic/rtl8156b-2\.fw") as exc:
+        _prune.make_plan(opts(root, **kw))
+    assert "qla2xxx" not in str(exc.value)  # not in the hardware profile: a warning, not an error
