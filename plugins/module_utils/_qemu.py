@@ -622,6 +622,9 @@ def minimum_ram(kernel: Path, initrds: Sequence[Path], cmdline: str = "") -> dic
     decoder window + a kernel baseline. The initramfs root is a tmpfs capped at 50 % of RAM unless the cmdline sets
     ``initramfs_options=size=N%`` or ``root=``, so RAM must also be at least ``unpacked / cap``.
     """
+    for path in (kernel, *initrds):
+        if not Path(path).is_file():
+            raise ConfigError(f"{path} does not exist; build the image first (playbooks/build.yml)")
     init_size = bzimage_init_size(kernel)
     segments = [s for p in initrds for s in initrd_segments(Path(p))]
     compressed = sum(Path(p).stat().st_size for p in initrds)

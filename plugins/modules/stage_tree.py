@@ -1,0 +1,89 @@
+#!/usr/bin/python
+# Copyright: homelab.alpine_netboot contributors
+# MIT License (see galaxy.yml)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: stage_tree
+short_description: Keep a working copy of the rootfs for the stages that edit it
+description:
+  - Copies O(src) to O(dest) (owners, modes, hardlinks, xattrs kept) when the source's manifest or O(key) changed
+    since the last copy, so pruning always starts from the full rootfs and a rerun with unchanged inputs does nothing.
+  - The copy is built beside O(dest) and swapped in when complete.
+  - A file C(.netboot-stage.json) in O(dest) records what it was made from.
+version_added: "0.1.0"
+author:
+  - homelab.alpine_netboot maintainers
+options:
+  src:
+    description: The pristine tree (the rootfs built by M(homelab.alpine_netboot.alpine_rootfs)).
+    type: path
+    required: true
+  dest:
+    description: The working copy to (re)create.
+    type: path
+    required: true
+  key:
+    description: A digest of the inputs of the stages that will edit O(dest) (e.g. the pruning rules).
+    type: str
+    default: ""
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Stage the image tree
+  homelab.alpine_netboot.stage_tree:
+    src: build/rootfs
+    dest: build/image
+    key: "{{ kernel_settings | to_json | hash('sha256') }}"
+"""
+
+RETURN = r"""
+digest:
+  description: Digest of the source manifest and O(key) the copy is (or would be) made from.
+  returned: always
+  type: str
+commands:
+  description: External commands run.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import apply_stage, plan_stage
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "src": {"type": "path", "required": True},
+            "dest": {"type": "path", "required": True},
+            "key": {"type": "str", "default": "", "no_log": False},
+        },
+        supports_check_mode=True,
+    )
+    runner = Runner()
+    try:
+        plan = plan_stage(Path(module.params["src"]).absolute(), Path(module.params["dest"]).absolute(),
+                          module.params["key"])
+        if plan.changed and not module.check_mode:
+            apply_stage(plan, runner)
+    except NetbootError as exc:
+        module.fail_json(msg=str(exc), commands=runner.log)
+    module.exit_json(changed=plan.changed, digest=plan.digest, commands=runner.log)
+
+
+if __name__ == "__main__":
+    main()

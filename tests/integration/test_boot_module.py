@@ -1,0 +1,36 @@
+"""qemu_boot_test module without booting: the minimum-RAM report and the ram_limit check (check mode)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fixtures.bootimage import boot_image
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE = REPO / "plugins" / "modules" / "qemu_boot_test.py"
+
+
+def run_module(tmp_path: Path, args: dict[str, object]) -> tuple[int, dict[str, object]]:
+    argfile = tmp_path / "args.json"
+    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": True}}))
+    proc = subprocess.run([sys.executable, str(MODULE), str(argfile)], capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO / ".collections")}, timeout=60)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_check_mode_reports_minimum_ram_and_enforces_the_limit(tmp_path: Path) -> None:
+    image = boot_image()
+    args = {"kernel": str(image.kernel), "initrds": [str(image.initramfs)], "ram_limit": "1G"}
+    rc, res = run_module(tmp_path, args)
+    assert rc == 0 and res["changed"] is False and res["booted"] is False
+    ram = res["minimum_ram"]
+    assert isinstance(ram, dict) and 64 < ram["minimum_mib"] < 256 and ram["limited_by"] == "unpack"
+    rc, res = run_module(tmp_path, {**args, "ram_limit": "64M"})
+    assert rc == 1
+    assert f"needs at least {ram['minimum_mib']} MiB of RAM" in str(res["msg"]) and "ram_limit 64M" in str(res["msg"])
+    rc, res = run_module(tmp_path, {**args, "kernel": str(tmp_path / "nope")})
+    assert rc == 1 and "nope" in str(res["msg"])

@@ -1,0 +1,88 @@
+"""ipxe_script run as Ansible runs it (the module file with an args file): changed, idempotence, check, diff, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[4]
+MODULE = REPO / "plugins" / "modules" / "ipxe_script.py"
+
+
+def run_module(tmp_path: Path, args: dict[str, object], check: bool = False) -> tuple[int, dict[str, object]]:
+    argfile = tmp_path / "args.json"
+    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check,
+                                                           "_ansible_diff": True}}))
+    env = {**os.environ, "PYTHONPATH": str(REPO / ".collections")}
+    proc = subprocess.run([sys.executable, str(MODULE), str(argfile)], capture_output=True, text=True, env=env,
+                          check=False, timeout=60)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+@pytest.fixture
+def args(tmp_path: Path) -> dict[str, object]:
+    return {
+        "dest": str(tmp_path / "dist" / "boot.ipxe"),
+        "boot_server_url": ["tftp://192.168.88.1", "http://192.168.88.10:8080"],
+        "nodes": [{"name": "n100-01", "mac": "A8-B8-E0-00-00-01", "role": "storage"},
+                  {"name": "n100-02", "mac": "a8b8.e000.0002", "hostname": "beta", "kernel_args": ["quiet"]}],
+        "default_role": "worker",
+    }
+
+
+def test_changed_then_unchanged_check_and_diff(tmp_path: Path, args: dict[str, object]) -> None:
+    dest = Path(str(args["dest"]))
+    rc, res = run_module(tmp_path, args, check=True)
+    assert rc == 0 and res["changed"] is True and not dest.exists()  # check mode writes nothing
+    assert res["diff"]["before"] == "" and "goto mac_${netX/mac:hexraw}" in res["diff"]["after"]  # type: ignore[index]
+    rc, res = run_module(tmp_path, args)
+    assert rc == 0 and res["changed"] is True
+    assert dest.read_text() == res["diff"]["after"]  # type: ignore[index]
+    assert res["nodes"] == [
+        {"name": "n100-01", "mac": "a8:b8:e0:00:00:01", "hostname": "n100-01", "role": "storage", "kernel_args": "",
+         "initrd": ""},
+        {"name": "n100-02", "mac": "a8:b8:e0:00:00:02", "hostname": "beta", "role": "worker",
+         "kernel_args": "quiet", "initrd": ""},
+    ]
+    assert res["urls"] == ["tftp://192.168.88.1", "http://192.168.88.10:8080"]
+    first = dest.stat().st_mtime_ns
+    rc, res = run_module(tmp_path, args)
+    assert rc == 0 and res["changed"] is False and dest.stat().st_mtime_ns == first
+    rc, res = run_module(tmp_path, {**args, "retries": 5}, check=True)
+    assert res["changed"] is True and "(attempt 5/5)" in res["diff"]["after"]  # type: ignore[index]
+    assert "(attempt 5/5)" not in dest.read_text()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"nodes": [{"name": "n100-09", "mac": "a8:b8:e0:00:00"}]}, "host n100-09: malformed mac"),
+        ({"nodes": [{"name": "a", "mac": "a8:b8:e0:00:00:01"}, {"name": "b", "mac": "A8B8E0000001"}]},
+         "host b: mac a8:b8:e0:00:00:01 is already used by host a"),
+        ({"nodes": [{"name": "a", "mac": "a8:b8:e0:00:00:01", "hostname": "x"},
+                    {"name": "b", "mac": "a8:b8:e0:00:00:02", "hostname": "x"}]},
+         "host b: hostname 'x' is already used by host a"),
+        ({"boot_server_url": "ftp://192.168.88.1"}, "unsupported URL scheme in 'ftp://192.168.88.1'"),
+    ],
+)
+def test_bad_input_fails_naming_the_culprit(tmp_path: Path, args: dict[str, object], change: dict[str, object],
+                                            message: str) -> None:
+    rc, res = run_module(tmp_path, {**args, **change})
+    assert rc == 1 and res["failed"] is True
+    assert message in str(res["msg"])
+    assert not Path(str(args["dest"])).exists()
+
+
+def test_failed_render_keeps_the_previous_script(tmp_path: Path, args: dict[str, object]) -> None:
+    rc, _ = run_module(tmp_path, args)
+    before = Path(str(args["dest"])).read_text()
+    bad = tmp_path / "bad.j2"
+    bad.write_text("#!ipxe\n{{ undefined_thing }}\n")
+    rc, res = run_module(tmp_path, {**args, "template": str(bad)})
+    assert rc == 1 and "'undefined_thing' is undefined" in str(res["msg"])
+    assert Path(str(args["dest"])).read_text() == before
