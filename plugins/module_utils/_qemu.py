@@ -43,7 +43,9 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import (
     FAILED_MARKER,
     ScriptSpec,
+    cattle_hostname,
     normalise_mac,
+    parse_nodes,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import render as render_ipxe
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
@@ -259,6 +261,16 @@ def stage_netboot(dist_dir: Path, dest: Path, overrides: Mapping[str, Path]) -> 
     return dest
 
 
+def node_cmdline(base: str, mac: str, nodes: Sequence[Mapping[str, object]], default_role: str) -> str:
+    """Direct mode: the cmdline boot.ipxe would give the machine with ``mac`` (its node, else cattle)."""
+    wanted = normalise_mac(mac, host="boot test guest")
+    for node in parse_nodes(nodes, default_role=default_role):
+        if node.mac == wanted:
+            extra = f" {node.kernel_args}" if node.kernel_args else ""
+            return f"{base} netboot.hostname={node.hostname} netboot.role={node.role}{extra}".strip()
+    return f"{base} netboot.hostname={cattle_hostname(wanted)} netboot.role={default_role}".strip()
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Running a boot
 
@@ -388,7 +400,9 @@ def run_vm(
                 elif grace_until is not None:
                     pass
                 else:
-                    reason = f"qemu exited (rc {proc.wait()}) before {marker!r} appeared"
+                    rc = proc.wait()
+                    why = "qemu failed to start" if rc else "the guest reset or powered off (too little RAM?)"
+                    reason = f"qemu exited (rc {rc}) before {marker!r} appeared: {why}"
                 break
     finally:
         if proc.poll() is None:

@@ -61,6 +61,17 @@ options:
     description: Direct mode kernel command line.
     type: str
     default: console=tty0 console=ttyS0,115200
+  nodes:
+    description:
+      - Direct mode - the inventory's nodes (as for ipxe_script). When given, C(netboot.hostname=) and
+        C(netboot.role=) (and the node's kernel_args) of the node with O(mac) are added to O(append), or the
+        cattle hostname and O(default_role) for an unknown MAC, exactly as boot.ipxe would.
+    type: list
+    elements: dict
+  default_role:
+    description: Direct mode - role of an unknown MAC (with O(nodes)).
+    type: str
+    default: worker
   memory:
     description: Guest RAM, e.g. C(1G).
     type: str
@@ -164,6 +175,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._qemu impor
     BootTest,
     boot_test,
     minimum_ram,
+    node_cmdline,
     parse_memory,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
@@ -182,6 +194,8 @@ def main() -> None:
             "http_port": {"type": "int"},
             "initramfs_name": {"type": "str"},
             "append": {"type": "str", "default": "console=tty0 console=ttyS0,115200"},
+            "nodes": {"type": "list", "elements": "dict"},
+            "default_role": {"type": "str", "default": "worker"},
             "memory": {"type": "str", "default": "1G"},
             "smp": {"type": "int", "default": 1},
             "mac": {"type": "str", "default": "52:54:00:12:34:56"},
@@ -199,7 +213,10 @@ def main() -> None:
     runner = Runner()
     result: dict[str, object] = {"changed": False, "commands": runner.log}
     try:
-        cmdline = p["append"] if p["mode"] == "direct" else ""
+        append = p["append"]
+        if p["mode"] == "direct" and p["nodes"] is not None:
+            append = node_cmdline(append, p["mac"], p["nodes"], p["default_role"])
+        cmdline = append if p["mode"] == "direct" else ""
         ram = minimum_ram(Path(p["kernel"]), [Path(i) for i in p["initrds"]], cmdline)
         result["minimum_ram"] = ram
         limit = parse_memory(p["ram_limit"]) if p["ram_limit"] else None
@@ -213,7 +230,7 @@ def main() -> None:
             kernel=Path(p["kernel"]), initrds=[Path(i) for i in p["initrds"]], mode=p["mode"],
             dist_dir=Path(p["dist_dir"]) if p["dist_dir"] else None,
             boot_ipxe=Path(p["boot_ipxe"]) if p["boot_ipxe"] else None, bootfile=p["bootfile"],
-            http_port=p["http_port"], initramfs_name=p["initramfs_name"], append=p["append"], memory=p["memory"],
+            http_port=p["http_port"], initramfs_name=p["initramfs_name"], append=append, memory=p["memory"],
             smp=p["smp"], mac=p["mac"], timeout=p["timeout"], marker=p["marker"], checks=p["checks"],
             hook=p["hook"], extra_initrds=[Path(i) for i in p["extra_initrds"]], accel=p["accel"],
             console_log=Path(p["console_log"]) if p["console_log"] else None,

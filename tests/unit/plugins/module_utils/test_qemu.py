@@ -22,6 +22,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._qemu impor
     hook_cpio,
     initrd_segments,
     minimum_ram,
+    node_cmdline,
     parse_checks,
     parse_memory,
     pick_accel,
@@ -167,3 +168,12 @@ def test_stage_netboot_links_and_overrides(tmp_path: Path) -> None:
     assert (dist / "initramfs").read_text() == "initramfs"  # dist untouched
     with pytest.raises(ConfigError, match="plain file name"):
         stage_netboot(dist, tmp_path / "s2", {"../x": other})
+
+
+def test_direct_cmdline_matches_what_boot_ipxe_gives() -> None:
+    nodes = [{"name": "n100-01", "mac": "AA-BB-CC-00-00-01", "hostname": "alpha", "role": "db",
+              "kernel_args": "quiet"}]
+    assert node_cmdline("console=ttyS0", "aabb.cc00.0001", nodes, "worker") == (
+        "console=ttyS0 netboot.hostname=alpha netboot.role=db quiet")
+    assert node_cmdline("console=ttyS0", "aa:bb:cc:00:00:02", nodes, "edge") == (
+        "console=ttyS0 netboot.hostname=node-aabbcc000002 netboot.role=edge")
