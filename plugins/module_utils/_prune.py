@@ -415,6 +415,37 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
         rg = removed_by(path)
         if rg is not None:
             rule_removed[name] = rg
+
+    # What the hardware profiles (and, in select mode, the profiles' base set) ask for.
+    wants: list[tuple[str, str]] = []
+    if hardware:
+        for g in rules.module_base:
+            n = g.pattern.replace("-", "_")
+            used.add(g.rule)
+            if n in tree.modules:
+                if opts.hardware_mode == "select":
+                    wants.append((n, g.rule))
+            elif n not in tree.builtin:
+                plan.warnings.append(f"{g.source}: base module {g.pattern!r} is not in kernel {kver} (skipped)")
+        for hw in hardware:
+            hits = 0
+            for lineno, alias in hw.modaliases:
+                for n in sorted(tree.match_alias(alias)):
+                    hits += 1
+                    wants.append((n, f"hardware:{hw.source}:{lineno}"))
+            for lineno, name in hw.lsmod:
+                if name in tree.modules:
+                    hits += 1
+                    wants.append((name, f"lsmod:{hw.source}:{lineno}"))
+                elif name not in tree.builtin:
+                    plan.warnings.append(f"{hw.source}:{lineno}: lsmod module {name!r} is not in kernel {kver}")
+            if hits == 0:
+                plan.warnings.append(f"hardware profile {hw.source} matches no module of kernel {kver}")
+    if hardware and opts.hardware_mode == "audit":  # the herd's own drivers are guaranteed, like keep rules
+        for n, why in wants:
+            forced.add(n)
+            reasons.setdefault(n, why)
+
     # Keep rules beat remove rules (with their whole closure). A remove rule also removes the modules that need a
     # removed one (modules.dep): they could not load anyway (removing cfg80211 takes mac80211 and the drivers).
     forced_closure = tree.closure(forced)
@@ -433,43 +464,18 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
                 queue.append(n)
 
     seeds: set[str] = set(forced)
-    dropped: dict[str, str] = {}  # wanted by hardware/base but removed by a rule
-
     hw_seeds: set[str] = set()
-
-    def want(n: str, why: str) -> None:
+    dropped: dict[str, str] = {}  # wanted by hardware/base but removed by a rule (select mode)
+    for n, why in wants:
         if n in removed:
             dropped.setdefault(n, why)
-            return
+            continue
         seeds.add(n)
         hw_seeds.add(n)
         reasons.setdefault(n, why)
-
-    if hardware:
-        for g in rules.module_base:
-            n = g.pattern.replace("-", "_")
-            used.add(g.rule)
-            if n in tree.modules:
-                want(n, g.rule)
-            elif n not in tree.builtin:
-                plan.warnings.append(f"{g.source}: base module {g.pattern!r} is not in kernel {kver} (skipped)")
-        for hw in hardware:
-            hits = 0
-            for lineno, alias in hw.modaliases:
-                for n in sorted(tree.match_alias(alias)):
-                    hits += 1
-                    want(n, f"hardware:{hw.source}:{lineno}")
-            for lineno, name in hw.lsmod:
-                if name in tree.modules:
-                    hits += 1
-                    want(name, f"lsmod:{hw.source}:{lineno}")
-                elif name not in tree.builtin:
-                    plan.warnings.append(f"{hw.source}:{lineno}: lsmod module {name!r} is not in kernel {kver}")
-            if hits == 0:
-                plan.warnings.append(f"hardware profile {hw.source} matches no module of kernel {kver}")
-        for n, why in sorted(dropped.items()):
-            via = f" (needs {plan.removed_dependents[n]})" if n in plan.removed_dependents else ""
-            plan.warnings.append(f"{n} ({why}) is removed by {removed[n]}{via}")
+    for n, why in sorted(dropped.items()):
+        via = f" (needs {plan.removed_dependents[n]})" if n in plan.removed_dependents else ""
+        plan.warnings.append(f"{n} ({why}) is removed by {removed[n]}{via}")
     if not hardware or opts.hardware_mode == "audit":
         for name in tree.modules:
             if name not in removed:
@@ -483,7 +489,7 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
     closure = tree.closure(seeds, exclude=set(removed))
     for name, parent in closure.items():
         plan.kept_modules[name] = reasons.get(name) or f"dependency of {parent}"
-        if name in rule_removed and name not in seeds:
+        if name in rule_removed:
             plan.warnings.append(f"{tree.modules[name]} matches {rule_removed[name].rule} but is kept: "
                                  f"{plan.kept_modules[name]}")
     plan.module_paths = {n: tree.modules[n] for n in plan.kept_modules}

@@ -50,10 +50,11 @@ options:
     default: []
   hardware_mode:
     description:
-      - C(select) keeps only what the O(hardware_profiles) need (plus base set, keep rules and closure).
-      - C(audit) keeps every module not removed by a rule (a broad image that still boots unknown boxes) and uses the
-        hardware profiles to scope the firmware audit - only modules those machines need (and keep rules) fail the
-        run on missing firmware; the others warn.
+      - C(select) keeps only what the O(hardware_profiles) need (plus base set, keep rules and closure); remove rules
+        still win over hardware matches (e.g. C(i915) with the C(original) profile), with a warning.
+      - C(audit) keeps every module not removed by a rule (a broad image that still boots unknown boxes), always keeps
+        the drivers the hardware profiles match (like keep rules) and scopes the firmware audit to them - only
+        modules those machines need (and keep rules) fail the run on missing firmware; the others warn.
     type: str
     choices: [select, audit]
     default: select

@@ -76,7 +76,7 @@ def alpine() -> QuicksandImage:
 def debian_original(debian: DebianKernel, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     work = tmp_path_factory.mktemp("deb-original")
     clone_tree(debian.root, work / "build/rootfs")
-    r, res = prune(work, kernel_prune_profiles=["original"], kernel_firmware_audit="warn",
+    r, res = prune(work, kernel_prune_profiles=["original"], kernel_hardware_profiles=[], kernel_firmware_audit="warn",
                    kernel_module_compression="keep", kernel_firmware_compression="keep")
     assert r.rc == 0, r.failure_messages() or r.stdout[-3000:]
     assert res["changed"]
@@ -87,7 +87,7 @@ def debian_original(debian: DebianKernel, tmp_path_factory: pytest.TempPathFacto
 def debian_n100(debian: DebianKernel, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     work = tmp_path_factory.mktemp("deb-n100")
     clone_tree(debian.root, work / "build/rootfs")
-    r, res = prune(work, kernel_prune_profiles=["base"], kernel_hardware_profiles=N100,
+    r, res = prune(work, kernel_prune_profiles=["base"], kernel_hardware_profiles=N100, kernel_hardware_mode="select",
                    kernel_module_compression="keep", kernel_firmware_compression="keep")
     assert r.rc == 0, r.failure_messages() or r.stdout[-3000:]
     return work, res
@@ -99,7 +99,8 @@ def test_missing_rtl8156b_firmware_fails_the_build(debian: DebianKernel, tmp_pat
     root = clone_tree(debian.root, tmp_path / "build/rootfs")
     (root / "lib/firmware/rtl_nic/rtl8156b-2.fw").unlink()
     before = file_set(root, "lib/modules")
-    r, _ = prune(tmp_path, kernel_prune_profiles=["base"], kernel_hardware_profiles=["n100-i226"])
+    r, _ = prune(tmp_path, kernel_prune_profiles=["base"], kernel_hardware_profiles=["n100-i226"],
+                 kernel_hardware_mode="select")
     assert r.rc != 0
     msg = "\n".join(r.failure_messages())
     assert "firmware audit failed" in msg
@@ -204,6 +205,25 @@ def test_n100_hardware_profile_removes_more(debian_original: tuple[Path, dict[st
     assert not any(p.startswith(("amdgpu/", "nvidia/", "radeon/")) for p in fw_left)
 
 
+def test_role_defaults_broad_image_guarantees_herd_drivers(debian: DebianKernel, tmp_path: Path) -> None:
+    """Role defaults (original rules, N100 captures in audit mode) on the Debian tree: the original's broad image,
+    but r8169 (Realtek, a "non-Intel vendor") and i915 stay for the herd, and r8152's firmware is enforced."""
+    root = clone_tree(debian.root, tmp_path / "build/rootfs")
+    (root / "lib/firmware/rtl_nic/rtl8156b-2.fw").unlink()
+    r, _ = prune(tmp_path)
+    assert r.rc != 0
+    msg = "\n".join(r.failure_messages())
+    assert "module r8152 needs firmware rtl_nic/rtl8156b-2.fw" in msg and "linux-firmware-rtl_nic" in msg
+    assert "qla2xxx" not in msg  # drivers outside the herd: warnings only
+    os.link(debian.firmware / "rtl_nic/rtl8156b-2.fw", root / "lib/firmware/rtl_nic/rtl8156b-2.fw")
+    r, res = prune(tmp_path)
+    assert r.rc == 0, r.failure_messages()
+    kept = set(res["kept_modules"])
+    assert {"r8169", "i915", "igc", "e1000e", "r8152"} <= kept
+    assert not {"iwlwifi", "bnx2", "amdgpu"} & kept and len(kept) > 3000
+    assert res["report"]["removed_by_rule"]["original:modules.remove:kernel/drivers/net/ethernet/*"]["count"] > 100
+
+
 def test_n100_with_original_rules_drops_i915_by_rule(debian: DebianKernel, tmp_path: Path) -> None:
     root = clone_tree(debian.root, tmp_path / "rootfs")
     plan = _prune.make_plan(_prune.Options(
@@ -232,10 +252,11 @@ def test_alpine_check_run_rerun_with_decompress_and_strip(alpine: QuicksandImage
     fat = (root / "bin/busybox").stat().st_size
     (root / "usr/share/bash-completion/completions").mkdir(parents=True, exist_ok=True)
     (root / "usr/share/bash-completion/completions/apk").write_text("complete -F _apk apk\n")
-    settings = {"kernel_firmware_audit": "warn", "kernel_keep_modules": ["virtio_net", "ext4"]}
+    settings = {"kernel_keep_modules": ["virtio_net", "ext4"]}  # role defaults otherwise (qat_4xxx firmware: warn)
 
     r, res = prune(tmp_path, check=True, diff=True, **settings)
-    assert r.rc == 0 and res["changed"]
+    assert r.rc == 0 and res["changed"], r.failure_messages()
+    assert any("qat_4xxx" in m["module"] and m["level"] == "warn" for m in res["report"]["missing_firmware"])
     assert list(moddir.rglob("*.ko.gz")) and (root / "usr/share/bash-completion").exists()
     assert not (tmp_path / "build/prune-report.json").exists()
 
