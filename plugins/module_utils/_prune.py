@@ -365,7 +365,8 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
     moddir_rel = f"lib/modules/{kver}"
     mod_entries = walk(root, moddir_rel)
     fw_entries = walk(root, "lib/firmware")
-    file_entries = walk(root, "", skip=("lib/modules", "lib/firmware", "proc", "sys", "dev"))
+    file_entries = walk(root, "", skip=("lib/modules", "lib/firmware", "usr/lib/modules", "usr/lib/firmware", "proc",
+                                        "sys", "dev"))
     used: set[str] = set()
 
     # ---- modules
@@ -668,6 +669,9 @@ def _check_config(root: Path, kver: str, modules: set[str], firmware: set[str], 
             raise NetbootError(f"{cfg_path}: {opt} is not set but {len(files)} firmware files stay {suf}-compressed "
                                f"(e.g. {files[0]}); the kernel could not load them: use firmware_compression: "
                                "decompress")
+    if any(m.endswith(".ko.zst") for m in modules) and not any((root / c).is_file() for c in _kmod.KMOD_CANDIDATES):
+        plan.warnings.append(f"{root} has no kmod: busybox modprobe cannot load the .ko.zst modules that stay; "
+                             "install kmod in the rootfs or use module_compression: decompress")
     mod_need = {".ko.gz": "GZIP", ".ko.xz": "XZ", ".ko.zst": "ZSTD"}
     for suf, alg in mod_need.items():
         files = sorted(m for m in modules if m.endswith(suf))
