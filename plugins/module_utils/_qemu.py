@@ -67,6 +67,7 @@ FATAL_PATTERNS: tuple[tuple[str, str], ...] = (
 )
 CHECK_BEGIN = "BOOT-TEST-CHECK-BEGIN"
 CHECK_END = "BOOT-TEST-CHECK-END"
+_PRINTK = re.compile(r"\[\s*\d+\.\d{6}\] ")  # a kernel console message interleaved with check output
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\x1bc")
 
 
@@ -214,6 +215,7 @@ def hook_cpio(checks: Sequence[str], marker: str = DEFAULT_MARKER) -> bytes:
         "#!/bin/sh",
         "# homelab.alpine_netboot boot test hook (TEST ONLY: appended by the boot test, never shipped in dist/)",
         "out=/dev/ttyS0; [ -c $out ] || out=/dev/console",
+        "dmesg -n 1 2>/dev/null  # keep kernel messages from interleaving with the check output (panics still show)",
         "{",
     ]
     for i, cmd in enumerate(checks):
@@ -288,8 +290,18 @@ class BootResult:
     checks: list[dict[str, object]] = field(default_factory=list)
     http_requests: list[str] = field(default_factory=list)  # "GET /vmlinuz 200" when the boot test served HTTP
 
+    fatal_line: str = ""  # the console line that ended the boot, if any
+
     def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.console.rstrip().splitlines()[-lines:])
+        """The last ``lines`` console lines; after a fatal line, the 15 lines before it come first (the cause)."""
+        all_lines = self.console.rstrip().splitlines()
+        last = all_lines[-lines:]
+        if self.fatal_line:
+            idx = next((i for i, line in enumerate(all_lines) if self.fatal_line in line), None)
+            if idx is not None and idx - 15 < len(all_lines) - lines:
+                before = all_lines[max(0, idx - 15) : idx + 1]
+                return "\n".join([*before, "[...]", *last])
+        return "\n".join(last)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -311,7 +323,8 @@ def parse_checks(console: str, checks: Sequence[str]) -> list[dict[str, object]]
     for i, cmd in enumerate(checks):
         m = re.search(rf"^{CHECK_BEGIN} {i}\n(.*?)^{CHECK_END} {i} rc=(\d+)$", console, re.M | re.S)
         if m:
-            results.append({"command": cmd, "rc": int(m.group(2)), "output": m.group(1).rstrip("\n")})
+            output = "\n".join(ln for ln in m.group(1).splitlines() if not _PRINTK.match(ln))
+            results.append({"command": cmd, "rc": int(m.group(2)), "output": output})
         else:
             results.append({"command": cmd, "rc": None, "output": None})
     return results
@@ -418,6 +431,7 @@ def run_vm(
             log_fh.close()
     console = clean_console(bytes(raw))
     end = time.monotonic()
+    line = ""
     if fatal_pattern:
         line = console[console.find(fatal_pattern) :].split("\n", 1)[0].strip()
         reason = f"{fatal_reason}: {line}"
@@ -431,6 +445,7 @@ def run_vm(
         kernel_to_marker=round(t_marker - t_kernel, 2) if t_marker and t_kernel else None,
         seconds=end - start,
         checks=parse_checks(console, checks) if checks else [],
+        fatal_line=line,
     )
 
 

@@ -90,6 +90,8 @@ def test_hook_cpio_is_a_valid_newc_archive_gnu_cpio_reads(tmp_path: Path) -> Non
     assert os.access(script, os.X_OK)
     # Run the hook script on the host (with the console redirected) and parse what it prints.
     text = script.read_text().replace("out=/dev/ttyS0; [ -c $out ] || out=/dev/console", f"out={tmp_path}/console")
+    assert text.count("dmesg -n 1") == 1
+    text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("dmesg "))  # not on the host!
     (tmp_path / "etc/hostname").write_text("alpha\n")
     text = text.replace("/etc/hostname", f"{tmp_path}/etc/hostname")
     runnable = tmp_path / "hook.sh"
@@ -102,6 +104,9 @@ def test_hook_cpio_is_a_valid_newc_archive_gnu_cpio_reads(tmp_path: Path) -> Non
         {"command": "echo 'quoted' \"x\"", "rc": 0, "output": 'quoted x'},
     ]
     assert parse_checks(f"{CHECK_BEGIN} 0\nboom\n{CHECK_END} 0 rc=3\n", ["false"])[0]["rc"] == 3
+    interleaved = f"{CHECK_BEGIN} 0\n[    2.184546] tsc: Refined TSC\nedge\n{CHECK_END} 0 rc=0\n"
+    assert parse_checks(interleaved, ["cat /etc/netboot/role"])[0]["output"] == "edge"
+    assert parse_checks("no hook output", ["true"]) == [{"command": "true", "rc": None, "output": None}]
     with pytest.raises(ConfigError, match="boot_test_marker"):
         hook_cpio([], marker="it's")
 
