@@ -93,6 +93,7 @@ class ModuleTree:
     weakdeps: dict[str, list[str]] = field(default_factory=dict)
     builtin: set[str] = field(default_factory=set)
     builtin_firmware: dict[str, list[str]] = field(default_factory=dict)  # built-in module -> firmware it names
+    stale: bool = False  # modules.dep missing/empty/stale: metadata read from the modules' .modinfo
     _alias_index: dict[str, list[tuple[str, str]]] | None = None
 
     @property
@@ -149,36 +150,44 @@ _PREFIX = 16
 
 
 def read_tree(root: Path, kver: str) -> ModuleTree:
-    """Load the metadata of a module tree; ``modules.dep`` must exist and list every module file."""
+    """Load the metadata of a module tree from ``modules.*``; when ``modules.dep`` is missing, empty or does not
+    list exactly the module files on disk (no depmod run, a zlib-less host depmod, a stale tree), read
+    dependencies, aliases and softdeps from every module's own ``.modinfo`` instead (``tree.stale`` is set)."""
     tree = ModuleTree(root, kver)
     moddir = tree.moddir
     dep = moddir / "modules.dep"
-    if not dep.is_file():
-        raise NetbootError(f"{dep} is missing: the kernel package was unpacked without running depmod; "
-                           f"run `depmod -b {root} {kver}` or reinstall the kernel package")
-    for line in dep.read_text(errors="replace").splitlines():
+    on_disk = {module_name(p): p for p in list_module_files(moddir)}
+    listed: dict[str, str] = {}
+    for line in (dep.read_text(errors="replace") if dep.is_file() else "").splitlines():
         if ":" not in line:
             continue
         path, _, rest = line.partition(":")
         name = module_name(path)
-        tree.modules[name] = path.strip()
+        listed[name] = path.strip()
         tree.deps[name] = [module_name(d) for d in rest.split()]
-    on_disk = {module_name(p): p for p in list_module_files(moddir)}
-    for name, path in on_disk.items():  # a tree whose modules.dep is stale still knows its files
-        tree.modules.setdefault(name, path)
-        tree.deps.setdefault(name, [])
-    for name in [n for n in tree.modules if n not in on_disk]:
-        del tree.modules[name]
-        tree.deps.pop(name, None)
+    if listed == on_disk:
+        tree.modules = dict(listed)
+    else:
+        tree.stale = True
+        tree.modules = dict(on_disk)
+        tree.deps = {}
+        for name, path in on_disk.items():
+            info = modinfo(moddir / path)
+            tree.deps[name] = [d.replace("-", "_") for k, v in info if k == "depends" for d in v.split(",") if d]
+            tree.aliases.extend((v, name) for k, v in info if k == "alias")
+            for k, v in info:
+                if k in ("softdep", "weakdep"):
+                    targets = [t for t in v.split() if t not in ("pre:", "post:")]
+                    (tree.softdeps if k == "softdep" else tree.weakdeps).setdefault(name, []).extend(targets)
     alias = moddir / "modules.alias"
-    if alias.is_file():
+    if alias.is_file() and not tree.stale:
         for line in alias.read_text(errors="replace").splitlines():
             parts = line.split()
             if len(parts) >= 3 and parts[0] == "alias":
                 tree.aliases.append((parts[1], parts[2].replace("-", "_")))
     for fname, target in (("modules.softdep", tree.softdeps), ("modules.weakdep", tree.weakdeps)):
         f = moddir / fname
-        if f.is_file():
+        if f.is_file() and not tree.stale:
             _parse_deps_file(f.read_text(errors="replace"), target)
     for conf_dir in ("etc/modprobe.d", "lib/modprobe.d", "usr/lib/modprobe.d"):
         d = root / conf_dir

