@@ -81,3 +81,13 @@ def test_fixture_image_builds_are_bit_identical(tmp_path: Path) -> None:
     assert by_name["init"].startswith("-rwxr-xr-x") and by_name["dev/console"].startswith("crw-------")
     assert "bin/busybox" in by_name and "boot/vmlinuz-virt" not in by_name
     assert "boot/config-6.18.56-0-virt" in by_name
+
+
+def test_shipped_init_parses_with_busybox_sh() -> None:
+    busybox = shutil.which("busybox")
+    assert busybox, "busybox-static is in requirements-apt-dev.txt"
+    proc = subprocess.run([busybox, "sh", "-n", str(INIT)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    text = INIT.read_text()
+    assert text.startswith("#!/bin/busybox sh\n") and os.access(INIT, os.X_OK)
+    assert "exec $BB switch_root" in text and "rescue()" in text
