@@ -300,6 +300,7 @@ class Options:
     strip: bool = False
     profile_dirs: list[Path] = field(default_factory=list)
     hardware_dirs: list[Path] = field(default_factory=list)
+    previous_report: dict[str, Any] | None = None  # the report of the last run, if any
 
 
 @dataclass
@@ -315,6 +316,7 @@ class Plan:
     module_paths: dict[str, str] = field(default_factory=dict)  # kept name -> path relative to moddir (before)
     removed_dependents: dict[str, str] = field(default_factory=dict)  # name -> removed module it needs
     firmware_kept: dict[str, str] = field(default_factory=dict)  # rel -> reason
+    used_rules: list[str] = field(default_factory=list)
     module_files_after: list[str] = field(default_factory=list)  # relative to moddir, after decompression
     depmod_needed: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -346,7 +348,7 @@ def _top(rel: str, kver: str) -> str:
     return "/".join(parts[:2]) if len(parts) > 2 else parts[0]
 
 
-def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
+def make_plan(opts: Options) -> Plan:
     root = opts.root.resolve()
     if not root.is_dir():
         raise ConfigError(f"root {opts.root} is not a directory")
@@ -578,11 +580,13 @@ def make_plan(opts: Options, runner: Runner | None = None) -> Plan:
             plan.remove[rel] = fg.rule
             plan.remove_sizes[rel] = e.size
 
-    # ---- unused rules
+    # ---- unused rules (a rule that matched in the run the previous report describes has simply done its work)
     all_globs = [*rules.module_remove, *rules.module_except, *rules.module_keep, *rules.firmware_remove,
                  *rules.firmware_keep, *rules.files_remove]
+    before = set(opts.previous_report.get("used_rules", [])) if opts.previous_report else set()
+    plan.used_rules = sorted(used | ({g.rule for g in all_globs} & before))
     for g in all_globs:
-        if g.rule not in used:
+        if g.rule not in used and g.rule not in before:
             plan.warnings.append(f"{g.source}: {g.pattern!r} matches nothing in {root}")
 
     # ---- decompression
@@ -742,6 +746,7 @@ def _report(plan: Plan, mods: dict[str, Entry], fws: dict[str, Entry], files: di
         "relink": len(plan.relink),
         "strip": len(plan.strip),
         "missing_firmware": plan.missing_firmware,
+        "used_rules": plan.used_rules,
         "warnings": plan.warnings,
     }
 
@@ -838,6 +843,15 @@ def diff(plan: Plan) -> dict[str, str]:
         after.append(f"lib/modules/{plan.kver}/modules.* regenerated")
     return {"before": "\n".join(before) + ("\n" if before else ""),
             "after": "\n".join(after) + ("\n" if after else "")}
+
+
+def read_report(path: Path) -> dict[str, Any] | None:
+    """The previous report, or None when absent or unreadable (then it is simply rewritten)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:

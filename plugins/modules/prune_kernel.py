@@ -193,6 +193,7 @@ def main() -> None:
         strip=p["strip"],
         profile_dirs=[Path(d) for d in p["profile_dirs"]],
         hardware_dirs=[Path(d) for d in p["hardware_dirs"]],
+        previous_report=_prune.read_report(Path(p["report"])) if p["report"] else None,
     )
     try:
         plan = _prune.make_plan(opts)
