@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +51,20 @@ def show_depends_all(root: Path, kver: str, names: list[str]) -> dict[str, list[
     """Run the target's (or, for a tree without kmod, the host's) modprobe --show-depends for every kept module,
     one module at a time, and return name -> files it would insert; fail on any missing file."""
     k = _kmod.find_kmod(root, Runner())
-    out: dict[str, list[str]] = {}
-    for name in names:
+
+    def one(name: str) -> tuple[str, int, str, str]:
         argv = k.argv("modprobe", "-d", str(root), "-S", kver, "--show-depends", name)
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-        assert proc.returncode == 0, f"{name}: {proc.stderr}"
-        files = [ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("insmod ")]
-        for f in files:
-            assert Path(f).is_file(), f"{name} needs {f}, which is missing"
-        out[name] = files
+        return name, proc.returncode, proc.stdout, proc.stderr
+
+    out: dict[str, list[str]] = {}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for name, rc, stdout, stderr in pool.map(one, names):
+            assert rc == 0, f"{name}: {stderr}"
+            files = [ln.split()[1] for ln in stdout.splitlines() if ln.startswith("insmod ")]
+            for f in files:
+                assert Path(f).is_file(), f"{name} needs {f}, which is missing"
+            out[name] = files
     return out
 
 
