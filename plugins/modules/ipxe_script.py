@@ -13,7 +13,8 @@ description:
   - The script dispatches on the MAC of the NIC that booted (iPXE C(netX)). Known MACs get their node's hostname,
     role and kernel arguments; an unknown MAC boots the default image as new cattle with hostname
     C(node-<mac without separators>) and O(default_role).
-  - C(dhcp) is retried, every download is tried O(retries) times and then the next O(boot_server_url); when all
+  - >-
+    C(dhcp) is retried, every download is tried O(retries) times and then the next O(boot_server_url); when all
     fail it prints C(netboot: BOOT FAILED: <reason>) and shows a failsafe menu (retry, iPXE shell, reboot) that
     retries by itself after O(failsafe_timeout) seconds.
   - The kernel gets O(kernel_args) O(extra_kernel_args) C(netboot.hostname=) C(netboot.role=) and the node's

@@ -15,7 +15,8 @@ description:
     guest).
   - A TEST-ONLY cpio is appended to a temporary copy of the initramfs (never to O(dist_dir)); it adds an OpenRC
     C(local.d) script that prints the output of O(checks) and then O(marker) on the serial console.
-  - Passes when O(marker) appears; fails fast on a kernel panic or the C(netboot: BOOT FAILED) line of
+  - >-
+    Passes when O(marker) appears; fails fast on a kernel panic or the C(netboot: BOOT FAILED) line of
     boot.ipxe, with the console tail. Reports qemu start -> marker and kernel -> marker times.
   - Computes the minimum RAM the image needs (kernel init size + compressed + unpacked initrds + decoder window,
     and the initramfs tmpfs cap) and fails when it exceeds O(ram_limit).
