@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _elf, _kmod
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _elf, _kmod, _prune_profiles
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
     ConfigError,
     NetbootError,
@@ -125,40 +125,60 @@ SECTIONS = {
 }
 
 
-def find_profile(ref: str, search: Iterable[Path], suffixes: tuple[str, ...]) -> Path:
-    """A shipped profile name (looked up in ``search`` with ``suffixes``) or a path."""
+@dataclass(frozen=True)
+class Source:
+    """A profile's text and where it came from (a file, or the copy of a shipped profile embedded in the module)."""
+
+    name: str
+    label: str
+    text: str
+
+
+def find_profile(ref: str, search: Iterable[Path], suffixes: tuple[str, ...],
+                 builtin: dict[str, str] | None = None) -> Source:
+    """A profile name (looked up in ``search`` with ``suffixes``, then among the shipped ones) or a file path."""
     p = Path(ref)
     if "/" in ref or p.suffix in suffixes:
         if p.is_file():
-            return p
+            return Source(p.name.rsplit(".", 1)[0], str(p), _read_text(p))
         raise ConfigError(f"profile file {ref} does not exist")
     dirs = list(search)
     for d in dirs:
         for suf in suffixes:
             c = d / f"{ref}{suf}"
             if c.is_file():
-                return c
+                return Source(ref, str(c), _read_text(c))
+    if builtin and ref in builtin:
+        return Source(ref, f"{ref} (shipped)", builtin[ref])
     avail = sorted({f.name.rsplit(".", 1)[0] for d in dirs if d.is_dir() for f in d.iterdir()
-                    if f.suffix in suffixes})
+                    if f.suffix in suffixes} | set(builtin or ()))
     raise ConfigError(f"unknown profile {ref!r}: not a file and not in {', '.join(map(str, dirs)) or 'no search dir'}"
                       f" (available: {', '.join(avail) or 'none'})")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc})") from exc
 
 
 def load_rules(profiles: Iterable[str], search: Iterable[Path]) -> Rules:
     rules = Rules()
     dirs = list(search)
     for ref in profiles:
-        path = find_profile(ref, dirs, (".yml", ".yaml"))
+        src = find_profile(ref, dirs, (".yml", ".yaml"), _prune_profiles.PROFILES)
+        path = src.label
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(src.text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"profile {path}: invalid YAML: {exc}") from exc
         if data is None:
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"profile {path}: top level must be a mapping")
-        name = path.name.rsplit(".", 1)[0]
-        rules.sources.append(str(path))
+        name = src.name
+        rules.sources.append(path)
         for key in data:
             if key not in (*SECTIONS, "description"):
                 raise ConfigError(f"profile {path}: unknown key {key!r} (allowed: description, {', '.join(SECTIONS)})")
@@ -185,13 +205,18 @@ class Hardware:
     lsmod: list[tuple[int, str]] = field(default_factory=list)
 
 
+def find_hardware(ref: str, search: Iterable[Path]) -> Hardware:
+    src = find_profile(ref, search, (".modalias", ".txt"), _prune_profiles.HARDWARE)
+    return parse_hardware_text(src.label, src.text)
+
+
 def parse_hardware(path: Path) -> Hardware:
+    return parse_hardware_text(str(path), _read_text(path))
+
+
+def parse_hardware_text(source: str, text: str) -> Hardware:
     """Lines of ``find /sys/devices -name modalias -exec cat {} +`` and/or ``lsmod`` output; ``#`` comments."""
-    hw = Hardware(str(path))
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"hardware profile {path}: not a text file ({exc})") from exc
+    hw = Hardware(source)
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#") or LSMOD_HEADER_RE.match(line):
@@ -201,7 +226,7 @@ def parse_hardware(path: Path) -> Hardware:
         elif (m := LSMOD_RE.match(line)) is not None:
             hw.lsmod.append((n, m.group(1).replace("-", "_")))
         else:
-            raise ConfigError(f"hardware profile {path}:{n}: malformed line {raw!r}: expected a modalias "
+            raise ConfigError(f"hardware profile {source}:{n}: malformed line {raw!r}: expected a modalias "
                               "(bus:fields, e.g. pci:v00008086d0000125C...) or an lsmod line (name size used-by)")
     return hw
 
@@ -361,8 +386,7 @@ def make_plan(opts: Options) -> Plan:
     kver = _kmod.detect_kernel_version(root, opts.kernel_version)
     plan = Plan(root, kver)
     rules = load_rules(opts.profiles, opts.profile_dirs)
-    hardware = [parse_hardware(find_profile(h, opts.hardware_dirs, (".modalias", ".txt"))) for h in
-                opts.hardware_profiles]
+    hardware = [find_hardware(h, opts.hardware_dirs) for h in opts.hardware_profiles]
     tree = _kmod.read_tree(root, kver)
     if tree.stale:
         plan.warnings.append(f"{root}/lib/modules/{kver}/modules.dep is missing, empty or stale: dependencies and "

@@ -33,7 +33,8 @@ options:
     type: str
   profiles:
     description:
-      - Rule profiles, as shipped names (looked up in O(profile_dirs), e.g. C(original), C(base)) or YAML file paths.
+      - Rule profiles, as names (looked up in O(profile_dirs), then among the shipped C(original), C(headless),
+        C(base)) or YAML file paths.
       - Format - C(modules.remove/except/keep/base), C(firmware.remove/keep), C(files.remove), lists of fnmatch
         globs (C(*) crosses C(/), a pattern also matches everything below it) or module names.
     type: list
@@ -42,7 +43,8 @@ options:
   hardware_profiles:
     description:
       - Modalias capture files (C(find /sys/devices -name modalias -exec cat {} +), optionally with C(lsmod) output),
-        as names looked up in O(hardware_dirs) (C(<name>.modalias)) or paths. Several are a union.
+        as names looked up in O(hardware_dirs) (C(<name>.modalias)), then among the shipped C(n100-i226) and
+        C(n100-rtl8111), or paths. Several are a union.
       - When given, only modules matching these machines, the profiles' C(modules.base) set, keep rules and their
         closure stay. Without them, every module not removed by a rule stays.
     type: list

@@ -154,3 +154,12 @@ def test_check_mode_diff_then_run_then_rerun_unchanged(alpine: QuicksandImage, t
     assert json.loads(report.read_text()) == saved  # the report still describes the prune that happened
     r = run_module(tmp_path, check=True, **args)
     assert not r["changed"]
+
+
+def test_shipped_profiles_by_name_without_search_dirs(debian: DebianKernel, tmp_path: Path) -> None:
+    r = run_module(tmp_path, root=str(debian.root), profiles=["original"], hardware_profiles=["n100-i226"],
+                   hardware_mode="audit", profile_dirs=[], hardware_dirs=[], check=True)
+    assert not r.get("failed"), r.get("msg")
+    assert r["changed"] and {"r8152", "igc", "i915"} <= set(r["kept_modules"])
+    assert r["report"]["profiles"] == ["original (shipped)"]
+    assert r["report"]["hardware_profiles"] == ["n100-i226 (shipped)"]
