@@ -660,8 +660,8 @@ def make_plan(opts: Options) -> Plan:
     return plan
 
 
-def _missing_lines(missing: list[dict[str, str | None]], root: Path, limit: int = 40) -> list[str]:
-    """One line per module (firmware files listed, at most 4 shown), at most ``limit`` lines."""
+def _missing_lines(missing: list[dict[str, str | None]], root: Path, limit: int = 200) -> list[str]:
+    """One line per module (firmware files listed, at most 20 shown), at most ``limit`` lines."""
     by_module: dict[str, list[dict[str, str | None]]] = {}
     for m in missing:
         by_module.setdefault(str(m["module"]), []).append(m)
@@ -669,7 +669,7 @@ def _missing_lines(missing: list[dict[str, str | None]], root: Path, limit: int 
     for mod, items in by_module.items():
         names = [str(i["firmware"]) for i in items]
         pkgs = sorted({str(i["package"]) for i in items if i["package"]})
-        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
         lines.append(f"module {mod} needs firmware {shown}, absent from {root}/lib/firmware"
                      + (f" (shipped by Alpine package {', '.join(pkgs)})" if pkgs else ""))
     if len(lines) > limit:

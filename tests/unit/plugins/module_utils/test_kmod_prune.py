@@ -257,3 +257,15 @@ def test_empty_modules_dep_on_alpine_is_rebuilt_with_target_kmod(tmp_path: Path)
     _prune.apply_plan(plan, Runner())
     reference = (img.root / f"lib/modules/{img.kernel_version}/modules.dep").read_text()
     assert (moddir / "modules.dep").read_text() == reference
+
+
+def test_whole_rtl_nic_dir_missing_names_every_r8152_file(debian: DebianKernel, tmp_path: Path) -> None:
+    root = clone_tree(debian.root, tmp_path / "root")
+    for f in (root / "lib/firmware/rtl_nic").iterdir():
+        f.unlink()
+    with pytest.raises(NetbootError) as exc:
+        _prune.make_plan(opts(root, hardware_profiles=[str(rtl_profile(tmp_path))]))
+    line = next(ln for ln in str(exc.value).splitlines() if ln.startswith("module r8152 "))
+    for fw in ("rtl8153a-2.fw", "rtl8153b-2.fw", "rtl8153c-1.fw", "rtl8156a-2.fw", "rtl8156b-2.fw"):
+        assert f"rtl_nic/{fw}" in line
+    assert "linux-firmware-rtl_nic" in line
