@@ -216,6 +216,9 @@ def build_context(spec: ScriptSpec) -> dict[str, object]:
         "nodes": nodes,
         "kernel": _artefact(spec.kernel, what="kernel"),
         "initrds": initrds,
+        # initrd=NAME per initrd: a UEFI kernel stub finds iPXE's images by name when iPXE lacks LoadFile2;
+        # the BIOS path ignores it (no comma: not an initrdmem= address).
+        "initrd_args": " ".join(f"initrd={name.rsplit('/', 1)[-1]}" for name in initrds),
         "kernel_args": " ".join(a for a in (base_args, extra_args) if a),
         "default_role": spec.default_role,
         "retries": spec.retries,

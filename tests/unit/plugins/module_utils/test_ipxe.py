@@ -89,6 +89,7 @@ def test_script_dispatches_on_the_booting_nic_and_falls_back_to_cattle() -> None
     block = text.split(":mac_aabbcc000001\n", 1)[1].split("goto boot", 1)[0]
     assert "set node_hostname alpha" in block and "set node_role storage" in block
     assert "set node_args zfs.zfs_arc_max=1073741824" in block and "set node_initrd alpha.cpio" in block
+    assert "set node_initrd_arg initrd=alpha.cpio" in block
     cattle = text.split(":cattle\n", 1)[1].split(":boot", 1)[0]
     assert "set node_hostname node-${netX/mac:hexraw}" in cattle and "set node_role edge" in cattle
     assert cattle_hostname("AA-BB-CC-00-00-09") == "node-aabbcc000009"
@@ -97,8 +98,8 @@ def test_script_dispatches_on_the_booting_nic_and_falls_back_to_cattle() -> None
 
 def test_script_retries_every_download_then_next_server_then_failsafe() -> None:
     text = render(spec(retries=3, retry_delay=4, failsafe_timeout=45))
-    kernel_cmd = ("kernel ${base}/vmlinuz console=tty0 console=ttyS0,115200 netboot.hostname=${node_hostname} "
-                  "netboot.role=${node_role} ${node_args} && goto s0_initrd0 ||")
+    kernel_cmd = ("kernel ${base}/vmlinuz initrd=initramfs ${node_initrd_arg} console=tty0 console=ttyS0,115200 "
+                  "netboot.hostname=${node_hostname} netboot.role=${node_role} ${node_args} && goto s0_initrd0 ||")
     assert text.count(kernel_cmd) == 3
     s0 = text.split(":s0\n", 1)[1].split(":s1\n", 1)[0]
     assert "set base http://10.0.2.2:8080" in s0 and s0.count("goto s1\n") == 4  # kernel, initramfs, node initrd, boot
@@ -120,6 +121,7 @@ def test_script_retries_every_download_then_next_server_then_failsafe() -> None:
 def test_microcode_is_loaded_first_and_args_are_checked() -> None:
     text = render(spec(microcode="intel-ucode.img", extra_kernel_args=["quiet"]))
     assert text.index("initrd ${base}/intel-ucode.img") < text.index("initrd ${base}/initramfs")
+    assert "vmlinuz initrd=intel-ucode.img initrd=initramfs ${node_initrd_arg} console=tty0" in text
     assert "console=ttyS0,115200 quiet netboot.hostname=" in text
     with pytest.raises(ConfigError, match="ipxe_kernel_args"):
         render(spec(kernel_args="console=ttyS0 # oops"))
