@@ -217,6 +217,7 @@ def hook_cpio(checks: Sequence[str], marker: str = DEFAULT_MARKER) -> bytes:
         "out=/dev/ttyS0; [ -c $out ] || out=/dev/console",
         "dmesg -n 1 2>/dev/null  # keep kernel messages from interleaving with the check output (panics still show)",
         "{",
+        "echo",  # OpenRC's "Starting local ..." has no newline yet
     ]
     for i, cmd in enumerate(checks):
         lines += [f"echo '{CHECK_BEGIN} {i}'", f"sh -c {shlex.quote(cmd)} </dev/null 2>&1",
@@ -321,7 +322,8 @@ def parse_checks(console: str, checks: Sequence[str]) -> list[dict[str, object]]
     """Output and exit status of each hook check, from the console text."""
     results: list[dict[str, object]] = []
     for i, cmd in enumerate(checks):
-        m = re.search(rf"^{CHECK_BEGIN} {i}\n(.*?)^{CHECK_END} {i} rc=(\d+)$", console, re.M | re.S)
+        # not anchored: OpenRC's "Starting local ..." or output without a final newline may share the line
+        m = re.search(rf"{CHECK_BEGIN} {i}\n(.*?)\n?{CHECK_END} {i} rc=(\d+)$", console, re.M | re.S)
         if m:
             output = "\n".join(ln for ln in m.group(1).splitlines() if not _PRINTK.match(ln))
             results.append({"command": cmd, "rc": int(m.group(2)), "output": output})

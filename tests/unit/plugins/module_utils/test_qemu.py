@@ -107,6 +107,8 @@ def test_hook_cpio_is_a_valid_newc_archive_gnu_cpio_reads(tmp_path: Path) -> Non
     interleaved = f"{CHECK_BEGIN} 0\n[    2.184546] tsc: Refined TSC\nedge\n{CHECK_END} 0 rc=0\n"
     assert parse_checks(interleaved, ["cat /etc/netboot/role"])[0]["output"] == "edge"
     assert parse_checks("no hook output", ["true"]) == [{"command": "true", "rc": None, "output": None}]
+    shared = f" * Starting local ...{CHECK_BEGIN} 0\nno-newline{CHECK_END} 0 rc=0\n"
+    assert parse_checks(shared, ["printf no-newline"])[0]["output"] == "no-newline"
     with pytest.raises(ConfigError, match="boot_test_marker"):
         hook_cpio([], marker="it's")
 
