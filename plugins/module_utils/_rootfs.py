@@ -355,6 +355,7 @@ class Builder:
             "release": self.spec.release_dir,
             "arch": self.spec.arch,
             "repositories": list(self.spec.repositories),
+            "mirrors": list(self.spec.mirrors),  # the image's /etc/apk/repositories points at the first
             "requested": sorted(set(self.spec.packages)),
             "packages": [p.as_dict() for p in pkgs],
             "keys": self.keyring.fingerprints(),
@@ -364,7 +365,6 @@ class Builder:
         digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
         return {
             **inputs,
-            "mirrors": list(self.spec.mirrors),
             "source_date_epoch": newest,
             # build time of a reproducible build: the newest package's build time (SOURCE_DATE_EPOCH)
             "build_time": newest,

@@ -1,0 +1,135 @@
+"""``playbooks/build.yml`` end to end on the fixture mirror -> ``dist/``, then the very artefacts boot in qemu.
+
+One build per module (about a minute cold); each test reads or boots its output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _qemu
+from tests.fixtures.e2e import KNOWN_HOSTNAME, KNOWN_MAC, KNOWN_ROLE, Built, build_fixture_image
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="building the rootfs needs root"),
+]
+
+ARTEFACTS = ["vmlinuz", "initramfs", "boot.ipxe", "manifest.json", "SHA256SUMS"]
+CHECKS = ["cat /etc/hostname", "cat /etc/netboot/role", "grep ' / ' /proc/mounts", "cat /proc/cmdline"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+    yield build_fixture_image(tmp_path_factory.mktemp("e2e"))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_dist_holds_every_artefact_with_checksums(built: Built) -> None:
+    for name in ARTEFACTS:
+        assert (built.dist / name).is_file(), name
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=built.dist, capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    listed = {line.split()[-1] for line in (built.dist / "SHA256SUMS").read_text().splitlines()}
+    assert {"vmlinuz", "initramfs", "boot.ipxe"} <= listed
+    manifest = json.loads((built.dist / "manifest.json").read_text())
+    text = json.dumps(manifest)
+    assert sha256(built.dist / "initramfs") in text and sha256(built.dist / "vmlinuz") in text
+    assert "busybox" in text and "linux-virt" in text
+    # the kernel comes from the rootfs' /boot, byte for byte
+    assert sha256(built.dist / "vmlinuz") == sha256(built.build / "rootfs/boot/vmlinuz-virt")
+    # the rootfs stays as apk made it; pruning happened on the image copy
+    assert len(list((built.build / "rootfs/lib/modules").rglob("*.ko*"))) > len(
+        list((built.build / "image/lib/modules").rglob("*.ko*"))
+    )
+
+
+def test_rerun_changes_nothing_and_does_not_compress(built: Built) -> None:
+    before = {n: (built.dist / n).stat().st_mtime_ns for n in ARTEFACTS}
+    res = built.run()
+    assert res.rc == 0, res.stdout
+    assert res.changed() == 0, res.stdout
+    assert {n: (built.dist / n).stat().st_mtime_ns for n in ARTEFACTS} == before
+    init = res.task_results("Build the initramfs")
+    assert init and init[0].get("compressed") is False
+
+
+def test_initramfs_is_bit_identical_whatever_mtimes_umask_and_tz(built: Built, tmp_path: Path) -> None:
+    """Issue 4, must show 1, on the image built by build.yml."""
+    rng = random.Random(4)
+    image = built.build / "image"
+    for dirpath, dirnames, filenames in os.walk(image):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            t = rng.randrange(0, 2_000_000_000)
+            os.utime(p, (t, t), follow_symlinks=False)
+    old = os.umask(0o077)
+    os.environ["TZ"] = "Pacific/Chatham"
+    try:
+        res = built.run(
+            tags="initramfs",
+            extravars={
+                "netboot_dist_dir": str(tmp_path / "dist2"),
+                "initramfs_stamp_file": str(tmp_path / "stamp"),
+                "initramfs_progress_log": str(tmp_path / "progress.log"),
+            },
+        )
+    finally:
+        os.umask(old)
+        del os.environ["TZ"]
+    assert res.rc == 0, res.stdout
+    assert sha256(tmp_path / "dist2" / "initramfs") == sha256(built.dist / "initramfs")
+    listing = subprocess.run(
+        f"zstd -dc {tmp_path / 'dist2' / 'initramfs'} | cpio -t --quiet", shell=True, capture_output=True, text=True,
+        check=True,
+    ).stdout.split()
+    assert listing[0] == "." and "init" in listing and "sbin/openrc" in listing
+
+
+def checks(result: _qemu.BootResult) -> dict[str, str]:
+    return {str(c["command"]): str(c["output"]) for c in result.checks}
+
+
+def test_direct_boot_reaches_openrc_on_a_tmpfs_root(built: Built) -> None:
+    """Issue 4, must show 2: the built vmlinuz + initramfs boot to OpenRC and / is a tmpfs, not rootfs."""
+    result = _qemu.boot_test(
+        _qemu.BootTest(kernel=built.dist / "vmlinuz", initrds=[built.dist / "initramfs"], mode="direct",
+                       memory="1G", checks=CHECKS, timeout=300)
+    )
+    assert result.ok, result.tail()
+    out = checks(result)
+    root = out["grep ' / ' /proc/mounts"].split()
+    assert root[2] == "tmpfs", out
+    print(f"direct boot: qemu start -> marker {result.seconds_to_marker}s, kernel -> marker {result.kernel_to_marker}s")
+
+
+@pytest.mark.parametrize("mac", [KNOWN_MAC, "52:54:00:aa:bb:77"])
+def test_netboot_through_the_built_boot_ipxe_over_http(built: Built, mac: str) -> None:
+    """Issue 5, must show 1 and 2: PXE ROM -> iPXE -> dist/boot.ipxe -> kernel + initramfs over HTTP."""
+    result = _qemu.boot_test(
+        _qemu.BootTest(kernel=built.dist / "vmlinuz", initrds=[built.dist / "initramfs"], mode="netboot",
+                       dist_dir=built.dist, bootfile=f"http://10.0.2.2:{built.http_port}/boot.ipxe",
+                       http_port=built.http_port, mac=mac, memory="1G", checks=CHECKS, timeout=400)
+    )
+    assert result.ok, result.tail()
+    out = checks(result)
+    if mac == KNOWN_MAC:
+        assert out["cat /etc/hostname"].strip() == KNOWN_HOSTNAME
+        assert out["cat /etc/netboot/role"].strip() == KNOWN_ROLE
+    else:
+        assert out["cat /etc/hostname"].strip() == "node-525400aabb77"
+    assert any(r.startswith("GET /initramfs 200") for r in result.http_requests), result.http_requests
+    print(f"netboot {mac}: qemu start -> marker {result.seconds_to_marker}s, kernel -> marker {result.kernel_to_marker}s")
+    assert out["grep ' / ' /proc/mounts"].split()[2] == "tmpfs"
