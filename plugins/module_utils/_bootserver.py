@@ -78,7 +78,12 @@ class BootServer:
             def do_HEAD(self) -> None:
                 self._send(True)
 
-        self._httpd = http.server.ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._httpd = http.server.ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve HTTP on {host}:{port}: {exc.strerror}; pick another port (boot_test_http_port)"
+            ) from exc
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
