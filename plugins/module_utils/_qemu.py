@@ -23,6 +23,7 @@ import re
 import selectors
 import shlex
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -765,7 +766,14 @@ def _run_interactive(argv: list[str], dry_run: bool) -> int:
     print("+ " + shlex.join(argv), file=sys.stderr, flush=True)
     if dry_run:
         return 0
-    return subprocess.call(argv)
+    proc = subprocess.Popen(argv)
+
+    def forward(signum: int, _frame: object) -> None:  # do not leave qemu behind when we are terminated
+        proc.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    return proc.wait()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import selectors
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ def drive(args: list[str], until: str, timeout: float = 120) -> tuple[str, float
     """Run start_qemu.sh, read until ``until``, then type Ctrl-a x (qemu's quit key) and wait for the exit."""
     start = time.monotonic()
     proc = subprocess.Popen([str(SCRIPT), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, start_new_session=True)
     assert proc.stdout is not None and proc.stdin is not None
     os.set_blocking(proc.stdout.fileno(), False)
     sel = selectors.DefaultSelector()
@@ -50,7 +51,7 @@ def drive(args: list[str], until: str, timeout: float = 120) -> tuple[str, float
         out += proc.stdout.read() or b""
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # start_qemu.sh's python and its qemu child
             proc.wait()
         sel.close()
     return out.decode(errors="replace").replace("\r", ""), took, rc
