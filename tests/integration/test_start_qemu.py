@@ -28,7 +28,7 @@ def dist(tmp_path: Path) -> Path:
     return d
 
 
-def drive(args: list[str], until: str, timeout: float = 120) -> tuple[str, float, int]:
+def drive(args: list[str], until: str, timeout: float = 300) -> tuple[str, float, int]:
     """Run start_qemu.sh, read until ``until``, then type Ctrl-a x (qemu's quit key) and wait for the exit."""
     start = time.monotonic()
     proc = subprocess.Popen([str(SCRIPT), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
