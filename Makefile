@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 ANSIBLE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: build test lint unit deps deps-dev bench galaxy clean distclean
+.PHONY: build test lint unit deps deps-dev bench galaxy boot-test clean distclean
 
 build: deps
 	$(BIN)/ansible-playbook playbooks/build.yml $(ANSIBLE_ARGS)
@@ -43,6 +43,9 @@ galaxy: deps
 	rm -rf build/galaxy && mkdir -p build/galaxy
 	$(BIN)/ansible-galaxy collection build --output-path build/galaxy --force .
 	$(BIN)/ansible-galaxy collection install -p build/galaxy/installed --force build/galaxy/homelab-alpine_netboot-*.tar.gz
+
+boot-test: deps
+	$(BIN)/ansible-playbook playbooks/boot_test.yml $(ANSIBLE_ARGS)
 
 bench: deps-dev
 	$(BIN)/python -m bench
