@@ -115,21 +115,38 @@ def test_direct_boot_reaches_openrc_on_a_tmpfs_root(built: Built) -> None:
     print(f"direct boot: qemu start -> marker {result.seconds_to_marker}s, kernel -> marker {result.kernel_to_marker}s")
 
 
-@pytest.mark.parametrize("mac", [KNOWN_MAC, "52:54:00:aa:bb:77"])
-def test_netboot_through_the_built_boot_ipxe_over_http(built: Built, mac: str) -> None:
-    """Issue 5, must show 1 and 2: PXE ROM -> iPXE -> dist/boot.ipxe -> kernel + initramfs over HTTP."""
+def test_netboot_known_node_over_http_through_the_built_boot_ipxe(built: Built) -> None:
+    """Issue 5, must show 1 (HTTP) and 2 (known MAC): PXE ROM -> iPXE -> dist/boot.ipxe -> kernel + initramfs."""
     result = _qemu.boot_test(
         _qemu.BootTest(kernel=built.dist / "vmlinuz", initrds=[built.dist / "initramfs"], mode="netboot",
                        dist_dir=built.dist, bootfile=f"http://10.0.2.2:{built.http_port}/boot.ipxe",
-                       http_port=built.http_port, mac=mac, memory="1G", checks=CHECKS, timeout=400)
+                       http_port=built.http_port, mac=KNOWN_MAC, memory="1G", checks=CHECKS, timeout=400)
     )
     assert result.ok, result.tail()
     out = checks(result)
-    if mac == KNOWN_MAC:
-        assert out["cat /etc/hostname"].strip() == KNOWN_HOSTNAME
-        assert out["cat /etc/netboot/role"].strip() == KNOWN_ROLE
-    else:
-        assert out["cat /etc/hostname"].strip() == "node-525400aabb77"
-    assert any(r.startswith("GET /initramfs 200") for r in result.http_requests), result.http_requests
-    print(f"netboot {mac}: qemu start -> marker {result.seconds_to_marker}s, kernel -> marker {result.kernel_to_marker}s")
+    assert out["cat /etc/hostname"].strip() == KNOWN_HOSTNAME
+    assert out["cat /etc/netboot/role"].strip() == KNOWN_ROLE
     assert out["grep ' / ' /proc/mounts"].split()[2] == "tmpfs"
+    assert any(r.startswith("GET /initramfs 200") for r in result.http_requests), result.http_requests
+    print(f"netboot HTTP: qemu start -> marker {result.seconds_to_marker}s, kernel -> marker {result.kernel_to_marker}s")
+
+
+def test_netboot_new_cattle_over_tftp(built: Built, tmp_path: Path) -> None:
+    """Issue 5, must show 1 (TFTP) and 2 (unknown MAC): the ipxe role renders boot.ipxe for a TFTP server."""
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    for name in ("vmlinuz", "initramfs"):
+        os.link(built.dist / name, dist / name)
+    res = built.run(tags="ipxe", extravars={"netboot_dist_dir": str(dist), "boot_server_url": "tftp://10.0.2.2"})
+    assert res.rc == 0, res.stdout
+    assert "tftp://10.0.2.2" in (dist / "boot.ipxe").read_text()
+    result = _qemu.boot_test(
+        _qemu.BootTest(kernel=dist / "vmlinuz", initrds=[dist / "initramfs"], mode="netboot", dist_dir=dist,
+                       mac="52:54:00:aa:bb:77", memory="1G", checks=CHECKS, timeout=400)
+    )
+    assert result.ok, result.tail()
+    out = checks(result)
+    assert out["cat /etc/hostname"].strip() == "node-525400aabb77"
+    assert out["cat /etc/netboot/role"].strip() == "worker"
+    assert "tftp://10.0.2.2" in result.console
+    print(f"netboot TFTP: qemu start -> marker {result.seconds_to_marker}s, kernel -> marker {result.kernel_to_marker}s")
