@@ -262,7 +262,7 @@ def _write_image(req: InitramfsRequest, plan: cpio.Plan, prefix: bytes | None) -
             )
             if prefix:
                 out.write(prefix)
-            with compress.compressor(req.compression, cast(IO[bytes], out)) as comp:
+            with compress.compressor(req.compression, cast(IO[bytes], out), plan.archive_size()) as comp:
                 written = cpio.write_newc(plan, comp, progress=progress)
             progress.close(written)
             raw.flush()

@@ -132,3 +132,11 @@ def test_progress_lines_go_to_the_log(tmp_path: Path) -> None:
     lines = log.read_text().splitlines()
     assert "in       0.0 MiB ( 40.0 %)" in lines[0] and lines[-1] == final and "100.0 %" in final
     out.raw.close()
+
+
+def test_job_size_one_job_when_the_archive_fits_the_window() -> None:
+    spec = compress.make_spec("zstd", 19, 27, 0)
+    assert compress.job_size(spec, 83_000_000) == 1 << 27
+    assert compress.job_size(spec, 473_000_000) == 0  # libzstd's default: parallel jobs
+    assert compress.job_size(compress.make_spec("zstd", 19), 1000) == 0
+    assert compress.job_size(spec, None) == 0
