@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.fixtures.bootimage import boot_image
-
-REPO = Path(__file__).resolve().parents[2]
-MODULE = REPO / "plugins" / "modules" / "qemu_boot_test.py"
+from tests.fixtures.module import run_module as _run_module
 
 
 def run_module(tmp_path: Path, args: dict[str, object]) -> tuple[int, dict[str, object]]:
-    argfile = tmp_path / "args.json"
-    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": True}}))
-    proc = subprocess.run([sys.executable, str(MODULE), str(argfile)], capture_output=True, text=True, check=False,
-                          env={**os.environ, "PYTHONPATH": str(REPO / ".collections")}, timeout=60)
-    return proc.returncode, json.loads(proc.stdout)
+    return _run_module("qemu_boot_test", tmp_path, args, check=True, timeout=60)
 
 
 def test_check_mode_reports_minimum_ram_and_enforces_the_limit(tmp_path: Path) -> None:

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[4]
-MODULE = REPO / "plugins" / "modules" / "ipxe_script.py"
+from tests.fixtures.module import run_module as _run_module
 
 
 def run_module(tmp_path: Path, args: dict[str, object], check: bool = False) -> tuple[int, dict[str, object]]:
-    argfile = tmp_path / "args.json"
-    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check,
-                                                           "_ansible_diff": True}}))
-    env = {**os.environ, "PYTHONPATH": str(REPO / ".collections")}
-    proc = subprocess.run([sys.executable, str(MODULE), str(argfile)], capture_output=True, text=True, env=env,
-                          check=False, timeout=60)
-    return proc.returncode, json.loads(proc.stdout)
+    return _run_module("ipxe_script", tmp_path, args, check=check, diff=True, timeout=60)
 
 
 @pytest.fixture

