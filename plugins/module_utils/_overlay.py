@@ -14,41 +14,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, PathEscapeError
-
-MAX_LINKS = 40
-
-
-def resolve_in_root(root: Path, rel: str | PurePosixPath, *, follow_last: bool = True) -> Path:
-    """Resolve ``rel`` inside ``root`` the way the image would see it; raise ``PathEscapeError`` if it escapes."""
-    parts = list(PurePosixPath(rel).parts)
-    if parts and parts[0] == "/":
-        parts = parts[1:]
-    resolved: list[str] = []
-    links = 0
-    while parts:
-        name = parts.pop(0)
-        if name in ("", "."):
-            continue
-        if name == "..":
-            if not resolved:
-                raise PathEscapeError(f"{rel!s} climbs above the root {root}")
-            resolved.pop()
-            continue
-        candidate = root.joinpath(*resolved, name)
-        if candidate.is_symlink() and (parts or follow_last):
-            links += 1
-            if links > MAX_LINKS:
-                raise PathEscapeError(f"{rel!s}: too many levels of symbolic links under {root}")
-            target = PurePosixPath(os.readlink(candidate))
-            if target.is_absolute():
-                resolved = []
-                parts = list(target.parts[1:]) + parts
-            else:
-                parts = list(target.parts) + parts
-            continue
-        resolved.append(name)
-    return root.joinpath(*resolved)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._paths import resolve_in_root
 
 
 @dataclass

@@ -39,6 +39,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
     NetbootError,
     PathEscapeError,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._paths import resolve_in_root
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
 GLOB_CHARS = re.compile(r"[*?\[]")
@@ -277,36 +278,11 @@ def resolve_chain(root: Path, rel: str) -> tuple[list[str], str | None]:
     """Follow symlinks of ``rel`` inside ``root`` (absolute targets re-rooted). Returns (symlinks traversed, final
     regular-file path or None)."""
     links: list[str] = []
-    parts = rel.split("/")
-    done: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        cur = "/".join([*done, part])
-        full = root / cur
-        if full.is_symlink():
-            hops += 1
-            if hops > 40:
-                return links, None
-            links.append(cur)
-            target = os.readlink(full)
-            if target.startswith("/"):
-                done = []
-                parts = target.lstrip("/").split("/") + parts
-            else:
-                parts = target.split("/") + parts
-            continue
-        if not full.exists() and not full.is_symlink():
-            return links, None
-        done.append(part)
-    final = "/".join(done)
-    return links, final if (root / final).is_file() else None
+    try:
+        final = resolve_in_root(root, rel, clamp=True, links=links)
+    except PathEscapeError:  # a symlink loop
+        return links, None
+    return links, final.relative_to(root).as_posix() if final.is_file() else None
 
 
 # --- plan -------------------------------------------------------------------------------------------------------
