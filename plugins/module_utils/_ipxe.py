@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 import jinja2
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import atomic_write_bytes
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "roles" / "ipxe" / "templates" / "boot.ipxe.j2"
 DEFAULT_KERNEL_ARGS = "console=tty0 console=ttyS0,115200"
@@ -273,15 +273,6 @@ def plan_write(dest: str | os.PathLike[str], content: str) -> WritePlan:
 
 def apply_write(plan: WritePlan, mode: int = 0o644) -> None:
     """Write to a temporary name in the same directory, then rename (a failure keeps the old script)."""
-    if not plan.changed:
-        return
-    plan.dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{plan.dest.name}.", dir=plan.dest.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(plan.after)
-        os.chmod(tmp, mode)
-        os.replace(tmp, plan.dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if plan.changed:
+        plan.dest.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(plan.dest, plan.after.encode(), mode)

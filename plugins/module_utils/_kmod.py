@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import zstandard
+
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _elf
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
@@ -49,16 +51,10 @@ def decompress_bytes(data: bytes, name: str) -> bytes:
         if name.endswith(".xz"):
             return lzma.decompress(data)
         if name.endswith(".zst"):
-            import zstandard
-
             out: bytes = zstandard.ZstdDecompressor().decompressobj().decompress(data)
             return out
-    except (OSError, EOFError, lzma.LZMAError) as exc:
+    except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as exc:
         raise NetbootError(f"{name}: cannot decompress ({exc}); the file is corrupt, reinstall its package") from exc
-    except Exception as exc:  # zstandard.ZstdError has no importable base we can type against
-        if type(exc).__name__ == "ZstdError":
-            raise NetbootError(f"{name}: cannot decompress ({exc}); the file is corrupt, reinstall its package") from exc
-        raise
     return data
 
 

@@ -41,6 +41,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
     SignatureError,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher, clean_partials
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import atomic_write_bytes
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._overlay import copy_overlay, overlay_digest
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
@@ -487,9 +488,7 @@ def _clamp_shadow(shadow: Path, epoch: int) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
 def read_manifest(root: Path) -> dict[str, Any] | None:
