@@ -153,6 +153,7 @@ class Builder:
         self.keyring = Keyring.for_arch(spec.arch, spec.extra_keys_dirs)
         self.indexes: dict[str, Index] = {}
         self.index_dirs: dict[str, Path] = {}  # repo -> dir apk reads <arch>/APKINDEX.tar.gz from
+        self._apk: Apk | None = None
         self._scratch = Path(tempfile.mkdtemp(prefix="alpine-rootfs-"))
 
     def close(self) -> None:
@@ -263,8 +264,6 @@ class Builder:
         repos.write_text("".join(f"{self.index_dirs[r]}\n" for r in self.spec.repositories))
         return ApkContext(root.absolute(), keys.absolute(), repos.absolute(), self.spec.arch)
 
-    _apk: Apk | None = None
-
     def apk(self) -> Apk:
         if self._apk is None:
             if self.spec.apk_binary:
@@ -340,14 +339,14 @@ class Builder:
     # ---------------------------------------------------------------------------------------------- plan
     def plan(self) -> tuple[list[Locked], bool, dict[str, Any], list[str]]:
         self.load_indexes()
-        pkgs, write_lock = self.packages()
+        pkgs, lock_dirty = self.packages()
         missing = []
         for p in pkgs:
             src = self.entry_for(p)
             if isinstance(src, IndexEntry) and not (self.spec.repo_dir(p.repository) / src.filename).is_file():
                 missing.append(f"{p.name}-{p.version}")
         manifest = self.manifest(pkgs)
-        return pkgs, write_lock, manifest, missing
+        return pkgs, lock_dirty, manifest, missing
 
     def manifest(self, pkgs: list[Locked]) -> dict[str, Any]:
         newest = max((p.build_time for p in pkgs), default=0)
@@ -511,14 +510,11 @@ def lock_document(spec: RootfsSpec, pkgs: list[Locked]) -> dict[str, Any]:
     }
 
 
-def write_lock(path: Path, doc: dict[str, Any]) -> bool:
-    """Write the lockfile atomically; False when it already holds exactly this."""
-    with contextlib.suppress(OSError, ValueError):
-        if json.loads(path.read_text()) == doc:
-            return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(path, doc)
-    return True
+def lock_differs(path: Path, doc: dict[str, Any]) -> bool:
+    try:
+        return bool(json.loads(path.read_text()) != doc)
+    except (OSError, ValueError):
+        return True
 
 
 def package_lines(pkgs: list[dict[str, Any]] | list[Locked]) -> list[str]:
@@ -539,20 +535,16 @@ def build(spec: RootfsSpec, runner: Runner, fetcher: Fetcher, check_mode: bool) 
         before = package_lines(current.get("packages", [])) if current else []
         after = package_lines(pkgs)
         changed = current is None or current.get("inputs_sha256") != manifest["inputs_sha256"]
-        lock_changed = False
+        lock_doc = lock_document(spec, pkgs)
+        # the lock is rewritten only when the set was (re)resolved, never just because its text was edited
+        lock_changed = spec.lockfile is not None and lock_dirty and lock_differs(spec.lockfile, lock_doc)
         overlay_files: list[str] = []
-        if spec.lockfile is not None:
-            doc = lock_document(spec, pkgs)
-            try:
-                lock_changed = json.loads(spec.lockfile.read_text()) != doc
-            except (OSError, ValueError):
-                lock_changed = True
-            lock_changed = lock_changed and (lock_dirty or not spec.lockfile.exists())
         if not check_mode:
             if changed:
                 overlay_files = builder.apply(pkgs, manifest)
             if lock_changed and spec.lockfile is not None:
-                write_lock(spec.lockfile, lock_document(spec, pkgs))
+                spec.lockfile.parent.mkdir(parents=True, exist_ok=True)
+                _write_json(spec.lockfile, lock_doc)
         return Outcome(
             changed=changed or lock_changed,
             packages=pkgs,
