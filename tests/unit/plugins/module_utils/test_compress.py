@@ -134,9 +134,12 @@ def test_progress_lines_go_to_the_log(tmp_path: Path) -> None:
     out.raw.close()
 
 
-def test_job_size_one_job_when_the_archive_fits_the_window() -> None:
+def test_job_size_one_job_per_worker_when_the_archive_fits_the_window() -> None:
+    two = compress.make_spec("zstd", 19, 27, 2)
+    assert compress.job_size(two, 83_030_016) == 40 << 20  # two jobs of whole MiB covering the archive
+    assert compress.job_size(compress.make_spec("zstd", 19, 27, 4), 83_030_016) == 20 << 20
+    assert compress.job_size(two, 1000) == 1 << 20  # never below 1 MiB
     spec = compress.make_spec("zstd", 19, 27, 0)
-    assert compress.job_size(spec, 83_000_000) == 1 << 27
     assert compress.job_size(spec, 473_000_000) == 0  # libzstd's default: parallel jobs
     assert compress.job_size(compress.make_spec("zstd", 19), 1000) == 0
     assert compress.job_size(spec, None) == 0
