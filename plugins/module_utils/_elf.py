@@ -123,11 +123,16 @@ def interpreter(path: Path) -> str | None:
     return info.interp if info else None
 
 
-def strippable(path: Path) -> bool:
-    """True for an executable or shared object that still has a symbol table or debug sections."""
+EM_386 = 3
+EM_X86_64 = 62
+
+
+def strippable(path: Path, machines: tuple[int, ...] = (EM_X86_64, EM_386)) -> bool:
+    """True for an executable or shared object of one of ``machines`` (what the host's binutils strip handles) that
+    still has a symbol table or debug sections. ELF files for other processors (device firmware) are left alone."""
     data = path.read_bytes()
     info = parse(data)
-    if info is None or info.elf_type not in (ET_EXEC, ET_DYN):
+    if info is None or info.elf_type not in (ET_EXEC, ET_DYN) or info.machine not in machines:
         return False
     return any(
         s.name == ".symtab" or s.name.startswith((".debug", ".zdebug")) for s in info.sections

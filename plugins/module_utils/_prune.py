@@ -616,7 +616,10 @@ def make_plan(opts: Options) -> Plan:
     # ---- strip
     if opts.strip:
         for rel, e in file_entries.items():
-            if e.link or rel in plan.remove or rel.endswith(_kmod.MODULE_SUFFIXES) or rel.startswith("boot/"):
+            # never modules (signatures), the kernel, nor firmware (blobs a device may verify)
+            if e.link or rel in plan.remove or rel.endswith(_kmod.MODULE_SUFFIXES) or rel.startswith(
+                ("boot/", "lib/firmware/", "usr/lib/firmware/")
+            ):
                 continue
             full = root / rel
             if e.size < 64 or not full.is_file() or not _elf.is_elf(full):

@@ -157,3 +157,9 @@ def test_elf_strippable_detection(alpine: QuicksandImage, tmp_path: Path) -> Non
                    check=True)
     assert _elf.strippable(debug)
     assert not _elf.is_elf(alpine.root / "etc/passwd")
+    # the same file claiming another processor (like device firmware in ELF form) is left alone
+    foreign = tmp_path / "scp.img"
+    data = bytearray(debug.read_bytes())
+    data[18:20] = (243).to_bytes(2, "little")  # e_machine = RISC-V
+    foreign.write_bytes(bytes(data))
+    assert _elf.is_elf(foreign) and not _elf.strippable(foreign)
