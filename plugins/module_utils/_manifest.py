@@ -12,9 +12,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
     ConfigError,
@@ -42,9 +42,31 @@ def sha256_file(path: str | os.PathLike[str]) -> str | None:
     return h.hexdigest()
 
 
-def _fsync_rename(tmp: str, dest: str | os.PathLike[str], mode: int) -> None:
-    os.chmod(tmp, mode)
-    os.replace(tmp, dest)
+def _same_mode(dest: str | os.PathLike[str], mode: int) -> None:
+    if (os.stat(dest).st_mode & 0o7777) != mode:
+        os.chmod(dest, mode)
+
+
+@contextlib.contextmanager
+def atomic_output(dest: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
+    """A file to write ``dest``'s new content to: a temp name beside it, synced and renamed over ``dest`` when the
+    block ends normally; removed (``dest`` untouched) when it raises."""
+    directory = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(dest)}.", suffix=".tmp")
+    done = False
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, dest)
+        done = True
+    finally:
+        if not done:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> bool:
@@ -52,46 +74,22 @@ def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes, mode: int = 0o
     try:
         with open(dest, "rb") as fh:
             if fh.read(len(data) + 1) == data:
-                if (os.stat(dest).st_mode & 0o7777) != mode:
-                    os.chmod(dest, mode)
+                _same_mode(dest, mode)
                 return False
     except FileNotFoundError:
         pass
-    directory = os.path.dirname(os.path.abspath(dest))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(dest)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _fsync_rename(tmp, dest, mode)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_output(dest, mode) as out:
+        out.write(data)
     return True
 
 
 def atomic_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str], mode: int = 0o644) -> bool:
     """Copy ``src`` to ``dest`` (temp + rename) unless the bytes are already the same."""
     if sha256_file(src) == sha256_file(dest):
-        if (os.stat(dest).st_mode & 0o7777) != mode:
-            os.chmod(dest, mode)
+        _same_mode(dest, mode)
         return False
-    directory = os.path.dirname(os.path.abspath(dest))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(dest)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        _fsync_rename(tmp, dest, mode)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_output(dest, mode) as out, open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out, 1 << 20)
     return True
 
 
