@@ -33,7 +33,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._bootserver import BootServer
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
@@ -557,6 +557,30 @@ def _read_chunks(fh: BinaryIO, first: bytes) -> Iterator[bytes]:
         yield chunk
 
 
+class _Decompressor(Protocol):
+    @property
+    def eof(self) -> bool: ...
+
+    @property
+    def unused_data(self) -> bytes: ...
+
+    def decompress(self, data: bytes) -> bytes: ...
+
+
+def _drain(dec: _Decompressor, fh: BinaryIO, pending: bytes) -> tuple[int, int, bytes]:
+    """Feed one compressed member (zlib/zstd/lzma decompressobj) to its end.
+    Returns (bytes unpacked, compressed bytes consumed, what follows the member)."""
+    unpacked = consumed = 0
+    rest = b""
+    for chunk in _read_chunks(fh, pending):
+        unpacked += len(dec.decompress(chunk))
+        consumed += len(chunk)
+        if dec.eof:
+            rest = dec.unused_data
+            break
+    return unpacked, consumed - len(rest), rest
+
+
 def initrd_segments(path: Path) -> list[Segment]:
     """Walk the concatenated archives of an initrd: compressed members and plain newc cpios."""
     import zstandard  # only needed here
@@ -581,35 +605,15 @@ def initrd_segments(path: Path) -> list[Segment]:
             rest = b""
             if magic[:2] == b"\x1f\x8b":
                 kind, window = "gzip", 32 * 1024
-                d = zlib.decompressobj(wbits=31)
-                for chunk in _read_chunks(fh, pending):
-                    unpacked += len(d.decompress(chunk))
-                    consumed += len(chunk)
-                    if d.eof:
-                        rest = d.unused_data
-                        break
-                consumed -= len(rest)
+                unpacked, consumed, rest = _drain(zlib.decompressobj(wbits=31), fh, pending)
             elif magic[:4] == b"\x28\xb5\x2f\xfd":
                 kind = "zstd"
                 window = int(zstandard.get_frame_parameters(pending).window_size)
                 zd = zstandard.ZstdDecompressor(max_window_size=1 << 31).decompressobj()
-                for chunk in _read_chunks(fh, pending):
-                    unpacked += len(zd.decompress(chunk))
-                    consumed += len(chunk)
-                    if zd.eof:
-                        rest = zd.unused_data
-                        break
-                consumed -= len(rest)
+                unpacked, consumed, rest = _drain(zd, fh, pending)
             elif magic == b"\xfd7zXZ\0":
                 kind, window = "xz", 64 * MIB  # upper bound (xz -9 dictionary); the header is not parsed
-                xd = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-                for chunk in _read_chunks(fh, pending):
-                    unpacked += len(xd.decompress(chunk))
-                    consumed += len(chunk)
-                    if xd.eof:
-                        rest = xd.unused_data
-                        break
-                consumed -= len(rest)
+                unpacked, consumed, rest = _drain(lzma.LZMADecompressor(format=lzma.FORMAT_XZ), fh, pending)
             elif magic in (b"070701", b"070702"):
                 kind = "cpio"
                 buf = pending

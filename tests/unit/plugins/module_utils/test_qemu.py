@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import lzma
 import os
 import subprocess
 from pathlib import Path
@@ -114,7 +115,7 @@ def test_hook_cpio_is_a_valid_newc_archive_gnu_cpio_reads(tmp_path: Path) -> Non
 
 
 def test_concat_and_segments_of_a_mixed_initrd(tmp_path: Path) -> None:
-    """gzip + zstd (window 2^20) + plain cpio concatenated like iPXE/the kernel see them."""
+    """gzip + zstd (window 2^20) + xz + plain cpio concatenated like iPXE/the kernel see them."""
     hook = hook_cpio(["true"])
     payload = os.urandom(300_000) + b"\0" * 700_000
     gz = gzip.compress(payload)
@@ -122,14 +123,15 @@ def test_concat_and_segments_of_a_mixed_initrd(tmp_path: Path) -> None:
     zc = zstandard.ZstdCompressor(compression_params=params).compressobj()  # streamed: no content size in header
     zs = zc.compress(payload) + zc.flush()
     (tmp_path / "a.gz").write_bytes(gz)
-    out = concat_initrds([tmp_path / "a.gz", zs, hook], tmp_path / "all")
+    xz = lzma.compress(payload, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
+    out = concat_initrds([tmp_path / "a.gz", zs, xz, hook], tmp_path / "all")
     raw = out.read_bytes()
     assert raw.startswith(gz) and len(raw) % 4 == 0
     segs = initrd_segments(out)
     assert [(s.kind, s.unpacked) for s in segs] == [("gzip", len(payload)), ("zstd", len(payload)),
-                                                      ("cpio", len(hook))]
+                                                      ("xz", len(payload)), ("cpio", len(hook))]
     assert [s.window for s in segs[:2]] == [32 * 1024, 1 << 20]
-    assert segs[0].compressed == len(gz) and segs[1].compressed == len(zs)
+    assert segs[0].compressed == len(gz) and segs[1].compressed == len(zs) and segs[2].compressed == len(xz)
     (tmp_path / "junk").write_bytes(b"NOTANARCHIVE" * 3)
     with pytest.raises(ConfigError, match="unknown initrd data"):
         initrd_segments(tmp_path / "junk")
