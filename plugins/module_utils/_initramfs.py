@@ -279,11 +279,3 @@ def _write_image(req: InitramfsRequest, plan: cpio.Plan, prefix: bytes | None) -
             os.unlink(tmp)
         raise
     return sha, size, progress.lines
-
-
-def read_microcode_first_entry(path: str | os.PathLike[str]) -> str:
-    """Name of the first member of an (uncompressed) cpio: used by checks and tests."""
-    with open(path, "rb") as fh:
-        for member in cpio.read_newc(fh):
-            return member.name
-    return ""
