@@ -22,11 +22,8 @@ from typing import IO, Any, cast
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
-    atomic_write_bytes,
-    sha256_file,
-    source_date_epoch,
-)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, sha256_file
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import source_date_epoch
 
 MICROCODE_PATH = "kernel/x86/microcode/GenuineIntel.bin"
 STAMP_FORMAT = 1

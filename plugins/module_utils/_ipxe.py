@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import jinja2
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import atomic_write_bytes
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "roles" / "ipxe" / "templates" / "boot.ipxe.j2"
 DEFAULT_KERNEL_ARGS = "console=tty0 console=ttyS0,115200"

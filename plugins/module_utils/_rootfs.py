@@ -41,7 +41,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
     SignatureError,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher, clean_partials
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import atomic_write_bytes
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._overlay import copy_overlay, overlay_digest
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
