@@ -12,7 +12,7 @@ import re
 import shutil
 import stat
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkformat import (
     IndexEntry,
@@ -28,6 +28,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
     PathEscapeError,
     SignatureError,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import resolve_in_root
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
 _INSTALLING = re.compile(r"^\(\s*\d+/\d+\)\s+(?:Installing|Upgrading|Replacing)\s+(\S+)\s+\((\S+?)(?:\s+->\s+(\S+))?\)")
@@ -128,19 +129,17 @@ def user_apk(runner: Runner, path: str) -> Apk:
     return Apk(argv0, apk_version(runner, argv0, f"alpine_apk_binary {path}"), runner)
 
 
-def _safe_member_path(dest: Path, name: str, what: str) -> Path:
-    rel = PurePosixPath(name)
-    if rel.is_absolute() or ".." in rel.parts:
-        raise PathEscapeError(f"{what}: member {name!r} would be written outside {dest}")
-    return dest / rel
-
-
 def extract_package(path: Path, keyring: Keyring, expected: IndexEntry, dest: Path) -> None:
     """Verify and unpack a package's files (regular files, dirs, symlinks) under ``dest``; nothing else."""
     pkg = verify_package(path, keyring, expected)
     what = f"package {path.name}"
     for member, tf in iter_data(path, pkg):
-        target = _safe_member_path(dest, member.name, what)
+        try:  # through the symlinks already unpacked, as the image will see them
+            target = resolve_in_root(dest, member.name, follow_last=False)
+        except PathEscapeError as exc:
+            raise PathEscapeError(f"{what}: member {member.name!r} would be written outside {dest} ({exc})") from exc
+        if target.is_symlink() and not member.isdir():
+            target.unlink()
         if member.isdir():
             target.mkdir(parents=True, exist_ok=True)
         elif member.issym():

@@ -1,7 +1,14 @@
 """Generic filesystem helpers: hashing, atomic writes (temp name + fsync + rename) and paths kept inside a root.
 
-Every writer in the collection goes through ``atomic_output`` so that a crash or a failed step leaves the previous
-good file in place, never a half-written one.
+Every writer in the collection goes through ``atomic_path``/``atomic_output`` so that a crash or a failed step
+leaves the previous good file in place, never a half-written one.
+
+Paths inside a root come in two flavours, both refusing to leave it (``PathEscapeError``):
+
+* ``inside`` — lexical: ``root/rel`` normalised, no symlink looked at (names in an archive, paths of a tree
+  already walked);
+* ``resolve_in_root`` — the way the image itself will see the path: symlinks followed, absolute targets re-rooted
+  at the root, so ``/bin/sh -> /bin/busybox`` resolves inside the tree instead of on the build host.
 """
 
 from __future__ import annotations
@@ -10,13 +17,15 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import PathEscapeError
 
+MAX_LINKS = 40
 
 def sha256_file(path: str | os.PathLike[str]) -> str | None:
     h = hashlib.sha256()
@@ -34,26 +43,66 @@ def _same_mode(dest: str | os.PathLike[str], mode: int) -> None:
         os.chmod(dest, mode)
 
 
+def _set_meta(path: str, mode: int, like: os.stat_result | None) -> None:
+    if os.path.islink(path):
+        return
+    if like is None:
+        os.chmod(path, mode)
+        return
+    os.chmod(path, stat.S_IMODE(like.st_mode))
+    os.utime(path, ns=(like.st_atime_ns, like.st_mtime_ns))
+    if os.geteuid() == 0:
+        os.chown(path, like.st_uid, like.st_gid)
+
+
 @contextlib.contextmanager
-def atomic_output(dest: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
-    """A file to write ``dest``'s new content to: a temp name beside it, synced and renamed over ``dest`` when the
-    block ends normally; removed (``dest`` untouched) when it raises."""
+def atomic_path(
+    dest: str | os.PathLike[str],
+    mode: int = 0o644,
+    *,
+    like: os.stat_result | None = None,
+    only_if_changed: bool = False,
+) -> Iterator[Path]:
+    """A temp name beside ``dest`` to put its new content at (write it, or have a command write it).
+
+    When the block ends normally the temp file gets ``mode`` — or, with ``like``, that stat's mode, times and (as
+    root) owner — and is renamed over ``dest``; with ``only_if_changed`` it is dropped instead when its bytes equal
+    ``dest``'s (``dest`` keeps its inode and times). When the block raises, the temp file is removed and ``dest``
+    is untouched."""
     directory = os.path.dirname(os.path.abspath(dest))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(dest)}.", suffix=".tmp")
-    done = False
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, dest)
-        done = True
+        yield Path(tmp)
+        if not (only_if_changed and sha256_file(tmp) == sha256_file(dest)):
+            _set_meta(tmp, mode, like)
+            os.replace(tmp, dest)
     finally:
-        if not done:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_output(
+    dest: str | os.PathLike[str],
+    mode: int = 0o644,
+    *,
+    like: os.stat_result | None = None,
+    only_if_changed: bool = False,
+) -> Iterator[BinaryIO]:
+    """A file to write ``dest``'s new content to (``atomic_path`` opened for writing, synced before the rename)."""
+    with atomic_path(dest, mode, like=like, only_if_changed=only_if_changed) as tmp, open(tmp, "wb") as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def atomic_symlink(target: str, dest: str | os.PathLike[str]) -> None:
+    """Make ``dest`` a symlink to ``target``, replacing whatever ``dest`` was in one rename."""
+    with atomic_path(dest) as tmp:
+        tmp.unlink()
+        os.symlink(target, tmp)
 
 
 def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> bool:
@@ -80,10 +129,55 @@ def atomic_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str], mode:
     return True
 
 
-def inside(root: str | os.PathLike[str], rel: str) -> Path:
-    """``root/rel``, refusing anything that resolves outside ``root``."""
-    base = Path(root).resolve()
-    target = (base / rel.lstrip("/")).resolve()
-    if target != base and base not in target.parents:
-        raise PathEscapeError(f"{rel!r} resolves to {target}, outside {base}; give a path inside the image")
-    return target
+def inside(root: str | os.PathLike[str], rel: str | os.PathLike[str]) -> Path:
+    """``root/rel`` normalised lexically (a leading ``/`` means the root; no symlink is looked at), refusing a
+    ``..`` that climbs above ``root``."""
+    base = os.path.normpath(os.path.abspath(root))
+    target = os.path.normpath(os.path.join(base, os.fspath(rel).lstrip("/")))
+    if target != base and not target.startswith(base.rstrip(os.sep) + os.sep):
+        raise PathEscapeError(f"{os.fspath(rel)!r} climbs above the root {base}; give a path inside it")
+    return Path(target)
+
+
+def resolve_in_root(
+    root: Path,
+    rel: str | PurePosixPath,
+    *,
+    follow_last: bool = True,
+    clamp: bool = False,
+    links: list[str] | None = None,
+) -> Path:
+    """Resolve ``rel`` inside ``root`` as the image sees it: symlinks followed, absolute targets re-rooted at
+    ``root``. A ``..`` above the root raises ``PathEscapeError`` (or, with ``clamp``, stays at the root as a chroot
+    would); so does a symlink loop. ``links`` collects the symlinks traversed (paths relative to the root)."""
+    parts = list(PurePosixPath(rel).parts)
+    if parts and parts[0] == "/":
+        parts = parts[1:]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        name = parts.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if resolved:
+                resolved.pop()
+            elif not clamp:
+                raise PathEscapeError(f"{rel!s} climbs above the root {root}")
+            continue
+        candidate = root.joinpath(*resolved, name)
+        if candidate.is_symlink() and (parts or follow_last):
+            hops += 1
+            if hops > MAX_LINKS:
+                raise PathEscapeError(f"{rel!s}: too many levels of symbolic links under {root}")
+            if links is not None:
+                links.append("/".join([*resolved, name]))
+            target = PurePosixPath(os.readlink(candidate))
+            if target.is_absolute():
+                resolved = []
+                parts = list(target.parts[1:]) + parts
+            else:
+                parts = list(target.parts) + parts
+            continue
+        resolved.append(name)
+    return root.joinpath(*resolved)

@@ -8,11 +8,9 @@ rename only if the bytes differ from the current file.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +20,11 @@ from typing import IO, Any, cast
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, sha256_file
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
+    atomic_output,
+    atomic_write_bytes,
+    sha256_file,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import source_date_epoch
 
 MICROCODE_PATH = "kernel/x86/microcode/GenuineIntel.bin"
@@ -246,33 +248,16 @@ def _describe(info: Mapping[str, Any] | None, ucode: Mapping[str, Any] | None) -
 def _write_image(req: InitramfsRequest, plan: cpio.Plan, prefix: bytes | None) -> tuple[str, int, list[str]]:
     """Stream the image to a temp file next to ``dest``; rename over ``dest`` only when the bytes differ."""
     dest = os.path.abspath(req.dest)
-    directory = os.path.dirname(dest)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(dest)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            out = compress.HashingWriter(raw)
-            progress = compress.Progress(req.progress_log, plan.archive_size(), out)
-            progress.emit(
-                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} make_initramfs {dest}: "
-                f"{req.compression.describe()}, {len(plan.entries)} entries, {plan.archive_size() / 1048576:.1f} MiB"
-            )
-            if prefix:
-                out.write(prefix)
-            with compress.compressor(req.compression, cast(IO[bytes], out), plan.archive_size()) as comp:
-                written = cpio.write_newc(plan, comp, progress=progress)
-            progress.close(written)
-            raw.flush()
-            os.fsync(raw.fileno())
-        sha = out.sha256.hexdigest()
-        size = out.count
-        if sha256_file(dest) == sha:
-            os.unlink(tmp)
-        else:
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return sha, size, progress.lines
+    with atomic_output(dest, only_if_changed=True) as raw:
+        out = compress.HashingWriter(raw)
+        progress = compress.Progress(req.progress_log, plan.archive_size(), out)
+        progress.emit(
+            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} make_initramfs {dest}: "
+            f"{req.compression.describe()}, {len(plan.entries)} entries, {plan.archive_size() / 1048576:.1f} MiB"
+        )
+        if prefix:
+            out.write(prefix)
+        with compress.compressor(req.compression, cast(IO[bytes], out), plan.archive_size()) as comp:
+            written = cpio.write_newc(plan, comp, progress=progress)
+        progress.close(written)
+    return out.sha256.hexdigest(), out.count, progress.lines

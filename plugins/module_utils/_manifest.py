@@ -20,7 +20,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
     atomic_copy,
     atomic_write_bytes,
-    inside,
+    resolve_in_root,
     sha256_file,
 )
 
@@ -116,7 +116,7 @@ def find_kernel(rootfs: str | os.PathLike[str], kernel: str | None = None) -> Pa
     """The image's kernel: ``kernel`` (relative to the rootfs, or a name in boot/), else the one boot/vmlinuz-*."""
     if kernel:
         rel = kernel if "/" in kernel else f"boot/{kernel}"
-        path = inside(rootfs, rel)
+        path = resolve_in_root(Path(rootfs), rel)
         if not path.is_file():
             raise NetbootError(f"kernel {kernel!r} not found at {path}; check dist kernel setting")
         return path

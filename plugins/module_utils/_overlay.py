@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._paths import resolve_in_root
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import resolve_in_root
 
 
 @dataclass

@@ -39,7 +39,13 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
     NetbootError,
     PathEscapeError,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._paths import resolve_in_root
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
+    atomic_path,
+    atomic_symlink,
+    atomic_write_bytes,
+    inside,
+    resolve_in_root,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
 GLOB_CHARS = re.compile(r"[*?\[]")
@@ -239,13 +245,6 @@ class Entry:
     rel: str  # relative to root
     size: int
     link: bool
-
-
-def _safe(root: Path, rel: str) -> Path:
-    p = os.path.normpath(os.path.join(root, rel))
-    if p != str(root) and not p.startswith(str(root) + os.sep):
-        raise PathEscapeError(f"{rel} escapes {root}")
-    return Path(p)
 
 
 def walk(root: Path, sub: str, skip: tuple[str, ...] = ()) -> dict[str, Entry]:
@@ -763,7 +762,7 @@ def _remove_empty_dirs(root: Path, rels: Iterable[str]) -> None:
         cur = d
         while cur and cur != "." and cur not in seen:
             seen.add(cur)
-            full = _safe(root, cur)
+            full = inside(root, cur)
             try:
                 full.rmdir()
             except OSError:
@@ -772,30 +771,18 @@ def _remove_empty_dirs(root: Path, rels: Iterable[str]) -> None:
 
 
 def _decompress_file(root: Path, rel: str) -> None:
-    src = _safe(root, rel)
-    dst = _safe(root, _kmod.strip_compression(rel))
+    src = inside(root, rel)
+    dst = inside(root, _kmod.strip_compression(rel))
     data = _kmod.decompress_bytes(src.read_bytes(), src.name)
-    st = src.stat()
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, stat.S_IMODE(st.st_mode))
-    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-    if os.geteuid() == 0:
-        os.chown(tmp, st.st_uid, st.st_gid)
-    os.replace(tmp, dst)
+    with atomic_path(dst, like=src.stat()) as tmp:
+        tmp.write_bytes(data)
     src.unlink()
 
 
 def _strip_file(root: Path, rel: str, runner: Runner) -> None:
-    src = _safe(root, rel)
-    st = src.stat()
-    tmp = src.with_name(f".{src.name}.strip")
-    runner.run(["strip", "--strip-unneeded", "-p", "-o", str(tmp), str(src)], what=f"strip {rel}")
-    os.chmod(tmp, stat.S_IMODE(st.st_mode))
-    if os.geteuid() == 0:
-        os.chown(tmp, st.st_uid, st.st_gid)
-    os.replace(tmp, src)
+    src = inside(root, rel)
+    with atomic_path(src, like=src.stat()) as tmp:
+        runner.run(["strip", "--strip-unneeded", "-p", "-o", str(tmp), str(src)], what=f"strip {rel}")
 
 
 def apply_plan(plan: Plan, runner: Runner, verify: bool = True) -> list[str]:
@@ -805,7 +792,7 @@ def apply_plan(plan: Plan, runner: Runner, verify: bool = True) -> list[str]:
     if kmod is not None:
         _kmod.check_kmod_supports(kmod, plan.module_files_after)
     for rel in sorted(plan.remove):
-        p = _safe(root, rel)
+        p = inside(root, rel)
         if p.is_symlink() or p.is_file():
             p.unlink()
         elif p.is_dir():
@@ -814,13 +801,9 @@ def apply_plan(plan: Plan, runner: Runner, verify: bool = True) -> list[str]:
     for rel in plan.decompress:
         _decompress_file(root, rel)
     for rel, target in plan.relink:
-        link = _safe(root, rel)
-        new = _safe(root, _kmod.strip_compression(rel))
-        tmp = new.with_name(f".{new.name}.tmp")
-        if tmp.is_symlink():
-            tmp.unlink()
-        os.symlink(target, tmp)
-        os.replace(tmp, new)
+        link = inside(root, rel)
+        new = inside(root, _kmod.strip_compression(rel))
+        atomic_symlink(target, new)
         if link != new:
             link.unlink()
     for rel in plan.strip:
@@ -858,7 +841,4 @@ def read_report(path: Path) -> dict[str, Any] | None:
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())

@@ -116,3 +116,47 @@ def test_bootstrap_refuses_a_version_mismatch(tmp_path: Path) -> None:
     path, entry, ring = _static_pkg(tmp_path, version="3.0.9-r0")  # package claims 3.0.9, binary says 3.0.8
     with pytest.raises(SignatureError, match=r"reports version 3\.0\.8-r0, expected 3\.0\.9-r0"):
         bootstrap_static(Runner(), ring, entry, path, tmp_path / "tools")  # type: ignore[arg-type]
+
+
+def test_extract_never_writes_through_a_symlink_out_of_dest(tmp_path: Path) -> None:
+    import tarfile
+
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apk import extract_package
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkformat import IndexEntry, Keyring
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import PathEscapeError
+    from tests.fixtures.apkrepo import Package, build_package
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+
+    def member(name: str, *, link: str | None = None, data: bytes | None = None) -> tuple[tarfile.TarInfo, bytes | None]:
+        info = tarfile.TarInfo(name)
+        if link is not None:
+            info.type, info.linkname = tarfile.SYMTYPE, link
+        elif data is not None:
+            info.size, info.mode = len(data), 0o644
+        else:
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+        return info, data
+
+    mirror = alpine_mirror()
+    ring = Keyring.for_arch("x86_64", [mirror.keys_dir])
+    cases = {
+        "absolute": [member("usr"), member("usr/etc", link="/etc"), member("usr/etc/passwd", data=b"x\n")],
+        "climbing": [member("etc", link="../../" + "../" * len(tmp_path.parts) + str(outside).lstrip("/")),
+                     member("etc/passwd", data=b"x\n")],
+    }
+    for case, entries in cases.items():
+        pkg = Package(name=f"evil-{case}", version="1.0-r0", entries=entries)
+        built = build_package(pkg, mirror.key)
+        path = tmp_path / pkg.filename
+        path.write_bytes(built.apk)
+        entry = IndexEntry(pkg.name, pkg.version, "x86_64", built.checksum, len(built.apk), 0, pkg.build_time)
+        dest = tmp_path / f"dest-{case}"
+        if case == "absolute":  # an absolute link is the image's /etc: the file lands in dest/etc
+            extract_package(path, ring, entry, dest)
+            assert (dest / "etc/passwd").read_bytes() == b"x\n"
+        else:
+            with pytest.raises(PathEscapeError, match=r"package evil-climbing-1\.0-r0\.apk: member 'etc/passwd'"):
+                extract_package(path, ring, entry, dest)
+    assert list(outside.iterdir()) == []

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _fs as fs
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _manifest as mf
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
     ConfigError,
@@ -36,16 +35,6 @@ def rootfs(tmp_path: Path, *, manifest: bool = True, kernels: tuple[str, ...] = 
         m.write_text(json.dumps({"release": "3.23", "arch": "x86_64", "packages": PACKAGES,
                                  "source_date_epoch": 1765894768}))
     return root
-
-
-def test_atomic_write_skips_identical_bytes(tmp_path: Path) -> None:
-    f = tmp_path / "d" / "x"
-    assert fs.atomic_write_bytes(f, b"one") is True
-    ino = f.stat().st_ino
-    assert fs.atomic_write_bytes(f, b"one") is False and f.stat().st_ino == ino
-    assert fs.atomic_write_bytes(f, b"two") is True and f.read_bytes() == b"two"
-    assert oct(f.stat().st_mode & 0o777) == "0o644"
-    assert [p.name for p in f.parent.iterdir()] == ["x"]  # no temp files left behind
 
 
 def test_sde_rules(tmp_path: Path) -> None:
