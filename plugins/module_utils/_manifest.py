@@ -24,7 +24,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import 
     sha256_file,
 )
 
-ROOTFS_MANIFEST = "etc/alpine-netboot/manifest.json"
+ROOTFS_MANIFEST = "etc/alpine-netboot/manifest.json"  # in the image: what alpine_rootfs built it from
 MANIFEST_FORMAT = "homelab.alpine_netboot/dist/1"
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
@@ -34,15 +34,20 @@ SUMS_NAME = "SHA256SUMS"
 
 
 def read_rootfs_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The rootfs manifest (``<root>/ROOTFS_MANIFEST``, or a path given), or None when there is none. Unreadable or
+    damaged (not a JSON object) is an error naming the file: nothing can be trusted about that tree."""
+    fix = f"delete {path} and run the rootfs stage again (playbooks/build.yml --tags rootfs) to rebuild the tree"
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        raise NetbootError(f"cannot read the rootfs manifest {path}: {exc}; rebuild the rootfs stage") from exc
+    except ValueError as exc:
+        raise NetbootError(f"the rootfs manifest {path} is not valid JSON ({exc}); {fix}") from exc
+    except OSError as exc:
+        raise NetbootError(f"cannot read the rootfs manifest {path}: {exc.strerror}; {fix}") from exc
     if not isinstance(data, dict):
-        raise NetbootError(f"the rootfs manifest {path} is not a JSON object; rebuild the rootfs stage")
+        raise NetbootError(f"the rootfs manifest {path} is not a JSON object; {fix}")
     return data
 
 

@@ -42,11 +42,14 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher, clean_partials
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
+    ROOTFS_MANIFEST,
+    read_rootfs_manifest,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._overlay import copy_overlay, overlay_digest
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
 LOCK_FORMAT = 1
-MANIFEST_PATH = "etc/alpine-netboot/manifest.json"
 BUILDER_VERSION = "1"  # bump when the way a rootfs is assembled changes (forces a rebuild)
 _RELEASE = re.compile(r"^(?:v?(\d+\.\d+)|(edge))$")
 _PKG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:-]*(?:[<>=~]{1,2}[A-Za-z0-9_.+-]+)?$")
@@ -394,8 +397,7 @@ class Builder:
             apk.install(self._apk_context(new), targets)
             _finish(new, self.spec, self.keyring, manifest, self.warnings)
             overlay = copy_overlay(self.spec.overlay_dir, new) if self.spec.overlay_dir else None
-            (new / MANIFEST_PATH).parent.mkdir(parents=True, exist_ok=True)
-            _write_json(new / MANIFEST_PATH, manifest)
+            _write_json(new / ROOTFS_MANIFEST, manifest)
             if root.exists():
                 root.rename(old)
             new.rename(root)
@@ -490,15 +492,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
-def read_manifest(root: Path) -> dict[str, Any] | None:
-    path = root / MANIFEST_PATH
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def lock_document(spec: RootfsSpec, pkgs: list[Locked]) -> dict[str, Any]:
     return {
         "format": LOCK_FORMAT,
@@ -531,7 +524,7 @@ def build(spec: RootfsSpec, runner: Runner, fetcher: Fetcher, check_mode: bool) 
     builder = Builder(spec, runner, fetcher, check_mode)
     try:
         pkgs, lock_dirty, manifest, missing = builder.plan()
-        current = read_manifest(spec.root)
+        current = read_rootfs_manifest(spec.root / ROOTFS_MANIFEST)
         before = package_lines(current.get("packages", [])) if current else []
         after = package_lines(pkgs)
         changed = current is None or current.get("inputs_sha256") != manifest["inputs_sha256"]

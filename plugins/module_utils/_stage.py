@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import ROOTFS_MANIFEST
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
 STAMP = ".netboot-stage.json"
-SOURCE_MANIFEST = "etc/alpine-netboot/manifest.json"
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def plan_stage(src: Path, dest: Path, key: str) -> StagePlan:
     if dest.resolve() == src.resolve() or src.resolve() in dest.resolve().parents:
         raise ConfigError(f"stage destination {dest} must not be {src} or inside it")
     h = hashlib.sha256()
-    manifest = src / SOURCE_MANIFEST
+    manifest = src / ROOTFS_MANIFEST
     h.update(manifest.read_bytes() if manifest.is_file() else str(src.stat().st_mtime_ns).encode())
     h.update(b"\0" + key.encode())
     current = None
