@@ -89,11 +89,15 @@ notes:
   - Needs root (apk runs package scripts chrooted into the rootfs). The kernel's mkinitfs trigger is disabled in the
     rootfs (C(disable_trigger=yes)); the collection builds its own initramfs.
   - Supports check mode (reports what would be installed, writes nothing) and diff mode (package set before/after).
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -148,28 +152,27 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch impo
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs import DEFAULT_MIRROR, RootfsSpec, build
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
+ARGUMENT_SPEC = {
+    "root": {"type": "path", "required": True},
+    "release": {"type": "str", "required": True},
+    "arch": {"type": "str", "default": "x86_64"},
+    "mirrors": {"type": "list", "elements": "str", "default": [DEFAULT_MIRROR]},
+    "repositories": {"type": "list", "elements": "str", "default": ["main", "community"]},
+    "packages": {"type": "list", "elements": "str", "required": True},
+    "extra_keys_dir": {"type": "list", "elements": "path", "default": []},
+    "cache_dir": {"type": "path", "required": True},
+    "offline": {"type": "bool", "default": False},
+    "overlay_dir": {"type": "path"},
+    "lockfile": {"type": "path"},
+    "update_lock": {"type": "bool", "default": False},
+    "apk_binary": {"type": "path"},
+    "services": {"type": "dict", "default": {}},
+    "timeout": {"type": "int", "default": 60},
+}
+
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "root": {"type": "path", "required": True},
-            "release": {"type": "str", "required": True},
-            "arch": {"type": "str", "default": "x86_64"},
-            "mirrors": {"type": "list", "elements": "str", "default": [DEFAULT_MIRROR]},
-            "repositories": {"type": "list", "elements": "str", "default": ["main", "community"]},
-            "packages": {"type": "list", "elements": "str", "required": True},
-            "extra_keys_dir": {"type": "list", "elements": "path", "default": []},
-            "cache_dir": {"type": "path", "required": True},
-            "offline": {"type": "bool", "default": False},
-            "overlay_dir": {"type": "path"},
-            "lockfile": {"type": "path"},
-            "update_lock": {"type": "bool", "default": False},
-            "apk_binary": {"type": "path"},
-            "services": {"type": "dict", "default": {}},
-            "timeout": {"type": "int", "default": 60},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     runner = Runner()
     fetcher = Fetcher(timeout=p["timeout"], offline=p["offline"])
@@ -195,6 +198,12 @@ def main() -> None:
         module.fail_json(msg=str(exc), commands=runner.log, fetched=fetcher.log)
     for w in out.warnings:
         module.warn(w)
+    diff = {
+        "before": "".join(f"{x}\n" for x in out.before),
+        "after": "".join(f"{x}\n" for x in out.after),
+        "before_header": f"{spec.root} packages",
+        "after_header": f"{spec.root} packages",
+    }
     module.exit_json(
         changed=out.changed,
         manifest=out.manifest,
@@ -204,12 +213,7 @@ def main() -> None:
         overlay_files=out.overlay_files,
         commands=runner.log,
         fetched=fetcher.log,
-        diff={
-            "before": "".join(f"{x}\n" for x in out.before),
-            "after": "".join(f"{x}\n" for x in out.after),
-            "before_header": f"{spec.root} packages",
-            "after_header": f"{spec.root} packages",
-        },
+        **({"diff": diff} if module._diff else {}),
     )
 
 

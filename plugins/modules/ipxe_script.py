@@ -20,7 +20,7 @@ description:
   - The kernel gets O(kernel_args) O(extra_kernel_args) C(netboot.hostname=) C(netboot.role=) and the node's
     own kernel arguments.
   - Written to a temporary name and renamed; identical output reports C(changed=false).
-version_added: "1.0.0"
+version_added: "0.1.0"
 author: homelab
 options:
   dest:
@@ -36,15 +36,6 @@ options:
     description: Base URL of the artefacts (http://, https:// or tftp://), or a list of them tried in order.
     type: raw
     required: true
-  nodes:
-    description:
-      - Known machines, one dict each with C(name) (inventory host, used in errors), C(mac) (any common notation),
-        C(hostname) (default C(name)), C(role) (default O(default_role)), C(kernel_args) (string or list) and an
-        optional per-node C(initrd) file name.
-      - Malformed or duplicate MACs, duplicate hostnames and bad roles fail naming the host.
-    type: list
-    elements: dict
-    default: []
   kernel:
     description: Kernel file name relative to each boot server URL.
     type: str
@@ -65,10 +56,6 @@ options:
     description: More kernel arguments for every node (string or list).
     type: raw
     default: ""
-  default_role:
-    description: Role of unknown machines (cattle) and of nodes without a role.
-    type: str
-    default: worker
   retries:
     description: Attempts per download (and for DHCP) before moving to the next boot server.
     type: int
@@ -85,6 +72,16 @@ options:
     description: Extra data passed to a custom template as C(extra).
     type: dict
     default: {}
+extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.nodes
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -131,30 +128,29 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe impor
     render,
 )
 
+ARGUMENT_SPEC = {
+    "dest": {"type": "path", "required": True},
+    "template": {"type": "path"},
+    "boot_server_url": {"type": "raw", "required": True},
+    "nodes": {"type": "list", "elements": "dict"},
+    "kernel": {"type": "str", "default": "vmlinuz"},
+    "initramfs": {"type": "str", "default": "initramfs"},
+    "microcode": {"type": "str", "default": ""},
+    "kernel_args": {"type": "raw", "default": DEFAULT_KERNEL_ARGS},
+    "extra_kernel_args": {"type": "raw", "default": ""},
+    "default_role": {"type": "str", "default": "worker"},
+    "retries": {"type": "int", "default": 3},
+    "retry_delay": {"type": "int", "default": 2},
+    "failsafe_timeout": {"type": "int", "default": 60},
+    "variables": {"type": "dict", "default": {}},
+}
+
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "dest": {"type": "path", "required": True},
-            "template": {"type": "path"},
-            "boot_server_url": {"type": "raw", "required": True},
-            "nodes": {"type": "list", "elements": "dict", "default": []},
-            "kernel": {"type": "str", "default": "vmlinuz"},
-            "initramfs": {"type": "str", "default": "initramfs"},
-            "microcode": {"type": "str", "default": ""},
-            "kernel_args": {"type": "raw", "default": DEFAULT_KERNEL_ARGS},
-            "extra_kernel_args": {"type": "raw", "default": ""},
-            "default_role": {"type": "str", "default": "worker"},
-            "retries": {"type": "int", "default": 3},
-            "retry_delay": {"type": "int", "default": 2},
-            "failsafe_timeout": {"type": "int", "default": 60},
-            "variables": {"type": "dict", "default": {}},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     spec = ScriptSpec(
-        boot_server_url=p["boot_server_url"], nodes=p["nodes"], kernel=p["kernel"], initramfs=p["initramfs"],
+        boot_server_url=p["boot_server_url"], nodes=p["nodes"] or [], kernel=p["kernel"], initramfs=p["initramfs"],
         microcode=p["microcode"] or "", kernel_args=p["kernel_args"], extra_kernel_args=p["extra_kernel_args"],
         default_role=p["default_role"], retries=p["retries"], retry_delay=p["retry_delay"],
         failsafe_timeout=p["failsafe_timeout"], extra=p["variables"],
@@ -177,8 +173,8 @@ def main() -> None:
         nodes=nodes,
         urls=context["urls"],
         commands=[],
-        diff={"before": plan.before or "", "after": plan.after, "before_header": str(plan.dest),
-              "after_header": str(plan.dest)},
+        **({"diff": {"before": plan.before or "", "after": plan.after, "before_header": str(plan.dest),
+                     "after_header": str(plan.dest)}} if module._diff else {}),
     )
 
 

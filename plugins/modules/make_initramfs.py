@@ -19,7 +19,7 @@ description:
     O(stamp_file); when it matches and O(dest) is untouched, nothing is compressed and C(changed=false).
   - Optionally writes the early microcode cpio (uncompressed, C(kernel/x86/microcode/GenuineIntel.bin) first) to
     O(microcode_dest) and/or in front of O(dest).
-version_added: "1.0.0"
+version_added: "0.1.0"
 author: homelab
 options:
   src:
@@ -67,9 +67,6 @@ options:
       - The mtime of every entry (or the clamp, see O(mtime)). Default - the newest package C(build_time) of O(rootfs_manifest), else its
         C(source_date_epoch), else the newest build time (C(t:)) in the tree's C(lib/apk/db/installed).
     type: int
-  rootfs_manifest:
-    description: The rootfs manifest (default C(etc/alpine-netboot/manifest.json) in O(src)).
-    type: path
   kernel_config:
     description: Kernel config to check the compression against (default the tree's single C(boot/config-*)).
     type: path
@@ -116,6 +113,16 @@ notes:
   - Check mode compares the plan with the stamp; it reports C(changed=true) when a rebuild would be needed (it does
     not compress to find out whether the bytes would differ).
   - Diff mode shows the sha256 and size before and after.
+extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.rootfs_manifest
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -189,7 +196,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _cpio, _initramfs
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 
-ARGS = {
+ARGUMENT_SPEC = {
     "src": {"type": "path", "required": True},
     "dest": {"type": "path", "required": True},
     "compression": {"type": "str", "choices": list(_compress.METHODS), "default": "zstd"},
@@ -228,7 +235,7 @@ def microcode_option(value: object) -> bool | list[str]:
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGS, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     try:
         spec = _compress.make_spec(p["compression"], p["level"], p["window_log"], p["threads"])

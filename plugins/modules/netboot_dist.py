@@ -14,7 +14,7 @@ description:
     every artefact - and O(dest)/SHA256SUMS (C(sha256sum -c) format, the manifest included).
   - Every file is written to a temp name and renamed; the content has no timestamps, so a rerun with unchanged
     inputs rewrites nothing and reports C(changed=false).
-version_added: "1.0.0"
+version_added: "0.1.0"
 author: homelab
 options:
   rootfs:
@@ -33,10 +33,6 @@ options:
     description: File name of the kernel in O(dest).
     type: str
     default: vmlinuz
-  rootfs_manifest:
-    description: The rootfs manifest (default C(etc/alpine-netboot/manifest.json) in O(rootfs)); without one the
-      package list is read from C(lib/apk/db/installed).
-    type: path
   inputs:
     description: Free-form build inputs recorded in the manifest (inventory knobs, rule sets, URLs).
     type: dict
@@ -52,6 +48,17 @@ options:
     elements: str
 notes:
   - Check mode computes the manifest and reports whether anything would change; diff mode shows SHA256SUMS.
+  - Without a rootfs manifest (O(rootfs_manifest)) the package list is read from C(lib/apk/db/installed).
+extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.rootfs_manifest
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -94,7 +101,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _manifest
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 
-ARGS = {
+ARGUMENT_SPEC = {
     "rootfs": {"type": "path", "required": True},
     "dest": {"type": "path", "required": True},
     "kernel": {"type": "str"},
@@ -107,7 +114,7 @@ ARGS = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGS, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     try:
         result = _manifest.build_dist(

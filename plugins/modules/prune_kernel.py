@@ -21,7 +21,7 @@ description:
     interpreter), or the host kmod for a tree without one, then verifies the result and runs
     C(modprobe --show-depends) for every kept module.
   - Writes a JSON report (bytes and counts before/removed/after, per rule and per top directory).
-version_added: "1.0.0"
+version_added: "0.1.0"
 author: homelab
 options:
   root:
@@ -104,6 +104,15 @@ options:
 notes:
   - Check mode computes the plan without touching files; diff mode lists what goes.
   - A second run with the same input finds nothing to remove and current metadata, and reports C(changed=false).
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -160,7 +169,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _pru
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
-ARGS = {
+ARGUMENT_SPEC = {
     "root": {"type": "path", "required": True},
     "kernel_version": {"type": "str"},
     "profiles": {"type": "list", "elements": "str", "default": []},
@@ -179,7 +188,7 @@ ARGS = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGS, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     runner = Runner()
     opts = _prune.Options(

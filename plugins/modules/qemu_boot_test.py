@@ -21,7 +21,7 @@ description:
   - Computes the minimum RAM the image needs (kernel init size + compressed + unpacked initrds + decoder window,
     and the initramfs tmpfs cap) and fails when it exceeds O(ram_limit).
   - Never changes anything (C(changed=false)). In check mode only the RAM computation runs.
-version_added: "1.0.0"
+version_added: "0.1.0"
 author: homelab
 options:
   mode:
@@ -59,20 +59,12 @@ options:
     description: Netboot mode - artefact name the hook is appended to (default the last of O(initrds)).
     type: str
   append:
-    description: Direct mode kernel command line.
+    description:
+      - Direct mode kernel command line.
+      - With O(nodes), C(netboot.hostname=) and C(netboot.role=) (and the node's kernel_args) of the node with O(mac)
+        are added, or the cattle hostname and O(default_role) for an unknown MAC, exactly as boot.ipxe would.
     type: str
     default: console=tty0 console=ttyS0,115200
-  nodes:
-    description:
-      - Direct mode - the inventory's nodes (as for ipxe_script). When given, C(netboot.hostname=) and
-        C(netboot.role=) (and the node's kernel_args) of the node with O(mac) are added to O(append), or the
-        cattle hostname and O(default_role) for an unknown MAC, exactly as boot.ipxe would.
-    type: list
-    elements: dict
-  default_role:
-    description: Direct mode - role of an unknown MAC (with O(nodes)).
-    type: str
-    default: worker
   memory:
     description: Guest RAM, e.g. C(1G).
     type: str
@@ -113,6 +105,17 @@ options:
   ram_limit:
     description: Fail when the computed minimum RAM exceeds this (e.g. the smallest node's RAM).
     type: str
+extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.nodes
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: partial
+    details: Only the minimum RAM computation (and O(ram_limit)) runs; nothing is booted.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -172,6 +175,7 @@ from pathlib import Path
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import DEFAULT_KERNEL_ARGS
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._qemu import (
     BootTest,
     boot_test,
@@ -181,35 +185,34 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._qemu impor
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
+ARGUMENT_SPEC = {
+    "mode": {"type": "str", "choices": ["direct", "netboot"], "default": "direct"},
+    "kernel": {"type": "path", "required": True},
+    "initrds": {"type": "list", "elements": "path", "required": True},
+    "extra_initrds": {"type": "list", "elements": "path", "default": []},
+    "dist_dir": {"type": "path"},
+    "boot_ipxe": {"type": "path"},
+    "bootfile": {"type": "str"},
+    "http_port": {"type": "int"},
+    "initramfs_name": {"type": "str"},
+    "append": {"type": "str", "default": DEFAULT_KERNEL_ARGS},
+    "nodes": {"type": "list", "elements": "dict"},
+    "default_role": {"type": "str", "default": "worker"},
+    "memory": {"type": "str", "default": "1G"},
+    "smp": {"type": "int", "default": 1},
+    "mac": {"type": "str", "default": "52:54:00:12:34:56"},
+    "timeout": {"type": "int", "default": 300},
+    "marker": {"type": "str", "default": "NETBOOT-BOOT-TEST-READY"},
+    "checks": {"type": "list", "elements": "str", "default": ["hostname", "cat /proc/mounts"]},
+    "hook": {"type": "bool", "default": True},
+    "accel": {"type": "str", "choices": ["auto", "kvm", "tcg"], "default": "auto"},
+    "console_log": {"type": "path"},
+    "ram_limit": {"type": "str"},
+}
+
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "mode": {"type": "str", "choices": ["direct", "netboot"], "default": "direct"},
-            "kernel": {"type": "path", "required": True},
-            "initrds": {"type": "list", "elements": "path", "required": True},
-            "extra_initrds": {"type": "list", "elements": "path", "default": []},
-            "dist_dir": {"type": "path"},
-            "boot_ipxe": {"type": "path"},
-            "bootfile": {"type": "str"},
-            "http_port": {"type": "int"},
-            "initramfs_name": {"type": "str"},
-            "append": {"type": "str", "default": "console=tty0 console=ttyS0,115200"},
-            "nodes": {"type": "list", "elements": "dict"},
-            "default_role": {"type": "str", "default": "worker"},
-            "memory": {"type": "str", "default": "1G"},
-            "smp": {"type": "int", "default": 1},
-            "mac": {"type": "str", "default": "52:54:00:12:34:56"},
-            "timeout": {"type": "int", "default": 300},
-            "marker": {"type": "str", "default": "NETBOOT-BOOT-TEST-READY"},
-            "checks": {"type": "list", "elements": "str", "default": ["hostname", "cat /proc/mounts"]},
-            "hook": {"type": "bool", "default": True},
-            "accel": {"type": "str", "choices": ["auto", "kvm", "tcg"], "default": "auto"},
-            "console_log": {"type": "path"},
-            "ram_limit": {"type": "str"},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     runner = Runner()
     result: dict[str, object] = {"changed": False, "commands": runner.log}

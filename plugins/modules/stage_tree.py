@@ -29,11 +29,15 @@ options:
     description: A digest of the inputs of the stages that will edit O(dest) (e.g. the pruning rules).
     type: str
     default: ""
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -64,16 +68,15 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import apply_stage, plan_stage
 
+ARGUMENT_SPEC = {
+    "src": {"type": "path", "required": True},
+    "dest": {"type": "path", "required": True},
+    "key": {"type": "str", "default": "", "no_log": False},
+}
+
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "src": {"type": "path", "required": True},
-            "dest": {"type": "path", "required": True},
-            "key": {"type": "str", "default": "", "no_log": False},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     runner = Runner()
     try:
         plan = plan_stage(Path(module.params["src"]).absolute(), Path(module.params["dest"]).absolute(),

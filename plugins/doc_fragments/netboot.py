@@ -1,0 +1,36 @@
+# Copyright: homelab.alpine_netboot contributors
+# MIT License (see galaxy.yml)
+"""Documentation of options shared by several of the collection's modules (one place for each)."""
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # homelab.alpine_netboot.netboot.rootfs_manifest - modules that read the manifest alpine_rootfs writes.
+    ROOTFS_MANIFEST = r"""
+options:
+  rootfs_manifest:
+    description:
+      - The rootfs manifest written by M(homelab.alpine_netboot.alpine_rootfs) (release, arch, packages with
+        version, checksum, repository and build time, C(source_date_epoch)).
+      - Default C(etc/alpine-netboot/manifest.json) inside the tree.
+    type: path
+"""
+
+    # homelab.alpine_netboot.netboot.nodes - modules that map the inventory's machines to hostnames and roles.
+    NODES = r"""
+options:
+  nodes:
+    description:
+      - Known machines, one dict each with C(name) (inventory host, used in errors), C(mac) (any common notation),
+        C(hostname) (default C(name)), C(role) (default O(default_role)), C(kernel_args) (string or list) and an
+        optional per-node C(initrd) file name.
+      - Malformed or duplicate MACs, duplicate hostnames and bad roles fail naming the host.
+      - An unknown MAC boots as new cattle with hostname C(node-<mac without separators>) and O(default_role).
+    type: list
+    elements: dict
+  default_role:
+    description: Role of unknown machines (cattle) and of nodes without a role.
+    type: str
+    default: worker
+"""
