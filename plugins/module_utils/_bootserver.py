@@ -1,15 +1,13 @@
 """A small threaded HTTP server for netboot artefacts (boot tests, ``start_qemu.sh --netboot``).
 
 Binds 127.0.0.1 only (a qemu user-network guest reaches it as ``http://10.0.2.2:PORT``). Serves the files of one
-directory (symlinks followed, no directory listings, no ``..``), streams them in chunks, records every request,
-and can refuse the first N requests for a name with an HTTP error (to prove the iPXE script's retries).
+directory (symlinks followed, no directory listings, no ``..``), streams them in chunks and records every request.
 """
 
 from __future__ import annotations
 
 import http.server
 import threading
-from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import unquote, urlsplit
@@ -20,7 +18,7 @@ GUEST_HOST = "10.0.2.2"  # the host's 127.0.0.1 seen from a qemu user-network gu
 
 
 class BootServer:
-    """``with BootServer(root, refuse={"vmlinuz": 2}) as srv: ... srv.guest_url ...``"""
+    """``with BootServer(root) as srv: ... srv.guest_url ... srv.requests``"""
 
     def __init__(
         self,
@@ -28,14 +26,10 @@ class BootServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        refuse: Mapping[str, int] | None = None,
-        refuse_status: int = 503,
     ) -> None:
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ConfigError(f"boot server host {host!r}: only loopback addresses are served")
         self.root = Path(root)
-        self.refuse = dict(refuse or {})
-        self.refuse_status = refuse_status
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         self._lock = threading.Lock()
         server = self
@@ -49,7 +43,7 @@ class BootServer:
             def _send(self, head_only: bool) -> None:
                 path = unquote(urlsplit(self.path).path)
                 parts = [p for p in path.split("/") if p]
-                status, target = server._resolve(parts)
+                status, target = server.resolve(parts)
                 with server._lock:
                     server.requests.append((self.command, path, status))
                 if status != 200 or target is None:
@@ -87,15 +81,10 @@ class BootServer:
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
-    def _resolve(self, parts: list[str]) -> tuple[int, Path | None]:
+    def resolve(self, parts: list[str]) -> tuple[int, Path | None]:
+        """(HTTP status, file) for a request path split on ``/``: 200 and the file, or 404 and None."""
         if not parts or any(p in (".", "..") or "\\" in p for p in parts):
             return 404, None
-        name = "/".join(parts)
-        with self._lock:
-            left = self.refuse.get(name, 0)
-            if left > 0:
-                self.refuse[name] = left - 1
-                return self.refuse_status, None
         target = self.root.joinpath(*parts)
         if not target.is_file():
             return 404, None
@@ -112,11 +101,6 @@ class BootServer:
     @property
     def guest_url(self) -> str:
         return f"http://{GUEST_HOST}:{self.port}"
-
-    def hits(self, name: str) -> list[int]:
-        """Statuses returned for GETs of ``name`` (in order)."""
-        with self._lock:
-            return [s for m, p, s in self.requests if m == "GET" and p.strip("/") == name]
 
     def start(self) -> BootServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="netboot-http", daemon=True)

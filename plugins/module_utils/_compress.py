@@ -10,6 +10,10 @@
 ``check_kernel_config`` reads the kernel's ``config-*`` and refuses a method the kernel cannot unpack
 (``CONFIG_RD_ZSTD``/``RD_GZIP``/``RD_XZ``). ``HashingWriter`` counts and hashes the bytes that reach the file and
 ``Progress`` logs bytes in/out while a long compression runs.
+
+Decompression (the one implementation): ``sniff(head)`` names the method of a stream from its magic bytes,
+``decompressor(method)`` gives a streaming decoder that stops at the end of one member (``eof``/``unused_data``),
+``drain(decoder, chunks)`` feeds it one member and returns what it unpacked and what follows.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import lzma
 import os
 import re
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 
@@ -34,6 +39,7 @@ DEFAULT_LEVEL = {"zstd": 19, "gzip": 9, "xz": 6, "none": 0}
 LEVELS = {"zstd": (1, 22), "gzip": (1, 9), "xz": (0, 9)}
 KERNEL_MAX_WINDOW_LOG = 27
 MIN_WINDOW_LOG = 10
+MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"\xfd7zXZ\0", "xz"))
 
 
 @dataclass(frozen=True)
@@ -253,3 +259,51 @@ def compressor(spec: CompressionSpec, out: IO[bytes], total: int | None = None) 
         with lzma.LZMAFile(out, "wb", format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=spec.level) as xz:
             yield xz
 
+
+
+# --------------------------------------------------------------------------------------------------- decompression
+
+
+class Decompressor(Protocol):
+    """What ``zlib.decompressobj``, ``zstandard``'s ``decompressobj`` and ``lzma.LZMADecompressor`` have in common."""
+
+    @property
+    def eof(self) -> bool: ...
+
+    @property
+    def unused_data(self) -> bytes: ...
+
+    def decompress(self, data: bytes) -> bytes: ...
+
+
+def sniff(head: bytes) -> str | None:
+    """``gzip``/``zstd``/``xz`` from the first bytes of a compressed stream, or None."""
+    return next((method for magic, method in MAGIC if head.startswith(magic)), None)
+
+
+def decompressor(method: str) -> Decompressor:
+    """A streaming decoder for one ``gzip``, ``zstd`` or ``xz`` member (any zstd window the stream asks for)."""
+    if method == "gzip":
+        return zlib.decompressobj(wbits=31)
+    if method == "zstd":
+        import zstandard
+
+        dec: Decompressor = zstandard.ZstdDecompressor(max_window_size=1 << 31).decompressobj()
+        return dec
+    if method == "xz":
+        return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    raise ConfigError(f"cannot decompress {method!r}: use one of gzip, zstd, xz")
+
+
+def drain(dec: Decompressor, chunks: Iterable[bytes]) -> tuple[int, int, bytes]:
+    """Feed one member to ``dec`` until its end. Returns (bytes unpacked, compressed bytes consumed, the bytes of
+    the last chunk that follow the member). Stops reading ``chunks`` at the end of the member."""
+    unpacked = consumed = 0
+    rest = b""
+    for chunk in chunks:
+        unpacked += len(dec.decompress(chunk))
+        consumed += len(chunk)
+        if dec.eof:
+            rest = dec.unused_data
+            break
+    return unpacked, consumed - len(rest), rest

@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Boot built artefacts in qemu and check them (thin module; logic in module_utils/_qemu.py)."""
+"""Boot built artefacts in qemu and check them (thin module; logic in module_utils/_vm.py, _minram.py, _qemu.py)."""
 
 from __future__ import annotations
 
@@ -176,14 +176,11 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import DEFAULT_KERNEL_ARGS
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._qemu import (
-    BootTest,
-    boot_test,
-    minimum_ram,
-    node_cmdline,
-    parse_memory,
-)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._minram import check_ram_limit, minimum_ram
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._qemu import DEFAULT_MAC
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._testhook import DEFAULT_MARKER
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._vm import BootTest, boot_test, node_cmdline
 
 ARGUMENT_SPEC = {
     "mode": {"type": "str", "choices": ["direct", "netboot"], "default": "direct"},
@@ -200,9 +197,9 @@ ARGUMENT_SPEC = {
     "default_role": {"type": "str", "default": "worker"},
     "memory": {"type": "str", "default": "1G"},
     "smp": {"type": "int", "default": 1},
-    "mac": {"type": "str", "default": "52:54:00:12:34:56"},
+    "mac": {"type": "str", "default": DEFAULT_MAC},
     "timeout": {"type": "int", "default": 300},
-    "marker": {"type": "str", "default": "NETBOOT-BOOT-TEST-READY"},
+    "marker": {"type": "str", "default": DEFAULT_MARKER},
     "checks": {"type": "list", "elements": "str", "default": ["hostname", "cat /proc/mounts"]},
     "hook": {"type": "bool", "default": True},
     "accel": {"type": "str", "choices": ["auto", "kvm", "tcg"], "default": "auto"},
@@ -223,10 +220,7 @@ def main() -> None:
         cmdline = append if p["mode"] == "direct" else ""
         ram = minimum_ram(Path(p["kernel"]), [Path(i) for i in p["initrds"]], cmdline)
         result["minimum_ram"] = ram
-        limit = parse_memory(p["ram_limit"]) if p["ram_limit"] else None
-        if limit is not None and int(str(ram["minimum_mib"])) > limit:
-            module.fail_json(msg=f"the image needs at least {ram['minimum_mib']} MiB of RAM to unpack "
-                             f"(limited by {ram['limited_by']}), more than ram_limit {p['ram_limit']}", **result)
+        check_ram_limit(ram, p["ram_limit"])
         if module.check_mode:
             module.exit_json(booted=False, reason="check mode: not booted", checks=[], console_tail="",
                              accel="", **result)

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ipxe, _qemu
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ipxe, _minram, _vm
 from tests.fixtures.bootimage import BootImage, boot_image
+from tests.fixtures.bootserver import boot_test_refusing
 
 REPO = Path(__file__).resolve().parents[2]
 KNOWN_MAC = "52-54-00-AA-BB-01"  # notation differs from what qemu reports on purpose
@@ -66,13 +67,14 @@ def render(dist: Path, urls: object, node_initrd: str = "", **kw: object) -> Non
     (dist / "boot.ipxe").write_text(_ipxe.render(spec))
 
 
-def netboot(dist: Path, mac: str, checks: list[str] = CHECKS, **kw: object) -> _qemu.BootResult:
-    test = _qemu.BootTest(kernel=dist / "vmlinuz", initrds=[dist / "initramfs"], mode="netboot", mac=mac,
-                          memory="1G", checks=checks, timeout=300, **kw)  # type: ignore[arg-type]
-    return _qemu.boot_test(test)
+def netboot(dist: Path, mac: str, checks: list[str] = CHECKS, refuse: dict[str, int] | None = None,
+            **kw: object) -> _vm.BootResult:
+    test = _vm.BootTest(kernel=dist / "vmlinuz", initrds=[dist / "initramfs"], mode="netboot", mac=mac,
+                        memory="1G", checks=checks, timeout=300, **kw)  # type: ignore[arg-type]
+    return boot_test_refusing(test, refuse) if refuse else _vm.boot_test(test)
 
 
-def checks(result: _qemu.BootResult) -> dict[str, object]:
+def checks(result: _vm.BootResult) -> dict[str, object]:
     return {str(c["command"]): c["output"] for c in result.checks}
 
 
@@ -103,7 +105,7 @@ def test_flaky_http_server_and_dead_fallback_still_boot(dist: Path) -> None:
     (dist / "alpha.cpio").write_bytes(cpio)
     render(dist, [f"http://10.0.2.2:{dead}", f"http://10.0.2.2:{port}"], node_initrd="alpha.cpio", retries=3)
     r = netboot(dist, KNOWN_MAC, checks=[*CHECKS, "cat /etc/alpha-node"], http_port=port,
-                http_refuse={"vmlinuz": 2})
+                refuse={"vmlinuz": 2})
     assert r.ok, f"{r.reason}\n{r.tail()}"
     assert r.http_requests[:3] == ["GET /vmlinuz 503", "GET /vmlinuz 503", "GET /vmlinuz 200"], r.http_requests
     assert f"netboot: vmlinuz from http://10.0.2.2:{dead} failed (attempt 3/3)" in r.console
@@ -129,10 +131,10 @@ def test_missing_initramfs_fails_fast_with_the_cause(dist: Path) -> None:
 
 def test_panicking_kernel_fails_fast_with_the_panic(image: BootImage) -> None:
     """Must show 4b: init exits -> kernel panic, detected at once (no waiting for the timeout)."""
-    test = _qemu.BootTest(kernel=image.kernel, initrds=[image.panic_initramfs], append="console=ttyS0,115200",
-                          memory="256M", timeout=120, hook=False)
+    test = _vm.BootTest(kernel=image.kernel, initrds=[image.panic_initramfs], append="console=ttyS0,115200",
+                        memory="256M", timeout=120, hook=False)
     start = time.monotonic()
-    r = _qemu.boot_test(test)
+    r = _vm.boot_test(test)
     assert not r.ok
     assert r.reason.startswith("kernel panic: Kernel panic - not syncing: Attempted to kill init")
     assert "this init exits on purpose" in r.tail()  # the cause (before the long call trace) is in the tail
@@ -142,11 +144,11 @@ def test_panicking_kernel_fails_fast_with_the_panic(image: BootImage) -> None:
 
 def test_direct_boot_at_the_computed_minimum_ram(dist: Path) -> None:
     """Direct mode, booted with exactly the RAM minimum_ram() computes for the image (rounded up to 8 MiB)."""
-    need = _qemu.minimum_ram(dist / "vmlinuz", [dist / "initramfs"])
+    need = _minram.minimum_ram(dist / "vmlinuz", [dist / "initramfs"])
     mib = -(-int(str(need["minimum_mib"])) // 8) * 8
-    test = _qemu.BootTest(kernel=dist / "vmlinuz", initrds=[dist / "initramfs"], memory=mib, timeout=300,
-                          checks=CHECKS, append="console=ttyS0,115200 netboot.hostname=direct-node netboot.role=edge")
-    r = _qemu.boot_test(test)
+    test = _vm.BootTest(kernel=dist / "vmlinuz", initrds=[dist / "initramfs"], memory=mib, timeout=300,
+                        checks=CHECKS, append="console=ttyS0,115200 netboot.hostname=direct-node netboot.role=edge")
+    r = _vm.boot_test(test)
     assert r.ok, f"{r.reason}\n{r.tail()}"
     assert checks(r)["cat /etc/hostname"] == "direct-node"
     assert checks(r)["cat /etc/netboot/role"] == "edge"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _qemu
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _vm
 from tests.fixtures.e2e import KNOWN_HOSTNAME, KNOWN_MAC, KNOWN_ROLE, Built, build_fixture_image
 
 pytestmark = [
@@ -98,15 +98,15 @@ def test_initramfs_is_bit_identical_whatever_mtimes_umask_and_tz(built: Built, t
     assert listing[0] == "." and "init" in listing and "sbin/openrc" in listing
 
 
-def checks(result: _qemu.BootResult) -> dict[str, str]:
+def checks(result: _vm.BootResult) -> dict[str, str]:
     return {str(c["command"]): str(c["output"]) for c in result.checks}
 
 
 def test_direct_boot_reaches_openrc_on_a_tmpfs_root(built: Built) -> None:
     """Issue 4, must show 2: the built vmlinuz + initramfs boot to OpenRC and / is a tmpfs, not rootfs."""
-    result = _qemu.boot_test(
-        _qemu.BootTest(kernel=built.dist / "vmlinuz", initrds=[built.dist / "initramfs"], mode="direct",
-                       memory="1G", checks=CHECKS, timeout=300)
+    result = _vm.boot_test(
+        _vm.BootTest(kernel=built.dist / "vmlinuz", initrds=[built.dist / "initramfs"], mode="direct",
+                     memory="1G", checks=CHECKS, timeout=300)
     )
     assert result.ok, result.tail()
     out = checks(result)
@@ -117,10 +117,10 @@ def test_direct_boot_reaches_openrc_on_a_tmpfs_root(built: Built) -> None:
 
 def test_netboot_known_node_over_http_through_the_built_boot_ipxe(built: Built) -> None:
     """Issue 5, must show 1 (HTTP) and 2 (known MAC): PXE ROM -> iPXE -> dist/boot.ipxe -> kernel + initramfs."""
-    result = _qemu.boot_test(
-        _qemu.BootTest(kernel=built.dist / "vmlinuz", initrds=[built.dist / "initramfs"], mode="netboot",
-                       dist_dir=built.dist, bootfile=f"http://10.0.2.2:{built.http_port}/boot.ipxe",
-                       http_port=built.http_port, mac=KNOWN_MAC, memory="1G", checks=CHECKS, timeout=400)
+    result = _vm.boot_test(
+        _vm.BootTest(kernel=built.dist / "vmlinuz", initrds=[built.dist / "initramfs"], mode="netboot",
+                     dist_dir=built.dist, bootfile=f"http://10.0.2.2:{built.http_port}/boot.ipxe",
+                     http_port=built.http_port, mac=KNOWN_MAC, memory="1G", checks=CHECKS, timeout=400)
     )
     assert result.ok, result.tail()
     out = checks(result)
@@ -140,9 +140,9 @@ def test_netboot_new_cattle_over_tftp(built: Built, tmp_path: Path) -> None:
     res = built.run(tags="ipxe", extravars={"netboot_dist_dir": str(dist), "boot_server_url": "tftp://10.0.2.2"})
     assert res.rc == 0, res.stdout
     assert "tftp://10.0.2.2" in (dist / "boot.ipxe").read_text()
-    result = _qemu.boot_test(
-        _qemu.BootTest(kernel=dist / "vmlinuz", initrds=[dist / "initramfs"], mode="netboot", dist_dir=dist,
-                       mac="52:54:00:aa:bb:77", memory="1G", checks=CHECKS, timeout=400)
+    result = _vm.boot_test(
+        _vm.BootTest(kernel=dist / "vmlinuz", initrds=[dist / "initramfs"], mode="netboot", dist_dir=dist,
+                     mac="52:54:00:aa:bb:77", memory="1G", checks=CHECKS, timeout=400)
     )
     assert result.ok, result.tail()
     out = checks(result)

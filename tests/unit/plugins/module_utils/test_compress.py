@@ -143,3 +143,22 @@ def test_job_size_one_job_per_worker_when_the_archive_fits_the_window() -> None:
     assert compress.job_size(spec, 473_000_000) == 0  # libzstd's default: parallel jobs
     assert compress.job_size(compress.make_spec("zstd", 19), 1000) == 0
     assert compress.job_size(spec, None) == 0
+
+
+@pytest.mark.parametrize("method", ["gzip", "zstd", "xz"])
+def test_decompressor_drains_one_member_and_returns_what_follows(method: str) -> None:
+    """Our own compressor's output (the kernel-compatible settings) is read back member by member."""
+    member = compress_bytes(compress.make_spec(method, 3 if method != "xz" else 1))
+    assert compress.sniff(member[:6]) == method
+    follows = b"070701" + b"0" * 20
+    data = member + follows
+    chunks = [data[i:i + 4096] for i in range(0, len(data), 4096)]
+    unpacked, consumed, rest = compress.drain(compress.decompressor(method), iter(chunks))
+    assert (unpacked, consumed) == (len(PAYLOAD), len(member))
+    assert rest and follows.startswith(rest)  # the bytes after the member in the last chunk read
+
+
+def test_sniff_and_unknown_methods() -> None:
+    assert compress.sniff(b"070701") is None and compress.sniff(b"") is None
+    with pytest.raises(ConfigError, match="cannot decompress 'lz4'"):
+        compress.decompressor("lz4")

@@ -1,0 +1,75 @@
+"""The TEST-ONLY boot hook: a cpio appended to a temporary copy of the initramfs by the boot test, and the parser
+of what it prints. Never part of ``dist/``.
+
+* ``hook_cpio(checks, marker)``: an uncompressed newc cpio adding an OpenRC ``local.d`` script that prints the output
+  of each check between ``BOOT-TEST-CHECK-BEGIN/END`` lines and then ``marker`` on the serial console.
+* ``parse_checks(console, checks)``: each check's output and exit status, from the console text.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Sequence
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
+
+DEFAULT_MARKER = "NETBOOT-BOOT-TEST-READY"  # the one definition: module default, role default (YAML), tests
+CHECK_BEGIN = "BOOT-TEST-CHECK-BEGIN"
+CHECK_END = "BOOT-TEST-CHECK-END"
+_PRINTK = re.compile(r"\[\s*\d+\.\d{6}\] ")  # a kernel console message interleaved with check output
+
+
+def _newc(name: str, mode: int, data: bytes = b"", ino: int = 0) -> bytes:
+    fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0)
+    hdr = b"070701" + b"".join(b"%08X" % f for f in fields) + name.encode() + b"\0"
+    hdr += b"\0" * (-len(hdr) % 4)
+    return hdr + data + b"\0" * (-len(data) % 4)
+
+
+def hook_cpio(checks: Sequence[str], marker: str = DEFAULT_MARKER) -> bytes:
+    """A TEST-ONLY uncompressed newc cpio appended after the image's initramfs.
+
+    Adds an OpenRC ``local.d`` script (enabled in the default runlevel) that prints the output of ``checks``
+    between ``BOOT-TEST-CHECK-BEGIN/END`` lines and then ``marker`` on the serial console. It gives no shell and no
+    login; it only exists in the boot test's temporary copy of the initrd.
+    """
+    if not marker or "\n" in marker or "'" in marker:
+        raise ConfigError(f"boot_test_marker {marker!r} must be one line without single quotes")
+    lines = [
+        "#!/bin/sh",
+        "# homelab.alpine_netboot boot test hook (TEST ONLY: appended by the boot test, never shipped in dist/)",
+        "out=/dev/ttyS0; [ -c $out ] || out=/dev/console",
+        "dmesg -n 1 2>/dev/null  # keep kernel messages from interleaving with the check output (panics still show)",
+        "{",
+        "echo",  # OpenRC's "Starting local ..." has no newline yet
+    ]
+    for i, cmd in enumerate(checks):
+        lines += [f"echo '{CHECK_BEGIN} {i}'", f"sh -c {shlex.quote(cmd)} </dev/null 2>&1",
+                  f"echo \"{CHECK_END} {i} rc=$?\""]
+    lines += [f"echo {shlex.quote(marker)}", "} >$out 2>&1", ""]
+    script = "\n".join(lines).encode()
+    entries = [
+        ("etc", 0o40755, b""),
+        ("etc/local.d", 0o40755, b""),
+        ("etc/local.d/zz-netboot-boot-test.start", 0o100755, script),
+        ("etc/runlevels", 0o40755, b""),
+        ("etc/runlevels/default", 0o40755, b""),
+        ("etc/runlevels/default/local", 0o120777, b"/etc/init.d/local"),
+    ]
+    out = b"".join(_newc(n, m, d, ino=i + 1) for i, (n, m, d) in enumerate(entries))
+    return out + _newc("TRAILER!!!", 0)
+
+
+def parse_checks(console: str, checks: Sequence[str]) -> list[dict[str, object]]:
+    """Output and exit status of each hook check, from the console text."""
+    results: list[dict[str, object]] = []
+    for i, cmd in enumerate(checks):
+        # not anchored: OpenRC's "Starting local ..." or output without a final newline may share the line
+        m = re.search(rf"{CHECK_BEGIN} {i}\n(.*?)\n?{CHECK_END} {i} rc=(\d+)$", console, re.M | re.S)
+        if m:
+            output = "\n".join(ln for ln in m.group(1).splitlines() if not _PRINTK.match(ln))
+            results.append({"command": cmd, "rc": int(m.group(2)), "output": output})
+        else:
+            results.append({"command": cmd, "rc": None, "output": None})
+    return results
