@@ -194,6 +194,7 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _cpio, _initramfs
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 
 ARGUMENT_SPEC = {
@@ -237,6 +238,9 @@ def microcode_option(value: object) -> bool | list[str]:
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
+    missing = module.check_mode and missing_input(p["src"], f"pack {p['src']} into {p['dest']}", "image")
+    if missing:
+        module.exit_json(changed=True, dest=p["dest"], commands=[], msg=missing)
     try:
         spec = _compress.make_spec(p["compression"], p["level"], p["window_log"], p["threads"])
         devices = list(_cpio.DEFAULT_DEVICES) if p["devices"] is None else p["devices"]

@@ -99,6 +99,7 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _manifest
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 
 ARGUMENT_SPEC = {
@@ -116,6 +117,10 @@ ARGUMENT_SPEC = {
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
+    missing = module.check_mode and missing_input(p["rootfs"], f"copy the kernel of {p['rootfs']} and write "
+                                                  f"manifest.json and SHA256SUMS in {p['dest']}", "image")
+    if missing:
+        module.exit_json(changed=True, dest=p["dest"], commands=[], msg=missing)
     try:
         result = _manifest.build_dist(
             rootfs=p["rootfs"],

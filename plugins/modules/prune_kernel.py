@@ -166,6 +166,7 @@ from pathlib import Path
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _prune
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
@@ -191,6 +192,10 @@ def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     runner = Runner()
+    missing = module.check_mode and missing_input(p["root"], f"prune kernel modules and firmware in {p['root']}",
+                                                  "image")
+    if missing:
+        module.exit_json(changed=True, report=None, commands=[], msg=missing)
     opts = _prune.Options(
         root=Path(p["root"]),
         kernel_version=p["kernel_version"],

@@ -13,6 +13,8 @@ description:
     since the last copy, so pruning always starts from the full rootfs and a rerun with unchanged inputs does nothing.
   - The copy is built beside O(dest) and swapped in when complete.
   - A file C(.netboot-stage.json) in O(dest) records what it was made from.
+  - In check mode, when O(src) does not exist yet (its stage was not run for real), the module reports that it
+    would make the copy and succeeds.
 version_added: "0.1.0"
 author:
   - homelab.alpine_netboot maintainers
@@ -64,6 +66,7 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import apply_stage, plan_stage
@@ -78,6 +81,10 @@ ARGUMENT_SPEC = {
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     runner = Runner()
+    src = Path(module.params["src"]).absolute()
+    missing = module.check_mode and missing_input(src, f"copy {src} to {module.params['dest']}", "rootfs")
+    if missing:
+        module.exit_json(changed=True, digest=None, commands=[], msg=missing)
     try:
         plan = plan_stage(Path(module.params["src"]).absolute(), Path(module.params["dest"]).absolute(),
                           module.params["key"])
