@@ -34,7 +34,8 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(VENV)/bin/pyth
 	touch $@ $(VENV)/.runtime-installed
 
 lint: deps-dev
-	$(BIN)/ruff check plugins tests bench
+	$(BIN)/ruff check plugins tests bench scripts
+	MYPYPATH=.collections $(BIN)/mypy --strict scripts/start_qemu.py
 	MYPYPATH=.collections $(BIN)/mypy
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ansible-lint --profile production
 	$(MAKE) galaxy

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 
-DEFAULT_MARKER = "NETBOOT-BOOT-TEST-READY"  # the one definition: module default, role default (YAML), tests
+# The one definition (module default, runner, tests); the boot_test role default repeats it in YAML and
+# tests/unit/plugins/module_utils/test_testhook.py checks that they agree.
+DEFAULT_MARKER = "NETBOOT-BOOT-TEST-READY"
 CHECK_BEGIN = "BOOT-TEST-CHECK-BEGIN"
 CHECK_END = "BOOT-TEST-CHECK-END"
 _PRINTK = re.compile(r"\[\s*\d+\.\d{6}\] ")  # a kernel console message interleaved with check output
