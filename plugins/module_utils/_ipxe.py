@@ -211,10 +211,12 @@ def build_context(spec: ScriptSpec) -> dict[str, object]:
     initrds.append(_artefact(spec.initramfs, what="initramfs"))
     base_args = _args_text(spec.kernel_args, what="ipxe_kernel_args")
     extra_args = _args_text(spec.extra_kernel_args, what="extra kernel args")
+    kernel = _artefact(spec.kernel, what="kernel")
     return {
         "urls": urls,
         "nodes": nodes,
-        "kernel": _artefact(spec.kernel, what="kernel"),
+        "kernel": kernel,
+        "artefacts": referenced_artefacts(kernel, spec.microcode and initrds[0], initrds[-1], nodes),
         "initrds": initrds,
         # initrd=NAME per initrd: a UEFI kernel stub finds iPXE's images by name when iPXE lacks LoadFile2;
         # the BIOS path ignores it (no comma: not an initrdmem= address).
@@ -227,6 +229,21 @@ def build_context(spec: ScriptSpec) -> dict[str, object]:
         "failed_marker": FAILED_MARKER,
         "extra": dict(spec.extra),
     }
+
+
+def referenced_artefacts(kernel: str, microcode: str, initramfs: str, nodes: Sequence[Node]) -> dict[str, str]:
+    """Every file the script fetches -> what names it (``kernel``, ``microcode``, ``initramfs``, ``initrd of host X``).
+
+    The dist stage checks that each is in the dist directory, so a script never names a file nodes cannot fetch.
+    """
+    out = {kernel: "kernel"}
+    if microcode:
+        out.setdefault(microcode, "microcode")
+    out.setdefault(initramfs, "initramfs")
+    for node in nodes:
+        if node.initrd:
+            out.setdefault(node.initrd, f"initrd of host {node.name}")
+    return out
 
 
 def render(spec: ScriptSpec, template: str | os.PathLike[str] | None = None) -> str:

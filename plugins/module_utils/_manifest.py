@@ -203,6 +203,31 @@ def dist_manifest(
     }
 
 
+def missing_boot_artefacts(dest: str | os.PathLike[str], boot_artefacts: Mapping[str, str],
+                           kernel_name: str) -> list[str]:
+    """One message per file a boot script fetches that ``dest`` lacks (every node would fail to boot)."""
+    problems = []
+    for name, what in sorted(boot_artefacts.items()):
+        if not name or name.startswith("/") or ".." in name.split("/"):
+            problems.append(f"the boot script fetches {name!r} ({what}), which is not a path inside {dest}")
+        elif name != kernel_name and not os.path.isfile(os.path.join(dest, name)):
+            problems.append(
+                f"the boot script fetches {name} ({what}) but {dest} has no {name}: every node would fail to boot. "
+                f"Build it or stop naming it - {BOOT_ARTEFACT_FIX.get(what.split()[0], 'check the setting that names it')}"
+            )
+    return problems
+
+
+# What to change when a boot script names an artefact dist/ lacks, by the kind ipxe_script reports.
+BOOT_ARTEFACT_FIX = {
+    "microcode": "initramfs_microcode decides whether there is microcode (true builds it, false drops it from "
+                 "boot.ipxe); netboot_microcode_artefact is its name",
+    "initramfs": "netboot_initramfs_artefact must name the file the initramfs stage writes (initramfs_dest)",
+    "kernel": "netboot_kernel_artefact names the kernel",
+    "initrd": "put the file in the dist directory or remove the host var initrd",
+}
+
+
 def _load_reports(reports: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
     out: dict[str, Any] = {}
     warnings: list[str] = []
@@ -224,15 +249,23 @@ def build_dist(
     inputs: Mapping[str, Any] | None = None,
     reports: Mapping[str, str] | None = None,
     artefacts: Sequence[str] | None = None,
+    boot_artefacts: Mapping[str, str] | None = None,
     check_mode: bool = False,
 ) -> dict[str, Any]:
     """Copy the kernel, then write manifest.json and SHA256SUMS for the dist directory (temp + rename each).
 
+    ``boot_artefacts`` (file name -> what names it, e.g. from ``ipxe_script``'s ``artefacts``) must all be in
+    ``dest`` (``kernel_name`` counts: it is copied here); otherwise nothing is written and the error names the file.
     Returns the module result: ``changed``, ``artefacts`` (name -> size, sha256), ``manifest``, ``diff``, ``warnings``.
     """
     if "/" in kernel_name:
         raise ConfigError(f"kernel_name {kernel_name!r} must be a plain file name")
     kernel_path = find_kernel(rootfs, kernel)
+    warnings: list[str] = []
+    for problem in missing_boot_artefacts(dest, boot_artefacts or {}, kernel_name):
+        if not check_mode:
+            raise ConfigError(problem)
+        warnings.append(f"{problem} (check mode: fine if an earlier stage writes it)")
     kernel_dest = os.path.join(dest, kernel_name)
     changed = False
     before_sums = _read_text(os.path.join(dest, SUMS_NAME))
@@ -255,7 +288,6 @@ def build_dist(
         infos[name] = {"size": os.path.getsize(path), "sha256": sha}
     mpath = rootfs_manifest or os.path.join(rootfs, ROOTFS_MANIFEST)
     rmanifest = read_rootfs_manifest(mpath)
-    warnings: list[str] = []
     if rmanifest is None:
         warnings.append(f"no rootfs manifest at {mpath}: the package list comes from lib/apk/db/installed")
     merged_inputs = dict(inputs or {})

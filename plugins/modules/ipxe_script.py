@@ -28,9 +28,13 @@ options:
     type: path
     required: true
   template:
-    description: A jinja2 template to use instead of the built-in one. It gets C(urls), C(nodes) (name, mac,
-      mac_hexraw, hostname, role, kernel_args, initrd), C(kernel), C(initrds), C(kernel_args), C(default_role),
-      C(retries), C(retry_delay), C(failsafe_timeout), C(failed_marker) and C(extra).
+    description:
+      - The jinja2 template. It gets C(urls), C(nodes) (name, mac,
+        mac_hexraw, hostname, role, kernel_args, initrd), C(kernel), C(initrds), C(kernel_args), C(default_role),
+        C(retries), C(retry_delay), C(failsafe_timeout), C(failed_marker) and C(extra).
+      - The C(ipxe) role passes its C(templates/boot.ipxe.j2). A module run by Ansible carries only
+        C(plugins/module_utils), not the collection's C(roles/), so without this option it fails naming it; called
+        directly from an installed collection it uses that collection's C(roles/ipxe/templates/boot.ipxe.j2).
     type: path
   boot_server_url:
     description: Base URL of the artefacts (http://, https:// or tftp://), or a list of them tried in order.
@@ -104,6 +108,12 @@ nodes:
   returned: always
   type: list
   elements: dict
+artefacts:
+  description: Every file the script fetches (relative to the boot server URL) -> what names it (C(kernel),
+    C(microcode), C(initramfs), C(initrd of host NAME)); give it to M(homelab.alpine_netboot.netboot_dist) to check
+    that the dist directory has each.
+  returned: always
+  type: dict
 urls:
   description: The boot server URLs in the order tried.
   returned: always
@@ -172,6 +182,7 @@ def main() -> None:
         dest=str(plan.dest),
         nodes=nodes,
         urls=context["urls"],
+        artefacts=context["artefacts"],
         commands=[],
         **({"diff": {"before": plan.before or "", "after": plan.after, "before_header": str(plan.dest),
                      "after_header": str(plan.dest)}} if module._diff else {}),

@@ -46,6 +46,14 @@ options:
     description: File names in O(dest) to list; default every visible regular file but manifest.json and SHA256SUMS.
     type: list
     elements: str
+  boot_artefacts:
+    description:
+      - Files a boot script fetches -> what names them (the C(artefacts) result of
+        M(homelab.alpine_netboot.ipxe_script)). Each must be in O(dest) (the kernel counts, it is copied here);
+        otherwise the module fails naming the file and the setting to fix, and writes nothing.
+      - In check mode a missing one is a warning (an earlier stage may write it).
+    type: dict
+    default: {}
 notes:
   - Check mode computes the manifest and reports whether anything would change; diff mode shows SHA256SUMS.
   - Without a rootfs manifest (O(rootfs_manifest)) the package list is read from C(lib/apk/db/installed).
@@ -111,6 +119,7 @@ ARGUMENT_SPEC = {
     "inputs": {"type": "dict", "default": {}},
     "reports": {"type": "dict", "default": {}},
     "artefacts": {"type": "list", "elements": "str"},
+    "boot_artefacts": {"type": "dict", "default": {}},
 }
 
 
@@ -131,6 +140,7 @@ def main() -> None:
             inputs=p["inputs"],
             reports={str(k): str(v) for k, v in p["reports"].items()},
             artefacts=p["artefacts"],
+            boot_artefacts={str(k): str(v) for k, v in p["boot_artefacts"].items()},
             check_mode=module.check_mode,
         )
     except NetbootError as exc:

@@ -12,6 +12,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe impor
     FAILED_MARKER,
     ScriptSpec,
     apply_write,
+    build_context,
     cattle_hostname,
     normalise_mac,
     parse_nodes,
@@ -152,3 +153,13 @@ def test_write_is_atomic_and_idempotent(tmp_path: Path) -> None:
     again = plan_write(dest, render(spec()))
     assert not again.changed
     assert sorted(p.name for p in dest.parent.iterdir()) == ["boot.ipxe"]  # no temp file left behind
+
+
+def test_context_lists_every_fetched_artefact_with_what_names_it() -> None:
+    with_ucode = build_context(spec(microcode="intel-ucode.img"))["artefacts"]
+    assert with_ucode == {"vmlinuz": "kernel", "intel-ucode.img": "microcode", "initramfs": "initramfs",
+                          "alpha.cpio": "initrd of host n100-01"}
+    text = render(spec(microcode="intel-ucode.img"))
+    assert all(name in text for name in with_ucode)
+    without = build_context(spec(microcode=""))["artefacts"]
+    assert "intel-ucode.img" not in without and "intel-ucode" not in render(spec(microcode=""))

@@ -131,6 +131,33 @@ def test_missing_listed_artefact_is_an_error(tmp_path: Path) -> None:
     assert not os.path.exists(tmp_path / "dist" / "manifest.json")
 
 
+def test_boot_artefact_missing_from_dist_fails_naming_file_and_option(tmp_path: Path) -> None:
+    root = rootfs(tmp_path)
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "initramfs").write_bytes(b"image")
+    fetched = {"vmlinuz": "kernel", "intel-ucode.img": "microcode", "initramfs": "initramfs"}
+    with pytest.raises(NetbootError, match=r"fetches intel-ucode\.img \(microcode\).*initramfs_microcode"):
+        mf.build_dist(rootfs=str(root), dest=str(dist), boot_artefacts=fetched)
+    assert sorted(os.listdir(dist)) == ["initramfs"]  # nothing written, not even the kernel
+    # check mode only warns (the initramfs stage may write it); present artefacts pass
+    res = mf.build_dist(rootfs=str(root), dest=str(dist), boot_artefacts=fetched, check_mode=True)
+    assert any("intel-ucode.img" in w for w in res["warnings"])
+    (dist / "intel-ucode.img").write_bytes(b"ucode")
+    res = mf.build_dist(rootfs=str(root), dest=str(dist), boot_artefacts=fetched)
+    assert {"vmlinuz", "initramfs", "intel-ucode.img"} <= set(res["artefacts"])
+
+
+def test_boot_artefact_per_node_initrd_and_paths(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    (dist / "nodes").mkdir(parents=True)
+    (dist / "nodes/a.img").write_bytes(b"a")
+    assert mf.missing_boot_artefacts(dist, {"nodes/a.img": "initrd of host a", "vmlinuz": "kernel"}, "vmlinuz") == []
+    problems = mf.missing_boot_artefacts(dist, {"b.img": "initrd of host b", "../x": "initrd of host c"}, "vmlinuz")
+    assert "b.img (initrd of host b)" in problems[1] and "host var initrd" in problems[1]
+    assert "'../x'" in problems[0] and "not a path inside" in problems[0]
+
+
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", "\xff\xfe"])
 def test_a_damaged_rootfs_manifest_is_an_error_naming_the_file(tmp_path: Path, text: str) -> None:
     root = rootfs(tmp_path)
