@@ -137,3 +137,91 @@ def strippable(path: Path, machines: tuple[int, ...] = (EM_X86_64, EM_386)) -> b
     return any(
         s.name == ".symtab" or s.name.startswith((".debug", ".zdebug")) for s in info.sections
     )
+
+
+PT_LOAD = 1
+PT_DYNAMIC = 2
+DT_NULL, DT_NEEDED, DT_STRTAB, DT_RPATH, DT_RUNPATH = 0, 1, 5, 15, 29
+
+
+@dataclass(frozen=True)
+class Dynamic:
+    """What the dynamic loader needs to run an ELF: its interpreter, ``DT_NEEDED`` libraries and search paths."""
+
+    elf_type: int
+    machine: int
+    interp: str | None
+    needed: tuple[str, ...]
+    rpath: tuple[str, ...]  # DT_RUNPATH when present, else DT_RPATH (split on ':')
+
+
+def dynamic(data: Data) -> Dynamic | None:
+    """The dynamic-linking view of an ELF image; None if ``data`` is not ELF (or too damaged to read)."""
+    fmt = _fmt(data)
+    if fmt is None:
+        return None
+    e, is64 = fmt
+    try:
+        if is64:
+            etype, machine, _v, _en, phoff, _sh, _fl, _eh, phentsize, phnum = struct.unpack_from(
+                e + "HHIQQQIHHH", data, 16)
+        else:
+            etype, machine, _v, _en, phoff, _sh, _fl, _eh, phentsize, phnum = struct.unpack_from(
+                e + "HHIIIIIHHH", data, 16)
+        loads: list[tuple[int, int, int]] = []  # (vaddr, offset, filesz)
+        dyn: tuple[int, int] | None = None
+        interp = None
+        for i in range(phnum if phoff else 0):
+            base = phoff + i * phentsize
+            if is64:
+                ptype, _pf, poff, vaddr, _pa, pfilesz = struct.unpack_from(e + "IIQQQQ", data, base)
+            else:
+                ptype, poff, vaddr, _pa, pfilesz = struct.unpack_from(e + "IIIII", data, base)
+            if ptype == PT_LOAD:
+                loads.append((vaddr, poff, pfilesz))
+            elif ptype == PT_DYNAMIC:
+                dyn = (poff, pfilesz)
+            elif ptype == PT_INTERP:
+                interp = bytes(data[poff:poff + pfilesz]).rstrip(b"\0").decode("latin-1")
+        needed_off: list[int] = []
+        rpath_off: int | None = None
+        runpath_off: int | None = None
+        strtab_addr: int | None = None
+        if dyn is not None:
+            off, size = dyn
+            entsize, fmt_d = (16, e + "qQ") if is64 else (8, e + "iI")
+            for pos in range(off, off + size - entsize + 1, entsize):
+                tag, val = struct.unpack_from(fmt_d, data, pos)
+                if tag == DT_NULL:
+                    break
+                if tag == DT_NEEDED:
+                    needed_off.append(val)
+                elif tag == DT_STRTAB:
+                    strtab_addr = val
+                elif tag == DT_RPATH:
+                    rpath_off = val
+                elif tag == DT_RUNPATH:
+                    runpath_off = val
+        strtab = None
+        if strtab_addr is not None:
+            for vaddr, poff, filesz in loads:
+                if vaddr <= strtab_addr < vaddr + filesz:
+                    strtab = poff + (strtab_addr - vaddr)
+                    break
+
+        def string(at: int) -> str:
+            assert strtab is not None
+            start = strtab + at
+            end = data.find(b"\0", start)
+            return bytes(data[start:end if end >= 0 else len(data)]).decode("latin-1")
+
+        needed: tuple[str, ...] = ()
+        rpath: tuple[str, ...] = ()
+        if strtab is not None:
+            needed = tuple(string(o) for o in needed_off)
+            chosen = runpath_off if runpath_off is not None else rpath_off
+            if chosen is not None:
+                rpath = tuple(p for p in string(chosen).split(":") if p)
+    except struct.error:
+        return None
+    return Dynamic(etype, machine, interp, needed, rpath)

@@ -1,0 +1,198 @@
+"""Pinned extra binaries (``netboot_binaries``): software Alpine does not package, fetched by URL and sha256.
+
+Each entry ``{name, url, sha256, dest, strip}`` is downloaded once into ``<cache>/binaries/`` (verified before it is
+renamed into the cache; offline rebuilds use the cached file), unpacked (``.zip``, ``.tar.gz``/``.tgz`` or a plain
+file), debug info stripped when ``strip`` (host binutils, x86 ELF only), and installed at ``dest`` in the image.
+``etc/netboot/binaries.json`` in the image records each with its URL and sha256; the dist manifest lists it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tarfile
+import tempfile
+import urllib.parse
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _elf
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, SignatureError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
+    atomic_write_bytes,
+    resolve_in_root,
+    sha256_file,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+
+RECORD = "etc/netboot/binaries.json"
+CACHE_SUBDIR = "binaries"
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+@dataclass(frozen=True)
+class Binary:
+    name: str
+    url: str
+    sha256: str
+    dest: str  # image path, /usr/bin/nomad
+    strip: bool = True
+    member: str = ""  # file inside an archive; default the member named ``name``
+
+    @property
+    def archive_name(self) -> str:
+        return PurePosixPath(urllib.parse.urlparse(self.url).path).name or self.name
+
+    @property
+    def cache_name(self) -> str:
+        return f"{self.sha256[:16]}-{self.archive_name}"
+
+    def record(self, installed_sha256: str, size: int) -> dict[str, Any]:
+        return {"name": self.name, "url": self.url, "sha256": self.sha256, "dest": self.dest, "strip": self.strip,
+                "installed_sha256": installed_sha256, "size": size}
+
+
+def parse_binaries(raw: Sequence[Mapping[str, Any]]) -> list[Binary]:
+    out: list[Binary] = []
+    for i, item in enumerate(raw or []):
+        where = f"netboot_binaries[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{where}: give a dict with name, url, sha256, dest (and optionally strip)")
+        unknown = sorted(set(item) - {"name", "url", "sha256", "dest", "strip", "member"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        name = str(item.get("name", ""))
+        if not NAME.fullmatch(name):
+            raise ConfigError(f"{where}: name {name!r}: use letters, digits and ._+- only")
+        where = f"netboot_binaries {name}"
+        url = str(item.get("url", ""))
+        if urllib.parse.urlparse(url).scheme not in ("http", "https", "file"):
+            raise ConfigError(f"{where}: url {url!r} must be http(s):// or file://")
+        digest = str(item.get("sha256", "")).lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ConfigError(f"{where}: sha256 {item.get('sha256')!r} is not 64 hex digits (pin the release's digest)")
+        dest = str(item.get("dest", ""))
+        if not dest.startswith("/") or dest.endswith("/") or ".." in PurePosixPath(dest).parts:
+            raise ConfigError(f"{where}: dest {dest!r} must be an absolute file path in the image, e.g. /usr/bin/{name}")
+        strip = item.get("strip", True)
+        if not isinstance(strip, bool):
+            raise ConfigError(f"{where}: strip must be true or false")
+        if any(b.dest == dest for b in out):
+            raise ConfigError(f"{where}: dest {dest} is already used by another entry")
+        out.append(Binary(name, url, digest, dest, strip, str(item.get("member", ""))))
+    return out
+
+
+def _verifier(b: Binary) -> Any:
+    def verify(path: Path) -> str:
+        got = sha256_file(path) or ""
+        if got != b.sha256:
+            raise SignatureError(f"sha256 mismatch for {b.archive_name} (netboot_binaries {b.name}): expected "
+                                 f"{b.sha256}, got {got}; the download was not cached")
+        return got
+    return verify
+
+
+def fetch(b: Binary, cache_dir: Path, fetcher: Fetcher) -> tuple[Path, bool]:
+    """The verified archive in the cache (downloaded when missing or damaged); True when it was downloaded."""
+    path = cache_dir / CACHE_SUBDIR / b.cache_name
+    if path.is_file() and sha256_file(path) == b.sha256:
+        return path, False
+    fetcher.fetch([b.url], path, _verifier(b), f"{b.archive_name} (netboot_binaries {b.name})")
+    return path, True
+
+
+def unpack(b: Binary, archive: Path) -> bytes:
+    """The program's bytes: the archive member named ``member`` (or ``name``), or the plain file itself."""
+    want = b.member or b.name
+    lower = b.archive_name.lower()
+    if lower.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            names = [n for n in zf.namelist() if not n.endswith("/")]
+            pick = _pick(b, names, want)
+            return zf.read(pick)
+    if lower.endswith((".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".tar")):
+        with tarfile.open(archive) as tf:
+            members = {m.name: m for m in tf.getmembers() if m.isfile()}
+            pick = _pick(b, list(members), want)
+            fh = tf.extractfile(members[pick])
+            assert fh is not None
+            return fh.read()
+    return archive.read_bytes()
+
+
+def _pick(b: Binary, names: list[str], want: str) -> str:
+    hits = [n for n in names if n == want or PurePosixPath(n).name == want]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits and len(names) == 1 and not b.member:
+        return names[0]
+    raise ConfigError(f"netboot_binaries {b.name}: {b.archive_name} has {len(hits)} files named {want!r} "
+                      f"(files: {', '.join(sorted(names)[:10])}); set member: to the path inside the archive")
+
+
+def stripped(data: bytes, runner: Runner, workdir: Path) -> bytes:
+    """``strip --strip-debug`` of an x86 ELF with debug info or symbols; anything else unchanged."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        p = Path(tmp) / "bin"
+        p.write_bytes(data)
+        if not _elf.strippable(p):
+            return data
+        runner.run(["strip", "--strip-debug", "--strip-unneeded", str(p)], what="stripping a netboot binary")
+        return p.read_bytes()
+
+
+@dataclass
+class InstallResult:
+    changed: bool
+    records: list[dict[str, Any]]
+    fetched: list[str]
+
+
+def install(root: Path, binaries: Sequence[Binary], cache_dir: Path, fetcher: Fetcher, runner: Runner,
+            *, check_mode: bool = False) -> InstallResult:
+    records: list[dict[str, Any]] = []
+    fetched: list[str] = []
+    changed = False
+    work = cache_dir / CACHE_SUBDIR
+    work.mkdir(parents=True, exist_ok=True)
+    for b in binaries:
+        archive, new = fetch(b, cache_dir, fetcher)
+        if new:
+            fetched.append(b.url)
+        data = unpack(b, archive)
+        if b.strip:
+            data = stripped(data, runner, work)
+        target = resolve_in_root(root, b.dest)
+        if check_mode:
+            changed |= sha256_file(target) != hashlib.sha256(data).hexdigest()
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            changed |= atomic_write_bytes(target, data, 0o755)
+        records.append(b.record(hashlib.sha256(data).hexdigest(), len(data)))
+    doc = (json.dumps({"binaries": records}, indent=2, sort_keys=True) + "\n").encode()
+    rec = root / RECORD
+    if records or rec.exists():
+        if check_mode:
+            changed |= (rec.read_bytes() if rec.is_file() else b"") != doc
+        else:
+            changed |= atomic_write_bytes(rec, doc)
+    return InstallResult(changed, records, fetched)
+
+
+def read_record(root: str | Path) -> list[dict[str, Any]] | None:
+    try:
+        data = json.loads((Path(root) / RECORD).read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise ConfigError(f"{Path(root) / RECORD} is not valid JSON ({exc}); rerun the node stage") from exc
+    items = data.get("binaries") if isinstance(data, dict) else None
+    return list(items) if isinstance(items, list) else None
+
+

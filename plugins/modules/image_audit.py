@@ -1,0 +1,130 @@
+#!/usr/bin/python
+# Copyright: homelab.alpine_netboot contributors
+# MIT License (see galaxy.yml)
+"""Ansible module: audit the image tree before it is published; write dist/audit.json."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: image_audit
+short_description: Refuse an image with secrets, passwords, loose permissions or ELF files that cannot run
+description:
+  - Walks the image tree and fails, naming each file, on private keys (PEM or OpenSSH blocks) not listed in
+    O(allow_private_keys); root or any user with a usable or empty password; world-writable files outside the tmp
+    directories; C(authorized_keys) readable by others or in a directory others can enter; ELF executables and
+    libraries whose interpreter or C(DT_NEEDED) libraries cannot be resolved inside the image (a glibc binary on
+    musl Alpine); role modules missing from the pruned kernel tree.
+  - Reports setuid/setgid files and the services each role enables. Writes the report to O(dest) only when the
+    audit passes (the published C(dist/) never holds a failing report); a failing report goes to O(failed_dest).
+  - The report is deterministic, so a rerun on an unchanged image reports C(changed=false).
+version_added: "0.2.0"
+author:
+  - homelab.alpine_netboot maintainers
+options:
+  root:
+    description: The image tree (after pruning).
+    type: path
+    required: true
+  dest:
+    description: Where the passing report goes (C(dist/audit.json), linked from C(manifest.json)).
+    type: path
+    required: true
+  failed_dest:
+    description: Where a failing report goes (the build directory); default O(dest) with C(.failed) appended.
+    type: path
+  allow_private_keys:
+    description: Image paths (C(/etc/ssl/private/x.key)) allowed to hold a private key (C(image_audit_allow_private_keys)).
+    type: list
+    elements: str
+    default: []
+  role_modules:
+    description: Role -> kernel modules it loads; each must be in the pruned image.
+    type: dict
+    default: {}
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+"""
+
+EXAMPLES = r"""
+- name: Audit the image
+  homelab.alpine_netboot.image_audit:
+    root: build/image
+    dest: dist/audit.json
+    failed_dest: build/audit.failed.json
+    allow_private_keys: []
+"""
+
+RETURN = r"""
+report:
+  description: The audit report (also written to O(dest) when it passes).
+  returned: always
+  type: dict
+errors:
+  description: One line per finding, C(<file>: <what is wrong>).
+  returned: always
+  type: list
+  elements: str
+commands:
+  description: External commands run (none).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _audit
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import dump_json
+
+ARGUMENT_SPEC = {
+    "root": {"type": "path", "required": True},
+    "dest": {"type": "path", "required": True},
+    "failed_dest": {"type": "path"},
+    "allow_private_keys": {"type": "list", "elements": "str", "default": []},
+    "role_modules": {"type": "dict", "default": {}},
+}
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    p = module.params
+    root = Path(p["root"])
+    if not root.is_dir():
+        module.fail_json(msg=f"image tree {root} does not exist: run the image and kernel stages first", commands=[])
+    role_modules = {str(k): [str(m) for m in (v or [])] for k, v in p["role_modules"].items()}
+    report = _audit.audit(root, allow_private_keys=p["allow_private_keys"], role_modules=role_modules)
+    doc = report.as_dict()
+    data = dump_json(doc)
+    errors = [f"{e['path']}: {e['detail']}" for e in doc["errors"]]
+    if not report.passed:
+        failed = p["failed_dest"] or p["dest"] + ".failed"
+        if not module.check_mode:
+            atomic_write_bytes(failed, data)
+        module.fail_json(msg=report.message() + f"\n(report: {failed})", report=doc, errors=errors, commands=[])
+    try:
+        before = Path(p["dest"]).read_bytes()
+    except FileNotFoundError:
+        before = b""
+    changed = before != data
+    if changed and not module.check_mode:
+        atomic_write_bytes(p["dest"], data)
+    result = {"changed": changed, "report": doc, "errors": errors, "commands": []}
+    if module._diff:
+        result["diff"] = {"before_header": p["dest"], "after_header": p["dest"], "before": before.decode(),
+                          "after": data.decode()}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+#!/usr/bin/python
+# Copyright: homelab.alpine_netboot contributors
+# MIT License (see galaxy.yml)
+"""Ansible module: install pinned extra binaries (netboot_binaries) into the image tree."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: netboot_binaries
+short_description: Install pinned extra binaries (by URL and sha256) into the image
+description:
+  - For each entry of O(binaries), downloads O(binaries[].url) once into O(cache_dir)C(/binaries/) (verified against
+    O(binaries[].sha256) before it is renamed into the cache; a mismatch fails naming the file and both digests and
+    caches nothing), unpacks it (C(.zip), C(.tar.gz), or a plain file), strips debug info when O(binaries[].strip),
+    and installs it at O(binaries[].dest) in O(root) (mode 0755).
+  - Records every binary with its URL and sha256 in C(etc/netboot/binaries.json) of the image; the dist manifest
+    lists them.
+  - With O(offline), only the cache is used.
+version_added: "0.2.0"
+author:
+  - homelab.alpine_netboot maintainers
+options:
+  root:
+    description: The image tree.
+    type: path
+    required: true
+  binaries:
+    description: C(netboot_binaries) - a list of dicts with C(name), C(url), C(sha256), C(dest) (absolute path in
+      the image), C(strip) (default true) and optional C(member) (the file inside an archive; default C(name)).
+    type: list
+    elements: dict
+    default: []
+  cache_dir:
+    description: The download cache (C(netboot_cache_dir)); archives go to its C(binaries/) subdirectory.
+    type: path
+    required: true
+  offline:
+    description: Use only the cache (C(netboot_offline)).
+    type: bool
+    default: false
+  timeout:
+    description: Download timeout in seconds.
+    type: int
+    default: 60
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Downloads into the cache (verified) to know what would be installed; the image is not touched.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+"""
+
+EXAMPLES = r"""
+- name: Install nomad from HashiCorp's release
+  homelab.alpine_netboot.netboot_binaries:
+    root: build/image
+    cache_dir: cache
+    binaries:
+      - name: nomad
+        url: https://releases.hashicorp.com/nomad/1.9.7/nomad_1.9.7_linux_amd64.zip
+        sha256: "<sha256 of the zip>"
+        dest: /usr/bin/nomad
+        strip: true
+"""
+
+RETURN = r"""
+binaries:
+  description: One record per binary (name, url, sha256, dest, strip, installed_sha256, size).
+  returned: always
+  type: list
+  elements: dict
+fetched:
+  description: URLs downloaded by this run (empty when everything came from the cache).
+  returned: always
+  type: list
+  elements: str
+commands:
+  description: External commands run (strip).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+
+ARGUMENT_SPEC = {
+    "root": {"type": "path", "required": True},
+    "binaries": {"type": "list", "elements": "dict", "default": []},
+    "cache_dir": {"type": "path", "required": True},
+    "offline": {"type": "bool", "default": False},
+    "timeout": {"type": "int", "default": 60},
+}
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    p = module.params
+    runner = Runner()
+    try:
+        binaries = _binaries.parse_binaries(p["binaries"])
+        root = Path(p["root"])
+        if not root.is_dir():
+            raise NetbootError(f"image tree {root} does not exist: run the image stage first")
+        result = _binaries.install(root, binaries, Path(p["cache_dir"]),
+                                   Fetcher(timeout=p["timeout"], offline=p["offline"]), runner,
+                                   check_mode=module.check_mode)
+    except NetbootError as exc:
+        module.fail_json(msg=str(exc), commands=runner.log)
+    module.exit_json(changed=result.changed, binaries=result.records, fetched=result.fetched, commands=runner.log)
+
+
+if __name__ == "__main__":
+    main()

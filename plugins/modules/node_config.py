@@ -1,0 +1,171 @@
+#!/usr/bin/python
+# Copyright: homelab.alpine_netboot contributors
+# MIT License (see galaxy.yml)
+"""Ansible module: write the node roles, the boot service that applies them and every node's settings."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: node_config
+short_description: Write node roles, key-only SSH and the N100 node settings into the image tree
+description:
+  - Writes each role of O(roles) to C(/etc/netboot/roles/<role>) and installs the C(netboot-node) OpenRC service
+    (boot runlevel, before networking) that, at boot, reads C(/etc/netboot/role), falls back to O(default_role)
+    with a console warning for an unknown role, loads the role's modules, names a node without
+    C(netboot.hostname=) C(<cattle_prefix><mac>) from its first wired NIC, writes C(/etc/hostid) from that MAC and
+    adds the role's services to the default runlevel.
+  - Fails, before writing anything, when a role names a service whose init script is not in the image, naming
+    the role, the service and the package that ships it.
+  - Every node gets root's C(authorized_keys) (0600 in a 0700 directory), a key-only C(sshd_config), root's
+    empty password locked, bash as root's shell when present, a serial getty, C(rc_cgroup_mode="unified"),
+    C(/etc/subuid) and C(/etc/subgid), container storage on the tmpfs root, C(/dev/kvm) for group kvm, nomad
+    client (and server snippet) settings and a MOTD with the build id.
+version_added: "0.2.0"
+author:
+  - homelab.alpine_netboot maintainers
+options:
+  root:
+    description: The image tree to write into.
+    type: path
+    required: true
+  roles:
+    description: C(node_roles) - role name -> C(services) (required), C(modules), C(zfs_pools), C(nomad_server).
+    type: dict
+    required: true
+  default_role:
+    description: Role of a node whose C(netboot.role=) is missing or unknown (C(ipxe_default_role)).
+    type: str
+    required: true
+  boot_script:
+    description: The C(netboot-node) OpenRC script (the node role's C(files/netboot-node)).
+    type: path
+    required: true
+  authorized_keys:
+    description: Public keys for root (C(node_ssh_authorized_keys)).
+    type: list
+    elements: str
+    default: []
+  nomad_servers:
+    description: Addresses the nomad agents join (C(node_nomad_servers)).
+    type: list
+    elements: str
+    default: []
+  init_scripts:
+    description: Init script name -> path of a fallback OpenRC script, installed only when the image has no
+      C(/etc/init.d/<name>) but has the program (e.g. nomad from M(homelab.alpine_netboot.netboot_binaries)).
+    type: dict
+    default: {}
+  cache_dir:
+    description: Package cache whose C(.apk) file lists help name the package that ships a missing init script.
+    type: path
+  serial_tty:
+    description: Serial port that gets a login getty.
+    type: str
+    default: ttyS0
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+"""
+
+EXAMPLES = r"""
+- name: Configure the node roles
+  homelab.alpine_netboot.node_config:
+    root: build/image
+    roles:
+      worker: {services: [cgroups, podman, nomad], modules: [kvm_intel, vhost_vsock, tun, overlay]}
+    default_role: worker
+    boot_script: "{{ role_path }}/files/netboot-node"
+    authorized_keys: ["ssh-ed25519 AAAAC3Nza... admin@laptop"]
+"""
+
+RETURN = r"""
+files:
+  description: Paths (relative to O(root)) written, removed or linked.
+  returned: always
+  type: list
+  elements: str
+build_id:
+  description: The build id shown in the MOTD.
+  returned: always
+  type: str
+keep_modules:
+  description: Every module some role loads (the kernel stage keeps them).
+  returned: always
+  type: list
+  elements: str
+commands:
+  description: External commands run (none).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _nodeconf, _noderoles
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import CATTLE_PREFIX
+
+ARGUMENT_SPEC = {
+    "root": {"type": "path", "required": True},
+    "roles": {"type": "dict", "required": True},
+    "default_role": {"type": "str", "required": True},
+    "boot_script": {"type": "path", "required": True},
+    "authorized_keys": {"type": "list", "elements": "str", "default": [], "no_log": False},
+    "nomad_servers": {"type": "list", "elements": "str", "default": []},
+    "init_scripts": {"type": "dict", "default": {}},
+    "cache_dir": {"type": "path"},
+    "serial_tty": {"type": "str", "default": "ttyS0"},
+}
+
+FALLBACK_BINARIES = {"nomad": ("usr/bin/nomad", "usr/local/bin/nomad")}
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    p = module.params
+    root = Path(p["root"])
+    try:
+        roles = _noderoles.parse_roles(p["roles"])
+        if p["default_role"] not in {r.name for r in roles}:
+            raise NetbootError(f"ipxe_default_role {p['default_role']!r} is not a role of node_roles "
+                               f"({', '.join(r.name for r in roles)})")
+        if not root.is_dir():
+            raise NetbootError(f"image tree {root} does not exist: run the image stage first")
+        init_scripts = {
+            str(name): (Path(str(path)).read_text(), FALLBACK_BINARIES.get(str(name), (f"usr/bin/{name}",)))
+            for name, path in p["init_scripts"].items()
+        }
+        spec = _nodeconf.NodeSpec(
+            roles=tuple(roles), default_role=p["default_role"], cattle_prefix=CATTLE_PREFIX,
+            boot_script=Path(p["boot_script"]).read_text(), authorized_keys=tuple(p["authorized_keys"]),
+            nomad_servers=tuple(p["nomad_servers"]), serial_tty=p["serial_tty"], init_scripts=init_scripts,
+        )
+        plan = _nodeconf.plan_node(root, spec)
+        # the init scripts this run installs count as present
+        staged = {c.path.rpartition("/")[2] for c in plan.changes if c.path.startswith("etc/init.d/") and c.after}
+        _noderoles.check_services(root, [
+            _noderoles.Role(r.name, tuple(s for s in r.services if s not in staged)) for r in roles
+        ], Path(p["cache_dir"]) if p["cache_dir"] else None)
+        if not module.check_mode:
+            _nodeconf.apply_node(plan)
+    except (NetbootError, OSError) as exc:
+        module.fail_json(msg=str(exc), commands=[])
+    result = {"changed": plan.changed, "files": plan.paths(), "build_id": plan.build_id,
+              "keep_modules": _noderoles.keep_modules(roles), "commands": []}
+    if module._diff:
+        result["diff"] = plan.diff()
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
