@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 
 import jinja2
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _shipped
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes
 
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "roles" / "ipxe" / "templates" / "boot.ipxe.j2"
 DEFAULT_KERNEL_ARGS = "console=tty0 console=ttyS0,115200"
 URL_SCHEMES = ("http", "https", "tftp")
 FAILED_MARKER = "netboot: BOOT FAILED"
@@ -246,9 +246,17 @@ def referenced_artefacts(kernel: str, microcode: str, initramfs: str, nodes: Seq
     return out
 
 
+def default_template() -> Path:
+    """The ipxe role's ``boot.ipxe.j2`` of the installed collection; an error naming ``template`` when not found."""
+    path = _shipped.shipped(_shipped.IPXE_TEMPLATE)
+    if path is None:
+        raise ConfigError(f"no template given and {_shipped.how_to_pass('template', _shipped.IPXE_TEMPLATE, 'ipxe')}")
+    return path
+
+
 def render(spec: ScriptSpec, template: str | os.PathLike[str] | None = None) -> str:
-    """Render the script from ``template`` (a path; default: the role's ``boot.ipxe.j2``)."""
-    path = Path(template) if template else DEFAULT_TEMPLATE
+    """Render the script from ``template`` (a path; default: the installed collection's ``boot.ipxe.j2``)."""
+    path = Path(template) if template else default_template()
     try:
         source = path.read_text()
     except OSError as exc:

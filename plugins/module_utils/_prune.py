@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _elf, _kmod, _prune_profiles
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _elf, _kmod, _shipped
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
     ConfigError,
     NetbootError,
@@ -134,33 +134,48 @@ SECTIONS = {
 
 @dataclass(frozen=True)
 class Source:
-    """A profile's text and where it came from (a file, or the copy of a shipped profile embedded in the module)."""
+    """A profile's text and the file it came from."""
 
     name: str
     label: str
     text: str
 
 
-def find_profile(ref: str, search: Iterable[Path], suffixes: tuple[str, ...],
-                 builtin: dict[str, str] | None = None) -> Source:
-    """A profile name (looked up in ``search`` with ``suffixes``, then among the shipped ones) or a file path."""
+@dataclass(frozen=True)
+class ProfileKind:
+    """Where profiles of one kind are looked up: the option naming search dirs and the collection's own dir."""
+
+    option: str
+    shipped: str
+    suffixes: tuple[str, ...]
+
+
+RULE_PROFILES = ProfileKind("profile_dirs", _shipped.KERNEL_PROFILES, (".yml", ".yaml"))
+HARDWARE_PROFILES = ProfileKind("hardware_dirs", _shipped.KERNEL_HARDWARE, (".modalias", ".txt"))
+
+
+def find_profile(ref: str, search: Iterable[Path], kind: ProfileKind = RULE_PROFILES) -> Source:
+    """A profile name (looked up in ``search``, then in the installed collection's shipped dir) or a file path."""
     p = Path(ref)
-    if "/" in ref or p.suffix in suffixes:
+    if "/" in ref or p.suffix in kind.suffixes:
         if p.is_file():
             return Source(p.name.rsplit(".", 1)[0], str(p), _read_text(p))
         raise ConfigError(f"profile file {ref} does not exist")
     dirs = list(search)
+    shipped = _shipped.shipped(kind.shipped)
+    if shipped is not None and shipped not in dirs:
+        dirs.append(shipped)
     for d in dirs:
-        for suf in suffixes:
+        for suf in kind.suffixes:
             c = d / f"{ref}{suf}"
             if c.is_file():
                 return Source(ref, str(c), _read_text(c))
-    if builtin and ref in builtin:
-        return Source(ref, f"{ref} (shipped)", builtin[ref])
     avail = sorted({f.name.rsplit(".", 1)[0] for d in dirs if d.is_dir() for f in d.iterdir()
-                    if f.suffix in suffixes} | set(builtin or ()))
-    raise ConfigError(f"unknown profile {ref!r}: not a file and not in {', '.join(map(str, dirs)) or 'no search dir'}"
-                      f" (available: {', '.join(avail) or 'none'})")
+                    if f.suffix in kind.suffixes})
+    hint = "" if shipped is not None else f"; {_shipped.how_to_pass(kind.option, kind.shipped, 'kernel')}"
+    where = ", ".join(map(str, dirs)) or f"any directory (no {kind.option} given)"
+    raise ConfigError(f"unknown profile {ref!r}: not a file and not in {where} (available: {', '.join(avail) or 'none'})"
+                      f"{hint}")
 
 
 def _read_text(path: Path) -> str:
@@ -174,7 +189,7 @@ def load_rules(profiles: Iterable[str], search: Iterable[Path]) -> Rules:
     rules = Rules()
     dirs = list(search)
     for ref in profiles:
-        src = find_profile(ref, dirs, (".yml", ".yaml"), _prune_profiles.PROFILES)
+        src = find_profile(ref, dirs, RULE_PROFILES)
         path = src.label
         try:
             data = yaml.safe_load(src.text)
@@ -213,7 +228,7 @@ class Hardware:
 
 
 def find_hardware(ref: str, search: Iterable[Path]) -> Hardware:
-    src = find_profile(ref, search, (".modalias", ".txt"), _prune_profiles.HARDWARE)
+    src = find_profile(ref, search, HARDWARE_PROFILES)
     return parse_hardware_text(src.label, src.text)
 
 

@@ -33,8 +33,8 @@ options:
     type: str
   profiles:
     description:
-      - Rule profiles, as names (looked up in O(profile_dirs), then among the shipped C(original), C(headless),
-        C(base)) or YAML file paths.
+      - Rule profiles, as names (looked up in O(profile_dirs), then in the installed collection's
+        C(roles/kernel/files/profiles) - C(original), C(headless), C(base)) or YAML file paths.
       - Format - C(modules.remove/except/keep/base), C(firmware.remove/keep), C(files.remove), lists of fnmatch
         globs (C(*) crosses C(/), a pattern also matches everything below it) or module names.
     type: list
@@ -43,8 +43,8 @@ options:
   hardware_profiles:
     description:
       - Modalias capture files (C(find /sys/devices -name modalias -exec cat {} +), optionally with C(lsmod) output),
-        as names looked up in O(hardware_dirs) (C(<name>.modalias)), then among the shipped C(n100-i226) and
-        C(n100-rtl8111), or paths. Several are a union.
+        as names looked up in O(hardware_dirs) (C(<name>.modalias)), then in the installed collection's
+        C(roles/kernel/files/hardware) - C(n100-i226), C(n100-rtl8111) - or paths. Several are a union.
       - When given, only modules matching these machines, the profiles' C(modules.base) set, keep rules and their
         closure stay. Without them, every module not removed by a rule stays.
     type: list
@@ -88,12 +88,18 @@ options:
     description: Path of the JSON report. Rewritten when the tree changes or the file is absent.
     type: path
   profile_dirs:
-    description: Directories searched for profile names (the C(kernel) role passes its C(files/profiles)).
+    description:
+      - Directories searched for profile names (the C(kernel) role passes its C(files/profiles)).
+      - A module run by Ansible carries only C(plugins/module_utils), not the collection's C(roles/), so a shipped
+        profile name is found only through this option (the role sets it); without it the module fails naming
+        this option. Called directly from an installed collection, the shipped directory is searched last.
     type: list
     elements: path
     default: []
   hardware_dirs:
-    description: Directories searched for hardware profile names (the C(kernel) role passes its C(files/hardware)).
+    description:
+      - Directories searched for hardware profile names (the C(kernel) role passes its C(files/hardware)).
+      - Same rule as O(profile_dirs) for the shipped C(roles/kernel/files/hardware).
     type: list
     elements: path
     default: []
