@@ -131,9 +131,12 @@ class Node:
         return self.mac.replace(":", "")
 
 
+CATTLE_PREFIX = "node-"  # cattle hostnames: boot.ipxe, cattle_hostname() and the image's netboot-node service
+
+
 def cattle_hostname(mac: str) -> str:
-    """Hostname an unknown MAC gets (the template computes the same with ``node-${netX/mac:hexraw}``)."""
-    return "node-" + normalise_mac(mac).replace(":", "")
+    """Hostname an unknown MAC gets (the template computes the same with ``{{ cattle_prefix }}${netX/mac:hexraw}``)."""
+    return CATTLE_PREFIX + normalise_mac(mac).replace(":", "")
 
 
 def parse_nodes(raw: Iterable[Mapping[str, object]], *, default_role: str) -> list[Node]:
@@ -223,6 +226,7 @@ def build_context(spec: ScriptSpec) -> dict[str, object]:
         "initrd_args": " ".join(f"initrd={name.rsplit('/', 1)[-1]}" for name in initrds),
         "kernel_args": " ".join(a for a in (base_args, extra_args) if a),
         "default_role": spec.default_role,
+        "cattle_prefix": CATTLE_PREFIX,
         "retries": spec.retries,
         "retry_delay": spec.retry_delay,
         "failsafe_timeout": spec.failsafe_timeout,

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
     ConfigError,
     NetbootError,
@@ -28,6 +29,7 @@ ROOTFS_MANIFEST = "etc/alpine-netboot/manifest.json"  # in the image: what alpin
 MANIFEST_FORMAT = "homelab.alpine_netboot/dist/1"
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
+AUDIT_NAME = "audit.json"  # written by image_audit (_audit.py)
 
 
 # ------------------------------------------------------------------------------------------- rootfs metadata
@@ -200,6 +202,9 @@ def dist_manifest(
         "rootfs": base,
         "inputs": dict(inputs),
         "artefacts": {k: dict(v) for k, v in sorted(artefacts.items())},
+        # the image audit (image_audit) and the pinned extra binaries (netboot_binaries) installed in the image
+        "audit": ({"file": AUDIT_NAME, "sha256": artefacts[AUDIT_NAME]["sha256"]} if AUDIT_NAME in artefacts else None),
+        "binaries": _binaries.read_record(rootfs),
     }
 
 

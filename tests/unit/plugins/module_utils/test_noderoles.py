@@ -75,7 +75,7 @@ def test_missing_init_script_package_found_in_the_package_cache(tmp_path: Path) 
     root = tmp_path / "root"
     (root / "etc/init.d").mkdir(parents=True)
     assert _noderoles.cached_providers(cache, {"ntpd", "nothing"}) == {"ntpd": "busybox-openrc"}
-    with pytest.raises(ConfigError, match="service ntpd has no /etc/init.d/ntpd in the image; package busybox-openrc"):
+    with pytest.raises(ConfigError, match=r"service ntpd has no /etc/init\.d/ntpd in the image; package busybox-openrc"):
         _noderoles.check_services(root, _noderoles.parse_roles({"w": {"services": ["ntpd"]}}), cache)
 
 
