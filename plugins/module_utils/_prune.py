@@ -26,7 +26,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -363,49 +363,32 @@ def _top(rel: str, kver: str) -> str:
     return "/".join(parts[:2]) if len(parts) > 2 else parts[0]
 
 
-def make_plan(opts: Options) -> Plan:
-    root = opts.root.resolve()
-    if not root.is_dir():
-        raise ConfigError(f"root {opts.root} is not a directory")
-    for key, val, allowed in (("module_compression", opts.module_compression, ("keep", "decompress")),
-                              ("firmware_compression", opts.firmware_compression, ("keep", "decompress")),
-                              ("firmware_audit", opts.firmware_audit, ("error", "warn")),
-                              ("hardware_mode", opts.hardware_mode, ("select", "audit"))):
-        if val not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, not {val!r}")
-    kver = _kmod.detect_kernel_version(root, opts.kernel_version)
-    plan = Plan(root, kver)
-    rules = load_rules(opts.profiles, opts.profile_dirs)
-    hardware = [find_hardware(h, opts.hardware_dirs) for h in opts.hardware_profiles]
-    tree = _kmod.read_tree(root, kver)
-    if tree.stale:
-        plan.warnings.append(f"{root}/lib/modules/{kver}/modules.dep is missing, empty or stale: dependencies and "
-                             "aliases were read from the modules themselves; depmod will regenerate it")
-    moddir_rel = f"lib/modules/{kver}"
-    mod_entries = walk(root, moddir_rel)
-    fw_entries = walk(root, "lib/firmware")
-    file_entries = walk(root, "", skip=("lib/modules", "lib/firmware", "usr/lib/modules", "usr/lib/firmware", "proc",
-                                        "sys", "dev"))
-    used: set[str] = set()
+def _first_match(globs: list[Glob], rel: str, used: set[str]) -> Glob | None:
+    """The first glob matching ``rel``; every matching glob is added to ``used`` (for the matches-nothing warning)."""
+    hit = None
+    for g in globs:
+        if g.matches(rel):
+            used.add(g.rule)
+            hit = hit or g
+    return hit
 
-    # ---- modules
-    def first_match(globs: list[Glob], rel: str) -> Glob | None:
-        """The first glob matching ``rel``; every matching glob counts as used (for the matches-nothing warning)."""
-        hit = None
-        for g in globs:
-            if g.matches(rel):
-                used.add(g.rule)
-                hit = hit or g
-        return hit
 
-    def removed_by(rel: str) -> Glob | None:
-        g = first_match(rules.module_remove, rel)
-        if g is not None and first_match(rules.module_except, rel) is not None:
-            return None
-        return g
+@dataclass
+class ModuleSelection:
+    """Phase 1: what the rules and hardware profiles say about each module, before dependencies."""
 
-    reasons: dict[str, str] = {}
-    forced: set[str] = set()
+    forced: set[str] = field(default_factory=set)  # keep rules, keep_modules (and the hardware in audit mode)
+    reasons: dict[str, str] = field(default_factory=dict)  # name -> first reason it is kept
+    rule_removed: dict[str, Glob] = field(default_factory=dict)  # name -> the remove rule matching its path
+    wants: list[tuple[str, str]] = field(default_factory=list)  # (name, why) the hardware / base set asks for
+    used: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
+
+
+def select_modules(tree: _kmod.ModuleTree, rules: Rules, hardware: list[Hardware], keep_modules: list[str],
+                   hardware_mode: str) -> ModuleSelection:
+    sel = ModuleSelection()
+    kver = tree.kver
     for g in rules.module_keep:
         if GLOB_CHARS.search(g.pattern) is None and "/" not in g.pattern:
             n = g.pattern.replace("-", "_")
@@ -413,63 +396,77 @@ def make_plan(opts: Options) -> Plan:
                 raise ConfigError(f"{g.source}: keep names module {g.pattern!r}, which is neither a module nor "
                                   f"built into kernel {kver}; fix the name or remove the entry")
             if n in tree.modules:
-                forced.add(n)
-                reasons.setdefault(n, g.rule)
-            used.add(g.rule)
+                sel.forced.add(n)
+                sel.reasons.setdefault(n, g.rule)
+            sel.used.add(g.rule)
             continue
         for name, path in tree.modules.items():
             if g.matches(path):
-                forced.add(name)
-                reasons.setdefault(name, g.rule)
-                used.add(g.rule)
-    for n in opts.keep_modules:
+                sel.forced.add(name)
+                sel.reasons.setdefault(name, g.rule)
+                sel.used.add(g.rule)
+    for n in keep_modules:
         nn = n.replace("-", "_")
         if nn not in tree.modules and nn not in tree.builtin:
             raise ConfigError(f"keep_modules names {n!r}, which is neither a module nor built into kernel {kver}")
         if nn in tree.modules:
-            forced.add(nn)
-            reasons.setdefault(nn, "keep_modules")
+            sel.forced.add(nn)
+            sel.reasons.setdefault(nn, "keep_modules")
 
-    rule_removed: dict[str, Glob] = {}
     for name, path in tree.modules.items():
-        rg = removed_by(path)
-        if rg is not None:
-            rule_removed[name] = rg
+        rg = _first_match(rules.module_remove, path, sel.used)
+        if rg is not None and _first_match(rules.module_except, path, sel.used) is None:
+            sel.rule_removed[name] = rg
 
     # What the hardware profiles (and, in select mode, the profiles' base set) ask for.
-    wants: list[tuple[str, str]] = []
     if hardware:
         for g in rules.module_base:
             n = g.pattern.replace("-", "_")
-            used.add(g.rule)
+            sel.used.add(g.rule)
             if n in tree.modules:
-                if opts.hardware_mode == "select":
-                    wants.append((n, g.rule))
+                if hardware_mode == "select":
+                    sel.wants.append((n, g.rule))
             elif n not in tree.builtin:
-                plan.warnings.append(f"{g.source}: base module {g.pattern!r} is not in kernel {kver} (skipped)")
+                sel.warnings.append(f"{g.source}: base module {g.pattern!r} is not in kernel {kver} (skipped)")
         for hw in hardware:
             hits = 0
             for lineno, alias in hw.modaliases:
                 for n in sorted(tree.match_alias(alias)):
                     hits += 1
-                    wants.append((n, f"hardware:{hw.source}:{lineno}"))
+                    sel.wants.append((n, f"hardware:{hw.source}:{lineno}"))
             for lineno, name in hw.lsmod:
                 if name in tree.modules:
                     hits += 1
-                    wants.append((name, f"lsmod:{hw.source}:{lineno}"))
+                    sel.wants.append((name, f"lsmod:{hw.source}:{lineno}"))
                 elif name not in tree.builtin:
-                    plan.warnings.append(f"{hw.source}:{lineno}: lsmod module {name!r} is not in kernel {kver}")
+                    sel.warnings.append(f"{hw.source}:{lineno}: lsmod module {name!r} is not in kernel {kver}")
             if hits == 0:
-                plan.warnings.append(f"hardware profile {hw.source} matches no module of kernel {kver}")
-    if hardware and opts.hardware_mode == "audit":  # the herd's own drivers are guaranteed, like keep rules
-        for n, why in wants:
-            forced.add(n)
-            reasons.setdefault(n, why)
+                sel.warnings.append(f"hardware profile {hw.source} matches no module of kernel {kver}")
+    if hardware and hardware_mode == "audit":  # the herd's own drivers are guaranteed, like keep rules
+        for n, why in sel.wants:
+            sel.forced.add(n)
+            sel.reasons.setdefault(n, why)
+    return sel
 
+
+@dataclass
+class ModuleClosure:
+    """Phase 2: the kept modules (with their dependencies) and the removed ones (with their dependents)."""
+
+    kept: dict[str, str] = field(default_factory=dict)  # name -> reason
+    removed: dict[str, str] = field(default_factory=dict)  # name -> the rule (or its removed dependency's rule)
+    removed_dependents: dict[str, str] = field(default_factory=dict)  # name -> removed module it needs
+    critical: set[str] | None = None  # whose missing firmware fails the audit (None: every kept module)
+    warnings: list[str] = field(default_factory=list)
+
+
+def close_over_deps(tree: _kmod.ModuleTree, sel: ModuleSelection, hardware: bool, hardware_mode: str) -> ModuleClosure:
+    out = ModuleClosure()
     # Keep rules beat remove rules (with their whole closure). A remove rule also removes the modules that need a
     # removed one (modules.dep): they could not load anyway (removing cfg80211 takes mac80211 and the drivers).
-    forced_closure = tree.closure(forced)
-    removed: dict[str, str] = {n: g.rule for n, g in rule_removed.items() if n not in forced_closure}
+    forced_closure = tree.closure(sel.forced)
+    removed = out.removed
+    removed.update({n: g.rule for n, g in sel.rule_removed.items() if n not in forced_closure})
     rdeps: dict[str, set[str]] = {}
     for n, ds in tree.deps.items():
         for d in ds:
@@ -480,13 +477,14 @@ def make_plan(opts: Options) -> Plan:
         for n in sorted(rdeps.get(d, ())):
             if n not in removed and n not in forced_closure:
                 removed[n] = removed[d]
-                plan.removed_dependents[n] = d
+                out.removed_dependents[n] = d
                 queue.append(n)
 
-    seeds: set[str] = set(forced)
+    reasons = dict(sel.reasons)
+    seeds: set[str] = set(sel.forced)
     hw_seeds: set[str] = set()
     dropped: dict[str, str] = {}  # wanted by hardware/base but removed by a rule (select mode)
-    for n, why in wants:
+    for n, why in sel.wants:
         if n in removed:
             dropped.setdefault(n, why)
             continue
@@ -494,40 +492,61 @@ def make_plan(opts: Options) -> Plan:
         hw_seeds.add(n)
         reasons.setdefault(n, why)
     for n, why in sorted(dropped.items()):
-        via = f" (needs {plan.removed_dependents[n]})" if n in plan.removed_dependents else ""
-        plan.warnings.append(f"{n} ({why}) is removed by {removed[n]}{via}")
-    if not hardware or opts.hardware_mode == "audit":
+        via = f" (needs {out.removed_dependents[n]})" if n in out.removed_dependents else ""
+        out.warnings.append(f"{n} ({why}) is removed by {removed[n]}{via}")
+    if not hardware or hardware_mode == "audit":
         for name in tree.modules:
             if name not in removed:
                 seeds.add(name)
                 reasons.setdefault(name, "not removed by any rule")
     # Modules whose missing firmware fails the audit: all kept ones, or with hardware_mode=audit only what the
     # hardware profiles (and keep rules) need.
-    critical: set[str] | None = None
-    if hardware and opts.hardware_mode == "audit":
-        critical = set(tree.closure(hw_seeds | forced, exclude=set(removed)))
-    closure = tree.closure(seeds, exclude=set(removed))
-    for name, parent in closure.items():
-        plan.kept_modules[name] = reasons.get(name) or f"dependency of {parent}"
-        if name in rule_removed:
-            plan.warnings.append(f"{tree.modules[name]} matches {rule_removed[name].rule} but is kept: "
-                                 f"{plan.kept_modules[name]}")
-    plan.module_paths = {n: tree.modules[n] for n in plan.kept_modules}
-    kept_paths = {f"{moddir_rel}/{tree.modules[n]}" for n in plan.kept_modules}
-    for rel, e in mod_entries.items():
+    if hardware and hardware_mode == "audit":
+        out.critical = set(tree.closure(hw_seeds | sel.forced, exclude=set(removed)))
+    for name, parent in tree.closure(seeds, exclude=set(removed)).items():
+        out.kept[name] = reasons.get(name) or f"dependency of {parent}"
+        if name in sel.rule_removed:
+            out.warnings.append(f"{tree.modules[name]} matches {sel.rule_removed[name].rule} but is kept: "
+                                f"{out.kept[name]}")
+    return out
+
+
+def module_removals(tree: _kmod.ModuleTree, closure: ModuleClosure, mod_entries: dict[str, Entry],
+                    moddir_rel: str, hardware: bool) -> dict[str, str]:
+    """The module files (rel -> why) that go: every module file whose module is not kept."""
+    kept_paths = {f"{moddir_rel}/{tree.modules[n]}" for n in closure.kept}
+    remove: dict[str, str] = {}
+    for rel in mod_entries:
         sub = rel[len(moddir_rel) + 1:]
         if not _kmod.is_module_file(sub) or rel in kept_paths:
             continue
-        rr = removed.get(_kmod.module_name(sub))
-        plan.remove[rel] = rr if rr else ("hardware: not needed by any hardware profile" if hardware
-                                             else "module not selected")
-        plan.remove_sizes[rel] = e.size
+        rr = closure.removed.get(_kmod.module_name(sub))
+        remove[rel] = rr if rr else ("hardware: not needed by any hardware profile" if hardware
+                                     else "module not selected")
+    return remove
 
-    # ---- firmware
-    fw_keep: dict[str, str] = {}
+
+@dataclass
+class FirmwareSelection:
+    """Phase 3: firmware kept (rel -> why), removed (rel -> rule) and what the kept modules miss."""
+
+    keep: dict[str, str] = field(default_factory=dict)
+    remove: dict[str, str] = field(default_factory=dict)
+    missing: list[dict[str, str | None]] = field(default_factory=list)
+    used: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
+
+
+def select_firmware(root: Path, tree: _kmod.ModuleTree, kept_modules: Iterable[str], fw_entries: dict[str, Entry],
+                    rules: Rules, *, critical: set[str] | None, audit: str) -> FirmwareSelection:
+    """Keep the firmware the kept (and built-in) modules name plus keep rules; audit what is missing (an error
+    unless ``audit`` is warn or the module is not critical)."""
+    kver = tree.kver
+    sel = FirmwareSelection()
+    fw_keep = sel.keep
     needed: dict[str, list[str]] = {}  # firmware name -> modules naming it
-    for name in sorted(plan.kept_modules):
-        for k, v in _kmod.modinfo(root / moddir_rel / tree.modules[name]):
+    for name in sorted(kept_modules):
+        for k, v in _kmod.modinfo(root / "lib" / "modules" / kver / tree.modules[name]):
             if k == "firmware":
                 needed.setdefault(v, []).append(name)
     for name, fws in sorted(tree.builtin_firmware.items()):  # built-in drivers request firmware too
@@ -537,7 +556,7 @@ def make_plan(opts: Options) -> Plan:
     removed_needed: list[str] = []
 
     def fw_removed_by(rel: str) -> Glob | None:
-        return first_match(rules.firmware_remove, rel[len("lib/firmware/"):])
+        return _first_match(rules.firmware_remove, rel[len("lib/firmware/"):], sel.used)
 
     for fw, mods in sorted(needed.items()):
         found = False
@@ -563,91 +582,174 @@ def make_plan(opts: Options) -> Plan:
                 break
         if not found:
             strict = critical is None or any(m.split(" ")[0] in critical or m.endswith("(built-in)") for m in mods)
-            plan.missing_firmware.append({"module": ", ".join(mods), "firmware": fw, "package": firmware_package(fw),
-                                          "level": opts.firmware_audit if strict else "warn"})
+            sel.missing.append({"module": ", ".join(mods), "firmware": fw, "package": firmware_package(fw),
+                                "level": audit if strict else "warn"})
     for rel in fw_entries:
-        kg = first_match(rules.firmware_keep, rel[len("lib/firmware/"):])
+        kg = _first_match(rules.firmware_keep, rel[len("lib/firmware/"):], sel.used)
         if kg is not None:
             links, final = resolve_chain(root, rel)
             for p in (rel, *links, *([final] if final else [])):
                 fw_keep.setdefault(p, kg.rule)
-    for rel, e in fw_entries.items():
+    for rel in fw_entries:
         if rel in fw_keep:
             continue
         fr = fw_removed_by(rel)
-        plan.remove[rel] = fr.rule if fr else "firmware: not named by any kept module"
-        plan.remove_sizes[rel] = e.size
-    plan.warnings.extend(sorted(set(removed_needed)))
-    plan.firmware_kept = fw_keep
-    errors = [m for m in plan.missing_firmware if m["level"] == "error"]
+        sel.remove[rel] = fr.rule if fr else "firmware: not named by any kept module"
+    sel.warnings.extend(sorted(set(removed_needed)))
+    errors = [m for m in sel.missing if m["level"] == "error"]
     if errors:
         raise NetbootError("firmware audit failed:\n" + "\n".join(_missing_lines(errors, root)) +
                            "\nInstall the package(s) in the rootfs, drop the module with a remove rule, or set "
                            "firmware_audit: warn")
-    if plan.missing_firmware:
-        plan.warnings.extend(_missing_lines(plan.missing_firmware, root))
+    if sel.missing:
+        sel.warnings.extend(_missing_lines(sel.missing, root))
+    return sel
 
-    # ---- other files
-    for rel, e in file_entries.items():
-        fg = first_match(rules.files_remove, rel)
+
+def select_files(file_entries: dict[str, Entry], rules: Rules) -> tuple[dict[str, str], set[str]]:
+    """Phase 4: the other files (rel -> rule) a ``files.remove`` rule removes, and the rules used."""
+    used: set[str] = set()
+    remove: dict[str, str] = {}
+    for rel in file_entries:
+        fg = _first_match(rules.files_remove, rel, used)
         if fg is not None:
-            plan.remove[rel] = fg.rule
-            plan.remove_sizes[rel] = e.size
+            remove[rel] = fg.rule
+    return remove, used
 
-    # ---- unused rules (a rule that matched in the run the previous report describes has simply done its work)
+
+def rule_usage(rules: Rules, used: set[str], previous_report: dict[str, Any] | None,
+               root: Path) -> tuple[list[str], list[str]]:
+    """The rules used (a rule that matched in the run the previous report describes has simply done its work) and
+    a warning per rule matching nothing."""
     all_globs = [*rules.module_remove, *rules.module_except, *rules.module_keep, *rules.firmware_remove,
                  *rules.firmware_keep, *rules.files_remove]
-    before = set(opts.previous_report.get("used_rules", [])) if opts.previous_report else set()
-    plan.used_rules = sorted(used | ({g.rule for g in all_globs} & before))
-    for g in all_globs:
-        if g.rule not in used and g.rule not in before:
-            plan.warnings.append(f"{g.source}: {g.pattern!r} matches nothing in {root}")
+    before = set(previous_report.get("used_rules", [])) if previous_report else set()
+    used_rules = sorted(used | ({g.rule for g in all_globs} & before))
+    warnings = [f"{g.source}: {g.pattern!r} matches nothing in {root}" for g in all_globs
+                if g.rule not in used and g.rule not in before]
+    return used_rules, warnings
 
-    # ---- decompression
-    if opts.module_compression == "decompress":
-        for rel in sorted(kept_paths):
+
+def select_decompression(root: Path, kept_module_files: Iterable[str], kept_firmware: Iterable[str],
+                         module_compression: str,
+                         firmware_compression: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Phase 5: the kept files to decompress in place and the firmware symlinks to point at the decompressed
+    names."""
+    decompress: list[str] = []
+    relink: list[tuple[str, str]] = []
+    if module_compression == "decompress":
+        for rel in sorted(kept_module_files):
             if rel.endswith(_kmod.COMPRESSED_SUFFIXES):
-                plan.decompress.append(rel)
-    if opts.firmware_compression == "decompress":
-        for rel in sorted(fw_keep):
+                decompress.append(rel)
+    if firmware_compression == "decompress":
+        for rel in sorted(kept_firmware):
             if not rel.endswith((".zst", ".xz")):
                 continue
             full = root / rel
             if full.is_symlink():
-                tgt = os.readlink(full)
-                plan.relink.append((rel, _kmod.strip_compression(tgt)))
+                relink.append((rel, _kmod.strip_compression(os.readlink(full))))
             elif full.is_file():
-                plan.decompress.append(rel)
-    for rel in plan.decompress:
+                decompress.append(rel)
+    for rel in decompress:
         if (root / _kmod.strip_compression(rel)).exists():
             raise NetbootError(f"cannot decompress {rel}: {_kmod.strip_compression(rel)} exists too; remove one")
-    after = {rel for rel in kept_paths}
-    after = {(_kmod.strip_compression(r) if r in plan.decompress else r) for r in after}
+    return decompress, relink
+
+
+def select_strip(root: Path, file_entries: dict[str, Entry], removed: Container[str]) -> list[str]:
+    """Phase 6: the ELF files of the rootfs ``strip --strip-unneeded`` would shrink; never modules (signatures),
+    the kernel, nor firmware (blobs a device may verify)."""
+    out = []
+    for rel, e in file_entries.items():
+        if e.link or rel in removed or rel.endswith(_kmod.MODULE_SUFFIXES) or rel.startswith(
+            ("boot/", "lib/firmware/", "usr/lib/firmware/")
+        ):
+            continue
+        full = root / rel
+        if e.size < 64 or not full.is_file() or not _elf.is_elf(full):
+            continue
+        if _elf.strippable(full):
+            out.append(rel)
+    return out
+
+
+def metadata_needed(root: Path, kver: str, remove: Iterable[str], decompress: list[str],
+                    module_files_after: list[str]) -> bool:
+    """Phase 7: whether depmod must regenerate modules.* (something changed, or the current files do not match)."""
+    moddir_rel = f"lib/modules/{kver}"
+    if decompress or any(r.startswith(moddir_rel + "/") for r in remove):
+        return True
+    try:
+        _kmod.verify_dep(root, kver, module_files_after)
+    except NetbootError:
+        return True
+    return False
+
+
+def _check_options(opts: Options) -> None:
+    for key, val, allowed in (("module_compression", opts.module_compression, ("keep", "decompress")),
+                              ("firmware_compression", opts.firmware_compression, ("keep", "decompress")),
+                              ("firmware_audit", opts.firmware_audit, ("error", "warn")),
+                              ("hardware_mode", opts.hardware_mode, ("select", "audit"))):
+        if val not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, not {val!r}")
+
+
+def make_plan(opts: Options) -> Plan:
+    """Read the tree and the rules and decide everything (touches nothing): the phases above, in order."""
+    root = opts.root.resolve()
+    if not root.is_dir():
+        raise ConfigError(f"root {opts.root} is not a directory")
+    _check_options(opts)
+    kver = _kmod.detect_kernel_version(root, opts.kernel_version)
+    plan = Plan(root, kver)
+    rules = load_rules(opts.profiles, opts.profile_dirs)
+    hardware = [find_hardware(h, opts.hardware_dirs) for h in opts.hardware_profiles]
+    tree = _kmod.read_tree(root, kver)
+    if tree.stale:
+        plan.warnings.append(f"{root}/lib/modules/{kver}/modules.dep is missing, empty or stale: dependencies and "
+                             "aliases were read from the modules themselves; depmod will regenerate it")
+    moddir_rel = f"lib/modules/{kver}"
+    mod_entries = walk(root, moddir_rel)
+    fw_entries = walk(root, "lib/firmware")
+    file_entries = walk(root, "", skip=("lib/modules", "lib/firmware", "usr/lib/modules", "usr/lib/firmware", "proc",
+                                        "sys", "dev"))
+
+    sel = select_modules(tree, rules, hardware, opts.keep_modules, opts.hardware_mode)
+    plan.warnings.extend(sel.warnings)
+    closure = close_over_deps(tree, sel, bool(hardware), opts.hardware_mode)
+    plan.warnings.extend(closure.warnings)
+    plan.kept_modules = closure.kept
+    plan.removed_dependents = closure.removed_dependents
+    plan.module_paths = {n: tree.modules[n] for n in plan.kept_modules}
+    kept_paths = {f"{moddir_rel}/{tree.modules[n]}" for n in plan.kept_modules}
+    plan.remove.update(module_removals(tree, closure, mod_entries, moddir_rel, bool(hardware)))
+
+    fw = select_firmware(root, tree, plan.kept_modules, fw_entries, rules, critical=closure.critical,
+                         audit=opts.firmware_audit)
+    plan.remove.update(fw.remove)
+    plan.firmware_kept = fw.keep
+    plan.missing_firmware = fw.missing
+    plan.warnings.extend(fw.warnings)
+
+    files_removed, files_used = select_files(file_entries, rules)
+    plan.remove.update(files_removed)
+    for entries in (mod_entries, fw_entries, file_entries):
+        plan.remove_sizes.update({rel: e.size for rel, e in entries.items() if rel in plan.remove})
+
+    plan.used_rules, unused = rule_usage(rules, sel.used | fw.used | files_used, opts.previous_report, root)
+    plan.warnings.extend(unused)
+
+    plan.decompress, plan.relink = select_decompression(root, kept_paths, fw.keep, opts.module_compression,
+                                                        opts.firmware_compression)
+    after = {(_kmod.strip_compression(r) if r in plan.decompress else r) for r in kept_paths}
     plan.module_files_after = sorted(r[len(moddir_rel) + 1:] for r in after)
     _check_config(root, kver, after, {(_kmod.strip_compression(r) if r in plan.decompress else r)
-                                      for r in fw_keep}, plan)
+                                      for r in fw.keep}, plan)
 
-    # ---- strip
     if opts.strip:
-        for rel, e in file_entries.items():
-            # never modules (signatures), the kernel, nor firmware (blobs a device may verify)
-            if e.link or rel in plan.remove or rel.endswith(_kmod.MODULE_SUFFIXES) or rel.startswith(
-                ("boot/", "lib/firmware/", "usr/lib/firmware/")
-            ):
-                continue
-            full = root / rel
-            if e.size < 64 or not full.is_file() or not _elf.is_elf(full):
-                continue
-            if _elf.strippable(full):
-                plan.strip.append(rel)
-
-    # ---- metadata
-    plan.depmod_needed = bool(plan.decompress or any(r.startswith(moddir_rel + "/") for r in plan.remove))
-    if not plan.depmod_needed:
-        try:
-            _kmod.verify_dep(root, kver, plan.module_files_after)
-        except NetbootError:
-            plan.depmod_needed = True
+        plan.strip = select_strip(root, file_entries, plan.remove)
+    plan.depmod_needed = metadata_needed(root, kver, plan.remove, plan.decompress, plan.module_files_after)
     plan.report = _report(plan, mod_entries, fw_entries, file_entries, rules=rules, hardware=hardware,
                           moddir_rel=moddir_rel)
     return plan

@@ -31,7 +31,7 @@ def collection_root() -> Path | None:
     for entry in list(getattr(package, "__path__", None) or []):
         path = Path(entry)
         if path.is_dir() and any((path / marker).is_file() for marker in COLLECTION_MARKERS):
-            return path
+            return path.resolve()
     return None
 
 
