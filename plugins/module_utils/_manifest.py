@@ -30,6 +30,8 @@ MANIFEST_FORMAT = "homelab.alpine_netboot/dist/1"
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
 AUDIT_NAME = "audit.json"  # written by image_audit (_audit.py)
+SBOM_NAME = "sbom.cdx.json"  # written by netboot_sbom (_sbom.py)
+LEDGER_NAME = "ledger.json"  # written by netboot_ledger (_ledger.py)
 
 
 # ------------------------------------------------------------------------------------------- rootfs metadata
@@ -203,6 +205,11 @@ def dist_manifest(
         "inputs": dict(inputs),
         "artefacts": {k: dict(v) for k, v in sorted(artefacts.items())},
         # the image audit (image_audit) and the pinned extra binaries (netboot_binaries) installed in the image
+        # the CycloneDX SBOM (netboot_sbom) and the size ledger (netboot_ledger), when the dist role wrote them
+        "sbom": ({"file": SBOM_NAME, "format": "CycloneDX 1.6 JSON", "sha256": artefacts[SBOM_NAME]["sha256"]}
+                 if SBOM_NAME in artefacts else None),
+        "ledger": ({"file": LEDGER_NAME, "sha256": artefacts[LEDGER_NAME]["sha256"]}
+                   if LEDGER_NAME in artefacts else None),
         "audit": ({"file": AUDIT_NAME, "sha256": artefacts[AUDIT_NAME]["sha256"]} if AUDIT_NAME in artefacts else None),
         "binaries": _binaries.read_record(rootfs),
     }

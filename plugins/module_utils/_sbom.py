@@ -1,0 +1,246 @@
+"""CycloneDX SBOM of the image (``dist/sbom.cdx.json``), made with cyclonedx-python-lib from the apk database.
+
+* one ``library`` component per installed package: name, version, license (SPDX expression when it is one),
+  description, the apk checksum (``C:``, SHA-1 of the control segment) as a hash and a property, the origin (source
+  package), the aports commit, the project URL, and the purl
+  ``pkg:apk/alpine/NAME@VERSION?arch=ARCH&distro=alpine-X.Y``;
+* extra binaries (files not from a package, e.g. a downloaded release binary) with their URL and sha256 when given;
+* the kernel as an ``operating-system`` component whose properties summarise what prune_kernel kept (module and
+  firmware counts and bytes, the kept module directories).
+
+Reproducible: the serial number is a UUID derived from the document's content, the timestamp is the image's
+SOURCE_DATE_EPOCH; components are sorted. The output is validated against the CycloneDX JSON schema (the
+library's own validator) before it is written.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, inside
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
+    ROOTFS_MANIFEST,
+    SBOM_NAME,
+    kernel_version,
+    read_rootfs_manifest,
+    source_date_epoch,
+)
+
+SPEC_VERSION = "1.6"
+PROP = "homelab.alpine_netboot"
+_NAMESPACE = uuid.UUID("6f1c2b5e-9a53-4c1e-8d0f-4a1e7c3b2d90")  # fixed: serial = uuid5(namespace, content)
+
+
+@dataclass(frozen=True)
+class ExtraBinary:
+    name: str
+    path: str  # inside the image
+    url: str = ""
+    version: str = ""
+    sha256: str = ""
+
+
+def distro(root: str | os.PathLike[str], release: str | None = None) -> str:
+    """``alpine-X.Y`` (or ``alpine-edge``) for purls: the given release, else the rootfs manifest's, else
+    ``etc/alpine-release``."""
+    rel = (release or "").strip()
+    if not rel:
+        manifest = read_rootfs_manifest(Path(root, ROOTFS_MANIFEST))
+        rel = str((manifest or {}).get("release") or "")
+    if not rel:
+        try:
+            rel = Path(root, "etc/alpine-release").read_text(encoding="utf-8").strip()
+        except OSError:
+            rel = ""
+    m = re.match(r"v?(\d+)\.(\d+)", rel)
+    if m:
+        return f"alpine-{m.group(1)}.{m.group(2)}"
+    if rel in ("edge",) or "_alpha" in rel or "_rc" in rel:
+        return "alpine-edge"
+    raise ConfigError(f"cannot tell the Alpine release of {root} (etc/alpine-release: {rel!r}); set release")
+
+
+def purl(pkg: _apkdb.InstalledPackage, distro_name: str) -> str:
+    from packageurl import PackageURL
+
+    quals = {"distro": distro_name}
+    if pkg.arch:
+        quals["arch"] = pkg.arch
+    return str(PackageURL(type="apk", namespace="alpine", name=pkg.name, version=pkg.version, qualifiers=quals))
+
+
+def kernel_summary(report: Mapping[str, Any] | None, root: str | os.PathLike[str]) -> dict[str, str]:
+    """Properties of the kernel component: kept modules/firmware (from prune-report.json, else the tree)."""
+    props: dict[str, str] = {}
+    if report:
+        for area in ("modules", "firmware"):
+            after = (report.get(area) or {}).get("after") or {}
+            removed = (report.get(area) or {}).get("removed") or {}
+            props[f"{PROP}:kept_{area}"] = str(after.get("count", 0))
+            props[f"{PROP}:kept_{area}_bytes"] = str(after.get("bytes", 0))
+            props[f"{PROP}:removed_{area}"] = str(removed.get("count", 0))
+        props[f"{PROP}:prune_profiles"] = ", ".join(os.path.basename(str(p)) for p in report.get("profiles") or [])
+        hw = report.get("hardware_profiles") or []
+        if hw:
+            props[f"{PROP}:hardware_profiles"] = ", ".join(os.path.basename(str(p)) for p in hw)
+    kver = kernel_version(root)
+    if kver:
+        base = Path(root, "lib/modules", kver, "kernel")
+        dirs: dict[str, int] = {}
+        for dirpath, _dirs, files in os.walk(base):
+            n = sum(1 for f in files if ".ko" in f)
+            if n:
+                rel = os.path.relpath(dirpath, base).split(os.sep)
+                key = "kernel/" + "/".join(rel[:2])
+                dirs[key] = dirs.get(key, 0) + n
+        props[f"{PROP}:module_dirs"] = ", ".join(f"{k} ({v})" for k, v in sorted(dirs.items()))
+        if not report:
+            props[f"{PROP}:kept_modules"] = str(sum(dirs.values()))
+        fw = Path(root, "lib/firmware")
+        if fw.is_dir():
+            props[f"{PROP}:firmware_dirs"] = ", ".join(sorted(p.name for p in fw.iterdir()))
+    return props
+
+
+def build_document(
+    root: str | os.PathLike[str],
+    *,
+    release: str | None = None,
+    kernel: str | None = None,
+    report: Mapping[str, Any] | None = None,
+    extras: Sequence[ExtraBinary] = (),
+    source_date_epoch_value: int | None = None,
+) -> str:
+    """The SBOM as CycloneDX JSON text (validated)."""
+    from cyclonedx.contrib.license.factories import LicenseFactory
+    from cyclonedx.model import ExternalReference, ExternalReferenceType, HashAlgorithm, HashType, Property, XsUri
+    from cyclonedx.model.bom import Bom
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.output.json import JsonV1Dot6
+    from packageurl import PackageURL
+
+    packages = _apkdb.read_installed(root)
+    if not packages:
+        raise NetbootError(f"{root}/{_apkdb.INSTALLED_DB} lists no package; rebuild the rootfs stage")
+    dname = distro(root, release)
+    sde, _ = source_date_epoch(root, source_date_epoch_value)
+    licenses = LicenseFactory()
+    components = []
+    for pkg in packages:
+        hashes = []
+        sha1 = pkg.checksum_sha1_hex()
+        if sha1:
+            hashes.append(HashType(alg=HashAlgorithm.SHA_1, content=sha1))
+        props = [Property(name=f"{PROP}:apk:checksum", value=pkg.checksum)] if pkg.checksum else []
+        if pkg.origin:
+            props.append(Property(name=f"{PROP}:apk:origin", value=pkg.origin))
+        if pkg.commit:
+            props.append(Property(name=f"{PROP}:apk:commit", value=pkg.commit))
+        if pkg.build_time is not None:
+            props.append(Property(name=f"{PROP}:apk:build_time", value=str(pkg.build_time)))
+        refs = []
+        if pkg.url:
+            refs.append(ExternalReference(type=ExternalReferenceType.WEBSITE, url=XsUri(pkg.url)))
+        p = purl(pkg, dname)
+        components.append(Component(
+            type=ComponentType.LIBRARY, name=pkg.name, version=pkg.version, bom_ref=p,
+            purl=PackageURL.from_string(p), description=pkg.description or None, hashes=hashes,
+            licenses=[licenses.make_from_string(pkg.license)] if pkg.license else [],
+            properties=props, external_references=refs,
+        ))
+    for extra in extras:
+        full = inside(root, extra.path)
+        if not full.is_file():
+            raise NetbootError(f"extra binary {extra.name}: {extra.path} is not in the image {root}")
+        digest = hashlib.sha256(full.read_bytes()).hexdigest()
+        if extra.sha256 and extra.sha256.lower() != digest:
+            raise NetbootError(f"extra binary {extra.name}: {extra.path} has sha256 {digest}, expected {extra.sha256}")
+        components.append(Component(
+            type=ComponentType.APPLICATION, name=extra.name, version=extra.version or None,
+            bom_ref=f"extra:{extra.name}", hashes=[HashType(alg=HashAlgorithm.SHA_256, content=digest)],
+            external_references=[ExternalReference(type=ExternalReferenceType.DISTRIBUTION, url=XsUri(extra.url))]
+            if extra.url else [],
+            properties=[Property(name=f"{PROP}:path", value=extra.path)],
+        ))
+    kver = kernel_version(root)
+    kprops = [Property(name=k, value=v) for k, v in sorted(kernel_summary(report, root).items()) if v]
+    if kernel:
+        kprops.append(Property(name=f"{PROP}:kernel_file", value=kernel))
+    components.append(Component(type=ComponentType.OPERATING_SYSTEM, name="linux", version=kver or None,
+                                bom_ref="kernel:linux", properties=kprops,
+                                description="The image's kernel; kept modules and firmware summarised as properties"))
+    bom = Bom(components=components)
+    bom.metadata.timestamp = datetime.datetime.fromtimestamp(sde, tz=datetime.UTC)
+    image = Component(type=ComponentType.OPERATING_SYSTEM, name="homelab.alpine_netboot image", version=dname,
+                      bom_ref="image")
+    bom.metadata.component = image
+    bom.register_dependency(image, components)
+    # serial number from the content (with a fixed placeholder serial, then the real one)
+    bom.serial_number = uuid.UUID(int=0)
+    draft = JsonV1Dot6(bom).output_as_string(indent=1)
+    bom.serial_number = uuid.uuid5(_NAMESPACE, hashlib.sha256(draft.encode()).hexdigest())
+    text = JsonV1Dot6(bom).output_as_string(indent=1)
+    validate(text)
+    # stable formatting (sorted keys) and a trailing newline
+    return json.dumps(json.loads(text), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def validate(text: str) -> None:
+    """Refuse a document the CycloneDX JSON schema rejects (the library's strict validator)."""
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
+    if error is not None:
+        raise NetbootError(f"the SBOM does not validate against CycloneDX {SPEC_VERSION}: {error}")
+
+
+def write_sbom(
+    root: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    *,
+    release: str | None = None,
+    kernel: str | None = None,
+    report_path: str | os.PathLike[str] | None = None,
+    extras: Sequence[ExtraBinary] = (),
+    check_mode: bool = False,
+) -> dict[str, Any]:
+    report = None
+    if report_path and os.path.isfile(report_path):
+        try:
+            with open(report_path, encoding="utf-8") as fh:
+                report = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise NetbootError(f"cannot read the prune report {report_path}: {exc}; rerun the kernel stage") from exc
+    text = build_document(root, release=release, kernel=kernel, report=report if isinstance(report, dict) else None,
+                          extras=extras)
+    blob = text.encode()
+    path = Path(dest, SBOM_NAME)
+    try:
+        before = path.read_bytes()
+    except FileNotFoundError:
+        before = None
+    if check_mode:
+        changed = before != blob
+    else:
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        changed = atomic_write_bytes(path, blob)
+    doc = json.loads(text)
+    return {
+        "changed": changed,
+        "dest": str(path),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "serial_number": doc.get("serialNumber"),
+        "components": len(doc.get("components") or []),
+    }

@@ -1,0 +1,203 @@
+#!/usr/bin/python
+"""Ansible module: the size ledger of the built image (ledger.json/.md/.svg) and the size budgets."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: netboot_ledger
+short_description: Write the image size ledger (JSON, Markdown, SVG chart) and enforce the size budgets
+description:
+  - Decompresses the built initramfs O(image) and walks its cpio members. Every member goes to one group - an
+    Alpine package (owners from the image's C(lib/apk/db/installed)), a kernel-module directory
+    (C(kernel/drivers/net)), a firmware directory, the overlay, or the files of no package (C(/init), generated
+    files).
+  - Each group is compressed alone with the build's settings (O(compression), O(level), O(window_log),
+    O(threads)); the estimates are those sizes scaled to the real compressed size. The raw sum must be within
+    10 % of the real size (recorded under C(estimate) in ledger.json).
+  - Writes O(dest)/ledger.json (stable keys; C(total_compressed_bytes), C(packages) with C(name), C(version),
+    C(unpacked_bytes), C(compressed_bytes_estimate), C(groups), C(delta) against the previous ledger.json, C(budgets)),
+    O(dest)/ledger.md and O(dest)/ledger.svg (a sorted bar chart drawn with matplotlib).
+  - Fails when a budget is exceeded, naming the budget, the figure and the top contributors with their share. The
+    ledger files describe the image (they are written first and do not depend on the budgets), so ledger.md shows
+    what to prune.
+  - A rerun with the same image, kernel and settings reuses ledger.json (no compression, C(changed=false)).
+version_added: "0.2.0"
+author: homelab
+options:
+  image:
+    description: The compressed initramfs (C(dist/initramfs)).
+    type: path
+    required: true
+  rootfs:
+    description: The image tree the initramfs was made from (its C(boot/vmlinuz*) is the kernel a node downloads).
+    type: path
+    required: true
+  dest:
+    description: Directory of ledger.json, ledger.md and ledger.svg (the dist directory).
+    type: path
+    required: true
+  kernel:
+    description: Kernel file in the tree's C(boot/) (e.g. C(vmlinuz-lts)); default the single C(boot/vmlinuz*).
+    type: str
+  microcode:
+    description: The early microcode initrd a node also downloads (C(dist/intel-ucode.img)); ignored when absent.
+    type: path
+  compression:
+    description: Compression of the initramfs (as given to M(homelab.alpine_netboot.make_initramfs)).
+    type: str
+    default: zstd
+    choices: [zstd, gzip, xz, none]
+  level:
+    description: Compression level of the initramfs.
+    type: int
+  window_log:
+    description: zstd long window of the initramfs (C(--long=N)); unset = none.
+    type: int
+  threads:
+    description: zstd workers (0 = one per CPU).
+    type: int
+    default: 0
+  prune_report:
+    description: C(prune-report.json) of M(homelab.alpine_netboot.prune_kernel); its removed bytes per rule are listed.
+    type: path
+  overlay_dir:
+    description: The overlay directory; its files are counted as C(overlay).
+    type: path
+  cmdline:
+    description: Kernel command line of the nodes (C(initramfs_options=size=N%) and C(root=) change the minimum RAM).
+    type: str
+    default: ""
+  budget_image_bytes:
+    description: Largest allowed size of the artefacts a node downloads (kernel, initramfs, microcode); 0 = none.
+    type: int
+    default: 0
+  budget_node_ram_bytes:
+    description: Largest allowed RAM a node needs to boot the image (minimum_ram); 0 = none.
+    type: int
+    default: 0
+  budget_server_bytes:
+    description: Largest allowed storage on the boot server for O(server_generations) copies of the artefacts; 0 = none.
+    type: int
+    default: 0
+  server_generations:
+    description: Copies of the artefacts the boot server keeps (the live one plus the kept generations).
+    type: int
+    default: 2
+attributes:
+  check_mode:
+    support: full
+    details: Measures and reports whether the files would change; writes nothing.
+  diff_mode:
+    support: full
+    details: Shows the total compressed size before and after.
+  platform:
+    platforms: posix
+notes:
+  - The estimate costs about one more compression of the image at the build's settings, run only when the image
+    changed.
+"""
+
+EXAMPLES = r"""
+- name: Write the size ledger and check the budgets
+  homelab.alpine_netboot.netboot_ledger:
+    image: /var/tmp/netboot/dist/initramfs
+    rootfs: /var/tmp/netboot/build/image
+    dest: /var/tmp/netboot/dist
+    level: 19
+    window_log: 27
+    budget_image_bytes: 120000000
+"""
+
+RETURN = r"""
+ledger:
+  description: Totals, the estimate check, the node RAM figure and the delta against the previous ledger.
+  returned: always
+  type: dict
+top:
+  description: The largest groups (kind, name, unpacked and estimated compressed bytes).
+  returned: always
+  type: list
+  elements: dict
+budgets:
+  description: One entry per budget (budget, limit, figure, ok, message when exceeded).
+  returned: always
+  type: list
+  elements: dict
+files:
+  description: Paths of ledger.json, ledger.md and ledger.svg.
+  returned: always
+  type: dict
+commands:
+  description: External commands run (none).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _ledger
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+
+ARGUMENT_SPEC = {
+    "image": {"type": "path", "required": True},
+    "rootfs": {"type": "path", "required": True},
+    "dest": {"type": "path", "required": True},
+    "kernel": {"type": "str"},
+    "microcode": {"type": "path"},
+    "compression": {"type": "str", "default": "zstd", "choices": ["zstd", "gzip", "xz", "none"]},
+    "level": {"type": "int"},
+    "window_log": {"type": "int"},
+    "threads": {"type": "int", "default": 0},
+    "prune_report": {"type": "path"},
+    "overlay_dir": {"type": "path"},
+    "cmdline": {"type": "str", "default": ""},
+    "budget_image_bytes": {"type": "int", "default": 0},
+    "budget_node_ram_bytes": {"type": "int", "default": 0},
+    "budget_server_bytes": {"type": "int", "default": 0},
+    "server_generations": {"type": "int", "default": _ledger.DEFAULT_SERVER_GENERATIONS},
+}
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    p = module.params
+    missing = module.check_mode and missing_input(p["image"], f"write the size ledger in {p['dest']}", "initramfs")
+    if missing:
+        module.exit_json(changed=True, commands=[], msg=missing)
+    try:
+        req = _ledger.LedgerRequest(
+            image=Path(p["image"]),
+            rootfs=Path(p["rootfs"]),
+            dest=Path(p["dest"]),
+            spec=_compress.make_spec(p["compression"], p["level"], p["window_log"], p["threads"]),
+            kernel=p["kernel"] or None,
+            microcode=Path(p["microcode"]) if p["microcode"] else None,
+            prune_report=Path(p["prune_report"]) if p["prune_report"] else None,
+            overlay_dir=Path(p["overlay_dir"]) if p["overlay_dir"] else None,
+            budgets=_ledger.Budgets(
+                image_bytes=p["budget_image_bytes"],
+                node_ram_bytes=p["budget_node_ram_bytes"],
+                server_bytes=p["budget_server_bytes"],
+                server_generations=p["server_generations"],
+            ),
+            cmdline=p["cmdline"],
+        )
+        result = _ledger.build_ledger(req, check_mode=module.check_mode)
+    except NetbootError as exc:
+        module.fail_json(msg=str(exc), commands=[])
+    diff = result.pop("diff")
+    if module._diff:
+        result["diff"] = diff
+    failures = result.pop("failures")
+    if failures:
+        module.fail_json(msg=" | ".join(failures), commands=[], **result)
+    module.exit_json(commands=[], **result)
+
+
+if __name__ == "__main__":
+    main()

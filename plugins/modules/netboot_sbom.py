@@ -1,0 +1,127 @@
+#!/usr/bin/python
+"""Ansible module: the image's CycloneDX SBOM (sbom.cdx.json) from the apk database."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: netboot_sbom
+short_description: Write the image's CycloneDX 1.6 SBOM from its apk database
+description:
+  - Reads C(lib/apk/db/installed) of the image tree O(rootfs) and writes O(dest)/sbom.cdx.json, a CycloneDX 1.6 JSON document made
+    with cyclonedx-python-lib - every installed package (name, version, license, origin, apk checksum, URL, purl
+    C(pkg:apk/alpine/NAME@VERSION?arch=ARCH&distro=alpine-X.Y)), the O(extra_binaries), and the kernel with the
+    modules and firmware prune_kernel kept summarised as properties.
+  - The document is validated against the CycloneDX JSON schema with the library's validator before it is written
+    (temp name + rename).
+  - Reproducible - the serial number is a UUID derived from the content, the timestamp is the image's
+    SOURCE_DATE_EPOCH (the newest package build time) - so a rerun with unchanged input reports C(changed=false).
+version_added: "0.2.0"
+author: homelab
+options:
+  rootfs:
+    description: The image tree (after pruning).
+    type: path
+    required: true
+  dest:
+    description: The dist directory; the SBOM is written to O(dest)/sbom.cdx.json.
+    type: path
+    required: true
+  release:
+    description: Alpine release for the purls' C(distro) qualifier (C(3.23), C(edge)); default the rootfs manifest's,
+      else C(etc/alpine-release).
+    type: str
+  kernel:
+    description: Kernel file in the tree's C(boot/) recorded on the kernel component.
+    type: str
+  prune_report:
+    description: C(prune-report.json) of M(homelab.alpine_netboot.prune_kernel) (kept/removed module and firmware
+      counts).
+    type: path
+  extra_binaries:
+    description: Files of the image that come from no package, one dict each with C(name), C(path) (in the image),
+      C(url), C(version) and C(sha256) (checked when given).
+    type: list
+    elements: dict
+    default: []
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+"""
+
+EXAMPLES = r"""
+- name: Write the SBOM
+  homelab.alpine_netboot.netboot_sbom:
+    rootfs: /var/tmp/netboot/build/image
+    dest: /var/tmp/netboot/dist
+    prune_report: /var/tmp/netboot/build/prune-report.json
+"""
+
+RETURN = r"""
+dest:
+  description: The SBOM file written.
+  returned: always
+  type: str
+sha256:
+  description: sha256 of the SBOM file.
+  returned: always
+  type: str
+serial_number:
+  description: The document's serial number (C(urn:uuid:...), derived from the content).
+  returned: always
+  type: str
+components:
+  description: Number of components (packages, extra binaries, the kernel).
+  returned: always
+  type: int
+commands:
+  description: External commands run (none).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _sbom
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+
+ARGUMENT_SPEC = {
+    "rootfs": {"type": "path", "required": True},
+    "dest": {"type": "path", "required": True},
+    "release": {"type": "str"},
+    "kernel": {"type": "str"},
+    "prune_report": {"type": "path"},
+    "extra_binaries": {"type": "list", "elements": "dict", "default": []},
+}
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    p = module.params
+    missing = module.check_mode and missing_input(p["rootfs"], f"write the SBOM in {p['dest']}", "image")
+    if missing:
+        module.exit_json(changed=True, commands=[], msg=missing)
+    try:
+        extras = []
+        for item in p["extra_binaries"]:
+            if not item.get("name") or not item.get("path"):
+                module.fail_json(msg=f"extra_binaries entry {item!r} needs a name and a path (in the image)",
+                                 commands=[])
+            extras.append(_sbom.ExtraBinary(name=str(item["name"]), path=str(item["path"]),
+                                            url=str(item.get("url") or ""), version=str(item.get("version") or ""),
+                                            sha256=str(item.get("sha256") or "")))
+        result = _sbom.write_sbom(p["rootfs"], p["dest"], release=p["release"], kernel=p["kernel"],
+                                  report_path=p["prune_report"], extras=extras, check_mode=module.check_mode)
+    except NetbootError as exc:
+        module.fail_json(msg=str(exc), commands=[])
+    module.exit_json(commands=[], **result)
+
+
+if __name__ == "__main__":
+    main()
