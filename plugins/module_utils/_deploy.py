@@ -1,0 +1,486 @@
+"""Deploy ``dist/`` to a RouterOS boot server as one generation: plan (pure) and apply.
+
+Layout on the router (``rb4011_dir``, e.g. ``netboot``)::
+
+    netboot/g-<12 hex>/vmlinuz, initramfs, ..., manifest.json, SHA256SUMS   byte-identical to dist/
+    netboot/g-<12 hex>/generation.ipxe                                     dist's boot.ipxe, artefact URLs qualified
+
+``generation.ipxe`` is dist's ``boot.ipxe`` with every ``set base tftp://...`` line pointing into the generation
+(``tftp://host/g-<id>``), so a node that fetched it asks for ``g-<id>/vmlinuz`` etc. Each kept generation has one
+anchored TFTP rule per file (``^g-<id>/vmlinuz$``); the one stable rule ``^boot\\.ipxe$`` names the live
+generation's ``generation.ipxe``. Switching is one ``set`` of that rule's ``real-filename``: a node that already
+has generation N's script keeps getting N's kernel and initramfs while N is kept.
+
+The generation id is the sha256 of dist's ``SHA256SUMS`` (which lists manifest.json and every artefact). Ordering
+of generations lives in the rules' comments (``seq``: raised each time a generation becomes live), so the router's
+configuration is the only state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, sha256_file
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import (
+    FEATURES,
+    ApiOptions,
+    RouterOS,
+    RowChange,
+    anchored,
+    connect,
+    diff_rows,
+    needs_rollover,
+    require_version,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import Progress, Sftp, SshOptions
+
+OWNER = "homelab.alpine_netboot"
+STABLE_REQUEST = "boot.ipxe"
+GENERATION_SCRIPT = "generation.ipxe"
+SUMS = "SHA256SUMS"
+GEN_RE = re.compile(r"^g-[0-9a-f]{12}$")
+BASE_RE = re.compile(r"^(?P<head>[ \t]*set[ \t]+base[ \t]+)(?P<url>tftp://\S+?)/?[ \t]*$", re.M)
+SPACE_RESERVE = 4 << 20  # keep some free space for RouterOS itself
+TFTP_MENU = "/ip/tftp"
+
+
+class DeployError(NetbootError):
+    """The deploy was refused or failed; the message says what is unchanged and how to fix it."""
+
+
+# -- dist ----------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Artefact:
+    name: str
+    size: int
+    sha256: str
+    local: Path
+
+
+@dataclass(frozen=True)
+class Dist:
+    path: Path
+    generation: str
+    artefacts: tuple[Artefact, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(a.size for a in self.artefacts)
+
+
+def parse_sums(text: str, where: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        m = re.match(r"^([0-9a-f]{64}) [ *](.+)$", line)
+        if not m or "/" in m.group(2) or m.group(2).startswith("."):
+            raise DeployError(f"{where} line {n}: not a 'sha256  name' line for a file in dist/: {line!r}")
+        out[m.group(2)] = m.group(1)
+    return out
+
+
+def generation_id(sums: bytes) -> str:
+    return "g-" + hashlib.sha256(sums).hexdigest()[:12]
+
+
+def generation_script(text: str, generation: str) -> str:
+    """dist's boot.ipxe with each ``set base tftp://...`` pointing into ``generation``."""
+    if not BASE_RE.search(text):
+        raise DeployError(
+            "boot.ipxe names no tftp:// boot server (its 'set base' lines): the RB4011 serves the artefacts over "
+            "TFTP, so build with boot_server_url: tftp://<router address> (a list may add HTTP fallbacks)"
+        )
+    body = BASE_RE.sub(lambda m: f"{m.group('head')}{m.group('url')}/{generation}", text)
+    first, _, rest = body.partition("\n")
+    note = f"# {OWNER} generation {generation}: artefact URLs point into the generation directory."
+    return f"{first}\n{note}\n{rest}" if first.startswith("#!") else f"{note}\n{body}"
+
+
+def read_dist(dist_dir: Path, staging: Path) -> Dist:
+    """Check dist/ against its SHA256SUMS and stage the generation's boot script."""
+    sums_path = dist_dir / SUMS
+    if not sums_path.is_file():
+        raise DeployError(f"{sums_path} is missing: build first (ansible-playbook homelab.alpine_netboot.build)")
+    raw = sums_path.read_bytes()
+    sums = parse_sums(raw.decode("utf-8", "replace"), str(sums_path))
+    if STABLE_REQUEST not in sums:
+        raise DeployError(f"{sums_path} does not list {STABLE_REQUEST}: rebuild dist/")
+    gen = generation_id(raw)
+    arts: list[Artefact] = []
+    for name, digest in sorted(sums.items()):
+        local = dist_dir / name
+        got = sha256_file(local)
+        if got is None:
+            raise DeployError(f"{local} is listed in SHA256SUMS but missing: rebuild dist/")
+        if got != digest:
+            raise DeployError(f"{local} does not match SHA256SUMS (sha256 {got}, listed {digest}): rebuild dist/")
+        arts.append(Artefact(name, local.stat().st_size, digest, local))
+    arts.append(Artefact(SUMS, len(raw), hashlib.sha256(raw).hexdigest(), sums_path))
+    script = generation_script((dist_dir / STABLE_REQUEST).read_text(), gen).encode()
+    staged = staging / gen / GENERATION_SCRIPT
+    atomic_write_bytes(staged, script)
+    arts.append(Artefact(GENERATION_SCRIPT, len(script), hashlib.sha256(script).hexdigest(), staged))
+    return Dist(dist_dir, gen, tuple(arts))
+
+
+# -- router state ----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RouterFile:
+    id: str
+    name: str
+    type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class RouterState:
+    host: str
+    version: str
+    identity: str
+    free: int
+    total: int
+    files: tuple[RouterFile, ...]
+    tftp: tuple[Mapping[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Generation:
+    id: str
+    files: Mapping[str, RouterFile]  # name inside the generation directory -> file
+    seq: int  # 0: no rules (incomplete upload)
+    has_rules: bool
+
+
+def rule_comment(rb_dir: str, gen: str | None = None, name: str | None = None, seq: int = 0) -> str:
+    if gen is None:
+        return f"{OWNER} dir={rb_dir} {STABLE_REQUEST}"
+    return f"{OWNER} dir={rb_dir} gen={gen} file={name} seq={seq}"
+
+
+def parse_comment(comment: str, rb_dir: str) -> tuple[str, str, int] | None:
+    """``(generation or '', file or 'boot.ipxe', seq)`` of an owned rule of ``rb_dir``, else None."""
+    if comment == rule_comment(rb_dir):
+        return ("", STABLE_REQUEST, 0)
+    m = re.fullmatch(rf"{re.escape(OWNER)} dir={re.escape(rb_dir)} gen=(g-[0-9a-f]{{12}}) file=(\S+) seq=(\d+)",
+                     comment)
+    return (m.group(1), m.group(2), int(m.group(3))) if m else None
+
+
+def generations(state: RouterState, rb_dir: str) -> dict[str, Generation]:
+    files: dict[str, dict[str, RouterFile]] = {}
+    prefix = rb_dir + "/"
+    for f in state.files:
+        if not f.name.startswith(prefix):
+            continue
+        parts = f.name[len(prefix):].split("/")
+        if GEN_RE.match(parts[0]):
+            files.setdefault(parts[0], {})
+            if len(parts) == 2 and f.type != "directory":
+                files[parts[0]][parts[1]] = f
+    seqs: dict[str, int] = {}
+    for rule in state.tftp:
+        parsed = parse_comment(rule.get("comment", ""), rb_dir)
+        if parsed and parsed[0]:
+            seqs[parsed[0]] = max(seqs.get(parsed[0], 0), parsed[2])
+    ids = set(files) | set(seqs)
+    return {g: Generation(g, files.get(g, {}), seqs.get(g, 0), g in seqs) for g in sorted(ids)}
+
+
+def live_generation(state: RouterState, rb_dir: str) -> str | None:
+    for rule in state.tftp:
+        if rule.get("comment") == rule_comment(rb_dir):
+            m = re.fullmatch(rf"/?{re.escape(rb_dir)}/(g-[0-9a-f]{{12}})/{re.escape(GENERATION_SCRIPT)}",
+                             rule.get("real-filename", ""))
+            return m.group(1) if m else None
+    return None
+
+
+# -- plan ------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Options:
+    rb_dir: str = "netboot"
+    keep: int = 1
+    verify: str = "sha256"
+    rollback: bool = False
+    generation: str | None = None
+    allow_addresses: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.rb_dir or self.rb_dir.startswith("/") or ".." in self.rb_dir.split("/"):
+            raise ConfigError(f"rb4011_dir {self.rb_dir!r}: give a relative directory such as netboot")
+        if self.keep < 1:
+            raise ConfigError(f"rb4011_keep_generations {self.keep}: keep at least 1 previous generation, so a "
+                              "node booting during a switch still gets its kernel (and rollback is possible)")
+        if self.verify not in ("sha256", "size"):
+            raise ConfigError(f"rb4011_verify {self.verify!r}: use sha256 or size")
+        if self.rollback and self.generation:
+            raise ConfigError("set either rb4011_rollback or rb4011_generation, not both")
+        if self.generation and not GEN_RE.match(self.generation):
+            raise ConfigError(f"rb4011_generation {self.generation!r}: give an id like g-0123456789ab")
+
+
+@dataclass
+class Plan:
+    target: str
+    live_before: str | None
+    seq: int
+    uploads: list[Artefact] = field(default_factory=list)
+    verify: list[Artefact] = field(default_factory=list)
+    present: list[Artefact] = field(default_factory=list)
+    rule_changes: list[RowChange] = field(default_factory=list)
+    remove_generations: list[str] = field(default_factory=list)
+    remove_ids: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    needed: int = 0
+    free: int = 0
+    total: int = 0
+    rules_before: list[str] = field(default_factory=list)
+    rules_after: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.uploads or self.rule_changes or self.remove_ids)
+
+
+def rule_line(values: Mapping[str, str]) -> str:
+    flags = [k for k in ("read-only", "allow-rollover") if values.get(k) in ("yes", "true")]
+    ips = values.get("ip-addresses") or "any"
+    return (f"{values.get('req-filename', '')} -> {values.get('real-filename', '')} [{','.join(flags)}] "
+            f"from {ips}  # {values.get('comment', '')}")
+
+
+def desired_rule(opts: Options, req: str, real: str, size: int, comment: str) -> dict[str, str]:
+    return {
+        "req-filename": anchored(req),
+        "real-filename": real,
+        "allow": "yes",
+        "read-only": "yes",
+        "allow-rollover": "yes" if needs_rollover(size) else "no",
+        "ip-addresses": ",".join(opts.allow_addresses),
+        "disabled": "no",
+        "comment": comment,
+    }
+
+
+def make_plan(state: RouterState, opts: Options, dist: Dist | None) -> Plan:
+    rb = opts.rb_dir
+    gens = generations(state, rb)
+    live = live_generation(state, rb)
+    complete = {g: v for g, v in gens.items() if v.has_rules}
+    if opts.generation:
+        if opts.generation not in complete:
+            raise DeployError(f"{state.host}: rb4011_generation {opts.generation} is not kept on the router; kept: "
+                              f"{', '.join(sorted(complete)) or 'none'}")
+        target = opts.generation
+    elif opts.rollback:
+        if live is None:
+            raise DeployError(f"{state.host}: nothing is live under {rb}, so there is nothing to roll back from")
+        previous = sorted((v for g, v in complete.items() if g != live), key=lambda v: v.seq)
+        if not previous:
+            raise DeployError(f"{state.host}: no previous generation is kept under {rb} (live: {live})")
+        target = previous[-1].id
+    else:
+        if dist is None:
+            raise ConfigError("netboot_dist_dir is needed to deploy a new generation")
+        target = dist.generation
+    max_seq = max((v.seq for v in gens.values()), default=0)
+    seq = gens[target].seq if target == live and target in gens else max_seq + 1
+    plan = Plan(target, live, seq, free=state.free)
+
+    # files of the target
+    if dist is not None and target == dist.generation:
+        have = gens[target].files if target in gens else {}
+        trusted = target in complete  # rules are only added after the whole generation verified
+        for a in dist.artefacts:
+            f = have.get(a.name)
+            if f is not None and f.size == a.size:
+                (plan.present if trusted or opts.verify == "size" else plan.verify).append(a)
+            else:
+                plan.uploads.append(a)
+                plan.needed += a.size - (f.size if f else 0)
+        target_files = {a.name: a.size for a in dist.artefacts}
+        plan.total = dist.total
+    else:
+        target_files = {n: f.size for n, f in gens[target].files.items()}
+        plan.total = sum(target_files.values())
+    if plan.needed + SPACE_RESERVE > state.free:
+        raise DeployError(
+            f"{state.host}: not enough space for generation {target}: it needs {plan.needed} bytes "
+            f"({plan.needed / 1e6:.1f} MB) plus a {SPACE_RESERVE >> 20} MiB reserve, free-hdd-space is {state.free} "
+            f"bytes ({state.free / 1e6:.1f} MB) of {state.total}, with {len(complete)} generation(s) kept under "
+            f"{rb}. Nothing was changed. Remove files on the router or lower rb4011_keep_generations, then rerun."
+        )
+
+    # which generations stay: the target and the `keep` most recently live others (the live one is the most recent)
+    others = sorted((v for g, v in complete.items() if g != target), key=lambda v: v.seq, reverse=True)
+    kept = [target] + [v.id for v in others[: opts.keep]]
+    plan.kept = kept
+    plan.remove_generations = [g for g in gens if g not in kept]
+    if plan.remove_generations:
+        doomed = tuple(f"{rb}/{g}" for g in plan.remove_generations)
+        plan.remove_ids = [f.id for f in state.files if f.name.startswith(tuple(d + "/" for d in doomed))]
+        plan.remove_ids += [f.id for f in state.files if f.name in doomed]
+
+    # TFTP rules
+    desired: dict[str, dict[str, str]] = {}
+    for g in kept:
+        files = target_files if g == target else {n: f.size for n, f in gens[g].files.items()}
+        s = seq if g == target else gens[g].seq
+        for name, size in sorted(files.items()):
+            if name == STABLE_REQUEST:
+                continue  # dist's own script names unqualified paths; nodes get generation.ipxe instead
+            desired[f"{g}/{name}"] = desired_rule(opts, f"{g}/{name}", f"{rb}/{g}/{name}", size,
+                                                  rule_comment(rb, g, name, s))
+    script_size = target_files.get(GENERATION_SCRIPT, 0)
+    stable = {STABLE_REQUEST: desired_rule(opts, STABLE_REQUEST, f"{rb}/{target}/{GENERATION_SCRIPT}", script_size,
+                                            rule_comment(rb))}
+
+    def owned(row: Mapping[str, str]) -> str | None:
+        parsed = parse_comment(row.get("comment", ""), rb)
+        if parsed is None:
+            return None
+        return STABLE_REQUEST if not parsed[0] else f"{parsed[0]}/{parsed[1]}"
+
+    gen_rows = [r for r in state.tftp if owned(r) not in (None, STABLE_REQUEST)]
+    stable_rows = [r for r in state.tftp if owned(r) == STABLE_REQUEST]
+    gen_changes = diff_rows(TFTP_MENU, gen_rows, desired, owned)
+    stable_changes = diff_rows(TFTP_MENU, stable_rows, stable, owned)
+    # order: the new generation's rules, then the one switch, then the removals
+    plan.rule_changes = ([c for c in gen_changes if c.action != "remove"] + stable_changes
+                         + [c for c in gen_changes if c.action == "remove"])
+    plan.rules_before = sorted(rule_line(r) for r in state.tftp if owned(r) is not None)
+    plan.rules_after = sorted(rule_line(v) for v in [*desired.values(), *stable.values()])
+    for rule in state.tftp:
+        if owned(rule) is None and rule.get("disabled") != "true":
+            try:
+                shadow = re.search(rule.get("req-filename", ".*"), STABLE_REQUEST) is not None
+            except re.error:
+                shadow = False
+            if shadow:
+                plan.warnings.append(f"/ip/tftp rule {rule.get('.id')} ({rule.get('req-filename', '.*')!r}) is not "
+                                     f"the collection's and also matches {STABLE_REQUEST}; if it comes first it wins")
+    return plan
+
+
+# -- apply ------------------------------------------------------------------------------------------------------------
+
+def read_state(ros: RouterOS, host: str, features: Iterable[str]) -> RouterState:
+    res = ros.print("/system/resource")
+    if not res:
+        raise DeployError(f"{host}: /system/resource/print returned nothing")
+    version = res[0].get("version", "")
+    require_version(version, features, host)
+    ident = ros.print("/system/identity")
+    files = tuple(
+        RouterFile(r[".id"], r.get("name", ""), r.get("type", ""), int(r.get("size") or 0))
+        for r in ros.print("/file", (".id", "name", "type", "size"))
+    )
+    return RouterState(
+        host, version, ident[0].get("name", "") if ident else "", int(res[0].get("free-hdd-space") or 0),
+        int(res[0].get("total-hdd-space") or 0), files, tuple(ros.print(TFTP_MENU)),
+    )
+
+
+@dataclass(frozen=True)
+class Target:
+    api: ApiOptions
+    ssh: SshOptions
+
+
+def deploy(
+    target: Target,
+    opts: Options,
+    dist_dir: Path | None,
+    staging: Path,
+    *,
+    check: bool,
+    progress: Progress,
+    dhcp: Callable[[RouterOS, bool], list[RowChange]] | None = None,
+) -> dict[str, Any]:
+    """Preflight, plan, and (unless ``check``) upload, verify, switch and prune. Returns the module result."""
+    host = target.api.host
+    dist = read_dist(dist_dir, staging) if dist_dir is not None and not (opts.rollback or opts.generation) else None
+    features = [name for name in FEATURES if FEATURES[name] <= (7, 1)]
+    ros = connect(target.api)
+    try:
+        state = read_state(ros, host, features)
+        plan = make_plan(state, opts, dist)
+        result: dict[str, Any] = {
+            "routeros_version": state.version, "identity": state.identity, "generation": plan.target,
+            "live_before": plan.live_before, "kept_generations": plan.kept,
+            "removed_generations": plan.remove_generations, "generation_bytes": plan.total,
+            "free_hdd_space": state.free, "needed_bytes": plan.needed,
+            "planned_uploads": [a.name for a in plan.uploads],
+            "planned_verifications": [a.name for a in plan.verify],
+            "rule_changes": [c.command() for c in plan.rule_changes], "warnings": plan.warnings,
+            "rules_before": plan.rules_before, "rules_after": plan.rules_after, "uploads": [], "bytes_sent": 0,
+        }
+        dhcp_changes = dhcp(ros, True) if dhcp else []
+        result["dhcp_changes"] = [c.command() for c in dhcp_changes]
+        result["changed"] = plan.changes or bool(dhcp_changes)
+        if check:
+            return result
+        rb = opts.rb_dir
+        gen_dir = f"{rb}/{plan.target}"
+        if plan.uploads or plan.verify:
+            progress.line(f"{host}: generation {plan.target}: {len(plan.uploads)} file(s) to send, "
+                          f"{plan.needed} bytes; {len(plan.verify)} to verify")
+            with Sftp.open(target.ssh) as sftp:
+                sftp.makedirs("/" + gen_dir)
+                uploads = list(plan.uploads)
+                for a in plan.verify:
+                    t0 = time.monotonic()
+                    ok = sftp.sha256(f"/{gen_dir}/{a.name}") == a.sha256
+                    progress.line(f"{a.name}: already on the router, sha256 {'matches' if ok else 'DIFFERS'} "
+                                  f"({time.monotonic() - t0:.1f}s)")
+                    if not ok:
+                        uploads.append(a)
+                for a in uploads:
+                    result["uploads"].append(_upload(ros, sftp, a, gen_dir, verify=opts.verify,
+                                                     progress=progress, host=host))
+                    result["bytes_sent"] += a.size
+            result["changed"] = True
+        for change in plan.rule_changes:
+            ros.apply(change)
+        if plan.remove_ids:
+            ros.remove("/file", plan.remove_ids)
+        if dhcp:
+            dhcp(ros, False)
+        progress.line(f"{host}: live generation {plan.target} ({plan.total} bytes, {result['bytes_sent']} sent)")
+        return result
+    finally:
+        ros.close()
+
+
+def _upload(ros: RouterOS, sftp: Sftp, a: Artefact, gen_dir: str, *, verify: str, progress: Progress,
+            host: str) -> dict[str, Any]:
+    remote = f"/{gen_dir}/{a.name}"
+    cb, elapsed = progress.callback(a.name)
+    sftp.upload(a.local, remote, cb)
+    seconds = elapsed()
+    name = remote.lstrip("/")
+    sizes = {r.get("name"): r.get("size") for r in ros.print("/file", ("name", "size"))}
+    if str(sizes.get(name)) != str(a.size):
+        raise DeployError(f"{host}: {name} is {sizes.get(name)} bytes on the router after the upload, expected "
+                          f"{a.size}; the live generation is unchanged, rerun to resume")
+    if verify == "sha256":
+        got = sftp.sha256(remote)
+        if got != a.sha256:
+            raise DeployError(f"{host}: {name} reads back with sha256 {got}, expected {a.sha256}; the live "
+                              "generation is unchanged, rerun to resend it")
+    mbps = a.size / 1e6 / max(seconds, 1e-6)
+    progress.line(f"{a.name}: sent {a.size} bytes in {seconds:.2f}s ({mbps:.2f} MB/s), verified by {verify}")
+    return {"name": a.name, "bytes": a.size, "bytes_sent": a.size, "seconds": round(seconds, 3),
+            "MBps": round(mbps, 2), "verified": verify}

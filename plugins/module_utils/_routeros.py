@@ -1,0 +1,264 @@
+"""RouterOS API access for the deploy (librouteros): connect, version gates, menus, owned-row diffing, TFTP maths.
+
+Importable without Ansible. Values read from RouterOS are normalised to strings (librouteros turns ``yes``/``true``
+into ``True`` and digits into ``int``); booleans compare as ``true``/``false`` whichever spelling was used, like
+community.routeros' ``api_modify`` compares desired and actual values as strings.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+
+# 16-bit TFTP block counter: a transfer of more than 65,535 blocks needs the server to roll the counter over.
+TFTP_MAX_BLOCKS = 65535
+# iPXE asks for at most 1,432-byte blocks (TFTP_MAX_BLKSIZE, include/ipxe/tftp.h); RFC 1350 clients use 512.
+IPXE_BLKSIZE = 1432
+MIN_BLKSIZE = 512
+
+# RouterOS features the deploy uses and the first version that has them.
+FEATURES: dict[str, tuple[int, ...]] = {
+    "v7 API and /ip/tftp allow-rollover": (7, 1),
+    "/ip/dhcp-server/matcher (DHCP option 77 iPXE chainloading)": (7, 4),
+}
+MIN_VERSION = FEATURES["v7 API and /ip/tftp allow-rollover"]
+
+
+class RouterOSError(NetbootError):
+    """RouterOS refused a command or could not be reached."""
+
+
+class AuthError(RouterOSError):
+    """Login refused (the password is never part of the message)."""
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``'7.16.2 (stable)'`` -> ``(7, 16, 2)``; ``'7.18beta2'`` -> ``(7, 18)``."""
+    m = re.match(r"\s*(\d+(?:\.\d+)*)", str(text))
+    if not m:
+        raise RouterOSError(f"cannot read the RouterOS version {text!r} from /system/resource")
+    return tuple(int(x) for x in m.group(1).split("."))
+
+
+def require_version(version_text: str, features: Iterable[str], host: str) -> tuple[int, ...]:
+    version = parse_version(version_text)
+    missing = [f"{name} needs {'.'.join(map(str, FEATURES[name]))}+" for name in features if version < FEATURES[name]]
+    if missing:
+        raise RouterOSError(
+            f"{host} runs RouterOS {version_text}; the deploy uses " + "; ".join(missing)
+            + ". Upgrade RouterOS (System > Packages > Check for updates) and rerun."
+        )
+    return version
+
+
+def blocks(size: int, blksize: int) -> int:
+    """TFTP DATA packets for ``size`` bytes (the last one is short, possibly empty)."""
+    return size // blksize + 1
+
+
+def needs_rollover(size: int, blksize: int = MIN_BLKSIZE) -> bool:
+    """True when a client using ``blksize`` would need more than 65,535 blocks (default: any RFC 1350 client)."""
+    return blocks(size, blksize) > TFTP_MAX_BLOCKS
+
+
+_REGEX_SPECIAL = set("\\.^$*+?()[]{}|")
+
+
+def anchored(name: str) -> str:
+    """A ``req-filename`` regex that matches exactly ``name`` (RouterOS treats req-filename as a regex)."""
+    return "^" + "".join("\\" + c if c in _REGEX_SPECIAL else c for c in name) + "$"
+
+
+def as_text(value: object) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return "" if value is None else str(value)
+
+
+def same_value(a: str, b: str) -> bool:
+    bools = {"yes": "true", "true": "true", "no": "false", "false": "false"}
+    return bools.get(a, a) == bools.get(b, b)
+
+
+# -- owned rows --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RowChange:
+    """One write to a menu: ``add`` (values), ``set`` (id + changed values) or ``remove`` (id)."""
+
+    menu: str
+    action: str
+    key: str
+    values: Mapping[str, str] = field(default_factory=dict)
+    id: str = ""
+    before: Mapping[str, str] = field(default_factory=dict)
+
+    def command(self) -> str:
+        """The change as a RouterOS CLI line (shown in check mode)."""
+        words = " ".join(f'{k}="{v}"' for k, v in self.values.items())
+        menu = self.menu.replace("/", " ").strip()
+        if self.action == "add":
+            return f"/{menu} add {words}"
+        if self.action == "set":
+            return f"/{menu} set [find comment=\"{self.before.get('comment', '')}\"] {words}"
+        return f"/{menu} remove [find comment=\"{self.before.get('comment', '')}\"]"
+
+
+def diff_rows(
+    menu: str,
+    actual: Iterable[Mapping[str, str]],
+    desired: Mapping[str, Mapping[str, str]],
+    owned: Callable[[Mapping[str, str]], str | None],
+) -> list[RowChange]:
+    """Changes that turn the owned rows of ``actual`` into ``desired`` (key -> values).
+
+    ``owned(row)`` returns the row's key when the collection owns it (its tag in ``comment``), else None: rows the
+    user made are never touched. A duplicate owned row (same key twice) is removed.
+    """
+    changes: list[RowChange] = []
+    seen: set[str] = set()
+    for row in actual:
+        key = owned(row)
+        if key is None:
+            continue
+        if key in seen or key not in desired:
+            changes.append(RowChange(menu, "remove", key, id=row[".id"], before=dict(row)))
+            continue
+        seen.add(key)
+        delta = {k: v for k, v in desired[key].items() if not same_value(row.get(k, ""), v)}
+        if delta:
+            changes.append(RowChange(menu, "set", key, delta, row[".id"], dict(row)))
+    for key, values in desired.items():
+        if key not in seen:
+            changes.append(RowChange(menu, "add", key, dict(values)))
+    return changes
+
+
+# -- connection ----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ApiOptions:
+    host: str
+    user: str
+    password: str
+    port: int | None = None
+    tls: bool = False
+    validate_certs: bool = True
+    validate_cert_hostname: bool = False
+    ca_path: str | None = None
+    force_no_cert: bool = False
+    timeout: float = 10.0
+
+    def __repr__(self) -> str:  # never show the password
+        return f"ApiOptions(host={self.host!r}, user={self.user!r}, port={self.effective_port})"
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (8729 if self.tls else 8728)
+
+
+def ssl_wrapper(opts: ApiOptions) -> Callable[[socket.socket], socket.socket]:
+    if opts.force_no_cert:
+        # Anonymous Diffie-Hellman: encrypted but unauthenticated; only when explicitly allowed.
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_ciphers("ADH:@SECLEVEL=0")
+    else:
+        ctx = ssl.create_default_context(cafile=opts.ca_path)
+        ctx.check_hostname = opts.validate_cert_hostname
+        if not opts.validate_certs:
+            raise ConfigError(
+                "rb4011_use_tls without certificate verification is refused; give rb4011_ca_path, or allow "
+                "anonymous DH explicitly with rb4011_force_no_cert"
+            )
+
+    def wrap(sock: socket.socket) -> socket.socket:
+        return ctx.wrap_socket(sock, server_hostname=opts.host if opts.validate_cert_hostname else None)
+
+    return wrap
+
+
+class RouterOS:
+    """A logged-in API session. Use ``connect(opts)``."""
+
+    def __init__(self, api: Any, host: str) -> None:
+        self.api = api
+        self.host = host
+
+    def close(self) -> None:
+        try:
+            self.api.close()
+        except OSError:
+            pass
+
+    def _call(self, path: str, verb: str, **kw: str) -> list[dict[str, str]]:
+        from librouteros.exceptions import LibRouterosError
+
+        parts = [p for p in path.split("/") if p]
+        try:
+            rows = list(self.api.path(*parts)(verb, **kw))
+        except LibRouterosError as e:
+            raise RouterOSError(f"{self.host}: {path}/{verb} failed: {e}") from e
+        except OSError as e:
+            raise RouterOSError(f"{self.host}: connection lost during {path}/{verb}: {e}") from e
+        return [{str(k): as_text(v) for k, v in r.items()} for r in rows]
+
+    def print(self, path: str, proplist: Iterable[str] = ()) -> list[dict[str, str]]:
+        props = ",".join(proplist)
+        return self._call(path, "print", **({".proplist": props} if props else {}))
+
+    def add(self, path: str, values: Mapping[str, str]) -> str:
+        rows = self._call(path, "add", **dict(values))
+        return rows[0].get("ret", "") if rows else ""
+
+    def set(self, path: str, row_id: str, values: Mapping[str, str]) -> None:
+        self._call(path, "set", **{".id": row_id, **values})
+
+    def remove(self, path: str, ids: Iterable[str]) -> None:
+        joined = ",".join(ids)
+        if joined:
+            self._call(path, "remove", **{".id": joined})
+
+    def apply(self, change: RowChange) -> None:
+        if change.action == "add":
+            self.add(change.menu, change.values)
+        elif change.action == "set":
+            self.set(change.menu, change.id, change.values)
+        else:
+            self.remove(change.menu, [change.id])
+
+
+def connect(opts: ApiOptions) -> RouterOS:
+    import librouteros
+    from librouteros.exceptions import LibRouterosError, TrapError
+
+    where = f"{opts.host}:{opts.effective_port}"
+    try:
+        api = librouteros.connect(
+            opts.host, opts.user, opts.password, port=opts.effective_port, timeout=opts.timeout,
+            ssl_wrapper=ssl_wrapper(opts) if opts.tls or opts.force_no_cert else None,
+        )
+    except TrapError as e:
+        raise AuthError(
+            f"RouterOS API at {where} refused the login of user {opts.user!r}: {e.message}. Check rb4011_user and "
+            "rb4011_password (vault), and that the user's group has the api policy."
+        ) from None
+    except LibRouterosError as e:
+        raise RouterOSError(f"RouterOS API at {where}: {e}") from None
+    except ssl.SSLError as e:
+        raise RouterOSError(f"RouterOS API-SSL at {where}: TLS failed ({e}); check rb4011_ca_path") from None
+    except OSError as e:
+        raise RouterOSError(
+            f"cannot reach the RouterOS API at {where}: {e}. Is /ip/service api"
+            f"{'-ssl' if opts.tls else ''} enabled on port {opts.effective_port} and reachable from here?"
+        ) from None
+    return RouterOS(api, opts.host)

@@ -1,0 +1,235 @@
+#!/usr/bin/python
+"""Ansible module: deploy dist/ to a RouterOS boot server (RB4011) as one generation."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: rb4011_deploy
+short_description: Deploy dist/ to a MikroTik RB4011 as a generation served over TFTP
+description:
+  - Preflight before any write - API login, RouterOS version (7.1+ required), identity, and C(free-hdd-space)
+    against the bytes the new generation needs while the kept generations stay.
+  - Uploads every file of O(dist_dir) listed in its C(SHA256SUMS) to C(<dir>/g-<id>/) over SFTP (the host key is
+    checked against O(known_hosts) or O(host_key_fingerprint), never accepted silently), skipping files already
+    there with the right size and sha256, and verifies each (size over the API, sha256 read back over SFTP).
+  - Adds a C(generation.ipxe) - dist's boot.ipxe whose C(set base tftp://...) lines point into the generation - and
+    one anchored C(/ip/tftp) rule per file; only then switches the single stable C(^boot\.ipxe$) rule to the new
+    generation, so a node that already fetched the old script keeps getting the old kernel and initramfs.
+  - Keeps O(keep) previous generations (never the one live before the switch) and deletes older ones.
+  - O(rollback) switches back to the previously live generation, O(generation) pins one that is kept.
+version_added: "0.2.0"
+author: homelab
+options:
+  host:
+    description: Address of the router (API and SSH).
+    type: str
+    required: true
+  user:
+    description: RouterOS user with the api, ssh and ftp policies.
+    type: str
+    required: true
+  password:
+    description: Its password (keep it in Ansible Vault). Never logged.
+    type: str
+    required: true
+  api_port:
+    description: API port; default 8728, or 8729 with O(use_tls).
+    type: int
+  ssh_port:
+    description: SSH/SFTP port.
+    type: int
+    default: 22
+  use_tls:
+    description: Use API-SSL with certificate verification against O(ca_path).
+    type: bool
+    default: false
+  ca_path:
+    description: CA bundle that signed the router's API-SSL certificate.
+    type: path
+  validate_cert_hostname:
+    description: Also check the certificate's name against O(host).
+    type: bool
+    default: false
+  force_no_cert:
+    description: Allow API-SSL with anonymous Diffie-Hellman (encrypted, not authenticated). Only when explicitly set.
+    type: bool
+    default: false
+  known_hosts:
+    description: An OpenSSH known_hosts file holding the router's host key. One of O(known_hosts) and
+      O(host_key_fingerprint) is required.
+    type: path
+  host_key_fingerprint:
+    description: The router's SSH host key fingerprint in OpenSSH's C(SHA256:...) form.
+    type: str
+  dist_dir:
+    description: The built dist/ directory (C(SHA256SUMS), C(manifest.json), C(boot.ipxe), kernel, initramfs).
+    type: path
+  dir:
+    description: Directory on the router holding the generations.
+    type: str
+    default: netboot
+  keep:
+    description: Previous generations kept besides the live one (at least 1).
+    type: int
+    default: 1
+  verify:
+    description: C(sha256) reads every uploaded file back; C(size) trusts the size reported by the API.
+    type: str
+    choices: [sha256, size]
+    default: sha256
+  rollback:
+    description: Switch to the previously live generation instead of deploying O(dist_dir).
+    type: bool
+    default: false
+  generation:
+    description: Switch to this kept generation (C(g-<12 hex>)) instead of deploying O(dist_dir).
+    type: str
+  tftp_allow_addresses:
+    description: Networks allowed to read the TFTP rules (C(ip-addresses)); empty means any.
+    type: list
+    elements: str
+    default: []
+  staging_dir:
+    description: Local directory for the generation's boot script.
+    type: path
+    required: true
+  progress_log:
+    description: File the upload progress (bytes, MB/s, ETA per file) is appended to; C(tail -f) it.
+    type: path
+  timeout:
+    description: API and SSH timeout in seconds.
+    type: int
+    default: 15
+attributes:
+  check_mode:
+    support: full
+    details: Reads the router (API only) and lists the planned uploads and rule changes; writes nothing.
+  diff_mode:
+    support: full
+    details: The collection's TFTP rules before and after.
+  platform:
+    platforms: posix
+    details: Runs on the controller (C(connection: local)) and talks to RouterOS over the network.
+notes:
+  - RouterOS has no hash command; O(verify=sha256) reads each new file back over SFTP.
+"""
+
+EXAMPLES = r"""
+- name: Deploy dist/ to the boot server
+  homelab.alpine_netboot.rb4011_deploy:
+    host: 192.168.88.1
+    user: netboot
+    password: "{{ vault_rb4011_password }}"
+    host_key_fingerprint: "SHA256:abc..."
+    dist_dir: /srv/netboot/dist
+    staging_dir: /srv/netboot/build/deploy
+"""
+
+RETURN = r"""
+generation:
+  description: The generation live after the run.
+  returned: success
+  type: str
+bytes_sent:
+  description: Bytes actually uploaded (0 on a rerun with the same dist).
+  returned: success
+  type: int
+generation_bytes:
+  description: Total size of the generation.
+  returned: success
+  type: int
+uploads:
+  description: Per uploaded file - name, bytes, bytes_sent, seconds, MBps, verified.
+  returned: success
+  type: list
+  elements: dict
+planned_uploads:
+  description: Files the plan sends (check mode lists them too).
+  returned: always
+  type: list
+  elements: str
+rule_changes:
+  description: The TFTP rule changes as RouterOS commands.
+  returned: always
+  type: list
+  elements: str
+kept_generations:
+  description: Generations on the router after the run, live first.
+  returned: success
+  type: list
+  elements: str
+removed_generations:
+  description: Generations deleted by the run.
+  returned: success
+  type: list
+  elements: str
+"""
+
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import Options, Target, deploy
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import ApiOptions
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import Progress, SshOptions
+
+ARGUMENT_SPEC = {
+    "host": {"type": "str", "required": True},
+    "user": {"type": "str", "required": True},
+    "password": {"type": "str", "required": True, "no_log": True},
+    "api_port": {"type": "int"},
+    "ssh_port": {"type": "int", "default": 22},
+    "use_tls": {"type": "bool", "default": False},
+    "ca_path": {"type": "path"},
+    "validate_cert_hostname": {"type": "bool", "default": False},
+    "force_no_cert": {"type": "bool", "default": False},
+    "known_hosts": {"type": "path"},
+    "host_key_fingerprint": {"type": "str"},
+    "dist_dir": {"type": "path"},
+    "dir": {"type": "str", "default": "netboot"},
+    "keep": {"type": "int", "default": 1},
+    "verify": {"type": "str", "choices": ["sha256", "size"], "default": "sha256"},
+    "rollback": {"type": "bool", "default": False},
+    "generation": {"type": "str"},
+    "tftp_allow_addresses": {"type": "list", "elements": "str", "default": []},
+    "staging_dir": {"type": "path", "required": True},
+    "progress_log": {"type": "path"},
+    "timeout": {"type": "int", "default": 15},
+}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        supports_check_mode=True,
+        required_one_of=[("known_hosts", "host_key_fingerprint")],
+    )
+    p = module.params
+    try:
+        target = Target(
+            ApiOptions(p["host"], p["user"], p["password"], p["api_port"], p["use_tls"],
+                       ca_path=p["ca_path"], validate_cert_hostname=p["validate_cert_hostname"],
+                       force_no_cert=p["force_no_cert"], timeout=p["timeout"]),
+            SshOptions(p["host"], p["user"], p["password"], p["ssh_port"], p["known_hosts"],
+                       p["host_key_fingerprint"], timeout=p["timeout"]),
+        )
+        opts = Options(p["dir"].strip("/"), p["keep"], p["verify"], p["rollback"], p["generation"] or None,
+                       tuple(p["tftp_allow_addresses"]))
+        progress = Progress(Path(p["progress_log"]) if p["progress_log"] and not module.check_mode else None)
+        result = deploy(target, opts, Path(p["dist_dir"]) if p["dist_dir"] else None, Path(p["staging_dir"]),
+                        check=module.check_mode, progress=progress)
+    except NetbootError as e:
+        module.fail_json(msg=str(e))
+    diff = {"before": "\n".join(result.pop("rules_before")) + "\n",
+            "after": "\n".join(result.pop("rules_after")) + "\n",
+            "before_header": f"{p['host']} /ip/tftp (owned rules)", "after_header": f"{p['host']} /ip/tftp"}
+    for w in result.pop("warnings"):
+        module.warn(w)
+    result["progress_log"] = p["progress_log"]
+    module.exit_json(**result, **({"diff": diff} if module._diff else {}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""_deploy: dist reading, generation script rewrite, and the plan (pure) on synthetic router states."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import (
+    GENERATION_SCRIPT,
+    DeployError,
+    Options,
+    RouterFile,
+    RouterState,
+    generation_script,
+    make_plan,
+    read_dist,
+    rule_comment,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
+from tests.fixtures.routeros.dist import make_dist
+
+MB = 1_000_000
+
+
+def state(files: list[tuple[str, int]] = (), rules: list[dict[str, str]] = (), free: int = 500 * MB) -> RouterState:
+    rf = [RouterFile(f"*{i:X}", n, "directory" if s < 0 else "file", max(s, 0)) for i, (n, s) in enumerate(files, 1)]
+    return RouterState("r1", "7.16 (stable)", "rb", free, 512 << 20, tuple(rf), tuple(rules))
+
+
+def installed(gen: str, seq: int, live: bool, sizes: dict[str, int]) -> tuple[list[tuple[str, int]], list[dict[str, str]]]:
+    files = [(f"netboot/{gen}", -1)] + [(f"netboot/{gen}/{n}", s) for n, s in sizes.items()]
+    flags = {"allow": "true", "read-only": "true", "allow-rollover": "false", "disabled": "false"}
+    rules = [{".id": f"*{gen}{n}", "comment": rule_comment("netboot", gen, n, seq),
+              "req-filename": f"^{gen}/{n.replace('.', chr(92) + '.')}$", "real-filename": f"netboot/{gen}/{n}",
+              **flags} for n in sizes if n != "boot.ipxe"]
+    if live:
+        rules.append({".id": "*s", "comment": rule_comment("netboot"), "req-filename": r"^boot\.ipxe$",
+                      "real-filename": f"netboot/{gen}/{GENERATION_SCRIPT}", **flags})
+    return files, rules
+
+
+def test_generation_script_rewrites_only_tftp_bases() -> None:
+    text = "#!ipxe\nset base tftp://10.0.0.1/\nkernel ${base}/vmlinuz\n:s1\nset base http://h:8080\n"
+    out = generation_script(text, "g-0123456789ab")
+    assert out.startswith("#!ipxe\n# homelab.alpine_netboot generation g-0123456789ab")
+    assert "set base tftp://10.0.0.1/g-0123456789ab\n" in out and "set base http://h:8080\n" in out
+    with pytest.raises(DeployError, match="boot_server_url: tftp://"):
+        generation_script("#!ipxe\nset base http://h\n", "g-0123456789ab")
+
+
+def test_read_dist_checks_sums(tmp_path: Path) -> None:
+    dist = make_dist(tmp_path / "d", "tftp://r")
+    d = read_dist(dist, tmp_path / "s")
+    assert d.generation.startswith("g-") and len(d.generation) == 14
+    names = {a.name for a in d.artefacts}
+    assert names == {"boot.ipxe", "vmlinuz", "initramfs", "manifest.json", "SHA256SUMS", GENERATION_SCRIPT}
+    (dist / "vmlinuz").write_bytes(b"tampered")
+    with pytest.raises(DeployError, match=r"vmlinuz does not match SHA256SUMS"):
+        read_dist(dist, tmp_path / "s")
+
+
+def test_fresh_router_plan_uploads_everything_and_switches(tmp_path: Path) -> None:
+    d = read_dist(make_dist(tmp_path / "d", "tftp://r"), tmp_path / "s")
+    plan = make_plan(state(), Options(), d)
+    assert {a.name for a in plan.uploads} == {a.name for a in d.artefacts}
+    assert plan.needed == d.total and plan.kept == [d.generation]
+    assert plan.rule_changes[-1].key == "boot.ipxe"  # the switch comes after the generation's rules
+
+
+def test_rerun_plan_is_empty_and_partial_upload_is_verified(tmp_path: Path) -> None:
+    d = read_dist(make_dist(tmp_path / "d", "tftp://r"), tmp_path / "s")
+    sizes = {a.name: a.size for a in d.artefacts}
+    files, rules = installed(d.generation, 1, True, sizes)
+    plan = make_plan(state(files, rules), Options(), d)
+    assert not plan.changes and plan.needed == 0
+    # same files without rules = an interrupted upload: right-size files are read back, not trusted
+    partial = dict(sizes, initramfs=10)
+    files, _ = installed(d.generation, 0, False, partial)
+    plan = make_plan(state(files), Options(), d)
+    assert [a.name for a in plan.uploads] == ["initramfs"]
+    assert {a.name for a in plan.verify} == set(sizes) - {"initramfs"}
+    assert plan.needed == sizes["initramfs"] - 10
+    assert not make_plan(state(files), Options(verify="size"), d).verify
+
+
+def test_space_refusal_names_needed_and_free(tmp_path: Path) -> None:
+    d = read_dist(make_dist(tmp_path / "d", "tftp://r"), tmp_path / "s")
+    with pytest.raises(DeployError, match=rf"needs {d.total} bytes.*free-hdd-space is 1000 bytes"):
+        make_plan(state(free=1000), Options(), d)
+
+
+def test_keep_rollback_and_pin(tmp_path: Path) -> None:
+    gens = ["g-000000000001", "g-000000000002", "g-000000000003"]
+    files: list[tuple[str, int]] = []
+    rules: list[dict[str, str]] = []
+    for i, g in enumerate(gens, 1):
+        f, r = installed(g, i, i == 3, {"vmlinuz": 100, GENERATION_SCRIPT: 10})
+        files += f
+        rules += r
+    s = state(files, rules)
+    back = make_plan(s, Options(rollback=True), None)
+    assert back.target == gens[1] and back.live_before == gens[2] and not back.uploads
+    assert back.kept == [gens[1], gens[2]] and back.remove_generations == [gens[0]]
+    switch = [c for c in back.rule_changes if c.key == "boot.ipxe"]
+    assert switch and switch[0].values == {"real-filename": f"netboot/{gens[1]}/{GENERATION_SCRIPT}"}
+    pin = make_plan(s, Options(generation=gens[0], keep=2), None)
+    assert pin.target == gens[0] and pin.remove_generations == []
+    with pytest.raises(DeployError, match="not kept"):
+        make_plan(s, Options(generation="g-00000000000f"), None)
+    with pytest.raises(ConfigError):
+        Options(keep=0)
+    with pytest.raises(ConfigError):
+        Options(rollback=True, generation=gens[0])
