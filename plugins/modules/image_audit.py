@@ -68,7 +68,7 @@ report:
   returned: always
   type: dict
 errors:
-  description: One line per finding, C(<file>: <what is wrong>).
+  description: One line per finding, the file then what is wrong with it.
   returned: always
   type: list
   elements: str
@@ -84,6 +84,7 @@ from pathlib import Path
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _audit
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import dump_json
 
@@ -99,6 +100,9 @@ ARGUMENT_SPEC = {
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
+    missing = module.check_mode and missing_input(p["root"], f"audit {p['root']} and write {p['dest']}", "image")
+    if missing:
+        module.exit_json(changed=True, commands=[], msg=missing)
     root = Path(p["root"])
     if not root.is_dir():
         module.fail_json(msg=f"image tree {root} does not exist: run the image and kernel stages first", commands=[])
