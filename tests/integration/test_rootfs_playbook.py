@@ -20,7 +20,6 @@ from tests.fixtures.apkrepo import (
     RELEASE,
     Mirror,
     SigningKey,
-    alpine_mirror,
     apk_tools_static_package,
     build_package,
     quicksand_packages,
@@ -37,11 +36,6 @@ pytestmark = [
 
 PACKAGES = ["alpine-baselayout", "busybox", "openrc", "kmod", "linux-virt", "dhcpcd", "curl"]
 TASK = "Build the Alpine rootfs from the signed, cached repositories"
-
-
-@pytest.fixture(scope="module")
-def mirror() -> Mirror:
-    return alpine_mirror()
 
 
 def settings(work: Path, url: str, mirror: Mirror, **overrides: Any) -> dict[str, Any]:
