@@ -12,16 +12,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._overlay import copy_overlay, overlay_digest
 
 
-@pytest.fixture
-def rootfs(tmp_path: Path) -> Path:
-    root = tmp_path / "rootfs"
-    (root / "usr/bin").mkdir(parents=True)
-    (root / "etc").mkdir()
-    os.symlink("usr/bin", root / "bin")  # merged-usr style relative link
-    os.symlink("/usr/bin/busybox", root / "usr/bin/sh")  # absolute link, meant inside the image
-    return root
-
-
 def test_copy_keeps_modes_links_and_owner(tmp_path: Path, rootfs: Path) -> None:
     ov = tmp_path / "overlay"
     (ov / "etc/ssh").mkdir(parents=True)
