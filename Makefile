@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 ANSIBLE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: build test lint unit deps deps-dev bench galaxy boot-test clean distclean
+.PHONY: build test lint sanity changelog unit deps deps-dev bench galaxy boot-test clean distclean
 
 build: deps
 	$(BIN)/ansible-playbook playbooks/build.yml $(ANSIBLE_ARGS)
@@ -38,7 +38,32 @@ lint: deps-dev
 	MYPYPATH=.collections $(BIN)/mypy --strict scripts/start_qemu.py
 	MYPYPATH=.collections $(BIN)/mypy
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ansible-lint --profile production
+	$(BIN)/antsibull-changelog lint
+	$(MAKE) sanity
 	$(MAKE) galaxy
+
+# ansible-test sanity from the ansible_collections/homelab/alpine_netboot path the repo links (it needs that layout;
+# ANSIBLE_TEST_CONTENT_ROOT keeps the symlinked path, which getcwd() would resolve away). Its per-test venvs and
+# caches live in a private HOME under build/; pip is bootstrapped from ensurepip + PyPI (tests/sanity/get_pip.py)
+# instead of ci-files.testing.ansible.com. SANITY_ARGS='--test validate-modules' runs one test.
+COLLECTION_ROOT := .collections/ansible_collections/homelab/alpine_netboot
+ANSIBLE_TEST_HOME := $(CURDIR)/build/ansible-test-home
+# Not yet clean (issue 8, open): import (module_utils import the pinned zstandard/cryptography/jinja2/PyYAML without
+# a missing_required_lib guard), pep8 (E127/E128/W391 in several files), pylint, no-assert, replace-urlopen (_fetch),
+# shebang (/init, boot.ipxe.j2, OpenRC scripts, scripts/*.py), symlinks (the .collections link itself),
+# validate-modules/ansible-doc (modules still being written). `make sanity SANITY_SKIP=` runs them all.
+SANITY_SKIP ?= import pep8 pylint no-assert replace-urlopen shebang symlinks validate-modules ansible-doc
+SANITY_ARGS ?= $(foreach t,$(SANITY_SKIP),--skip-test $(t))
+sanity: deps-dev
+	pipv=$$($(BIN)/python -c "import ansible_test, pathlib, re; print(re.search(r\"pip='([0-9.]+)'\", (pathlib.Path(ansible_test.__file__).parent / '_internal/python_requirements.py').read_text()).group(1))") && \
+	  mkdir -p $(ANSIBLE_TEST_HOME)/.ansible/test/cache && \
+	  cp tests/sanity/get_pip.py $(ANSIBLE_TEST_HOME)/.ansible/test/cache/get_pip_$${pipv//./_}.py
+	cd $(COLLECTION_ROOT) && HOME=$(ANSIBLE_TEST_HOME) ANSIBLE_TEST_CONTENT_ROOT=$(CURDIR)/$(COLLECTION_ROOT) \
+	  $(abspath $(BIN))/ansible-test sanity --python 3.11 --color no $(SANITY_ARGS)
+
+# Fold changelogs/fragments/ into changelogs/changelog.yaml and regenerate CHANGELOG.md (release time only).
+changelog: deps-dev
+	$(BIN)/antsibull-changelog release
 
 galaxy: deps
 	rm -rf build/galaxy && mkdir -p build/galaxy
