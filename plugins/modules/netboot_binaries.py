@@ -91,6 +91,7 @@ from pathlib import Path
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
@@ -107,6 +108,9 @@ ARGUMENT_SPEC = {
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
+    missing = module.check_mode and missing_input(p["root"], f"install the pinned binaries in {p['root']}", "image")
+    if missing:
+        module.exit_json(changed=bool(p["binaries"]), commands=[], msg=missing)
     runner = Runner()
     try:
         binaries = _binaries.parse_binaries(p["binaries"])

@@ -112,6 +112,7 @@ from pathlib import Path
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _nodeconf, _noderoles
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import CATTLE_PREFIX
 
@@ -133,6 +134,10 @@ FALLBACK_BINARIES = {"nomad": ("usr/bin/nomad", "usr/local/bin/nomad")}
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
+    missing = module.check_mode and missing_input(p["root"], f"write the node roles and settings in {p['root']}",
+                                                  "image")
+    if missing:
+        module.exit_json(changed=True, commands=[], msg=missing)
     root = Path(p["root"])
     try:
         roles = _noderoles.parse_roles(p["roles"])
