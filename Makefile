@@ -34,8 +34,9 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(VENV)/bin/pyth
 	touch $@ $(VENV)/.runtime-installed
 
 lint: deps-dev
-	$(BIN)/ruff check plugins tests bench scripts
+	$(BIN)/ruff check plugins tests bench scripts examples
 	MYPYPATH=.collections $(BIN)/mypy --strict scripts/start_qemu.py
+	MYPYPATH=.collections:. $(BIN)/mypy --strict --follow-imports=silent scripts/repro.py examples/netboot_runner.py
 	MYPYPATH=.collections $(BIN)/mypy
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ansible-lint --profile production
 	$(BIN)/antsibull-changelog lint
@@ -75,6 +76,12 @@ boot-test: deps
 
 bench: deps-dev
 	$(BIN)/python -m bench
+
+# Two offline builds of the same inputs under another umask/TZ/locale/file order/mtimes/build dir: bit-identical
+# dist/ or a report naming the artefact and the cpio entries that differ (scripts/repro.py; needs root, as build).
+.PHONY: repro
+repro: deps-dev
+	NETBOOT_TEST_MATERIAL=$${NETBOOT_TEST_MATERIAL:-$(CURDIR)/tests/.material} $(BIN)/python scripts/repro.py $(REPRO_ARGS)
 
 clean:
 	rm -rf build dist

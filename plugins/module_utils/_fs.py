@@ -27,6 +27,11 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
 
 MAX_LINKS = 40
 
+# Files a stage creates inside the image (by Python or by apk/depmod it runs) get Alpine's modes (0644/0755), not
+# whatever umask the builder has: the modules that write into the image set it (make repro checks).
+IMAGE_UMASK = 0o022
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str | None:
     h = hashlib.sha256()
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,24 @@ BOOT_ARTEFACT_FIX = {
 }
 
 
+# The collection's own files (prune profiles, templates) wherever it is installed or checked out.
+_COLLECTION_PATH = re.compile(r"/(?:[^\s'\"]*/)?ansible_collections/homelab/alpine_netboot/")
+
+
+def publishable(value: Any, tree: str) -> Any:
+    """``value`` (a report) without the builder's paths: ``tree`` (the image directory) becomes ``<image>`` and the
+    collection's location ``<collection>/``. manifest.json is published and must not depend on where it was built."""
+    if isinstance(value, str):
+        out = value.replace(tree.rstrip("/") + "/", "<image>/")
+        out = "<image>" if out == tree.rstrip("/") else out.replace(tree.rstrip("/"), "<image>")
+        return _COLLECTION_PATH.sub("<collection>/", out)
+    if isinstance(value, dict):
+        return {k: publishable(v, tree) for k, v in value.items()}
+    if isinstance(value, list):
+        return [publishable(v, tree) for v in value]
+    return value
+
+
 def _load_reports(reports: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
     out: dict[str, Any] = {}
     warnings: list[str] = []
@@ -305,6 +324,7 @@ def build_dist(
     merged_inputs = dict(inputs or {})
     if reports:
         loaded, report_warnings = _load_reports(reports)
+        loaded = publishable(loaded, os.path.abspath(rootfs))
         merged_inputs["reports"] = loaded
         warnings += report_warnings
     kernel_rel = os.path.relpath(kernel_path, os.path.realpath(rootfs))

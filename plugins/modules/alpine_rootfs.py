@@ -143,12 +143,14 @@ fetched:
   elements: str
 """
 
+import os
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs import DEFAULT_MIRROR, RootfsSpec, build
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
@@ -173,6 +175,7 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    os.umask(IMAGE_UMASK)
     p = module.params
     runner = Runner()
     fetcher = Fetcher(timeout=p["timeout"], offline=p["offline"])

@@ -86,6 +86,7 @@ commands:
   elements: str
 """
 
+import os
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
@@ -94,6 +95,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _bin
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
 ARGUMENT_SPEC = {
@@ -107,6 +109,7 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    os.umask(IMAGE_UMASK)
     p = module.params
     missing = module.check_mode and missing_input(p["root"], f"install the pinned binaries in {p['root']}", "image")
     if missing:

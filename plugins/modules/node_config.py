@@ -107,6 +107,7 @@ commands:
   elements: str
 """
 
+import os
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
@@ -114,6 +115,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _nodeconf, _noderoles
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import CATTLE_PREFIX
 
 ARGUMENT_SPEC = {
@@ -133,6 +135,7 @@ FALLBACK_BINARIES = {"nomad": ("usr/bin/nomad", "usr/local/bin/nomad")}
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    os.umask(IMAGE_UMASK)
     p = module.params
     missing = module.check_mode and missing_input(p["root"], f"write the node roles and settings in {p['root']}",
                                                   "image")

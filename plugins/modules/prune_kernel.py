@@ -167,6 +167,7 @@ commands:
   elements: str
 """
 
+import os
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
@@ -174,6 +175,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _prune
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
 ARGUMENT_SPEC = {
@@ -196,6 +198,7 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    os.umask(IMAGE_UMASK)
     p = module.params
     runner = Runner()
     missing = module.check_mode and missing_input(p["root"], f"prune kernel modules and firmware in {p['root']}",
