@@ -1,0 +1,71 @@
+"""examples/netboot_runner.py (README "Driving it from Python") on the fixture mirror: events stream while the play
+runs, the artefacts come from the play's results, a failure names the task and its message."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.apkrepo import alpine_mirror, serve
+from tests.fixtures.e2e import NODES, fixture_extravars, free_port
+from tests.fixtures.material import REPO
+from tests.fixtures.playbook import write_inventory
+
+sys.path.insert(0, str(REPO / "examples"))
+import netboot_runner
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="building the rootfs needs root"),
+]
+
+
+def test_build_streams_events_and_returns_the_artefacts_of_the_play(tmp_path: Path) -> None:
+    mirror = alpine_mirror()
+    port = free_port()
+    inventory = write_inventory(tmp_path / "hosts.yml", NODES)
+    lines: list[tuple[float, str]] = []
+    with serve(mirror.path, port):
+        result = netboot_runner.run_playbook(
+            "build.yml", inventory=inventory, private_data_dir=tmp_path / "runner",
+            extravars=fixture_extravars(tmp_path, mirror, port, free_port(), initramfs_level=1),
+            on_line=lambda line: lines.append((time.monotonic(), line)),
+        )
+    text = "\n".join(line for _, line in lines)
+    assert result.ok, (result.failed_task, result.message, text[-3000:])
+    # streamed as it happened: task starts, results, downloads and compression progress before the recap
+    recap = next(t for t, line in lines if line.startswith("PLAY RECAP"))
+    first_task = next(t for t, line in lines if line.startswith("TASK "))
+    assert recap - first_task > 1.0
+    assert any("download: " in line and ".apk" in line for _, line in lines), text[:3000]
+    assert any(line.startswith("  initramfs: ") and t < recap for t, line in lines), text
+    assert any(line.startswith("  changed: localhost: Build the initramfs") for _, line in lines)
+    # artefacts from the netboot_dist result: the files on disk agree
+    assert {"vmlinuz", "initramfs", "boot.ipxe"} <= set(result.artefacts)
+    for name in ("vmlinuz", "initramfs", "boot.ipxe"):
+        a = result.artefacts[name]
+        assert a.path == str(tmp_path / "dist" / name)
+        data = Path(a.path).read_bytes()
+        assert (a.size, a.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert "Build the initramfs with the run-from-RAM /init" in result.changed_tasks
+
+
+def test_a_failure_returns_the_failing_task_and_its_message(tmp_path: Path) -> None:
+    mirror = alpine_mirror()
+    port = free_port()
+    inventory = write_inventory(tmp_path / "hosts.yml", NODES)
+    extravars = fixture_extravars(tmp_path, mirror, port, free_port(), initramfs_level=1)
+    extravars["alpine_packages"] = [*extravars["alpine_packages"], "no-such-package-xyz"]
+    with serve(mirror.path, port):
+        result = netboot_runner.run_playbook("build.yml", inventory=inventory, extravars=extravars,
+                                             private_data_dir=tmp_path / "runner", on_line=lambda line: None)
+    assert not result.ok and result.rc != 0
+    assert result.failed_task == "Build the Alpine rootfs from the signed, cached repositories"
+    assert "no-such-package-xyz" in (result.message or "")
+    assert result.artefacts == {}
