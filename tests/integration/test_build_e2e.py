@@ -1,6 +1,6 @@
 """``playbooks/build.yml`` end to end on the fixture mirror -> ``dist/``, then the very artefacts boot in qemu.
 
-One build per module (about a minute cold); each test reads or boots its output.
+One build per session (tests/integration/conftest.py, about a minute cold); each test reads or boots its output.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _vm
-from tests.fixtures.e2e import KNOWN_HOSTNAME, KNOWN_MAC, KNOWN_ROLE, Built, build_fixture_image
+from tests.fixtures.e2e import KNOWN_HOSTNAME, KNOWN_MAC, KNOWN_ROLE, Built
 
 pytestmark = [
     pytest.mark.slow,
@@ -29,8 +29,8 @@ CHECKS = ["cat /etc/hostname", "cat /etc/netboot/role", "grep ' / ' /proc/mounts
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
-    yield build_fixture_image(tmp_path_factory.mktemp("e2e"))
+def built(e2e_built: Built) -> Iterator[Built]:
+    yield e2e_built  # the session's one build (tests/integration/conftest.py)
 
 
 def sha256(path: Path) -> str:
