@@ -3,6 +3,7 @@ option when the code runs from an AnsiballZ payload (module_utils only)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,11 +45,11 @@ def test_the_default_ipxe_template_is_the_role_file() -> None:
     assert _ipxe.default_template().resolve() == (REPO / _shipped.IPXE_TEMPLATE).resolve()
 
 
-def ansible_adhoc(tmp_path: Path, module: str, args: str) -> str:
+def ansible_adhoc(tmp_path: Path, module: str, args: dict[str, object]) -> str:
     """Run a module the way Ansible does (AnsiballZ payload on localhost); its output."""
     proc = subprocess.run(
         [str(ANSIBLE), "localhost", "-c", "local", "-i", "localhost,", "-e", f"ansible_python_interpreter={sys.executable}",
-         "-m", f"homelab.alpine_netboot.{module}", "-a", args],
+         "-m", f"homelab.alpine_netboot.{module}", "-a", json.dumps(args)],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections"), "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
              "ANSIBLE_NOCOLOR": "1"},
@@ -59,19 +60,20 @@ def ansible_adhoc(tmp_path: Path, module: str, args: str) -> str:
 
 def test_ansiballz_payload_names_profile_dirs(tmp_path: Path) -> None:
     (tmp_path / "root/lib/modules/6.1.0").mkdir(parents=True)
-    out = ansible_adhoc(tmp_path, "prune_kernel", '{"root": "%s", "profiles": ["original"]}' % (tmp_path / "root"))
+    out = ansible_adhoc(tmp_path, "prune_kernel", {"root": str(tmp_path / "root"), "profiles": ["original"]})
     assert ("unknown profile 'original': not a file and not in any directory (no profile_dirs given) (available: "
             "none); the collection's roles/kernel/files/profiles is not reachable from here (a module run by Ansible "
             "carries only plugins/module_utils): set profile_dirs to that path of the installed collection, as the "
             "homelab.alpine_netboot.kernel role does") in out
-    out = ansible_adhoc(tmp_path, "prune_kernel", '{"root": "%s", "profile_dirs": ["%s"], "profiles": ["original"], '
-                        '"hardware_profiles": ["n100-i226"]}' % (tmp_path / "root", REPO / _shipped.KERNEL_PROFILES))
+    out = ansible_adhoc(tmp_path, "prune_kernel", {"root": str(tmp_path / "root"), "profiles": ["original"],
+                                                   "profile_dirs": [str(REPO / _shipped.KERNEL_PROFILES)],
+                                                   "hardware_profiles": ["n100-i226"]})
     assert "unknown profile 'n100-i226'" in out and "set hardware_dirs to that path" in out
 
 
 def test_ansiballz_payload_names_template(tmp_path: Path) -> None:
-    out = ansible_adhoc(tmp_path, "ipxe_script", '{"dest": "%s", "boot_server_url": "http://10.0.0.1/"}'
-                        % (tmp_path / "boot.ipxe"))
+    out = ansible_adhoc(tmp_path, "ipxe_script", {"dest": str(tmp_path / "boot.ipxe"),
+                                                  "boot_server_url": "http://10.0.0.1/"})
     assert ("no template given and the collection's roles/ipxe/templates/boot.ipxe.j2 is not reachable from here "
             "(a module run by Ansible carries only plugins/module_utils): set template to that path of the installed "
             "collection, as the homelab.alpine_netboot.ipxe role does") in out
