@@ -77,6 +77,11 @@ boot-test: deps
 bench: deps-dev
 	$(BIN)/python -m bench
 
+# The original README's compression table on your own image tree (default build/image; TREE=dir to choose).
+.PHONY: compression-table
+compression-table: deps
+	$(BIN)/python -m bench.compression_table $(TREE)
+
 # Two offline builds of the same inputs under another umask/TZ/locale/file order/mtimes/build dir: bit-identical
 # dist/ or a report naming the artefact and the cpio entries that differ (scripts/repro.py; needs root, as build).
 .PHONY: repro

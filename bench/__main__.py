@@ -5,7 +5,7 @@ from __future__ import annotations
 import runpy
 import sys
 
-BENCHMARKS = ["bench.prune_decompress", "bench.initramfs", "bench.build_noop", "bench.deploy"]
+BENCHMARKS = ["bench.prune_decompress", "bench.initramfs", "bench.build_noop", "bench.deploy", "bench.default_image"]
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or BENCHMARKS:
