@@ -111,11 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {label}: {sink.n:,d} bytes, {results[-1][2]:.1f} s", file=sys.stderr, flush=True)
     gz = next(n for label, n, _ in results if label.startswith("gzip"))
     z19 = next((n for label, n, _ in results if label == "zstd -19"), gz)
-    print("| Config | Size | vs gzip-9 | vs zstd-19 | Time |")
-    print("|---|---:|---:|---:|---:|")
+    print("| Config | Bytes | Size | vs gzip-9 | vs zstd-19 | Time |")
+    print("|---|---:|---:|---:|---:|---:|")
     for label, n, secs in results:
-        print(f"| {label} | {n / 1e6:.1f} MB | {(n / gz - 1) * 100:+.0f}% | {(n / z19 - 1) * 100:+.0f}% | "
-              f"{secs:.0f} s |")
+        print(f"| {label} | {n:,d} | {n / 1e6:.1f} MB | {(n / gz - 1) * 100:+.1f}% | {(n / z19 - 1) * 100:+.1f}% | "
+              f"{secs:.1f} s |")
     return 0
 
 
