@@ -73,7 +73,7 @@ def test_fetched_cached_stripped_and_offline_rebuild_identical(tmp_path: Path, p
     assert len(installed) < len(program) and not _elf.strippable(root / "usr/bin/hello")
     assert _elf.strippable(root / "opt/hello")  # strip: false keeps the debug info
     assert (root / "usr/bin/hello").stat().st_mode & 0o777 == 0o755
-    assert subprocess.run([str(root / "usr/bin/hello")], capture_output=True, text=True).stdout == "hello\n"
+    assert subprocess.run([str(root / "usr/bin/hello")], capture_output=True, text=True, check=True).stdout == "hello\n"
     record = _binaries.read_record(root)
     assert record is not None and record[0]["url"].endswith("hello-1.0.tar.gz")
     assert record[0]["sha256"] == sha(files["hello-1.0.tar.gz"]) and record[0]["installed_sha256"] == sha(installed)
