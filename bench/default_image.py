@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"modules kept {report['modules']['after']['count']}", flush=True)
     ref = rows["original"][1]
     print()
-    print("| image | prune rules | compressed bytes | vs original method | RB4011 TFTP |")
+    print("| image | prune rules | initramfs bytes | vs original method | RB4011 TFTP (initramfs) |")
     print("|---|---|---:|---:|---:|")
     for name, (_raw, size, _secs, options) in rows.items():
         rules = ", ".join(options["profiles"]) + (f"; hardware {options['hardware_mode']}"
