@@ -54,6 +54,7 @@ def shipped(path: Path) -> dict[str, Any]:
 def fixture_rootfs(work: Path) -> Path:
     """build.yml's rootfs stage for the fixture PACKAGES (the e2e image's tree)."""
     mirror = alpine_mirror()
+    work.mkdir(parents=True, exist_ok=True)
     mirror_port = free_port()
     extravars = fixture_extravars(work, mirror, mirror_port, free_port())
     with serve(mirror.path, mirror_port):
