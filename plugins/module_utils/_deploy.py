@@ -14,18 +14,33 @@ has generation N's script keeps getting N's kernel and initramfs while N is kept
 The generation id is the sha256 of dist's ``SHA256SUMS`` (which lists manifest.json and every artefact). Ordering
 of generations lives in the rules' comments (``seq``: raised each time a generation becomes live), so the router's
 configuration is the only state.
+
+Storage: a router whose ``/file`` list has a ``flash`` disk keeps only what is under ``flash/`` across reboots (the
+rest is a RAM disk), so there ``rb4011_dir`` is taken as ``flash/<rb4011_dir>``.
+
+DHCP chainloading (``rb4011_manage_dhcp``, ``_dhcp.py``): the iPXE binaries go to ``<dir>/ipxe/<12 hex of their
+sha256>/`` with one owned TFTP rule each (``^undionly\\.kpxe$``), switched like ``boot.ipxe`` when a binary
+changes; then the DHCP option, option set, matcher and the network's next-server/boot-file-name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import (
+    DhcpOptions,
+    DhcpPlan,
+    DhcpState,
+    plan_dhcp,
+    read_dhcp,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, sha256_file
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import (
@@ -49,6 +64,8 @@ GEN_RE = re.compile(r"^g-[0-9a-f]{12}$")
 BASE_RE = re.compile(r"^(?P<head>[ \t]*set[ \t]+base[ \t]+)(?P<url>tftp://\S+?)/?[ \t]*$", re.M)
 SPACE_RESERVE = 4 << 20  # keep some free space for RouterOS itself
 TFTP_MENU = "/ip/tftp"
+FLASH = "flash"  # the persistent disk's name in /file on routers that have a RAM disk besides it
+CHAINLOAD_DIR = "ipxe"
 
 
 class DeployError(NetbootError):
@@ -161,6 +178,10 @@ class Generation:
     has_rules: bool
 
 
+def chainload_comment(rb_dir: str, name: str) -> str:
+    return f"{OWNER} dir={rb_dir} chainload={name}"
+
+
 def rule_comment(rb_dir: str, gen: str | None = None, name: str | None = None, seq: int = 0) -> str:
     if gen is None:
         return f"{OWNER} dir={rb_dir} {STABLE_REQUEST}"
@@ -215,6 +236,7 @@ class Options:
     rollback: bool = False
     generation: str | None = None
     allow_addresses: tuple[str, ...] = ()
+    dhcp: DhcpOptions | None = None  # rb4011_manage_dhcp
 
     def __post_init__(self) -> None:
         if not self.rb_dir or self.rb_dir.startswith("/") or ".." in self.rb_dir.split("/"):
@@ -248,10 +270,16 @@ class Plan:
     rules_before: list[str] = field(default_factory=list)
     rules_after: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # DHCP chainloading: (router directory, binary) to send / to read back; their rules; DHCP rows
+    chainload_uploads: list[tuple[str, Artefact]] = field(default_factory=list)
+    chainload_verify: list[tuple[str, Artefact]] = field(default_factory=list)
+    chainload_changes: list[RowChange] = field(default_factory=list)
+    dhcp: DhcpPlan | None = None
 
     @property
     def changes(self) -> bool:
-        return bool(self.uploads or self.rule_changes or self.remove_ids)
+        return bool(self.uploads or self.rule_changes or self.remove_ids or self.chainload_uploads
+                    or self.chainload_changes or (self.dhcp and self.dhcp.changes))
 
 
 def rule_line(values: Mapping[str, str]) -> str:
@@ -274,7 +302,9 @@ def desired_rule(opts: Options, req: str, real: str, size: int, comment: str) ->
     }
 
 
-def make_plan(state: RouterState, opts: Options, dist: Dist | None) -> Plan:
+def make_plan(state: RouterState, opts: Options, dist: Dist | None, *, chainload: Sequence[Artefact] = (),
+              dhcp_state: DhcpState | None = None) -> Plan:
+    """The plan; with ``opts.dhcp`` also the chainload binaries (``chainload``) and DHCP rows (``dhcp_state``)."""
     rb = opts.rb_dir
     gens = generations(state, rb)
     live = live_generation(state, rb)
@@ -315,6 +345,22 @@ def make_plan(state: RouterState, opts: Options, dist: Dist | None) -> Plan:
     else:
         target_files = {n: f.size for n, f in gens[target].files.items()}
         plan.total = sum(target_files.values())
+    chainload_rules: dict[str, dict[str, str]] = {}
+    chainload_dirs: set[str] = set()
+    if opts.dhcp is not None:
+        for a in chainload:
+            where = f"{rb}/{CHAINLOAD_DIR}/{a.sha256[:12]}"
+            chainload_dirs.add(where)
+            chainload_rules[a.name] = desired_rule(opts, a.name, f"{where}/{a.name}", a.size, chainload_comment(rb, a.name))
+            on_router = {f.name: f for f in state.files}.get(f"{where}/{a.name}")
+            served = any(r.get("comment") == chainload_comment(rb, a.name)
+                         and r.get("real-filename") == f"{where}/{a.name}" for r in state.tftp)
+            if on_router is not None and on_router.size == a.size:
+                if not served and opts.verify == "sha256":
+                    plan.chainload_verify.append((where, a))
+            else:
+                plan.chainload_uploads.append((where, a))
+                plan.needed += a.size - (on_router.size if on_router else 0)
     if plan.needed + SPACE_RESERVE > state.free:
         raise DeployError(
             f"{state.host}: not enough space for generation {target}: it needs {plan.needed} bytes "
@@ -362,6 +408,22 @@ def make_plan(state: RouterState, opts: Options, dist: Dist | None) -> Plan:
                          + [c for c in gen_changes if c.action == "remove"])
     plan.rules_before = sorted(rule_line(r) for r in state.tftp if owned(r) is not None)
     plan.rules_after = sorted(rule_line(v) for v in [*desired.values(), *stable.values()])
+    if opts.dhcp is not None:
+        if dhcp_state is None:
+            raise DeployError("internal: rb4011_manage_dhcp needs the router's DHCP menus")
+
+        def chainloaded(row: Mapping[str, str]) -> str | None:
+            m = re.fullmatch(rf"{re.escape(OWNER)} dir={re.escape(rb)} chainload=(\S+)", row.get("comment", ""))
+            return m.group(1) if m else None
+
+        rows = [r for r in state.tftp if chainloaded(r) is not None]
+        plan.chainload_changes = diff_rows(TFTP_MENU, rows, chainload_rules, chainloaded)
+        plan.rules_before += sorted(rule_line(r) for r in rows)
+        plan.rules_after += sorted(rule_line(v) for v in chainload_rules.values())
+        stale = [f for f in state.files if f.name.startswith(f"{rb}/{CHAINLOAD_DIR}/")
+                 and not any(f.name == d or f.name.startswith(d + "/") for d in chainload_dirs)]
+        plan.remove_ids += [f.id for f in stale]
+        plan.dhcp = plan_dhcp(dhcp_state, opts.dhcp, tag=f"{OWNER} dir={rb}", script=STABLE_REQUEST, host=state.host)
     for rule in state.tftp:
         if owned(rule) is None and rule.get("disabled") != "true":
             try:
@@ -393,6 +455,24 @@ def read_state(ros: RouterOS, host: str, features: Iterable[str]) -> RouterState
     )
 
 
+def storage_dir(state: RouterState, rb_dir: str) -> str:
+    """``rb_dir`` on the router: under ``flash/`` when /file shows a flash disk (the rest does not survive a reboot)."""
+    has_flash = any(f.name == FLASH and f.type == "disk" for f in state.files)
+    if has_flash and rb_dir != FLASH and not rb_dir.startswith(FLASH + "/"):
+        return f"{FLASH}/{rb_dir}"
+    return rb_dir
+
+
+def chainload_artefacts(dhcp: DhcpOptions) -> list[Artefact]:
+    out = []
+    for name, path in dhcp.binaries().items():
+        digest = sha256_file(path)
+        if digest is None:
+            raise ConfigError(f"{path} ({name}) cannot be read")
+        out.append(Artefact(name, path.stat().st_size, digest, path))
+    return out
+
+
 @dataclass(frozen=True)
 class Target:
     api: ApiOptions
@@ -407,57 +487,71 @@ def deploy(
     *,
     check: bool,
     progress: Progress,
-    dhcp: Callable[[RouterOS, bool], list[RowChange]] | None = None,
 ) -> dict[str, Any]:
     """Preflight, plan, and (unless ``check``) upload, verify, switch and prune. Returns the module result."""
     host = target.api.host
     dist = read_dist(dist_dir, staging) if dist_dir is not None and not (opts.rollback or opts.generation) else None
-    features = [name for name in FEATURES if FEATURES[name] <= (7, 1)]
+    chainload = chainload_artefacts(opts.dhcp) if opts.dhcp is not None else []
+    features = [name for name in FEATURES if FEATURES[name] <= (7, 1)] + (opts.dhcp.features() if opts.dhcp else [])
     ros = connect(target.api)
     try:
         state = read_state(ros, host, features)
-        plan = make_plan(state, opts, dist)
+        opts = dataclasses.replace(opts, rb_dir=storage_dir(state, opts.rb_dir))
+        dhcp_state = read_dhcp(ros) if opts.dhcp is not None else None
+        plan = make_plan(state, opts, dist, chainload=chainload, dhcp_state=dhcp_state)
+        dhcp_changes = plan.dhcp.changes if plan.dhcp else []
         result: dict[str, Any] = {
             "routeros_version": state.version, "identity": state.identity, "generation": plan.target,
+            "dir": opts.rb_dir,
             "live_before": plan.live_before, "kept_generations": plan.kept,
             "removed_generations": plan.remove_generations, "generation_bytes": plan.total,
             "free_hdd_space": state.free, "needed_bytes": plan.needed,
-            "planned_uploads": [a.name for a in plan.uploads],
+            "planned_uploads": [a.name for a in plan.uploads] + [f"{d}/{a.name}" for d, a in plan.chainload_uploads],
             "planned_verifications": [a.name for a in plan.verify],
-            "rule_changes": [c.command() for c in plan.rule_changes], "warnings": plan.warnings,
-            "rules_before": plan.rules_before, "rules_after": plan.rules_after, "uploads": [], "bytes_sent": 0,
+            "rule_changes": [c.command() for c in [*plan.rule_changes, *plan.chainload_changes]],
+            "dhcp_changes": [c.command() for c in dhcp_changes],
+            "dhcp": ({"network": opts.dhcp.network, "next_server": plan.dhcp.next_server,
+                      "boot_file_name": plan.dhcp.boot_file, "matcher_value": opts.dhcp.matcher_value}
+                     if opts.dhcp and plan.dhcp else None),
+            "warnings": plan.warnings,
+            "rules_before": plan.rules_before + (plan.dhcp.before if plan.dhcp else []),
+            "rules_after": plan.rules_after + (plan.dhcp.after if plan.dhcp else []),
+            "uploads": [], "bytes_sent": 0, "changed": plan.changes,
         }
-        dhcp_changes = dhcp(ros, True) if dhcp else []
-        result["dhcp_changes"] = [c.command() for c in dhcp_changes]
-        result["changed"] = plan.changes or bool(dhcp_changes)
         if check:
             return result
         rb = opts.rb_dir
         gen_dir = f"{rb}/{plan.target}"
-        if plan.uploads or plan.verify:
+        if plan.uploads or plan.verify or plan.chainload_uploads or plan.chainload_verify:
             progress.line(f"{host}: generation {plan.target}: {len(plan.uploads)} file(s) to send, "
                           f"{plan.needed} bytes; {len(plan.verify)} to verify")
             with Sftp.open(target.ssh) as sftp:
-                sftp.makedirs("/" + gen_dir)
-                uploads = list(plan.uploads)
-                for a in plan.verify:
-                    t0 = time.monotonic()
-                    ok = sftp.sha256(f"/{gen_dir}/{a.name}") == a.sha256
-                    progress.line(f"{a.name}: already on the router, sha256 {'matches' if ok else 'DIFFERS'} "
-                                  f"({time.monotonic() - t0:.1f}s)")
-                    if not ok:
-                        uploads.append(a)
-                for a in uploads:
-                    result["uploads"].append(_upload(ros, sftp, a, gen_dir, verify=opts.verify,
-                                                     progress=progress, host=host))
-                    result["bytes_sent"] += a.size
+                work: list[tuple[str, list[Artefact], list[Artefact]]] = []
+                if plan.uploads or plan.verify:
+                    work.append((gen_dir, list(plan.uploads), list(plan.verify)))
+                for where, a in plan.chainload_uploads:
+                    work.append((where, [a], []))
+                for where, a in plan.chainload_verify:
+                    work.append((where, [], [a]))
+                for where, uploads, verify in work:
+                    sftp.makedirs("/" + where)
+                    for a in verify:
+                        t0 = time.monotonic()
+                        ok = sftp.sha256(f"/{where}/{a.name}") == a.sha256
+                        progress.line(f"{a.name}: already on the router, sha256 {'matches' if ok else 'DIFFERS'} "
+                                      f"({time.monotonic() - t0:.1f}s)")
+                        if not ok:
+                            uploads.append(a)
+                    for a in uploads:
+                        result["uploads"].append(_upload(ros, sftp, a, where, verify=opts.verify,
+                                                         progress=progress, host=host))
+                        result["bytes_sent"] += a.size
             result["changed"] = True
-        for change in plan.rule_changes:
+        # the generation's rules and the one switch; the chainload rules; DHCP (which names what they serve); prune
+        for change in [*plan.rule_changes, *plan.chainload_changes, *dhcp_changes]:
             ros.apply(change)
         if plan.remove_ids:
             ros.remove("/file", plan.remove_ids)
-        if dhcp:
-            dhcp(ros, False)
         progress.line(f"{host}: live generation {plan.target} ({plan.total} bytes, {result['bytes_sent']} sent)")
         return result
     finally:

@@ -12,6 +12,7 @@ import socket
 import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
@@ -26,6 +27,7 @@ MIN_BLKSIZE = 512
 FEATURES: dict[str, tuple[int, ...]] = {
     "v7 API and /ip/tftp allow-rollover": (7, 1),
     "/ip/dhcp-server/matcher (DHCP option 77 iPXE chainloading)": (7, 4),
+    "/ip/dhcp-server/matcher matching-type (rb4011_dhcp_matching_type)": (7, 16),
 }
 MIN_VERSION = FEATURES["v7 API and /ip/tftp allow-rollover"]
 
@@ -100,6 +102,7 @@ class RowChange:
     values: Mapping[str, str] = field(default_factory=dict)
     id: str = ""
     before: Mapping[str, str] = field(default_factory=dict)
+    find: str = "comment"  # the property that identifies the row in command() (a user's row: e.g. address)
 
     def command(self) -> str:
         """The change as a RouterOS CLI line (shown in check mode)."""
@@ -107,9 +110,10 @@ class RowChange:
         menu = self.menu.replace("/", " ").strip()
         if self.action == "add":
             return f"/{menu} add {words}"
+        where = f'[find {self.find}="{self.before.get(self.find, "")}"]'
         if self.action == "set":
-            return f"/{menu} set [find comment=\"{self.before.get('comment', '')}\"] {words}"
-        return f"/{menu} remove [find comment=\"{self.before.get('comment', '')}\"]"
+            return f"/{menu} set {where} {words}"
+        return f"/{menu} remove {where}"
 
 
 def diff_rows(
@@ -157,6 +161,16 @@ class ApiOptions:
     force_no_cert: bool = False
     timeout: float = 10.0
 
+    def __post_init__(self) -> None:
+        if self.force_no_cert and not self.tls:
+            raise ConfigError("rb4011_force_no_cert (anonymous-DH API-SSL) needs rb4011_use_tls: true")
+        if self.force_no_cert and self.ca_path:
+            raise ConfigError("give either rb4011_ca_path (verified API-SSL) or rb4011_force_no_cert (anonymous DH, "
+                              "no certificate), not both")
+        if self.tls and self.ca_path and not Path(self.ca_path).is_file():
+            raise ConfigError(f"rb4011_ca_path {self.ca_path}: no such file; give the PEM file of the CA that signed "
+                              "the router's api-ssl certificate")
+
     def __repr__(self) -> str:  # never show the password
         return f"ApiOptions(host={self.host!r}, user={self.user!r}, port={self.effective_port})"
 
@@ -164,22 +178,45 @@ class ApiOptions:
     def effective_port(self) -> int:
         return self.port or (8729 if self.tls else 8728)
 
+    @property
+    def trust(self) -> str:
+        """Where the certificate is checked against, for messages."""
+        if self.force_no_cert:
+            return "no certificate (anonymous DH, rb4011_force_no_cert)"
+        where = f"CA {self.ca_path}" if self.ca_path else "the system CA store (no rb4011_ca_path)"
+        return where + (f", hostname {self.host}" if self.validate_cert_hostname else ", hostname not checked")
 
-def ssl_wrapper(opts: ApiOptions) -> Callable[[socket.socket], socket.socket]:
+
+def ssl_context(opts: ApiOptions) -> ssl.SSLContext:
+    """The client context for API-SSL: verified against ``ca_path`` (or the system store), or anonymous DH."""
     if opts.force_no_cert:
-        # Anonymous Diffie-Hellman: encrypted but unauthenticated; only when explicitly allowed.
+        # Anonymous Diffie-Hellman: encrypted but unauthenticated; only when explicitly allowed. TLS 1.2 at most, so
+        # only anonymous suites are offered (TLS 1.3 has none, and would silently accept an unverified certificate).
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        ctx.set_ciphers("ADH:@SECLEVEL=0")
-    else:
-        ctx = ssl.create_default_context(cafile=opts.ca_path)
-        ctx.check_hostname = opts.validate_cert_hostname
-        if not opts.validate_certs:
-            raise ConfigError(
-                "rb4011_use_tls without certificate verification is refused; give rb4011_ca_path, or allow "
-                "anonymous DH explicitly with rb4011_force_no_cert"
-            )
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.set_ciphers("ADH:@SECLEVEL=0")
+        except ssl.SSLError as e:
+            raise ConfigError(f"this Python's OpenSSL ({ssl.OPENSSL_VERSION}) offers no anonymous-DH cipher ({e}); "
+                              "give the router a certificate and use rb4011_ca_path instead") from None
+        return ctx
+    if not opts.validate_certs:
+        raise ConfigError(
+            "rb4011_use_tls without certificate verification is refused; give rb4011_ca_path, or allow "
+            "anonymous DH explicitly with rb4011_force_no_cert"
+        )
+    try:
+        ctx = ssl.create_default_context(cafile=opts.ca_path or None)
+    except ssl.SSLError as e:
+        raise ConfigError(f"rb4011_ca_path {opts.ca_path}: not a PEM CA certificate ({e})") from None
+    ctx.check_hostname = opts.validate_cert_hostname
+    return ctx
+
+
+def ssl_wrapper(opts: ApiOptions) -> Callable[[socket.socket], socket.socket]:
+    ctx = ssl_context(opts)
 
     def wrap(sock: socket.socket) -> socket.socket:
         return ctx.wrap_socket(sock, server_hostname=opts.host if opts.validate_cert_hostname else None)
@@ -239,23 +276,40 @@ class RouterOS:
 
 def connect(opts: ApiOptions) -> RouterOS:
     import librouteros
-    from librouteros.exceptions import LibRouterosError, TrapError
+    from librouteros.exceptions import ConnectionClosed, LibRouterosError, TrapError
 
     where = f"{opts.host}:{opts.effective_port}"
+    wrapper = ssl_wrapper(opts) if opts.tls else None
     try:
         api = librouteros.connect(
-            opts.host, opts.user, opts.password, port=opts.effective_port, timeout=opts.timeout,
-            ssl_wrapper=ssl_wrapper(opts) if opts.tls or opts.force_no_cert else None,
+            opts.host, opts.user, opts.password, port=opts.effective_port, timeout=opts.timeout, ssl_wrapper=wrapper,
         )
     except TrapError as e:
         raise AuthError(
             f"RouterOS API at {where} refused the login of user {opts.user!r}: {e.message}. Check rb4011_user and "
             "rb4011_password (vault), and that the user's group has the api policy."
         ) from None
+    except (ConnectionClosed, ConnectionResetError) as e:
+        hint = ("" if opts.tls else " If that port is API-SSL (/ip service api-ssl, 8729), set rb4011_use_tls: true "
+                "with rb4011_ca_path.")
+        raise RouterOSError(f"RouterOS API at {where} closed the connection before answering the login ({e}).{hint}"
+                            ) from None
     except LibRouterosError as e:
         raise RouterOSError(f"RouterOS API at {where}: {e}") from None
+    except ssl.SSLCertVerificationError as e:
+        raise RouterOSError(
+            f"RouterOS API-SSL at {where}: the router's certificate was refused ({e.verify_message}); checked "
+            f"against {opts.trust}. Give rb4011_ca_path the CA that signed the api-ssl certificate (/certificate "
+            "print on the router), or fix the certificate's name when rb4011_validate_cert_hostname is on."
+        ) from None
     except ssl.SSLError as e:
-        raise RouterOSError(f"RouterOS API-SSL at {where}: TLS failed ({e}); check rb4011_ca_path") from None
+        raise RouterOSError(
+            f"RouterOS API-SSL at {where}: TLS handshake failed ({e.reason or e}); checked against {opts.trust}. "
+            "Is that the api-ssl port, with a certificate set on /ip service api-ssl?"
+        ) from None
+    except TimeoutError as e:
+        hint = (" Is that the api-ssl port? A plain API port does not answer a TLS handshake." if opts.tls else "")
+        raise RouterOSError(f"RouterOS API at {where} did not answer within {opts.timeout:g}s ({e}).{hint}") from None
     except OSError as e:
         raise RouterOSError(
             f"cannot reach the RouterOS API at {where}: {e}. Is /ip/service api"

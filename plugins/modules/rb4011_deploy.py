@@ -18,6 +18,10 @@ description:
     generation, so a node that already fetched the old script keeps getting the old kernel and initramfs.
   - Keeps O(keep) previous generations (never the one live before the switch) and deletes older ones.
   - O(rollback) switches back to the previously live generation, O(generation) pins one that is kept.
+  - On a router whose C(/file) list has a C(flash) disk, O(dir) is taken under C(flash/) (the rest is a RAM disk).
+  - With O(manage_dhcp), uploads the iPXE binaries (O(ipxe_bios), O(ipxe_efi)) with one owned TFTP rule each, sets
+    C(next-server) and C(boot-file-name) on the C(/ip dhcp-server network) O(dhcp_network), and adds an owned DHCP
+    option (67 C(boot.ipxe)), option set and matcher (option 77 = O(dhcp_matcher_value)) for clients running iPXE.
 version_added: "0.2.0"
 author: homelab
 options:
@@ -101,13 +105,54 @@ options:
     description: API and SSH timeout in seconds.
     type: int
     default: 15
+  manage_dhcp:
+    description:
+      - Manage DHCP chainloading on O(dhcp_network). Off leaves every DHCP row and chainload rule as it is (also the
+        ones an earlier run with it on made); the README says how to remove them.
+    type: bool
+    default: false
+  dhcp_network:
+    description: Address of the C(/ip dhcp-server network) to manage, e.g. C(192.168.88.0/24). Required with
+      O(manage_dhcp).
+    type: str
+  dhcp_next_server:
+    description: The router's address that DHCP clients fetch from over TFTP (C(next-server)); empty means the
+      network's C(gateway).
+    type: str
+  dhcp_firmware:
+    description: Which iPXE binary plain PXE firmware on O(dhcp_network) gets as C(boot-file-name) - C(bios)
+      (C(undionly.kpxe)) or C(uefi) (C(ipxe.efi)). Both are served.
+    type: str
+    choices: [bios, uefi]
+    default: bios
+  dhcp_matcher_value:
+    description: The DHCP option 77 (user class) value the matcher looks for; iPXE sends C(iPXE).
+    type: str
+    default: iPXE
+  dhcp_matching_type:
+    description: The matcher's C(matching-type) (C(exact) or C(substring), RouterOS 7.16+); empty leaves RouterOS'
+      default.
+    type: str
+    default: ""
+  dhcp_server:
+    description: The C(/ip dhcp-server) the matcher applies to.
+    type: str
+    default: all
+  ipxe_bios:
+    description: iPXE binary for BIOS PXE firmware.
+    type: path
+    default: /usr/lib/ipxe/undionly.kpxe
+  ipxe_efi:
+    description: iPXE binary for UEFI PXE firmware.
+    type: path
+    default: /usr/lib/ipxe/ipxe.efi
 attributes:
   check_mode:
     support: full
     details: Reads the router (API only) and lists the planned uploads and rule changes; writes nothing.
   diff_mode:
     support: full
-    details: The collection's TFTP rules before and after.
+    details: The collection's TFTP rules (and with O(manage_dhcp) its DHCP rows and the network) before and after.
   platform:
     platforms: posix
     details: Runs on the controller (C(connection: local)) and talks to RouterOS over the network.
@@ -154,6 +199,15 @@ rule_changes:
   returned: always
   type: list
   elements: str
+dhcp_changes:
+  description: The DHCP changes as RouterOS commands (empty without O(manage_dhcp)).
+  returned: always
+  type: list
+  elements: str
+dir:
+  description: The directory on the router holding the generations (C(flash/...) on routers with a flash disk).
+  returned: success
+  type: str
 kept_generations:
   description: Generations on the router after the run, live first.
   returned: success
@@ -171,6 +225,7 @@ from pathlib import Path
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import Options, Target, deploy
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import DhcpOptions
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import ApiOptions
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import Progress, SshOptions
@@ -197,6 +252,15 @@ ARGUMENT_SPEC = {
     "staging_dir": {"type": "path", "required": True},
     "progress_log": {"type": "path"},
     "timeout": {"type": "int", "default": 15},
+    "manage_dhcp": {"type": "bool", "default": False},
+    "dhcp_network": {"type": "str"},
+    "dhcp_next_server": {"type": "str"},
+    "dhcp_firmware": {"type": "str", "choices": ["bios", "uefi"], "default": "bios"},
+    "dhcp_matcher_value": {"type": "str", "default": "iPXE"},
+    "dhcp_matching_type": {"type": "str", "default": ""},
+    "dhcp_server": {"type": "str", "default": "all"},
+    "ipxe_bios": {"type": "path", "default": "/usr/lib/ipxe/undionly.kpxe"},
+    "ipxe_efi": {"type": "path", "default": "/usr/lib/ipxe/ipxe.efi"},
 }
 
 
@@ -205,6 +269,7 @@ def main() -> None:
         argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
         required_one_of=[("known_hosts", "host_key_fingerprint")],
+        required_if=[("manage_dhcp", True, ("dhcp_network",))],
     )
     p = module.params
     try:
@@ -215,8 +280,11 @@ def main() -> None:
             SshOptions(p["host"], p["user"], p["password"], p["ssh_port"], p["known_hosts"],
                        p["host_key_fingerprint"], timeout=p["timeout"]),
         )
+        dhcp = DhcpOptions(p["dhcp_network"], p["dhcp_next_server"] or "", p["dhcp_firmware"],
+                           p["dhcp_matcher_value"], p["dhcp_matching_type"], p["dhcp_server"], Path(p["ipxe_bios"]),
+                           Path(p["ipxe_efi"])) if p["manage_dhcp"] else None
         opts = Options(p["dir"].strip("/"), p["keep"], p["verify"], p["rollback"], p["generation"] or None,
-                       tuple(p["tftp_allow_addresses"]))
+                       tuple(p["tftp_allow_addresses"]), dhcp)
         progress = Progress(Path(p["progress_log"]) if p["progress_log"] and not module.check_mode else None)
         result = deploy(target, opts, Path(p["dist_dir"]) if p["dist_dir"] else None, Path(p["staging_dir"]),
                         check=module.check_mode, progress=progress)
@@ -224,7 +292,8 @@ def main() -> None:
         module.fail_json(msg=str(e))
     diff = {"before": "\n".join(result.pop("rules_before")) + "\n",
             "after": "\n".join(result.pop("rules_after")) + "\n",
-            "before_header": f"{p['host']} /ip/tftp (owned rules)", "after_header": f"{p['host']} /ip/tftp"}
+            "before_header": f"{p['host']} owned /ip/tftp rules{' and DHCP' if p['manage_dhcp'] else ''}",
+            "after_header": f"{p['host']} after"}
     for w in result.pop("warnings"):
         module.warn(w)
     result["progress_log"] = p["progress_log"]

@@ -238,3 +238,23 @@ def test_artefact_over_93_8_mb_needs_allow_rollover(peer: Peer, tmp_path: Path) 
                                 "allow-rollover": "false"})
     with pytest.raises(TftpError, match="allow-rollover"):
         fetch(peer, "big")
+
+
+def test_flash_disk_router_keeps_the_generation_across_a_reboot(tmp_path: Path) -> None:
+    # RouterOS on devices whose /file shows a "flash" disk keeps only flash/ across reboots (the rest is RAM)
+    with Peer(tmp_path / "peer", PeerConfig(flash=True)) as peer:
+        assert {"name": "flash", "type": "disk"}.items() <= peer._file_rows()[0].items()
+        dist = make_dist(tmp_path / "dist", url(peer))
+        gen = gen_of(dist)
+        res = deploy(tmp_path / "w", peer, dist)
+        assert res.rc == 0 and result(res)["dir"] == "flash/netboot", res.stdout
+        assert peer.store.sha256(f"flash/netboot/{gen}/vmlinuz") == hashlib.sha256(
+            (dist / "vmlinuz").read_bytes()).hexdigest()
+        assert not peer.store.path("netboot").exists()
+        assert all(r["real-filename"].startswith("flash/netboot/") for r in owned_rules(peer))
+        peer.reboot()
+        script = fetch(peer, "boot.ipxe")
+        for path in script_paths(script):
+            assert fetch(peer, path) == (dist / path.split("/")[-1]).read_bytes()
+        again = deploy(tmp_path / "w", peer, dist)
+        assert again.rc == 0 and again.changed(HOST) == 0 and result(again)["bytes_sent"] == 0, again.stdout

@@ -12,11 +12,14 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy imp
     Options,
     RouterFile,
     RouterState,
+    chainload_artefacts,
     generation_script,
     make_plan,
     read_dist,
     rule_comment,
+    storage_dir,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import DhcpOptions, DhcpState
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 from tests.fixtures.routeros.dist import make_dist
 
@@ -112,3 +115,39 @@ def test_keep_rollback_and_pin(tmp_path: Path) -> None:
         Options(keep=0)
     with pytest.raises(ConfigError):
         Options(rollback=True, generation=gens[0])
+
+
+def test_flash_disk_puts_the_directory_under_flash() -> None:
+    plain = state([("netboot", -1)])
+    assert storage_dir(plain, "netboot") == "netboot"
+    flash = RouterState("r1", "7.16", "rb", 100 * MB, 128 << 20, (RouterFile("*1", "flash", "disk", 0),), ())
+    assert storage_dir(flash, "netboot") == "flash/netboot"
+    assert storage_dir(flash, "flash/boot") == "flash/boot"
+    # a directory the user called flash on a router without a flash disk is just a directory
+    assert storage_dir(state([("flash", -1)]), "netboot") == "netboot"
+
+
+def test_chainload_binaries_content_addressed_rules_and_stale_removal(tmp_path: Path) -> None:
+    dist = make_dist(tmp_path / "d", "tftp://r")
+    d = read_dist(dist, tmp_path / "s")
+    bios, efi = tmp_path / "undionly.kpxe", tmp_path / "ipxe.efi"
+    bios.write_bytes(b"B" * 1000)
+    efi.write_bytes(b"E" * 3000)
+    dhcp = DhcpOptions("192.168.88.0/24", ipxe_bios=bios, ipxe_efi=efi)
+    arts = chainload_artefacts(dhcp)
+    net = {".id": "*n", "address": "192.168.88.0/24", "gateway": "192.168.88.1"}
+    dstate = DhcpState((net,), {})
+    old = "netboot/ipxe/0123456789ab"
+    st = state([(old, -1), (f"{old}/undionly.kpxe", 999)])
+    plan = make_plan(st, Options(dhcp=dhcp), d, chainload=arts, dhcp_state=dstate)
+    assert [(w.split("/")[-1], a.name) for w, a in plan.chainload_uploads] == [
+        (a.sha256[:12], a.name) for a in arts]
+    assert plan.needed == d.total + 4000
+    assert sorted(c.values["req-filename"] for c in plan.chainload_changes) == [r"^ipxe\.efi$", r"^undionly\.kpxe$"]
+    assert {c.values["real-filename"] for c in plan.chainload_changes} == {
+        f"netboot/ipxe/{a.sha256[:12]}/{a.name}" for a in arts}
+    assert {"*1", "*2"} <= set(plan.remove_ids)  # the old binary and its directory go after the switch
+    assert plan.dhcp is not None and len(plan.dhcp.changes) == 4
+    # without rb4011_manage_dhcp nothing DHCP-related is planned, owned chainload rules and files stay
+    plain = make_plan(st, Options(), d)
+    assert plain.chainload_changes == [] and plain.dhcp is None and "*1" not in plain.remove_ids

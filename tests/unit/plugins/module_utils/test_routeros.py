@@ -1,20 +1,25 @@
-"""_routeros: version gates, TFTP block arithmetic, anchored regexes, owned-row diffing."""
+"""_routeros: version gates, TFTP block arithmetic, anchored regexes, owned-row diffing, TLS options."""
 
 from __future__ import annotations
 
 import re
+import ssl
+from pathlib import Path
 
 import pytest
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import (
     ApiOptions,
     RouterOSError,
+    RowChange,
     anchored,
     blocks,
     diff_rows,
     needs_rollover,
     parse_version,
     require_version,
+    ssl_context,
 )
 
 
@@ -69,10 +74,38 @@ def test_diff_rows_owns_by_comment_and_sends_only_changes() -> None:
     ]  # yes == true: row *2 needs no set
     desired["a"] = {**desired["a"], "real-filename": "new"}
     changes = diff_rows("/ip/tftp", actual[:2], desired, owned)
-    assert [(c.action, dict(c.values)) for c in changes][0] == ("set", {"real-filename": "new"})
+    assert (changes[0].action, dict(changes[0].values)) == ("set", {"real-filename": "new"})
 
 
 def test_api_options_never_show_the_password() -> None:
     opts = ApiOptions("r1", "u", "hunter2-secret")
     assert "hunter2" not in repr(opts) and opts.effective_port == 8728
     assert ApiOptions("r1", "u", "p", tls=True).effective_port == 8729
+
+
+def test_tls_options_are_checked_before_connecting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"rb4011_force_no_cert.*needs rb4011_use_tls"):
+        ApiOptions("r1", "u", "p", force_no_cert=True)
+    with pytest.raises(ConfigError, match="not both"):
+        ApiOptions("r1", "u", "p", tls=True, force_no_cert=True, ca_path="/x.pem")
+    with pytest.raises(ConfigError, match=r"rb4011_ca_path .*missing\.pem: no such file"):
+        ApiOptions("r1", "u", "p", tls=True, ca_path=str(tmp_path / "missing.pem"))
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match=r"bad\.pem: not a PEM CA certificate"):
+        ssl_context(ApiOptions("r1", "u", "p", tls=True, ca_path=str(bad)))
+    with pytest.raises(ConfigError, match="refused"):
+        ssl_context(ApiOptions("r1", "u", "p", tls=True, validate_certs=False))
+    anon = ssl_context(ApiOptions("r1", "u", "p", tls=True, force_no_cert=True))
+    assert anon.verify_mode == ssl.CERT_NONE and anon.maximum_version == ssl.TLSVersion.TLSv1_2
+    assert all("ADH" in c["name"] or c["protocol"] == "TLSv1.3" for c in anon.get_ciphers())
+    verified = ssl_context(ApiOptions("r1", "u", "p", tls=True, validate_cert_hostname=True))
+    assert verified.verify_mode == ssl.CERT_REQUIRED and verified.check_hostname
+
+
+def test_row_change_command_names_the_row() -> None:
+    add = RowChange("/ip/tftp", "add", "k", {"req-filename": "^a$"})
+    assert add.command() == '/ip tftp add req-filename="^a$"'
+    user_row = RowChange("/ip/dhcp-server/network", "set", "n", {"next-server": "10.0.0.1"}, "*1",
+                         {"address": "10.0.0.0/24", "comment": "mine"}, find="address")
+    assert user_row.command() == '/ip dhcp-server network set [find address="10.0.0.0/24"] next-server="10.0.0.1"'

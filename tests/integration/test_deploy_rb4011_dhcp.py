@@ -1,0 +1,173 @@
+"""rb4011_manage_dhcp through playbooks/deploy_rb4011.yml against the RouterOS peer: Debian's iPXE binaries served
+over owned TFTP rules, the network's next-server/boot-file-name, the option 67 / option set / option 77 matcher."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import (
+    DEBIAN_IPXE_DIR,
+    MATCHER_MENU,
+    NAME,
+    NETWORK_MENU,
+    OPTION_MENU,
+    SETS_MENU,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import ApiOptions, RouterOSError, connect
+from tests.fixtures.routeros.deploy import HOST, deploy, result
+from tests.fixtures.routeros.dist import make_dist
+from tests.fixtures.routeros.peer import Peer, PeerConfig
+from tests.fixtures.routeros.tftp import tftp_get
+
+NET = "192.168.88.0/24"
+DHCP: dict[str, Any] = {"rb4011_manage_dhcp": True, "rb4011_dhcp_network": NET}
+MENUS = (OPTION_MENU, SETS_MENU, MATCHER_MENU)
+
+
+def setup_lan(peer: Peer) -> dict[str, str]:
+    """A default-configuration LAN plus DHCP rows of the user's own, which must stay as they are."""
+    peer.add_row(NETWORK_MENU, address="10.9.0.0/16", gateway="10.9.0.1")
+    peer.add_row(NETWORK_MENU, address=NET, gateway="192.168.88.1", **{"dns-server": "192.168.88.1"})
+    ids = {
+        "option": peer.add_row(OPTION_MENU, name="voip-tftp", code="66", value="s'10.0.0.5'"),
+        "set": peer.add_row(SETS_MENU, name="phones", options="voip-tftp"),
+    }
+    ids["matcher"] = peer.add_row(MATCHER_MENU, name="phones", server="dhcp1", code="60", value="Yealink",
+                                  **{"option-set": "phones"})
+    return ids
+
+
+@pytest.fixture
+def peer(tmp_path: Path) -> Iterator[Peer]:
+    with Peer(tmp_path / "peer") as p:
+        yield p
+
+
+def network(peer: Peer) -> dict[str, str]:
+    return next(r for r in peer.rows(NETWORK_MENU) if r["address"] == NET)
+
+
+def owned(peer: Peer, menu: str) -> list[dict[str, str]]:
+    return [r for r in peer.rows(menu) if r.get("comment", "").startswith("homelab.alpine_netboot")]
+
+
+def dhcp_rows(peer: Peer) -> dict[str, Any]:
+    return {m: peer.rows(m) for m in (*MENUS, NETWORK_MENU)}
+
+
+def test_chainloading_created_rerun_noop_user_rows_untouched(peer: Peer, tmp_path: Path) -> None:
+    user = setup_lan(peer)
+    user_rows = {m: [r for r in peer.rows(m) if "comment" not in r] for m in MENUS}
+    dist = make_dist(tmp_path / "dist", f"tftp://10.0.2.2:{peer.tftp_port}")
+    # check mode + diff first: the commands (matcher value included) and nothing written
+    before = peer.snapshot()
+    chk = deploy(tmp_path / "w", peer, dist, check=True, diff=True, **DHCP)
+    assert chk.rc == 0 and peer.snapshot() == before, chk.stdout
+    planned = result(chk)
+    assert any('matcher add name="homelab-netboot-ipxe" server="all" code="77" value="iPXE"' in c
+               for c in planned["dhcp_changes"]), planned["dhcp_changes"]
+    assert f'network set [find address="{NET}"] next-server="192.168.88.1" boot-file-name="undionly.kpxe"' in \
+        " ".join(planned["dhcp_changes"])
+    assert any(p.endswith("/undionly.kpxe") for p in planned["planned_uploads"]), planned["planned_uploads"]
+    assert "+/ip/dhcp-server/network address=192.168.88.0/24 gateway=192.168.88.1 next-server=192.168.88.1" \
+           " boot-file-name=undionly.kpxe" in chk.stdout, chk.stdout  # the diff's after side
+    # the real run
+    res = deploy(tmp_path / "w", peer, dist, **DHCP)
+    assert res.rc == 0, res.stdout
+    net = network(peer)
+    assert net["next-server"] == "192.168.88.1" and net["boot-file-name"] == "undionly.kpxe"
+    assert net["dns-server"] == "192.168.88.1"  # the rest of the user's network row is as it was
+    [option] = owned(peer, OPTION_MENU)
+    assert (option["name"], option["code"], option["value"]) == (NAME, "67", "s'boot.ipxe'")
+    [oset] = owned(peer, SETS_MENU)
+    assert oset["options"] == NAME
+    [matcher] = owned(peer, MATCHER_MENU)
+    assert (matcher["code"], matcher["value"], matcher["option-set"]) == ("77", "iPXE", NAME)
+    for m in MENUS:
+        assert [r for r in peer.rows(m) if "comment" not in r] == user_rows[m]
+    assert {r[".id"] for r in user_rows[MATCHER_MENU]} == {user["matcher"]}
+    # both iPXE binaries are served byte for byte from Debian's package, under anchored read-only rules
+    for name in ("undionly.kpxe", "ipxe.efi"):
+        assert tftp_get("127.0.0.1", peer.tftp_port, name) == (DEBIAN_IPXE_DIR / name).read_bytes()
+    chain = [r for r in peer.rows("/ip/tftp") if "chainload=" in r.get("comment", "")]
+    assert sorted(r["req-filename"] for r in chain) == [r"^ipxe\.efi$", r"^undionly\.kpxe$"]
+    assert all(r["read-only"] == "true" for r in chain)
+    sha = hashlib.sha256((DEBIAN_IPXE_DIR / "undionly.kpxe").read_bytes()).hexdigest()[:12]
+    assert peer.store.path(f"netboot/ipxe/{sha}/undionly.kpxe").is_file()
+    # what a node on the LAN runs through: PXE firmware -> undionly.kpxe; iPXE (option 77) -> option 67 boot.ipxe
+    assert b"#!ipxe" in tftp_get("127.0.0.1", peer.tftp_port, option["value"][2:-1])
+    # the rerun changes nothing and sends nothing
+    snap = peer.snapshot()
+    again = deploy(tmp_path / "w", peer, dist, **DHCP)
+    assert again.rc == 0 and again.changed(HOST) == 0, again.stdout
+    assert result(again)["bytes_sent"] == 0 and result(again)["dhcp_changes"] == []
+    assert peer.snapshot() == snap
+
+
+def test_matcher_value_firmware_and_turning_off(peer: Peer, tmp_path: Path) -> None:
+    setup_lan(peer)
+    dist = make_dist(tmp_path / "dist", f"tftp://10.0.2.2:{peer.tftp_port}")
+    assert deploy(tmp_path / "w", peer, dist, **DHCP).rc == 0
+    ids = {m: [r[".id"] for r in owned(peer, m)] for m in MENUS}
+    # another matcher spelling and UEFI firmware: the owned rows are modified in place, never duplicated
+    res = deploy(tmp_path / "w", peer, dist, **DHCP, rb4011_dhcp_matcher_value="s'iPXE'",
+                 rb4011_dhcp_firmware="uefi", rb4011_dhcp_next_server="192.168.88.2")
+    assert res.rc == 0 and res.changed(HOST) == 1, res.stdout
+    assert sorted(result(res)["dhcp_changes"]) == sorted([
+        '/ip dhcp-server matcher set [find comment="homelab.alpine_netboot dir=netboot dhcp=matcher"] '
+        "value=\"s'iPXE'\"",
+        f'/ip dhcp-server network set [find address="{NET}"] next-server="192.168.88.2" boot-file-name="ipxe.efi"',
+    ])
+    assert {m: [r[".id"] for r in owned(peer, m)] for m in MENUS} == ids
+    assert owned(peer, MATCHER_MENU)[0]["value"] == "s'iPXE'" and network(peer)["boot-file-name"] == "ipxe.efi"
+    # off (the default) leaves the DHCP rows and the chainload rules as they are
+    snap = dhcp_rows(peer)
+    rules = peer.rows("/ip/tftp")
+    off = deploy(tmp_path / "w", peer, dist)
+    assert off.rc == 0 and off.changed(HOST) == 0, off.stdout
+    assert dhcp_rows(peer) == snap and peer.rows("/ip/tftp") == rules
+
+
+def test_refusals_change_nothing(tmp_path: Path) -> None:
+    with Peer(tmp_path / "p73", PeerConfig(version="7.3 (stable)")) as peer:
+        peer.add_row(NETWORK_MENU, address=NET, gateway="192.168.88.1")
+        dist = make_dist(tmp_path / "dist", f"tftp://10.0.2.2:{peer.tftp_port}")
+        before = peer.snapshot()
+        res = deploy(tmp_path / "w", peer, dist, **DHCP)
+        msg = " ".join(res.failure_messages())
+        assert res.rc != 0 and "7.3" in msg and "matcher" in msg and "7.4+" in msg, msg
+        assert peer.snapshot() == before
+    with Peer(tmp_path / "p715", PeerConfig(version="7.15.3 (stable)")) as peer:
+        setup_lan(peer)
+        dist = make_dist(tmp_path / "dist2", f"tftp://10.0.2.2:{peer.tftp_port}")
+        before = peer.snapshot()
+        res = deploy(tmp_path / "w", peer, dist, **DHCP, rb4011_dhcp_matching_type="exact")
+        assert res.rc != 0 and "matching-type" in " ".join(res.failure_messages()) and peer.snapshot() == before
+        res = deploy(tmp_path / "w", peer, dist, rb4011_manage_dhcp=True, rb4011_dhcp_network="192.168.77.0/24")
+        msg = " ".join(res.failure_messages())
+        assert res.rc != 0 and "192.168.77.0/24" in msg and "10.9.0.0/16" in msg and peer.snapshot() == before, msg
+        # the peer itself refuses what RouterOS 7.15 lacks, with RouterOS' words
+        ros = connect(ApiOptions("127.0.0.1", peer.config.user, peer.config.password, port=peer.api_port))
+        try:
+            with pytest.raises(RouterOSError, match="unknown parameter matching-type"):
+                ros.add(MATCHER_MENU, {"name": "x", "server": "all", "code": "77", "value": "iPXE",
+                                       "matching-type": "exact"})
+            with pytest.raises(RouterOSError, match="input does not match any value of option-set"):
+                ros.add(MATCHER_MENU, {"name": "x", "server": "all", "code": "77", "option-set": "missing"})
+        finally:
+            ros.close()
+
+
+def test_matching_type_on_7_16(tmp_path: Path) -> None:
+    with Peer(tmp_path / "p", PeerConfig(version="7.16.2 (stable)")) as peer:
+        setup_lan(peer)
+        dist = make_dist(tmp_path / "dist", f"tftp://10.0.2.2:{peer.tftp_port}")
+        res = deploy(tmp_path / "w", peer, dist, **DHCP, rb4011_dhcp_matching_type="substring")
+        assert res.rc == 0, res.stdout
+        assert owned(peer, MATCHER_MENU)[0]["matching-type"] == "substring"
+        assert deploy(tmp_path / "w", peer, dist, **DHCP, rb4011_dhcp_matching_type="substring").changed(HOST) == 0
