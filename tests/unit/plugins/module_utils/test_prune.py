@@ -69,7 +69,8 @@ def test_malformed_modalias_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_profile_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"unknown profile 'nope'.*available: base, headless, original"):
+    shipped = ", ".join(sorted(f.stem for f in Path(PROFILES).glob("*.yml")))
+    with pytest.raises(ConfigError, match=rf"unknown profile 'nope'.*available: {shipped}\)"):
         _prune.load_rules(["nope"], [PROFILES])
     bad = tmp_path / "bad.yml"
     bad.write_text("modules:\n  delete: [x]\n")
@@ -111,7 +112,7 @@ def test_rtl8156b_keeps_r8152_and_its_firmware(debian: DebianKernel, tmp_path: P
 
 @pytest.mark.root
 def test_missing_rtl8156b_firmware_fails_naming_module_file_and_package(debian: DebianKernel,
-                                                                       tmp_path: Path) -> None:
+                                                                        tmp_path: Path) -> None:
     root = clone_tree(debian.root, tmp_path / "root")
     (root / "lib/firmware/rtl_nic/rtl8156b-2.fw").unlink()
     hw = str(rtl_profile(tmp_path))
@@ -220,7 +221,7 @@ def test_headless_profile_on_top_of_original(debian: DebianKernel) -> None:
 
 @pytest.mark.root
 def test_hardware_mode_audit_keeps_broad_image_but_enforces_hardware_firmware(debian: DebianKernel,
-                                                                             tmp_path: Path) -> None:
+                                                                              tmp_path: Path) -> None:
     """Broad image (original + headless rules) for unknown boxes; only the herd's hardware must have firmware."""
     root = clone_tree(debian.root, tmp_path / "root")
     hw = str(rtl_profile(tmp_path))
