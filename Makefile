@@ -36,7 +36,7 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(VENV)/bin/pyth
 lint: deps-dev
 	$(BIN)/ruff check plugins tests bench scripts examples
 	MYPYPATH=.collections $(BIN)/mypy --strict scripts/start_qemu.py
-	MYPYPATH=.collections:. $(BIN)/mypy --strict --follow-imports=silent scripts/repro.py examples/netboot_runner.py
+	MYPYPATH=.collections:. $(BIN)/mypy --strict --follow-imports=silent scripts/repro.py scripts/demo.py examples/netboot_runner.py
 	MYPYPATH=.collections $(BIN)/mypy
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ansible-lint --profile production
 	$(BIN)/antsibull-changelog lint
@@ -84,9 +84,13 @@ compression-table: deps
 
 # Two offline builds of the same inputs under another umask/TZ/locale/file order/mtimes/build dir: bit-identical
 # dist/ or a report naming the artefact and the cpio entries that differ (scripts/repro.py; needs root, as build).
-.PHONY: repro
+.PHONY: repro demo
 repro: deps-dev
 	NETBOOT_TEST_MATERIAL=$${NETBOOT_TEST_MATERIAL:-$(CURDIR)/tests/.material} $(BIN)/python scripts/repro.py $(REPRO_ARGS)
+
+# Build the image from a local signed mirror made from the test material and boot it in qemu (README "make demo").
+demo: deps-dev
+	NETBOOT_TEST_MATERIAL=$${NETBOOT_TEST_MATERIAL:-$(CURDIR)/tests/.material} $(BIN)/python scripts/demo.py
 
 clean:
 	rm -rf build dist
