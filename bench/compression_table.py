@@ -109,8 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     comp.write(chunk)
             results.append((label, sink.n, time.monotonic() - t))
             print(f"  {label}: {sink.n:,d} bytes, {results[-1][2]:.1f} s", file=sys.stderr, flush=True)
-    gz = next(n for label, n, _ in results if label.startswith("gzip"))
-    z19 = next((n for label, n, _ in results if label == "zstd -19"), gz)
+    gz = next(n for label, n, _unused in results if label.startswith("gzip"))
+    z19 = next((n for label, n, _unused in results if label == "zstd -19"), gz)
     print("| Config | Bytes | Size | vs gzip-9 | vs zstd-19 | Time |")
     print("|---|---:|---:|---:|---:|---:|")
     for label, n, secs in results:

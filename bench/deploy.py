@@ -94,7 +94,7 @@ def main() -> int:
             first = _deploy.deploy(target, _deploy.Options(), dist, tmp / "stage", check=False, progress=prog)
             full = time.monotonic() - t0
             times = []
-            for _ in range(args.rounds):
+            for _unused in range(args.rounds):
                 t0 = time.monotonic()
                 again = _deploy.deploy(target, _deploy.Options(), dist, tmp / "stage", check=False, progress=prog)
                 times.append(time.monotonic() - t0)

@@ -35,7 +35,7 @@ SDE = 1765894768
 
 def wait_rusage(proc: subprocess.Popen[bytes]) -> tuple[int, int]:
     """(exit status, peak RSS in KiB) of a child, via wait4."""
-    _, status, usage = os.wait4(proc.pid, 0)
+    _unused, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return proc.returncode, usage.ru_maxrss
 
@@ -54,7 +54,7 @@ def reference(tree: Path, out: Path, level: int, window_log: int) -> dict[str, A
             assert p.stdout is not None
             p.stdout.close()
         results = {name: wait_rusage(p) for name, p in (("find", find), ("sort", sort), ("cpio", cpio),
-                                                         ("zstd", zstd))}
+                                                        ("zstd", zstd))}
     wall = time.monotonic() - start
     bad = {k: v for k, v in results.items() if v[0] != 0}
     if bad:
@@ -109,7 +109,7 @@ def bench_tree(label: str, tree: Path, level: int, window_log: int, rounds: int 
         tree = work / "tree"
         refs: list[dict[str, Any]] = []
         mines: list[dict[str, Any]] = []
-        for _ in range(rounds):  # alternate, keep the fastest of each: the machine is shared, loads vary
+        for _unused in range(rounds):  # alternate, keep the fastest of each: the machine is shared, loads vary
             (work / "initramfs").unlink(missing_ok=True)
             Path(str(work / "initramfs") + ".stamp").unlink(missing_ok=True)
             refs.append(reference(tree, work / "ref.cpio.zst", level, window_log))
@@ -162,7 +162,7 @@ def bench_playbook(tree: Path, level: int, window_log: int) -> dict[str, Any]:
 """)
         env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
         times = []
-        for _ in range(2):
+        for _unused in range(2):
             start = time.monotonic()
             subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), "-i", "localhost,", str(playbook)], cwd=REPO,
                            env=env, check=True, stdout=subprocess.DEVNULL)

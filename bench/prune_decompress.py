@@ -74,7 +74,7 @@ def main() -> int:
         print(f"{'':12} {'what':14} {'cpio':>12} {'zstd':>12} {'secs':>6}  vs keep")
         for mode, (whole, modules) in rows.items():
             for label, (raw, z, secs), ref in (("rootfs", whole, rows["keep"][0]),
-                                                ("lib/modules", modules, rows["keep"][1])):
+                                               ("lib/modules", modules, rows["keep"][1])):
                 ratio = z / ref[1]
                 print(f"{mode:12} {label:14} {raw:12,d} {z:12,d} {secs:6.1f}  {ratio:6.3f} ({(ratio - 1) * 100:+.1f} %)")
         gain = 1 - rows["decompress"][0][1] / rows["keep"][0][1]

@@ -121,7 +121,7 @@ class _Tail:
                     chunk = fh.read()
             except OSError:
                 continue
-            complete, _, _rest = chunk.rpartition("\n")
+            complete, _unused, _rest = chunk.rpartition("\n")
             if complete:
                 self.offsets[log] = start + len(complete.encode()) + 1
                 lines += [f"  {log.stem}: {ln}" for ln in complete.splitlines() if ln.strip()]
@@ -137,7 +137,7 @@ def _artefacts(res: Mapping[str, Any]) -> dict[str, Artefact]:
         if name not in out and res.get("sha256sums"):
             # written by the same task; their digests are in its result (SHA256SUMS lists manifest.json)
             for line in str(res["sha256sums"]).splitlines():
-                digest, _, listed = line.partition("  ")
+                digest, _unused, listed = line.partition("  ")
                 if listed == name:
                     out[name] = Artefact(name, os.path.join(dest, name), -1, digest)
     return out
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         if item.startswith("@"):
             extravars.update(json.loads(Path(item[1:]).read_text()))
         else:
-            key, _, value = item.partition("=")
+            key, _unused, value = item.partition("=")
             extravars[key] = value
     result = run_playbook(args.playbook, inventory=args.inventory, extravars=extravars, tags=args.tags,
                           check=args.check)

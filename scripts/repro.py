@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """``make repro``: build the image twice from the same inputs under a different environment and require
 bit-identical artefacts.
 

@@ -261,6 +261,14 @@ ARCH_KEYS: dict[str, tuple[str, ...]] = {
     "ppc64le": ("alpine-devel@lists.alpinelinux.org-58cbb476.rsa.pub", "alpine-devel@lists.alpinelinux.org-616abc23.rsa.pub",),
     "riscv64": ("alpine-devel@lists.alpinelinux.org-60ac2099.rsa.pub", "alpine-devel@lists.alpinelinux.org-616db30d.rsa.pub",),
     "s390x": ("alpine-devel@lists.alpinelinux.org-58e4f17d.rsa.pub", "alpine-devel@lists.alpinelinux.org-616ac3bc.rsa.pub",),
-    "x86": ("alpine-devel@lists.alpinelinux.org-4a6a0840.rsa.pub", "alpine-devel@lists.alpinelinux.org-5243ef4b.rsa.pub", "alpine-devel@lists.alpinelinux.org-61666e3f.rsa.pub",),
-    "x86_64": ("alpine-devel@lists.alpinelinux.org-4a6a0840.rsa.pub", "alpine-devel@lists.alpinelinux.org-5261cecb.rsa.pub", "alpine-devel@lists.alpinelinux.org-6165ee59.rsa.pub",),
+    "x86": (
+        "alpine-devel@lists.alpinelinux.org-4a6a0840.rsa.pub",
+        "alpine-devel@lists.alpinelinux.org-5243ef4b.rsa.pub",
+        "alpine-devel@lists.alpinelinux.org-61666e3f.rsa.pub",
+    ),
+    "x86_64": (
+        "alpine-devel@lists.alpinelinux.org-4a6a0840.rsa.pub",
+        "alpine-devel@lists.alpinelinux.org-5261cecb.rsa.pub",
+        "alpine-devel@lists.alpinelinux.org-6165ee59.rsa.pub",
+    ),
 }

@@ -192,4 +192,3 @@ def bootstrap_static(
 
 def world_entries(packages: list[str]) -> str:
     return "".join(f"{p}\n" for p in sorted(set(packages)))
-

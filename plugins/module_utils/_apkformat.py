@@ -21,15 +21,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._alpine_keys import ARCH_KEYS, KEYS
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, SignatureError
 
+try:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+except ImportError:
+    _deps.missing("cryptography")
+
 CHUNK = 1 << 20
-_DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {"RSA": hashes.SHA1, "RSA256": hashes.SHA256, "RSA512": hashes.SHA512}
+_DIGESTS = {"RSA": "SHA1", "RSA256": "SHA256", "RSA512": "SHA512"}  # apk signature kind -> its digest
+
+
+def _digest(kind: str) -> hashes.HashAlgorithm:
+    algorithm: type[hashes.HashAlgorithm] = getattr(hashes, _DIGESTS[kind])
+    return algorithm()
 
 
 # --------------------------------------------------------------------------------------------------------- keys
@@ -99,7 +108,7 @@ class Keyring:
         unknown = []
         chunks = [signed] if isinstance(signed, bytes) else list(signed)
         for member, sig in signatures.items():
-            kind, _, keyname = member.removeprefix(".SIGN.").partition(".")
+            kind, _unused, keyname = member.removeprefix(".SIGN.").partition(".")
             if kind not in _DIGESTS:
                 continue
             key = self.keys.get(keyname)
@@ -107,12 +116,13 @@ class Keyring:
                 unknown.append(keyname)
                 continue
             pub = serialization.load_pem_public_key(key.pem)
-            assert isinstance(pub, rsa.RSAPublicKey)
-            h = hashes.Hash(_DIGESTS[kind]())
+            if not isinstance(pub, rsa.RSAPublicKey):
+                raise SignatureError(f"{what}: key {keyname} is not an RSA public key (apk signs with RSA); replace it")
+            h = hashes.Hash(_digest(kind))
             for c in chunks:
                 h.update(c)
             try:
-                pub.verify(sig, h.finalize(), padding.PKCS1v15(), _prehashed(_DIGESTS[kind]()))
+                pub.verify(sig, h.finalize(), padding.PKCS1v15(), _prehashed(_digest(kind)))
             except InvalidSignature as exc:
                 raise SignatureError(f"{what}: signature by {keyname} does not verify (file tampered or corrupt)") from exc
             return keyname

@@ -121,7 +121,8 @@ def unpack(b: Binary, archive: Path) -> bytes:
             members = {m.name: m for m in tf.getmembers() if m.isfile()}
             pick = _pick(b, list(members), want)
             fh = tf.extractfile(members[pick])
-            assert fh is not None
+            if fh is None:
+                raise ConfigError(f"{archive}: member {pick} of binary {b.name} cannot be read as a regular file")
             return fh.read()
     return archive.read_bytes()
 
@@ -194,5 +195,3 @@ def read_record(root: str | Path) -> list[dict[str, Any]] | None:
         raise ConfigError(f"{Path(root) / RECORD} is not valid JSON ({exc}); rerun the node stage") from exc
     items = data.get("binaries") if isinstance(data, dict) else None
     return list(items) if isinstance(items, list) else None
-
-

@@ -31,7 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+
+_deps.lazy("zstandard")  # imported where used
 
 METHODS = ("zstd", "gzip", "xz", "none")
 KERNEL_OPTION = {"zstd": "CONFIG_RD_ZSTD", "gzip": "CONFIG_RD_GZIP", "xz": "CONFIG_RD_XZ"}
@@ -258,7 +261,6 @@ def compressor(spec: CompressionSpec, out: IO[bytes], total: int | None = None) 
     else:
         with lzma.LZMAFile(out, "wb", format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=spec.level) as xz:
             yield xz
-
 
 
 # --------------------------------------------------------------------------------------------------- decompression

@@ -447,7 +447,8 @@ def write_newc(
 
 
 def _copy_body(e: Entry, buf: bytearray, out: IO[bytes], flush: Callable[[], None]) -> None:
-    assert e.source is not None
+    if e.source is None:
+        raise NetbootError(f"cpio entry {e.path.decode(errors='replace')} has neither a source file nor inline data")
     remaining = e.size
     try:
         with open(e.source, "rb", buffering=0) as fh:

@@ -117,7 +117,7 @@ def generation_script(text: str, generation: str) -> str:
             "TFTP, so build with boot_server_url: tftp://<router address> (a list may add HTTP fallbacks)"
         )
     body = BASE_RE.sub(lambda m: f"{m.group('head')}{m.group('url')}/{generation}", text)
-    first, _, rest = body.partition("\n")
+    first, _unused, rest = body.partition("\n")
     note = f"# {OWNER} generation {generation}: artefact URLs point into the generation directory."
     return f"{first}\n{note}\n{rest}" if first.startswith("#!") else f"{note}\n{body}"
 
@@ -391,7 +391,7 @@ def make_plan(state: RouterState, opts: Options, dist: Dist | None, *, chainload
                                                   rule_comment(rb, g, name, s))
     script_size = target_files.get(GENERATION_SCRIPT, 0)
     stable = {STABLE_REQUEST: desired_rule(opts, STABLE_REQUEST, f"{rb}/{target}/{GENERATION_SCRIPT}", script_size,
-                                            rule_comment(rb))}
+                                           rule_comment(rb))}
 
     def owned(row: Mapping[str, str]) -> str | None:
         parsed = parse_comment(row.get("comment", ""), rb)

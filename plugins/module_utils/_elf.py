@@ -3,10 +3,13 @@ userland ELF still carries symbols or debug info worth stripping. Pure Python, n
 
 from __future__ import annotations
 
-import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    import mmap
 
 ELF_MAGIC = b"\x7fELF"
 ET_REL, ET_EXEC, ET_DYN = 1, 2, 3
@@ -29,7 +32,7 @@ class ElfInfo:
     interp: str | None
 
 
-Data = bytes | mmap.mmap
+Data: TypeAlias = "bytes | mmap.mmap"  # a string: module_utils are checked for Pythons before 3.10 too
 
 
 def _fmt(data: Data) -> tuple[str, bool] | None:
@@ -101,7 +104,7 @@ def modinfo_from_elf(data: Data) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for item in sec.split(b"\0"):
         if b"=" in item:
-            k, _, v = item.partition(b"=")
+            k, _unused, v = item.partition(b"=")
             out.append((k.decode("utf-8", "replace"), v.decode("utf-8", "replace")))
     return out
 
@@ -209,19 +212,18 @@ def dynamic(data: Data) -> Dynamic | None:
                     strtab = poff + (strtab_addr - vaddr)
                     break
 
-        def string(at: int) -> str:
-            assert strtab is not None
-            start = strtab + at
+        def string(table: int, at: int) -> str:
+            start = table + at
             end = data.find(b"\0", start)
             return bytes(data[start:end if end >= 0 else len(data)]).decode("latin-1")
 
         needed: tuple[str, ...] = ()
         rpath: tuple[str, ...] = ()
         if strtab is not None:
-            needed = tuple(string(o) for o in needed_off)
+            needed = tuple(string(strtab, o) for o in needed_off)
             chosen = runpath_off if runpath_off is not None else rpath_off
             if chosen is not None:
-                rpath = tuple(p for p in string(chosen).split(":") if p)
+                rpath = tuple(p for p in string(strtab, chosen).split(":") if p)
     except struct.error:
         return None
     return Dynamic(etype, machine, interp, needed, rpath)

@@ -208,8 +208,7 @@ def build_initramfs(req: InitramfsRequest, *, check_mode: bool = False) -> dict[
         and stamp.get("sha256") == before["sha256"]
         and (ucode_cpio is None or (before_ucode is not None and stamp.get("microcode_sha256") == before_ucode["sha256"]))
     )
-    if up_to_date:
-        assert before is not None
+    if up_to_date and before is not None:
         result.update(changed=False, compressed=False, sha256=before["sha256"], size=before["size"],
                       microcode=before_ucode, progress=[])
         result["diff"]["after"] = result["diff"]["before"]
@@ -227,7 +226,8 @@ def build_initramfs(req: InitramfsRequest, *, check_mode: bool = False) -> dict[
         changed = True
     after = _file_info(req.dest)
     after_ucode = _file_info(microcode_dest)
-    assert after is not None and after["sha256"] == sha
+    if after is None or after["sha256"] != sha:
+        raise NetbootError(f"{req.dest} changed while it was being written (another build running?); run the build again")
     stamp_data = {"format": STAMP_FORMAT, "plan": digest, "sha256": sha,
                   "microcode_sha256": after_ucode["sha256"] if after_ucode else None}
     atomic_write_bytes(stamp_path, (json.dumps(stamp_data, sort_keys=True, indent=1) + "\n").encode())

@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import jinja2
-
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _shipped
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _deps, _shipped
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes
+
+try:
+    import jinja2
+except ImportError:
+    _deps.missing("jinja2")
 
 DEFAULT_KERNEL_ARGS = "console=tty0 console=ttyS0,115200"
 URL_SCHEMES = ("http", "https", "tftp")

@@ -14,11 +14,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import zstandard
-
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _elf
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _deps, _elf
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+
+try:
+    import zstandard
+except ImportError:
+    _deps.missing("zstandard")
 
 MODULE_SUFFIXES = (".ko", ".ko.gz", ".ko.xz", ".ko.zst")
 COMPRESSED_SUFFIXES = (".gz", ".xz", ".zst")
@@ -157,7 +160,7 @@ def read_tree(root: Path, kver: str) -> ModuleTree:
     for line in (dep.read_text(errors="replace") if dep.is_file() else "").splitlines():
         if ":" not in line:
             continue
-        path, _, rest = line.partition(":")
+        path, _unused, rest = line.partition(":")
         name = module_name(path)
         listed[name] = path.strip()
         tree.deps[name] = [module_name(d) for d in rest.split()]
@@ -197,8 +200,8 @@ def read_tree(root: Path, kver: str) -> ModuleTree:
     bm = moddir / "modules.builtin.modinfo"
     if bm.is_file():
         for item in bm.read_bytes().split(b"\0"):
-            key, _, value = item.decode("utf-8", "replace").partition("=")
-            mod, _, k = key.partition(".")
+            key, _unused, value = item.decode("utf-8", "replace").partition("=")
+            mod, _unused, k = key.partition(".")
             if k == "firmware" and value:
                 tree.builtin_firmware.setdefault(mod.replace("-", "_"), []).append(value)
     return tree
@@ -318,7 +321,7 @@ def verify_dep(root: Path, kver: str, expected: Iterable[str]) -> None:
     for line in text.splitlines():
         if ":" not in line:
             continue
-        path, _, rest = line.partition(":")
+        path, _unused, rest = line.partition(":")
         listed.add(path.strip())
         for p in [path.strip(), *rest.split()]:
             if not (moddir / p).is_file():

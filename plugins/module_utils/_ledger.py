@@ -37,12 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb, _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, sha256_file
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import LEDGER_NAME, find_kernel
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._minram import minimum_ram
+
+_deps.lazy("matplotlib")  # imported where used
+_deps.lazy("zstandard")  # imported where used
 
 LEDGER_FORMAT = "homelab.alpine_netboot/ledger/1"
 JSON_NAME = LEDGER_NAME
@@ -447,7 +450,7 @@ def delta(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> dic
                 shrank.append(row)
         out[view] = {
             "new": [{"name": n, "bytes": int(new[n].get(est, 0)), **({"version": new[n]["version"]}
-                                                                        if "version" in new[n] else {})}
+                                                                     if "version" in new[n] else {})}
                     for n in sorted(set(new) - set(old))],
             "left": [{"name": n, "bytes": int(old[n].get(est, 0))} for n in sorted(set(old) - set(new))],
             "grew": sorted(grew, key=lambda r: (-r["bytes"], r["name"])),

@@ -67,7 +67,7 @@ def apk_installed(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
     for block in text.split("\n\n"):
         pkg: dict[str, Any] = {}
         for line in block.splitlines():
-            key, _, value = line.partition(":")
+            key, _unused, value = line.partition(":")
             if key == "P":
                 pkg["name"] = value
             elif key == "V":

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._qemu import parse_memory
+
+_deps.lazy("zstandard")  # imported where used
 
 MIB = 1024 * 1024
 KERNEL_BASELINE = 48 * MIB  # kernel data structures, page tables, early userspace (measured order of magnitude)

@@ -146,7 +146,7 @@ def installed_providers(root: Path) -> dict[str, str]:
         return out
     pkg = cur = ""
     for line in db.read_text(errors="replace").splitlines():
-        key, _, val = line.partition(":")
+        key, _unused, val = line.partition(":")
         if key == "P":
             pkg = val
         elif key == "F":
@@ -184,7 +184,7 @@ def check_services(root: Path, roles: Iterable[Role], cache_dir: Path | None = N
     missing = [(r.name, s) for r in roles for s in r.services if not (root / "etc/init.d" / s).is_file()]
     if not missing:
         return
-    wanted = {s for _, s in missing}
+    wanted = {s for _unused, s in missing}
     providers = {**KNOWN_SERVICE_PACKAGES, **cached_providers(cache_dir, wanted), **installed_providers(root)}
     lines = []
     for role, svc in missing:

@@ -31,9 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _elf, _kmod, _shipped
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _deps, _elf, _kmod, _shipped
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
     ConfigError,
     NetbootError,
@@ -47,6 +45,11 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import 
     resolve_in_root,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+
+try:
+    import yaml
+except ImportError:
+    _deps.missing("yaml")
 
 GLOB_CHARS = re.compile(r"[*?\[]")
 MODALIAS_RE = re.compile(r"^[a-z][a-z0-9_]*:\S.*$")
@@ -784,7 +787,7 @@ def _check_config(root: Path, kver: str, modules: set[str], firmware: set[str], 
     cfg: dict[str, str] = {}
     for line in cfg_path.read_text(errors="replace").splitlines():
         if line.startswith("CONFIG_") and "=" in line:
-            k, _, v = line.partition("=")
+            k, _unused, v = line.partition("=")
             cfg[k] = v
     fw_need = {".zst": "CONFIG_FW_LOADER_COMPRESS_ZSTD", ".xz": "CONFIG_FW_LOADER_COMPRESS_XZ"}
     for suf, opt in fw_need.items():
@@ -938,7 +941,7 @@ def apply_plan(plan: Plan, runner: Runner, verify: bool = True) -> list[str]:
 def diff(plan: Plan) -> dict[str, str]:
     before = [f"{rel}  [{plan.remove[rel]}]" for rel in sorted(plan.remove)]
     before += [f"{rel}  [decompress]" for rel in plan.decompress]
-    before += [f"{rel}  [relink]" for rel, _ in plan.relink]
+    before += [f"{rel}  [relink]" for rel, _unused in plan.relink]
     before += [f"{rel}  [strip]" for rel in plan.strip]
     after = [_kmod.strip_compression(r) for r in plan.decompress] + [
         f"{_kmod.strip_compression(r)} -> {t}" for r, t in plan.relink] + [f"{r} (stripped)" for r in plan.strip]

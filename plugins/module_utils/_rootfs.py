@@ -84,7 +84,7 @@ class RootfsSpec:
         return f"v{m.group(1)}" if m.group(1) else "edge"
 
     def validate(self) -> None:
-        _ = self.release_dir
+        _unused = self.release_dir  # raises ConfigError naming a bad alpine_release
         if not self.mirrors:
             raise ConfigError("alpine_mirror is empty: give at least one mirror URL")
         for m in self.mirrors:
@@ -551,4 +551,3 @@ def build(spec: RootfsSpec, runner: Runner, fetcher: Fetcher, check_mode: bool) 
         )
     finally:
         builder.close()
-

@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+
+_deps.lazy("librouteros")  # imported where used
 
 # 16-bit TFTP block counter: a transfer of more than 65,535 blocks needs the server to roll the counter over.
 TFTP_MAX_BLOCKS = 65535

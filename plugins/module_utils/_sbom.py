@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb, _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, inside
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
@@ -36,6 +36,8 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest i
     read_rootfs_manifest,
     source_date_epoch,
 )
+
+_deps.lazy("cyclonedx")  # imported where used
 
 SPEC_VERSION = "1.6"
 PROP = "homelab.alpine_netboot"
@@ -134,7 +136,7 @@ def build_document(
     if not packages:
         raise NetbootError(f"{root}/{_apkdb.INSTALLED_DB} lists no package; rebuild the rootfs stage")
     dname = distro(root, release)
-    sde, _ = source_date_epoch(root, source_date_epoch_value)
+    sde, _unused = source_date_epoch(root, source_date_epoch_value)
     licenses = LicenseFactory()
     components = []
     for pkg in packages:

@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+
+_deps.lazy("paramiko")  # imported where used
 
 CHUNK = 1 << 20
 

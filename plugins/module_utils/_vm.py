@@ -133,7 +133,8 @@ def run_vm(
         if log_fh:
             log_fh.close()
         raise NetbootError(f"cannot run {argv[0]!r}: {exc.strerror}; install qemu-system-x86") from exc
-    assert proc.stdout is not None
+    if proc.stdout is None:  # stdout=PIPE always gives one; checked for the type checker
+        raise NetbootError(f"{argv[0]!r} started without an output pipe")
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
     os.set_blocking(proc.stdout.fileno(), False)
@@ -147,7 +148,7 @@ def run_vm(
                 break
             events = sel.select(timeout=0.2)
             eof = False
-            for _key, _ in events:
+            for _key, _unused in events:
                 chunk = proc.stdout.read(65536)
                 if not chunk:
                     eof = True

@@ -20,7 +20,7 @@ description:
   - The rootfs is built beside the old one and swapped in only when complete; a failure leaves the previous rootfs.
 version_added: "0.1.0"
 author:
-  - homelab.alpine_netboot maintainers
+  - homelab.alpine_netboot maintainers (@homelab)
 options:
   root:
     description: Directory of the rootfs to build (replaced atomically).
@@ -146,8 +146,9 @@ fetched:
 import os
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
@@ -161,7 +162,7 @@ ARGUMENT_SPEC = {
     "mirrors": {"type": "list", "elements": "str", "default": [DEFAULT_MIRROR]},
     "repositories": {"type": "list", "elements": "str", "default": ["main", "community"]},
     "packages": {"type": "list", "elements": "str", "required": True},
-    "extra_keys_dir": {"type": "list", "elements": "path", "default": []},
+    "extra_keys_dir": {"type": "list", "elements": "path", "default": [], "no_log": False},  # public keys
     "cache_dir": {"type": "path", "required": True},
     "offline": {"type": "bool", "default": False},
     "overlay_dir": {"type": "path"},
@@ -175,6 +176,8 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
+        module.fail_json(msg=missing_required_lib(library), exception=trace)
     os.umask(IMAGE_UMASK)
     p = module.params
     runner = Runner()

@@ -20,7 +20,7 @@ description:
   - The report is deterministic, so a rerun on an unchanged image reports C(changed=false).
 version_added: "0.2.0"
 author:
-  - homelab.alpine_netboot maintainers
+  - homelab.alpine_netboot maintainers (@homelab)
 options:
   root:
     description: The image tree (after pruning).
@@ -81,10 +81,11 @@ commands:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _audit
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import dump_json
 
@@ -92,13 +93,15 @@ ARGUMENT_SPEC = {
     "root": {"type": "path", "required": True},
     "dest": {"type": "path", "required": True},
     "failed_dest": {"type": "path"},
-    "allow_private_keys": {"type": "list", "elements": "str", "default": []},
+    "allow_private_keys": {"type": "list", "elements": "str", "default": [], "no_log": False},  # paths, not keys
     "role_modules": {"type": "dict", "default": {}},
 }
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
+        module.fail_json(msg=missing_required_lib(library), exception=trace)
     p = module.params
     missing = module.check_mode and missing_input(p["root"], f"audit {p['root']} and write {p['dest']}", "image")
     if missing:

@@ -21,7 +21,7 @@ description:
     own kernel arguments.
   - Written to a temporary name and renamed; identical output reports C(changed=false).
 version_added: "0.1.0"
-author: homelab
+author: homelab.alpine_netboot maintainers (@homelab)
 options:
   dest:
     description: Path of the script to write (normally C({{ netboot_dist_dir }}/boot.ipxe)).
@@ -126,8 +126,9 @@ commands:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import (
     DEFAULT_KERNEL_ARGS,
@@ -158,6 +159,8 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
+        module.fail_json(msg=missing_required_lib(library), exception=trace)
     p = module.params
     spec = ScriptSpec(
         boot_server_url=p["boot_server_url"], nodes=p["nodes"] or [], kernel=p["kernel"], initramfs=p["initramfs"],

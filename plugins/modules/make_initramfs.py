@@ -20,7 +20,7 @@ description:
   - Optionally writes the early microcode cpio (uncompressed, C(kernel/x86/microcode/GenuineIntel.bin) first) to
     O(microcode_dest) and/or in front of O(dest).
 version_added: "0.1.0"
-author: homelab
+author: homelab.alpine_netboot maintainers (@homelab)
 options:
   src:
     description: The image tree (the pruned rootfs).
@@ -191,10 +191,11 @@ commands:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _cpio, _initramfs
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 
 ARGUMENT_SPEC = {
@@ -237,6 +238,8 @@ def microcode_option(value: object) -> bool | list[str]:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
+        module.fail_json(msg=missing_required_lib(library), exception=trace)
     p = module.params
     missing = module.check_mode and missing_input(p["src"], f"pack {p['src']} into {p['dest']}", "image")
     if missing:

@@ -10,16 +10,16 @@ DOCUMENTATION = r"""
 module: netboot_binaries
 short_description: Install pinned extra binaries (by URL and sha256) into the image
 description:
-  - For each entry of O(binaries), downloads O(binaries[].url) once into O(cache_dir)C(/binaries/) (verified against
-    O(binaries[].sha256) before it is renamed into the cache; a mismatch fails naming the file and both digests and
-    caches nothing), unpacks it (C(.zip), C(.tar.gz), or a plain file), strips debug info when O(binaries[].strip),
-    and installs it at O(binaries[].dest) in O(root) (mode 0755).
+  - For each entry of O(binaries), downloads the entry's C(url) once into O(cache_dir)C(/binaries/) (verified against
+    the entry's C(sha256) before it is renamed into the cache; a mismatch fails naming the file and both digests and
+    caches nothing), unpacks it (C(.zip), C(.tar.gz), or a plain file), strips debug info when the entry's C(strip) is true,
+    and installs it at the entry's C(dest) in O(root) (mode 0755).
   - Records every binary with its URL and sha256 in C(etc/netboot/binaries.json) of the image; the dist manifest
     lists them.
   - With O(offline), only the cache is used.
 version_added: "0.2.0"
 author:
-  - homelab.alpine_netboot maintainers
+  - homelab.alpine_netboot maintainers (@homelab)
 options:
   root:
     description: The image tree.
@@ -89,10 +89,11 @@ commands:
 import os
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
@@ -109,6 +110,8 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
+        module.fail_json(msg=missing_required_lib(library), exception=trace)
     os.umask(IMAGE_UMASK)
     p = module.params
     missing = module.check_mode and missing_input(p["root"], f"install the pinned binaries in {p['root']}", "image")

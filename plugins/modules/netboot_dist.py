@@ -15,7 +15,7 @@ description:
   - Every file is written to a temp name and renamed; the content has no timestamps, so a rerun with unchanged
     inputs rewrites nothing and reports C(changed=false).
 version_added: "0.1.0"
-author: homelab
+author: homelab.alpine_netboot maintainers (@homelab)
 options:
   rootfs:
     description: The rootfs tree the image was built from.
@@ -104,10 +104,11 @@ commands:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _manifest
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 
 ARGUMENT_SPEC = {
@@ -125,6 +126,8 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
+        module.fail_json(msg=missing_required_lib(library), exception=trace)
     p = module.params
     missing = module.check_mode and missing_input(p["rootfs"], f"copy the kernel of {p['rootfs']} and write "
                                                   f"manifest.json and SHA256SUMS in {p['dest']}", "image")

@@ -23,7 +23,7 @@ description:
     what to prune.
   - A rerun with the same image, kernel and settings reuses ledger.json (no compression, C(changed=false)).
 version_added: "0.2.0"
-author: homelab
+author: homelab.alpine_netboot maintainers (@homelab)
 options:
   image:
     description: The compressed initramfs (C(dist/initramfs)).
@@ -84,6 +84,8 @@ options:
     description: Copies of the artefacts the boot server keeps (the live one plus the kept generations).
     type: int
     default: 2
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
@@ -137,10 +139,11 @@ commands:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _ledger
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 
 ARGUMENT_SPEC = {
@@ -165,6 +168,8 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
+        module.fail_json(msg=missing_required_lib(library), exception=trace)
     p = module.params
     missing = module.check_mode and missing_input(p["image"], f"write the size ledger in {p['dest']}", "initramfs")
     if missing:

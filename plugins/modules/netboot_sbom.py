@@ -17,7 +17,7 @@ description:
   - Reproducible - the serial number is a UUID derived from the content, the timestamp is the image's
     SOURCE_DATE_EPOCH (the newest package build time) - so a rerun with unchanged input reports C(changed=false).
 version_added: "0.2.0"
-author: homelab
+author: homelab.alpine_netboot maintainers (@homelab)
 options:
   rootfs:
     description: The image tree (after pruning).
@@ -44,6 +44,8 @@ options:
     type: list
     elements: dict
     default: []
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
@@ -85,10 +87,11 @@ commands:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _sbom
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 
 ARGUMENT_SPEC = {
@@ -103,6 +106,8 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
+        module.fail_json(msg=missing_required_lib(library), exception=trace)
     p = module.params
     missing = module.check_mode and missing_input(p["rootfs"], f"write the SBOM in {p['dest']}", "image")
     if missing:

@@ -23,7 +23,7 @@ description:
     client (and server snippet) settings and a MOTD with the build id.
 version_added: "0.2.0"
 author:
-  - homelab.alpine_netboot maintainers
+  - homelab.alpine_netboot maintainers (@homelab)
 options:
   root:
     description: The image tree to write into.
@@ -110,10 +110,11 @@ commands:
 import os
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _nodeconf, _noderoles
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import CATTLE_PREFIX
@@ -135,6 +136,8 @@ FALLBACK_BINARIES = {"nomad": ("usr/bin/nomad", "usr/local/bin/nomad")}
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
+        module.fail_json(msg=missing_required_lib(library), exception=trace)
     os.umask(IMAGE_UMASK)
     p = module.params
     missing = module.check_mode and missing_input(p["root"], f"write the node roles and settings in {p['root']}",

@@ -22,7 +22,7 @@ description:
     C(modprobe --show-depends) for every kept module.
   - Writes a JSON report (bytes and counts before/removed/after, per rule and per top directory).
 version_added: "0.1.0"
-author: homelab
+author: homelab.alpine_netboot maintainers (@homelab)
 options:
   root:
     description: The rootfs directory to prune in place.
@@ -170,10 +170,11 @@ commands:
 import os
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _prune
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
@@ -198,6 +199,8 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
+        module.fail_json(msg=missing_required_lib(library), exception=trace)
     os.umask(IMAGE_UMASK)
     p = module.params
     runner = Runner()

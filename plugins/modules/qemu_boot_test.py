@@ -22,7 +22,7 @@ description:
     and the initramfs tmpfs cap) and fails when it exceeds O(ram_limit).
   - Never changes anything (C(changed=false)). In check mode only the RAM computation runs.
 version_added: "0.1.0"
-author: homelab
+author: homelab.alpine_netboot maintainers (@homelab)
 options:
   mode:
     description: How the guest gets its kernel.
@@ -172,8 +172,9 @@ commands:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import DEFAULT_KERNEL_ARGS
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._minram import check_ram_limit, minimum_ram
@@ -210,6 +211,8 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
+        module.fail_json(msg=missing_required_lib(library), exception=trace)
     p = module.params
     runner = Runner()
     result: dict[str, object] = {"changed": False, "commands": runner.log}

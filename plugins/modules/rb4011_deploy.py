@@ -23,7 +23,7 @@ description:
     C(next-server) and C(boot-file-name) on the C(/ip dhcp-server network) O(dhcp_network), and adds an owned DHCP
     option (67 C(boot.ipxe)), option set and matcher (option 77 = O(dhcp_matcher_value)) for clients running iPXE.
 version_added: "0.2.0"
-author: homelab
+author: homelab.alpine_netboot maintainers (@homelab)
 options:
   host:
     description: Address of the router (API and SSH).
@@ -146,6 +146,8 @@ options:
     description: iPXE binary for UEFI PXE firmware.
     type: path
     default: /usr/lib/ipxe/ipxe.efi
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
@@ -155,7 +157,7 @@ attributes:
     details: The collection's TFTP rules (and with O(manage_dhcp) its DHCP rows and the network) before and after.
   platform:
     platforms: posix
-    details: Runs on the controller (C(connection: local)) and talks to RouterOS over the network.
+    details: Runs on the controller (C(connection=local)) and talks to RouterOS over the network.
 notes:
   - RouterOS has no hash command; O(verify=sha256) reads each new file back over SFTP.
 """
@@ -222,9 +224,10 @@ removed_generations:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import Options, Target, deploy
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import DhcpOptions
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import ApiOptions
@@ -241,7 +244,7 @@ ARGUMENT_SPEC = {
     "validate_cert_hostname": {"type": "bool", "default": False},
     "force_no_cert": {"type": "bool", "default": False},
     "known_hosts": {"type": "path"},
-    "host_key_fingerprint": {"type": "str"},
+    "host_key_fingerprint": {"type": "str", "no_log": False},  # public: it identifies the key, not a secret
     "dist_dir": {"type": "path"},
     "dir": {"type": "str", "default": "netboot"},
     "keep": {"type": "int", "default": 1},
@@ -271,6 +274,8 @@ def main() -> None:
         required_one_of=[("known_hosts", "host_key_fingerprint")],
         required_if=[("manage_dhcp", True, ("dhcp_network",))],
     )
+    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
+        module.fail_json(msg=missing_required_lib(library), exception=trace)
     p = module.params
     try:
         target = Target(

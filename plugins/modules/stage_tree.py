@@ -17,7 +17,7 @@ description:
     would make the copy and succeeds.
 version_added: "0.1.0"
 author:
-  - homelab.alpine_netboot maintainers
+  - homelab.alpine_netboot maintainers (@homelab)
 options:
   src:
     description: The pristine tree (the rootfs built by M(homelab.alpine_netboot.alpine_rootfs)).
@@ -64,9 +64,10 @@ commands:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import apply_stage, plan_stage
@@ -80,6 +81,8 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
+        module.fail_json(msg=missing_required_lib(library), exception=trace)
     runner = Runner()
     src = Path(module.params["src"]).absolute()
     missing = module.check_mode and missing_input(src, f"copy {src} to {module.params['dest']}", "rootfs")

@@ -37,7 +37,7 @@ def test_real_apk_resolves_the_closure(real_apk: tuple[Apk, ApkContext, Mirror])
 
 
 def test_real_apk_unknown_package_is_named(real_apk: tuple[Apk, ApkContext, Mirror]) -> None:
-    apk, ctx, _ = real_apk
+    apk, ctx, _unused = real_apk
     with pytest.raises(ConfigError, match=r"unknown package.*(nope-a, nope-b|nope-b, nope-a)"):
         apk.resolve(ctx, ["curl", "nope-a", "nope-b"])
     assert unknown_packages("ERROR: unable to select packages:\n  zz (no such package):\n    required by: world[zz]\n") == [

@@ -67,10 +67,10 @@ def render(dist: Path, urls: object, node_initrd: str = "", **kw: object) -> Non
     (dist / "boot.ipxe").write_text(_ipxe.render(spec))
 
 
-def netboot(dist: Path, mac: str, checks: list[str] = CHECKS, refuse: dict[str, int] | None = None,
+def netboot(dist: Path, mac: str, checks: list[str] | None = None, refuse: dict[str, int] | None = None,
             **kw: object) -> _vm.BootResult:
     test = _vm.BootTest(kernel=dist / "vmlinuz", initrds=[dist / "initramfs"], mode="netboot", mac=mac,
-                        memory="1G", checks=checks, timeout=300, **kw)  # type: ignore[arg-type]
+                        memory="1G", checks=CHECKS if checks is None else checks, timeout=300, **kw)  # type: ignore[arg-type]
     return boot_test_refusing(test, refuse) if refuse else _vm.boot_test(test)
 
 

@@ -124,7 +124,7 @@ def test_no_mixed_boot_switch_rollback_forward_and_pruning(peer: Peer, tmp_path:
     # a third generation with keep=1: generation 0 goes (files and rules), 1 (live before) stays
     third = deploy(tmp_path / "w", peer, dists[2])
     assert third.rc == 0 and result(third)["removed_generations"] == [gens[0]], third.stdout
-    names = {n for n, _ in peer.store.snapshot().items()}
+    names = {n for n, _unused in peer.store.snapshot().items()}
     assert not any(gens[0] in n for n in names) and any(gens[1] in n for n in names)
     assert not any(gens[0] in r["comment"] for r in owned_rules(peer))
     with pytest.raises(TftpError):
@@ -148,12 +148,12 @@ def test_dropped_upload_keeps_previous_generation_and_rerun_resumes(peer: Peer, 
     assert peer.rows("/ip/tftp") == before_rules and fetch(peer, "boot.ipxe") == old_script
     for path in script_paths(old_script):
         assert fetch(peer, path) == (old / path.split("/")[-1]).read_bytes()
-    assert {n.split("/")[-1] for n, _ in peer.uploads} == {"boot.ipxe", "initramfs"}
+    assert {n.split("/")[-1] for n, _unused in peer.uploads} == {"boot.ipxe", "initramfs"}
     peer.uploads.clear()
     again = deploy(tmp_path / "w", peer, new)
     assert again.rc == 0, again.stdout
     out = result(again)
-    resent = {n.split("/")[-1] for n, _ in peer.uploads}
+    resent = {n.split("/")[-1] for n, _unused in peer.uploads}
     assert resent == {"initramfs", "manifest.json", "vmlinuz", "SHA256SUMS", "generation.ipxe"}  # not boot.ipxe
     assert out["planned_verifications"] == ["boot.ipxe"]  # read back, found whole, kept
     assert out["bytes_sent"] < out["generation_bytes"]

@@ -23,8 +23,6 @@ R8152_FW = {"rtl_nic/rtl8156b-2.fw", "rtl_nic/rtl8156a-2.fw", "rtl_nic/rtl8153c-
             "rtl_nic/rtl8153a-4.fw", "rtl_nic/rtl8153a-3.fw", "rtl_nic/rtl8153a-2.fw"}
 
 
-
-
 def test_modinfo_reads_firmware_of_real_r8152_in_every_compression(debian: DebianKernel, tmp_path: Path) -> None:
     ko = debian.modules / "kernel/drivers/net/usb/r8152.ko"
     raw = ko.read_bytes()

@@ -67,7 +67,7 @@ def test_the_ledger_picture_renders_with_the_top_names(e2e_built: Built) -> None
     root = ET.parse(e2e_built.dist / "ledger.svg").getroot()
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     texts = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
-    bars = [r for r in root.iter("{http://www.w3.org/2000/svg}path")]
+    bars = list(root.iter("{http://www.w3.org/2000/svg}path"))
     assert len(bars) > 20
     for row in led["packages"][:3] + led["groups"][:3]:
         assert row["name"] in texts, row["name"]

@@ -151,7 +151,7 @@ def test_microcode_true_from_the_image_and_concatenated(tree: Path, tmp_path: Pa
     img = (tmp_path / "dist" / "intel-ucode.img").read_bytes()
     data = Path(res["dest"]).read_bytes()
     assert data.startswith(img) and len(img) % 4 == 0 and data[len(img):len(img) + 4] == ZSTD_MAGIC
-    name, _ = first_member_and_blob(Path(res["dest"]))
+    name, _unused = first_member_and_blob(Path(res["dest"]))
     assert name == "kernel/x86/microcode/GenuineIntel.bin"
 
 

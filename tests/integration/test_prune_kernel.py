@@ -95,8 +95,8 @@ def test_missing_rtl8156b_firmware_fails_the_build(debian: DebianKernel, tmp_pat
     root = clone_tree(debian.root, tmp_path / "build/rootfs")
     (root / "lib/firmware/rtl_nic/rtl8156b-2.fw").unlink()
     before = file_set(root, "lib/modules")
-    r, _ = prune(tmp_path, kernel_prune_profiles=["base"], kernel_hardware_profiles=["n100-i226"],
-                 kernel_hardware_mode="select")
+    r, _unused = prune(tmp_path, kernel_prune_profiles=["base"], kernel_hardware_profiles=["n100-i226"],
+                       kernel_hardware_mode="select")
     assert r.rc != 0
     msg = "\n".join(r.failure_messages())
     assert "firmware audit failed" in msg
@@ -206,7 +206,7 @@ def test_role_defaults_broad_image_guarantees_herd_drivers(debian: DebianKernel,
     but r8169 (Realtek, a "non-Intel vendor") and i915 stay for the herd, and r8152's firmware is enforced."""
     root = clone_tree(debian.root, tmp_path / "build/rootfs")
     (root / "lib/firmware/rtl_nic/rtl8156b-2.fw").unlink()
-    r, _ = prune(tmp_path)
+    r, _unused = prune(tmp_path)
     assert r.rc != 0
     msg = "\n".join(r.failure_messages())
     assert "module r8152 needs firmware rtl_nic/rtl8156b-2.fw" in msg and "linux-firmware-rtl_nic" in msg

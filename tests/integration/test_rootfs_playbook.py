@@ -167,7 +167,7 @@ def test_index_signed_by_unknown_key_is_refused(tmp_path: Path, mirror: Mirror) 
     from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkformat import gzip_members
 
     with index.open("rb") as fh:
-        members, _ = gzip_members(fh, 1, "index")
+        members, _unused = gzip_members(fh, 1, "index")
     stranger = SigningKey.create("stranger")
     from tests.fixtures.apkrepo import signature_member
 

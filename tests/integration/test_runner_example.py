@@ -37,15 +37,15 @@ def test_build_streams_events_and_returns_the_artefacts_of_the_play(tmp_path: Pa
             extravars=fixture_extravars(tmp_path, mirror, port, free_port(), initramfs_level=1),
             on_line=lambda line: lines.append((time.monotonic(), line)),
         )
-    text = "\n".join(line for _, line in lines)
+    text = "\n".join(line for _unused, line in lines)
     assert result.ok, (result.failed_task, result.message, text[-3000:])
     # streamed as it happened: task starts, results, downloads and compression progress before the recap
     recap = next(t for t, line in lines if line.startswith("PLAY RECAP"))
     first_task = next(t for t, line in lines if line.startswith("TASK "))
     assert recap - first_task > 1.0
-    assert any("download: " in line and ".apk" in line for _, line in lines), text[:3000]
+    assert any("download: " in line and ".apk" in line for _unused, line in lines), text[:3000]
     assert any(line.startswith("  initramfs: ") and t < recap for t, line in lines), text
-    assert any(line.startswith("  changed: localhost: Build the initramfs") for _, line in lines)
+    assert any(line.startswith("  changed: localhost: Build the initramfs") for _unused, line in lines)
     # artefacts from the netboot_dist result: the files on disk agree
     assert {"vmlinuz", "initramfs", "boot.ipxe"} <= set(result.artefacts)
     for name in ("vmlinuz", "initramfs", "boot.ipxe"):

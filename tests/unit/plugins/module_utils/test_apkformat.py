@@ -58,8 +58,8 @@ def test_data_swapped_under_a_valid_control_is_caught(tmp_path: Path) -> None:
 
     from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkformat import gzip_members
 
-    ma, _ = gzip_members(io.BytesIO(a), 2, "a")
-    mb, _ = gzip_members(io.BytesIO(b), 2, "b")
+    ma, _unused = gzip_members(io.BytesIO(a), 2, "a")
+    mb, _unused = gzip_members(io.BytesIO(b), 2, "b")
     f = tmp_path / "tiny-1.0-r0.apk"
     f.write_bytes(a[: ma[1].end] + b[mb[1].end :])
     with pytest.raises(SignatureError, match="datahash"):

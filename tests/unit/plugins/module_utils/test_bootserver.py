@@ -43,7 +43,7 @@ def test_serves_and_records(tmp_path: Path) -> None:
 def test_the_refusing_test_server_refuses_then_serves(tmp_path: Path) -> None:
     (tmp_path / "vmlinuz").write_bytes(b"kernel")
     with RefusingBootServer(tmp_path, refuse={"vmlinuz": 2}) as srv:
-        assert [get(f"{srv.url}/vmlinuz")[0] for _ in range(3)] == [503, 503, 200]
+        assert [get(f"{srv.url}/vmlinuz")[0] for _unused in range(3)] == [503, 503, 200]
         assert get(f"{srv.url}/vmlinuz") == (200, b"kernel")
         assert get(f"{srv.url}/../vmlinuz")[0] == 404
         assert srv.hits("vmlinuz") == [503, 503, 200, 200]

@@ -79,7 +79,7 @@ def test_rerun_plan_is_empty_and_partial_upload_is_verified(tmp_path: Path) -> N
     assert not plan.changes and plan.needed == 0
     # same files without rules = an interrupted upload: right-size files are read back, not trusted
     partial = dict(sizes, initramfs=10)
-    files, _ = installed(d.generation, 0, False, partial)
+    files, _unused = installed(d.generation, 0, False, partial)
     plan = make_plan(state(files), Options(), d)
     assert [a.name for a in plan.uploads] == ["initramfs"]
     assert {a.name for a in plan.verify} == set(sizes) - {"initramfs"}

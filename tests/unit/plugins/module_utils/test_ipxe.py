@@ -47,7 +47,7 @@ def test_nodes_defaults_and_errors_name_the_host() -> None:
         ([{"name": "a", "mac": "aa:bb:cc:00:00:01"}, {"name": "b", "mac": "AABB.CC00.0001"}],
          "host b: mac aa:bb:cc:00:00:01 is already used by host a"),
         ([{"name": "a", "mac": "aa:bb:cc:00:00:01", "hostname": "x"}, {"name": "b", "mac": "aa:bb:cc:00:00:02",
-                                                                        "hostname": "X"}],
+                                                                       "hostname": "X"}],
          "host b: hostname 'X' is already used by host a"),
         ([{"name": "c", "mac": "zz"}], "host c: malformed mac 'zz'"),
         ([{"name": "d"}], "host d: no mac set"),
@@ -64,7 +64,7 @@ def test_nodes_defaults_and_errors_name_the_host() -> None:
 def test_urls_schemes_and_fallback_lists() -> None:
     assert validate_urls("http://10.0.0.1:8080/boot/") == ["http://10.0.0.1:8080/boot"]
     assert validate_urls(["tftp://192.168.88.1", "https://x.example/a"]) == ["tftp://192.168.88.1",
-                                                                          "https://x.example/a"]
+                                                                             "https://x.example/a"]
     for bad, message in [("ftp://x/", "unsupported URL scheme in 'ftp://x/'"), ("nfs://x", "unsupported URL scheme"),
                          ([], "non-empty list"), (["http://a", "http://a"], "more than once"),
                          ("http:///x", "has no host"), ("http://a/x?y=1", "plain base URL")]:

@@ -41,7 +41,7 @@ def test_concat_and_segments_of_a_mixed_initrd(tmp_path: Path) -> None:
     assert raw.startswith(gz) and len(raw) % 4 == 0
     segs = initrd_segments(out)
     assert [(s.kind, s.unpacked) for s in segs] == [("gzip", len(payload)), ("zstd", len(payload)),
-                                                      ("xz", len(payload)), ("cpio", len(hook))]
+                                                    ("xz", len(payload)), ("cpio", len(hook))]
     assert [s.window for s in segs[:2]] == [32 * 1024, 1 << 20]
     assert segs[0].compressed == len(gz) and segs[1].compressed == len(zs) and segs[2].compressed == len(xz)
     (tmp_path / "junk").write_bytes(b"NOTANARCHIVE" * 3)

@@ -94,7 +94,7 @@ def test_stage_netboot_links_and_overrides(tmp_path: Path) -> None:
     other.write_text("hooked")
     serve = stage_netboot(dist, tmp_path / "serve", {"initramfs": other})
     assert {p.name: p.read_text() for p in serve.iterdir()} == {"vmlinuz": "vmlinuz", "initramfs": "hooked",
-                                                               "boot.ipxe": "boot.ipxe"}
+                                                                "boot.ipxe": "boot.ipxe"}
     assert (dist / "initramfs").read_text() == "initramfs"  # dist untouched
     with pytest.raises(ConfigError, match="plain file name"):
         stage_netboot(dist, tmp_path / "s2", {"../x": other})

@@ -358,7 +358,7 @@ def test_a_locked_package_only_the_cache_still_has_is_installed_from_the_cache(t
 
 
 def test_a_cached_package_that_fails_verification_offline_is_removed_and_explained(builder: Builder,
-                                                                                    repo: Repo) -> None:
+                                                                                   repo: Repo) -> None:
     entry = builder.indexes["main"].by_name()["busybox"][0]
     cached = builder.spec.repo_dir("main") / entry.filename
     data = bytearray(repo.built["busybox"].apk)

@@ -33,7 +33,7 @@ def test_shipped_profiles_resolve_by_name_without_search_dirs(tmp_path: Path) ->
     assert rules.sources == [str(shipped / f"{n}.yml") for n in ("original", "headless", "base")]
     assert any(g.pattern == "kernel/drivers/net/wireless" for g in rules.module_remove)
     hw = _prune.find_hardware("n100-i226", [])
-    assert any(a.startswith("usb:v0BDAp8156") for _, a in hw.modaliases)
+    assert any(a.startswith("usb:v0BDAp8156") for _unused, a in hw.modaliases)
     mine = tmp_path / "original.yml"  # a search dir wins over the shipped file
     mine.write_text("modules:\n  remove: [kernel/sound]\n")
     assert _prune.load_rules(["original"], [tmp_path]).sources == [str(mine)]

@@ -68,7 +68,7 @@ def test_bad_input_fails_naming_the_culprit(tmp_path: Path, args: dict[str, obje
 
 
 def test_failed_render_keeps_the_previous_script(tmp_path: Path, args: dict[str, object]) -> None:
-    rc, _ = run_module(tmp_path, args)
+    rc, _unused = run_module(tmp_path, args)
     before = Path(str(args["dest"])).read_text()
     bad = tmp_path / "bad.j2"
     bad.write_text("#!ipxe\n{{ undefined_thing }}\n")

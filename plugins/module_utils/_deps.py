@@ -1,0 +1,54 @@
+"""Third-party Python libraries the collection's module_utils need, guarded the way Ansible guards them.
+
+A module_utils file imports a third-party library either at top level, guarded::
+
+    try:
+        import zstandard
+    except ImportError:
+        _deps.missing("zstandard")
+
+or, when it imports it only inside the function that uses it (heavy or rarely needed), declares it at top level
+with ``_deps.lazy("matplotlib")``. Either way the file stays importable without the library (ansible-doc,
+ansible-test's import sanity test, a host that lacks it), and every module starts with::
+
+    for library, trace in missing_libraries():
+        module.fail_json(msg=missing_required_lib(library), exception=trace)
+
+so a missing library fails the task with a message naming the library to pip install, before any work is done.
+Which libraries a module needs follows from what it imports; nothing else lists them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import traceback
+
+# Import name -> the distribution to pip install (versions pinned in the collection's requirements.txt).
+REQUIREMENTS: dict[str, str] = {
+    "cryptography": "cryptography",
+    "cyclonedx": "cyclonedx-python-lib[json-validation]",
+    "jinja2": "Jinja2",
+    "librouteros": "librouteros",
+    "matplotlib": "matplotlib",
+    "paramiko": "paramiko",
+    "yaml": "PyYAML",
+    "zstandard": "zstandard",
+}
+
+_MISSING: dict[str, str] = {}  # import name -> traceback (or reason) of the failed import
+
+
+def missing(name: str) -> None:
+    """Record that importing ``name`` failed; call it from the ``except ImportError`` of a guarded import."""
+    _MISSING[name] = traceback.format_exc()
+
+
+def lazy(name: str) -> None:
+    """Declare a library imported later inside functions; recorded as missing now if it cannot be found."""
+    if name not in _MISSING and importlib.util.find_spec(name) is None:
+        _MISSING[name] = f"ModuleNotFoundError: No module named {name!r}\n"
+
+
+def missing_libraries() -> list[tuple[str, str]]:
+    """(pip requirement, traceback) of every library the imported module_utils need but could not import."""
+    return [(REQUIREMENTS.get(name, name), _MISSING[name]) for name in sorted(_MISSING)]
