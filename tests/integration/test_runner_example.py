@@ -69,3 +69,24 @@ def test_a_failure_returns_the_failing_task_and_its_message(tmp_path: Path) -> N
     assert result.failed_task == "Build the Alpine rootfs from the signed, cached repositories"
     assert "no-such-package-xyz" in (result.message or "")
     assert result.artefacts == {}
+
+
+def test_deploy_streams_upload_progress_and_returns_the_deploy_result(tmp_path: Path) -> None:
+    from tests.fixtures.routeros.deploy import HOST, inventory
+    from tests.fixtures.routeros.dist import make_dist
+    from tests.fixtures.routeros.peer import Peer
+
+    lines: list[str] = []
+    with Peer(tmp_path / "peer") as peer:
+        dist = make_dist(tmp_path / "dist", f"tftp://10.0.2.2:{peer.tftp_port}")
+        inv = inventory(tmp_path / "hosts.yml", peer)
+        result = netboot_runner.run_playbook(
+            "deploy_rb4011.yml", inventory=inv, private_data_dir=tmp_path / "runner", on_line=lines.append,
+            extravars={"netboot_dist_dir": str(dist), "netboot_build_dir": str(tmp_path / "build")},
+        )
+    text = "\n".join(lines)
+    assert result.ok, (result.failed_task, result.message, text[-3000:])
+    assert [d["host"] for d in result.deployed] == [HOST]
+    assert result.deployed[0]["changed"] and result.deployed[0]["bytes_sent"] > 0
+    # upload progress tailed from build/deploy-<router>.log while the play ran
+    assert any(line.startswith(f"  deploy-{HOST}: ") and "MB/s" in line for line in lines), text
