@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -60,6 +61,30 @@ def _set_meta(path: str, mode: int, like: os.stat_result | None) -> None:
         os.chown(path, like.st_uid, like.st_gid)
 
 
+def remove_dead_temps(directory: str | os.PathLike[str], prefix: str) -> list[Path]:
+    """Remove the entries ``<prefix><pid>[.-]...`` of ``directory`` (files or trees) whose writer, process ``pid``,
+    is gone: what a killed run left behind. A live writer's temp (another build) is kept."""
+    removed: list[Path] = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        pid = re.match(r"(\d+)(?:[.]|$)", name[len(prefix):])
+        if pid is None or os.path.exists(f"/proc/{pid.group(1)}"):
+            continue
+        path = Path(directory, name)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(
     dest: str | os.PathLike[str],
@@ -76,7 +101,9 @@ def atomic_path(
     is untouched."""
     directory = os.path.dirname(os.path.abspath(dest))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(dest)}.", suffix=".tmp")
+    # the pid in the name lets a later run remove what a killed one left (an initramfs temp can be large)
+    remove_dead_temps(directory, f".{os.path.basename(dest)}.")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(dest)}.{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
