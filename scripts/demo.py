@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """``make demo``: the whole path on a machine with no Alpine mirror - build the image with ``playbooks/build.yml``
 from a local signed mirror made from the test material, then boot it in qemu to the ready marker.
 

@@ -13,11 +13,13 @@ import http.client
 import os
 import shutil
 import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+
+from ansible.module_utils.urls import ConnectionError as UrlConnectionError
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
     FetchError,
@@ -57,7 +59,7 @@ class Fetcher:
             except urllib.error.HTTPError as exc:
                 statuses.append(exc.code)
                 failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
-            except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
+            except (urllib.error.URLError, UrlConnectionError, http.client.HTTPException, OSError, TimeoutError) as exc:
                 if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                     raise NetbootError(
                         f"no space left on device while writing {part}; free space on {dest.parent} "
@@ -77,8 +79,8 @@ class Fetcher:
         )
 
     def _download(self, url: str, part: Path) -> None:
-        req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp, part.open("wb") as out:
+        # Ansible's open_url: certificate validation, proxies and redirects as every Ansible module does them
+        with open_url(url, http_agent=USER_AGENT, timeout=self.timeout) as resp, part.open("wb") as out:
             expected = resp.headers.get("Content-Length")
             shutil.copyfileobj(resp, out, 1 << 20)
             out.flush()

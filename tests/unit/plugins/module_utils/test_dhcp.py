@@ -24,11 +24,11 @@ TAG = "homelab.alpine_netboot dir=netboot"
 NET = {".id": "*1", "address": "192.168.88.0/24", "gateway": "192.168.88.1", "dns-server": "192.168.88.1"}
 
 
-def state(network: dict[str, str] = NET, **menus: list[dict[str, str]]) -> DhcpState:
+def state(network: dict[str, str] | None = None, **menus: list[dict[str, str]]) -> DhcpState:
     rows = {OPTION_MENU: menus.get("option", []), SETS_MENU: menus.get("sets", []),
             MATCHER_MENU: menus.get("matcher", [])}
     other = {".id": "*2", "address": "10.9.0.0/16", "gateway": "10.9.0.1"}
-    return DhcpState((other, network), {k: tuple(v) for k, v in rows.items()})
+    return DhcpState((other, NET if network is None else network), {k: tuple(v) for k, v in rows.items()})
 
 
 def applied(st: DhcpState, opts: DhcpOptions) -> DhcpState:
@@ -60,7 +60,7 @@ def test_plan_creates_option_set_matcher_and_sets_the_network() -> None:
     assert "matching-type" not in matcher.values  # not sent unless asked (7.16+ only)
     # next-server derived from the network's gateway, BIOS binary by default; only the network row named changes
     assert network.id == "*1" and dict(network.values) == {"next-server": "192.168.88.1",
-                                                            "boot-file-name": "undionly.kpxe"}
+                                                           "boot-file-name": "undionly.kpxe"}
     cmds = [c.command() for c in plan.changes]
     assert '/ip dhcp-server matcher add name="homelab-netboot-ipxe" server="all" code="77" value="iPXE"' in cmds[2]
     assert cmds[3] == ('/ip dhcp-server network set [find address="192.168.88.0/24"] next-server="192.168.88.1" '
