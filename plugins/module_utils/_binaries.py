@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import tarfile
 import tempfile
@@ -186,7 +187,7 @@ def install(root: Path, binaries: Sequence[Binary], cache_dir: Path, fetcher: Fe
     return InstallResult(changed, records, fetched)
 
 
-def read_record(root: str | Path) -> list[dict[str, Any]] | None:
+def read_record(root: str | os.PathLike[str]) -> list[dict[str, Any]] | None:
     try:
         data = json.loads((Path(root) / RECORD).read_text())
     except FileNotFoundError:
