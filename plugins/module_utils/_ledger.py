@@ -41,7 +41,11 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apk
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, sha256_file
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import LEDGER_NAME, find_kernel
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
+    LEDGER_NAME,
+    find_kernel,
+    publishable,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._minram import minimum_ram
 
 _deps.lazy("matplotlib")  # imported where used
@@ -691,6 +695,18 @@ def _sha(path: Path | None) -> str | None:
     return sha256_file(path) if path is not None else None
 
 
+def _report_digest(path: Path | None, tree: Path) -> str | None:
+    """The prune report's digest without the builder's paths (it names the image directory), so that the ledger
+    (``inputs_digest``) is the same whichever directory the build ran in (make repro)."""
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return sha256_file(path)
+    return hashlib.sha256(json.dumps(publishable(data, str(tree.absolute())), sort_keys=True).encode()).hexdigest()
+
+
 def build_ledger(req: LedgerRequest, *, check_mode: bool = False) -> dict[str, Any]:
     """Measure (or reuse) the ledger, write ledger.json/.md/.svg, check the budgets.
 
@@ -710,7 +726,7 @@ def build_ledger(req: LedgerRequest, *, check_mode: bool = False) -> dict[str, A
     image_sha = _sha(req.image)
     digest = inputs_digest({
         "format": LEDGER_FORMAT, "image": image_sha, "kernel": _sha(kernel), "microcode": _sha(microcode),
-        "compression": req.spec.describe(), "prune_report": _sha(report_path), "overlay": overlay,
+        "compression": req.spec.describe(), "prune_report": _report_digest(report_path, req.rootfs), "overlay": overlay,
         "cmdline": req.cmdline, "tolerance": TOLERANCE,
     })
     paths = {n: req.dest / n for n in (JSON_NAME, MD_NAME, SVG_NAME)}
