@@ -206,6 +206,13 @@ dhcp_changes:
   returned: always
   type: list
   elements: str
+commands:
+  description:
+    - What the run sent to (or, in check mode, would send to) the router, in order of kind - SFTP uploads,
+      then the RouterOS commands of RV(rule_changes) and RV(dhcp_changes), then the removal of old generations.
+  returned: always
+  type: list
+  elements: str
 dir:
   description: The directory on the router holding the generations (C(flash/...) on routers with a flash disk).
   returned: success
@@ -302,6 +309,9 @@ def main() -> None:
     for w in result.pop("warnings"):
         module.warn(w)
     result["progress_log"] = p["progress_log"]
+    result["commands"] = ([f"sftp put {name}" for name in result["planned_uploads"]]
+                          + result["rule_changes"] + result["dhcp_changes"]
+                          + [f"/file/remove {result['dir']}/{gen}" for gen in result["removed_generations"]])
     module.exit_json(**result, **({"diff": diff} if module._diff else {}))
 
 

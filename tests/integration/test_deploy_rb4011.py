@@ -96,6 +96,8 @@ def test_check_mode_writes_nothing_and_lists_the_plan_and_diff(peer: Peer, tmp_p
     assert out["changed"] and peer.snapshot() == before
     assert set(out["planned_uploads"]) >= {"vmlinuz", "initramfs", "generation.ipxe"}
     assert any("req-filename=\"^boot\\.ipxe$\"" in c for c in out["rule_changes"]), out["rule_changes"]
+    assert out["commands"][:len(out["planned_uploads"])] == [f"sftp put {n}" for n in out["planned_uploads"]]
+    assert set(out["rule_changes"]) <= set(out["commands"])  # what would run, in one list
     assert "^boot\\.ipxe$ -> netboot/" in res.stdout  # the diff's after side
     assert not (tmp_path / "w/build" / f"deploy-{HOST}.log").exists()
     assert deploy(tmp_path / "w", peer, dist).rc == 0
