@@ -31,14 +31,15 @@ def test_every_role_has_a_scenario() -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_molecule_scenario(scenario: str, tmp_path: Path) -> None:
-    if scenario == "rootfs":
-        alpine_mirror()  # the signed fixture mirror the scenario reads (built once)
+    mirror = alpine_mirror()  # the signed fixture mirror the rootfs scenario reads (built once)
     bindir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
         "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
         "MOLECULE_PYTHON": sys.executable,
         "NETBOOT_TEST_MATERIAL": str(MATERIAL),
+        "NETBOOT_FIXTURE_MIRROR": str(mirror.path),
+        "NETBOOT_FIXTURE_KEYS": str(mirror.keys_dir),
         "ANSIBLE_NOCOLOR": "1",
         "NO_COLOR": "1",
         "MOLECULE_EPHEMERAL_DIRECTORY": str(tmp_path / "ephemeral"),
