@@ -12,7 +12,8 @@ description:
   - Copies O(src) to O(dest) (owners, modes, hardlinks, xattrs kept) when the source's manifest or O(key) changed
     since the last copy, so pruning always starts from the full rootfs and a rerun with unchanged inputs does nothing.
   - The copy is built beside O(dest) and swapped in when complete.
-  - A file C(.netboot-stage.json) in O(dest) records what it was made from.
+  - A file beside O(dest) (C(<dest>.stage.json), e.g. C(build/image.stage.json)) records what it was made from;
+    nothing is added inside O(dest), which ships in the image.
   - In check mode, when O(src) does not exist yet (its stage was not run for real), the module reports that it
     would make the copy and succeeds.
 version_added: "0.1.0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,31 @@ def test_missing_source_and_nested_destination_are_refused(tmp_path: Path, src: 
         plan_stage(tmp_path / "nope", tmp_path / "image", "")
     with pytest.raises(ConfigError, match="must not be"):
         plan_stage(src, src / "sub", "")
+
+
+def test_bookkeeping_stays_outside_the_copy_that_ships(tmp_path: Path, src: Path) -> None:
+    """Issue 12: the stamp (with the builder's absolute path) must not be in the image tree."""
+    dest = tmp_path / "build" / "image"
+    apply_stage(plan_stage(src, dest, "rules-1"), Runner())
+    stamp = tmp_path / "build" / "image.stage.json"
+    assert stamp.is_file() and str(src) in stamp.read_text()
+    shipped = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
+    assert shipped == sorted(str(p.relative_to(src)) for p in src.rglob("*")), "the copy holds exactly the source"
+    # two copies of the same source in two build directories are the same trees
+    other = tmp_path / "elsewhere" / "tree"
+    apply_stage(plan_stage(src, other, "rules-1"), Runner())
+    assert sorted(str(p.relative_to(other)) for p in other.rglob("*")) == shipped
+
+
+def test_an_interrupted_copy_is_redone_and_its_leftovers_removed(tmp_path: Path, src: Path) -> None:
+    dest = tmp_path / "image"
+    apply_stage(plan_stage(src, dest, "rules-1"), Runner())
+    # a run killed while copying: its half copy beside dest, and no stamp (removed before the copy started)
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    (tmp_path / f".image.new-{proc.pid}" / "lib").mkdir(parents=True)
+    (tmp_path / "image.stage.json").unlink()
+    plan = plan_stage(src, dest, "rules-1")
+    assert plan.changed, "a copy without its stamp is not taken for a finished one"
+    apply_stage(plan, Runner())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image", "image.stage.json", "rootfs"]
