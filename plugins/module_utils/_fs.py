@@ -55,10 +55,10 @@ def _set_meta(path: str, mode: int, like: os.stat_result | None) -> None:
     if like is None:
         os.chmod(path, mode)
         return
+    if os.geteuid() == 0:  # before chmod: chown clears setuid/setgid bits
+        os.chown(path, like.st_uid, like.st_gid)
     os.chmod(path, stat.S_IMODE(like.st_mode))
     os.utime(path, ns=(like.st_atime_ns, like.st_mtime_ns))
-    if os.geteuid() == 0:
-        os.chown(path, like.st_uid, like.st_gid)
 
 
 def remove_dead_temps(directory: str | os.PathLike[str], prefix: str) -> list[Path]:

@@ -85,6 +85,20 @@ def test_like_keeps_mode_and_times(tmp_path: Path) -> None:
         assert (st.st_uid, st.st_gid) == (src.stat().st_uid, src.stat().st_gid)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another owner needs root")
+def test_like_keeps_setuid_of_a_file_owned_by_someone_else(tmp_path: Path) -> None:
+    """A stripped setuid binary (busybox-suid's bbsuid) stays setuid: chown, which clears the bit, comes first."""
+    src = tmp_path / "bbsuid"
+    src.write_bytes(b"unstripped")
+    os.chown(src, 65534, 65534)
+    os.chmod(src, 0o4755)
+    dest = tmp_path / "bbsuid.new"
+    with fs.atomic_path(dest, like=src.stat()) as tmp:
+        tmp.write_bytes(b"stripped")
+    st = dest.stat()
+    assert (st.st_uid, st.st_gid) == (65534, 65534) and oct(st.st_mode & 0o7777) == "0o4755"
+
+
 def test_atomic_symlink_replaces_file_or_link(tmp_path: Path) -> None:
     dest = tmp_path / "fw.bin"
     dest.write_bytes(b"old")
