@@ -6,6 +6,20 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
+    # homelab.alpine_netboot.netboot.attributes - every module: full check and diff mode support on posix. Listed
+    # before ansible.builtin.action_common_attributes (which describes each attribute). A module whose support
+    # differs states only that attribute under its own ``attributes:`` (support: partial with details, or none);
+    # ansible-doc merges the module's entries over these.
+    ATTRIBUTES = r"""
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+"""
+
     # homelab.alpine_netboot.netboot.rootfs_manifest - modules that read the manifest alpine_rootfs writes.
     ROOTFS_MANIFEST = r"""
 options:
@@ -33,4 +47,17 @@ options:
     description: Role of unknown machines (cattle) and of nodes without a role.
     type: str
     default: worker
+"""
+
+    # homelab.alpine_netboot.netboot.fetch - modules that download (module_utils/_fetch.py FETCH_OPTIONS).
+    FETCH = r"""
+options:
+  offline:
+    description: Never touch the network; use only what O(cache_dir) holds (C(netboot_offline)).
+    type: bool
+    default: false
+  timeout:
+    description: Network timeout per download, in seconds.
+    type: int
+    default: 60
 """

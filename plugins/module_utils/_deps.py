@@ -11,10 +11,11 @@ or, when it imports it only inside the function that uses it (heavy or rarely ne
 with ``_deps.lazy("matplotlib")``. Either way the file stays importable without the library (ansible-doc,
 ansible-test's import sanity test, a host that lacks it), and every module starts with::
 
-    for library, trace in missing_libraries():
-        module.fail_json(msg=missing_required_lib(library), exception=trace)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    fail_if_missing(module)
 
-so a missing library fails the task with a message naming the library to pip install, before any work is done.
+so a missing library fails the task with Ansible's ``missing_required_lib`` message naming the library to pip
+install, before any work is done.
 Which libraries a module needs follows from what it imports; nothing else lists them.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import traceback
+from typing import Any, NoReturn, Protocol
 
 # Import name -> the distribution to pip install (versions pinned in the collection's requirements.txt).
 REQUIREMENTS: dict[str, str] = {
@@ -52,3 +54,19 @@ def lazy(name: str) -> None:
 def missing_libraries() -> list[tuple[str, str]]:
     """(pip requirement, traceback) of every library the imported module_utils need but could not import."""
     return [(REQUIREMENTS.get(name, name), _MISSING[name]) for name in sorted(_MISSING)]
+
+
+class FailingModule(Protocol):
+    """What :func:`fail_if_missing` needs of an ``AnsibleModule`` (this file imports Ansible only to fail)."""
+
+    def fail_json(self, msg: str, **kwargs: Any) -> NoReturn: ...
+
+
+def fail_if_missing(module: FailingModule) -> None:
+    """Fail the module, naming the first missing library to pip install (with its traceback), if any is missing."""
+    missing = missing_libraries()
+    if missing:
+        from ansible.module_utils.basic import missing_required_lib  # imported only by a module that fails here
+
+        library, trace = missing[0]
+        module.fail_json(msg=missing_required_lib(library), exception=trace)

@@ -16,7 +16,7 @@ import urllib.error
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ansible.module_utils.urls import ConnectionError as UrlConnectionError
 from ansible.module_utils.urls import open_url
@@ -29,6 +29,12 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
 
 T = TypeVar("T")
 USER_AGENT = "homelab.alpine_netboot (+apk-compatible fetch)"
+# The download options of every module that fetches, merged into its ARGUMENT_SPEC (documented once, in the
+# homelab.alpine_netboot.netboot.fetch doc fragment).
+FETCH_OPTIONS: dict[str, dict[str, Any]] = {
+    "offline": {"type": "bool", "default": False},
+    "timeout": {"type": "int", "default": 60},
+}
 
 
 @dataclass

@@ -60,10 +60,6 @@ options:
     description: Local partial mirror and bootstrap cache.
     type: path
     required: true
-  offline:
-    description: Never touch the network; build from O(cache_dir) alone.
-    type: bool
-    default: false
   overlay_dir:
     description: Files copied verbatim into the rootfs after the packages.
     type: path
@@ -81,23 +77,14 @@ options:
     description: OpenRC services to enable, as a mapping of runlevel to a list of service names.
     type: dict
     default: {}
-  timeout:
-    description: Network timeout per download, in seconds.
-    type: int
-    default: 60
 notes:
   - Needs root (apk runs package scripts chrooted into the rootfs). The kernel's mkinitfs trigger is disabled in the
     rootfs (C(disable_trigger=yes)); the collection builds its own initramfs.
   - Supports check mode (reports what would be installed, writes nothing) and diff mode (package set before/after).
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.attributes
+  - homelab.alpine_netboot.netboot.fetch
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -146,11 +133,11 @@ fetched:
 import os
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import FETCH_OPTIONS, Fetcher
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs import DEFAULT_MIRROR, RootfsSpec, build
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
@@ -164,20 +151,18 @@ ARGUMENT_SPEC = {
     "packages": {"type": "list", "elements": "str", "required": True},
     "extra_keys_dir": {"type": "list", "elements": "path", "default": [], "no_log": False},  # public keys
     "cache_dir": {"type": "path", "required": True},
-    "offline": {"type": "bool", "default": False},
     "overlay_dir": {"type": "path"},
     "lockfile": {"type": "path"},
     "update_lock": {"type": "bool", "default": False},
     "apk_binary": {"type": "path"},
     "services": {"type": "dict", "default": {}},
-    "timeout": {"type": "int", "default": 60},
+    **FETCH_OPTIONS,
 }
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
-        module.fail_json(msg=missing_required_lib(library), exception=trace)
+    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     os.umask(IMAGE_UMASK)
     p = module.params
     runner = Runner()

@@ -43,14 +43,8 @@ options:
     type: dict
     default: {}
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -81,11 +75,11 @@ commands:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _audit
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import dump_json
 
@@ -100,12 +94,9 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
-        module.fail_json(msg=missing_required_lib(library), exception=trace)
+    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     p = module.params
-    missing = module.check_mode and missing_input(p["root"], f"audit {p['root']} and write {p['dest']}", "image")
-    if missing:
-        module.exit_json(changed=True, commands=[], msg=missing)
+    exit_if_missing(module, p["root"], f"audit {p['root']} and write {p['dest']}", "image")
     root = Path(p["root"])
     if not root.is_dir():
         module.fail_json(msg=f"image tree {root} does not exist: run the image and kernel stages first", commands=[])

@@ -114,15 +114,9 @@ notes:
     not compress to find out whether the bytes would differ).
   - Diff mode shows the sha256 and size before and after.
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.attributes
   - homelab.alpine_netboot.netboot.rootfs_manifest
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -191,11 +185,11 @@ commands:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _cpio, _initramfs
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing, stage_result
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 
 ARGUMENT_SPEC = {
@@ -238,12 +232,9 @@ def microcode_option(value: object) -> bool | list[str]:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
-        module.fail_json(msg=missing_required_lib(library), exception=trace)
+    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     p = module.params
-    missing = module.check_mode and missing_input(p["src"], f"pack {p['src']} into {p['dest']}", "image")
-    if missing:
-        module.exit_json(changed=True, dest=p["dest"], commands=[], msg=missing)
+    exit_if_missing(module, p["src"], f"pack {p['src']} into {p['dest']}", "image", dest=p["dest"])
     try:
         spec = _compress.make_spec(p["compression"], p["level"], p["window_log"], p["threads"])
         devices = list(_cpio.DEFAULT_DEVICES) if p["devices"] is None else p["devices"]
@@ -267,11 +258,7 @@ def main() -> None:
         result = _initramfs.build_initramfs(req, check_mode=module.check_mode)
     except NetbootError as exc:
         module.fail_json(msg=str(exc), commands=[])
-    for warning in result.pop("warnings"):
-        module.warn(warning)
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
+    result = stage_result(result, diff=module._diff, warn=module.warn)
     for line in result["progress"]:
         module.debug(line)
     module.exit_json(commands=[], **result)

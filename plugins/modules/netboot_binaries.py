@@ -35,15 +35,9 @@ options:
     description: The download cache (C(netboot_cache_dir)); archives go to its C(binaries/) subdirectory.
     type: path
     required: true
-  offline:
-    description: Use only the cache (C(netboot_offline)).
-    type: bool
-    default: false
-  timeout:
-    description: Download timeout in seconds.
-    type: int
-    default: 60
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.attributes
+  - homelab.alpine_netboot.netboot.fetch
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
@@ -51,8 +45,6 @@ attributes:
     details: Downloads into the cache (verified) to know what would be installed; the image is not touched.
   diff_mode:
     support: none
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -89,13 +81,13 @@ commands:
 import os
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import FETCH_OPTIONS, Fetcher
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
@@ -103,20 +95,17 @@ ARGUMENT_SPEC = {
     "root": {"type": "path", "required": True},
     "binaries": {"type": "list", "elements": "dict", "default": []},
     "cache_dir": {"type": "path", "required": True},
-    "offline": {"type": "bool", "default": False},
-    "timeout": {"type": "int", "default": 60},
+    **FETCH_OPTIONS,
 }
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
-        module.fail_json(msg=missing_required_lib(library), exception=trace)
+    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     os.umask(IMAGE_UMASK)
     p = module.params
-    missing = module.check_mode and missing_input(p["root"], f"install the pinned binaries in {p['root']}", "image")
-    if missing:
-        module.exit_json(changed=bool(p["binaries"]), commands=[], msg=missing)
+    exit_if_missing(module, p["root"], f"install the pinned binaries in {p['root']}", "image",
+                    changed=bool(p["binaries"]))
     runner = Runner()
     try:
         binaries = _binaries.parse_binaries(p["binaries"])

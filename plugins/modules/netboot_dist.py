@@ -58,15 +58,9 @@ notes:
   - Check mode computes the manifest and reports whether anything would change; diff mode shows SHA256SUMS.
   - Without a rootfs manifest (O(rootfs_manifest)) the package list is read from C(lib/apk/db/installed).
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.attributes
   - homelab.alpine_netboot.netboot.rootfs_manifest
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -104,11 +98,11 @@ commands:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _manifest
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing, stage_result
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 
 ARGUMENT_SPEC = {
@@ -126,13 +120,10 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
-        module.fail_json(msg=missing_required_lib(library), exception=trace)
+    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     p = module.params
-    missing = module.check_mode and missing_input(p["rootfs"], f"copy the kernel of {p['rootfs']} and write "
-                                                  f"manifest.json and SHA256SUMS in {p['dest']}", "image")
-    if missing:
-        module.exit_json(changed=True, dest=p["dest"], commands=[], msg=missing)
+    exit_if_missing(module, p["rootfs"], f"copy the kernel of {p['rootfs']} and write manifest.json and SHA256SUMS "
+                    f"in {p['dest']}", "image", dest=p["dest"])
     try:
         result = _manifest.build_dist(
             rootfs=p["rootfs"],
@@ -148,12 +139,7 @@ def main() -> None:
         )
     except NetbootError as exc:
         module.fail_json(msg=str(exc), commands=[])
-    for warning in result.pop("warnings"):
-        module.warn(warning)
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
-    module.exit_json(commands=[], **result)
+    module.exit_json(commands=[], **stage_result(result, diff=module._diff, warn=module.warn))
 
 
 if __name__ == "__main__":

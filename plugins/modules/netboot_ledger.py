@@ -85,6 +85,7 @@ options:
     type: int
     default: 2
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
@@ -93,8 +94,6 @@ attributes:
   diff_mode:
     support: full
     details: Shows the total compressed size before and after.
-  platform:
-    platforms: posix
 notes:
   - The estimate costs about one more compression of the image at the build's settings, run only when the image
     changed.
@@ -139,11 +138,11 @@ commands:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _ledger
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing, stage_result
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 
 ARGUMENT_SPEC = {
@@ -168,12 +167,9 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
-        module.fail_json(msg=missing_required_lib(library), exception=trace)
+    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     p = module.params
-    missing = module.check_mode and missing_input(p["image"], f"write the size ledger in {p['dest']}", "initramfs")
-    if missing:
-        module.exit_json(changed=True, commands=[], msg=missing)
+    exit_if_missing(module, p["image"], f"write the size ledger in {p['dest']}", "initramfs")
     try:
         req = _ledger.LedgerRequest(
             image=Path(p["image"]),
@@ -195,9 +191,7 @@ def main() -> None:
         result = _ledger.build_ledger(req, check_mode=module.check_mode)
     except NetbootError as exc:
         module.fail_json(msg=str(exc), commands=[])
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
+    result = stage_result(result, diff=module._diff, warn=module.warn)
     failures = result.pop("failures")
     if failures:
         module.fail_json(msg=" | ".join(failures), commands=[], **result)

@@ -45,14 +45,11 @@ options:
     elements: dict
     default: []
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
 attributes:
-  check_mode:
-    support: full
   diff_mode:
     support: none
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -87,11 +84,11 @@ commands:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _sbom
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 
 ARGUMENT_SPEC = {
@@ -106,12 +103,9 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
-        module.fail_json(msg=missing_required_lib(library), exception=trace)
+    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     p = module.params
-    missing = module.check_mode and missing_input(p["rootfs"], f"write the SBOM in {p['dest']}", "image")
-    if missing:
-        module.exit_json(changed=True, commands=[], msg=missing)
+    exit_if_missing(module, p["rootfs"], f"write the SBOM in {p['dest']}", "image")
     try:
         extras = []
         for item in p["extra_binaries"]:

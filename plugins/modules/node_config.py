@@ -64,14 +64,8 @@ options:
     type: str
     default: ttyS0
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -110,11 +104,11 @@ commands:
 import os
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _nodeconf, _noderoles
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import CATTLE_PREFIX
@@ -136,14 +130,10 @@ FALLBACK_BINARIES = {"nomad": ("usr/bin/nomad", "usr/local/bin/nomad")}
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
-        module.fail_json(msg=missing_required_lib(library), exception=trace)
+    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     os.umask(IMAGE_UMASK)
     p = module.params
-    missing = module.check_mode and missing_input(p["root"], f"write the node roles and settings in {p['root']}",
-                                                  "image")
-    if missing:
-        module.exit_json(changed=True, commands=[], msg=missing)
+    exit_if_missing(module, p["root"], f"write the node roles and settings in {p['root']}", "image")
     root = Path(p["root"])
     try:
         roles = _noderoles.parse_roles(p["roles"])

@@ -111,14 +111,8 @@ notes:
   - Check mode computes the plan without touching files; diff mode lists what goes.
   - A second run with the same input finds nothing to remove and current metadata, and reports C(changed=false).
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: full
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -170,11 +164,11 @@ commands:
 import os
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _prune
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
@@ -199,15 +193,11 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
-        module.fail_json(msg=missing_required_lib(library), exception=trace)
+    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     os.umask(IMAGE_UMASK)
     p = module.params
     runner = Runner()
-    missing = module.check_mode and missing_input(p["root"], f"prune kernel modules and firmware in {p['root']}",
-                                                  "image")
-    if missing:
-        module.exit_json(changed=True, report=None, commands=[], msg=missing)
+    exit_if_missing(module, p["root"], f"prune kernel modules and firmware in {p['root']}", "image", report=None)
     opts = _prune.Options(
         root=Path(p["root"]),
         kernel_version=p["kernel_version"],

@@ -106,6 +106,7 @@ options:
     description: Fail when the computed minimum RAM exceeds this (e.g. the smallest node's RAM).
     type: str
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.attributes
   - homelab.alpine_netboot.netboot.nodes
   - ansible.builtin.action_common_attributes
 attributes:
@@ -114,8 +115,6 @@ attributes:
     details: Only the minimum RAM computation (and O(ram_limit)) runs; nothing is booted.
   diff_mode:
     support: none
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -172,9 +171,9 @@ commands:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import DEFAULT_KERNEL_ARGS
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._minram import check_ram_limit, minimum_ram
@@ -211,8 +210,7 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
-        module.fail_json(msg=missing_required_lib(library), exception=trace)
+    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     p = module.params
     runner = Runner()
     result: dict[str, object] = {"changed": False, "commands": runner.log}

@@ -147,6 +147,7 @@ options:
     type: path
     default: /usr/lib/ipxe/ipxe.efi
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
@@ -231,10 +232,10 @@ removed_generations:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import Options, Target, deploy
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import DhcpOptions
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import ApiOptions
@@ -281,8 +282,7 @@ def main() -> None:
         required_one_of=[("known_hosts", "host_key_fingerprint")],
         required_if=[("manage_dhcp", True, ("dhcp_network",))],
     )
-    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
-        module.fail_json(msg=missing_required_lib(library), exception=trace)
+    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     p = module.params
     try:
         target = Target(

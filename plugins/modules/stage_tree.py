@@ -33,14 +33,11 @@ options:
     type: str
     default: ""
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
 attributes:
-  check_mode:
-    support: full
   diff_mode:
     support: none
-  platform:
-    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -65,10 +62,10 @@ commands:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import missing_input
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import missing_libraries
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import apply_stage, plan_stage
@@ -82,13 +79,10 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    for library, trace in missing_libraries():  # a guarded import failed (module_utils/_deps.py)
-        module.fail_json(msg=missing_required_lib(library), exception=trace)
+    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     runner = Runner()
     src = Path(module.params["src"]).absolute()
-    missing = module.check_mode and missing_input(src, f"copy {src} to {module.params['dest']}", "rootfs")
-    if missing:
-        module.exit_json(changed=True, digest=None, commands=[], msg=missing)
+    exit_if_missing(module, src, f"copy {src} to {module.params['dest']}", "rootfs", digest=None)
     try:
         plan = plan_stage(Path(module.params["src"]).absolute(), Path(module.params["dest"]).absolute(),
                           module.params["key"])

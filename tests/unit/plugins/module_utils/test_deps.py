@@ -72,7 +72,8 @@ def test_every_module_checks_its_libraries_right_after_parsing_arguments(path: P
     main = next(n for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef) and n.name == "main")
     first = next(i for i, n in enumerate(main.body) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
                  and getattr(n.value.func, "id", "") == "AnsibleModule")
+    module = main.body[first].targets[0]
+    assert isinstance(module, ast.Name)
     check = main.body[first + 1]
-    assert isinstance(check, ast.For) and ast.unparse(check.iter) == "missing_libraries()", (
-        f"{path.name}: call missing_libraries() right after AnsibleModule(...) (module_utils/_deps.py)")
-    assert "missing_required_lib" in ast.unparse(check)
+    assert ast.unparse(check) == f"fail_if_missing({module.id})", (
+        f"{path.name}: call fail_if_missing({module.id}) right after AnsibleModule(...) (module_utils/_deps.py)")
