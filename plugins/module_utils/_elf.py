@@ -4,9 +4,10 @@ userland ELF still carries symbols or debug info worth stripping. Pure Python, n
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 if TYPE_CHECKING:
     import mmap
@@ -35,55 +36,80 @@ class ElfInfo:
 Data: TypeAlias = "bytes | mmap.mmap"  # a string: module_utils are checked for Pythons before 3.10 too
 
 
-def _fmt(data: Data) -> tuple[str, bool] | None:
+class _Header(NamedTuple):
+    endian: str  # struct byte order
+    is64: bool
+    elf_type: int
+    machine: int
+    phoff: int
+    shoff: int
+    phentsize: int
+    phnum: int
+    shentsize: int
+    shnum: int
+    shstrndx: int
+
+
+def _header(data: Data) -> _Header | None:
+    """The ELF header's fields the readers use; None if ``data`` is not ELF or too short for its header."""
     if len(data) < 52 or data[:4] != ELF_MAGIC:
         return None
     is64 = data[4] == 2
-    endian = "<" if data[5] == 1 else ">"
-    return endian, is64
+    e = "<" if data[5] == 1 else ">"
+    try:
+        etype, machine, _ver, _entry, phoff, shoff, _flags, _ehsize, phentsize, phnum, shentsize, shnum, shstrndx = (
+            struct.unpack_from(e + ("HHIQQQIHHHHHH" if is64 else "HHIIIIIHHHHHH"), data, 16))
+    except struct.error:
+        return None
+    return _Header(e, is64, etype, machine, phoff, shoff, phentsize, phnum, shentsize, shnum, shstrndx)
+
+
+def _segments(data: Data, hdr: _Header) -> Iterator[tuple[int, int, int, int]]:
+    """(type, file offset, virtual address, file size) of each program header (``struct.error`` if truncated)."""
+    e = hdr.endian
+    for i in range(hdr.phnum if hdr.phoff else 0):
+        base = hdr.phoff + i * hdr.phentsize
+        if hdr.is64:
+            ptype, _pf, poff, vaddr, _pa, pfilesz = struct.unpack_from(e + "IIQQQQ", data, base)
+        else:
+            ptype, poff, vaddr, _pa, pfilesz = struct.unpack_from(e + "IIIII", data, base)
+        yield ptype, poff, vaddr, pfilesz
+
+
+def _interp(data: Data, poff: int, pfilesz: int) -> str:
+    return bytes(data[poff:poff + pfilesz]).rstrip(b"\0").decode("latin-1")
 
 
 def parse(data: Data) -> ElfInfo | None:
     """Section table and interpreter of an ELF image held in memory; None if ``data`` is not ELF."""
-    fmt = _fmt(data)
-    if fmt is None:
+    hdr = _header(data)
+    if hdr is None:
         return None
-    e, is64 = fmt
+    e, is64 = hdr.endian, hdr.is64
     try:
-        if is64:
-            (etype, machine, _ver, _entry, phoff, shoff, _flags, _ehsize, phentsize, phnum, shentsize, shnum,
-             shstrndx) = struct.unpack_from(e + "HHIQQQIHHHHHH", data, 16)
-        else:
-            (etype, machine, _ver, _entry, phoff, shoff, _flags, _ehsize, phentsize, phnum, shentsize, shnum,
-             shstrndx) = struct.unpack_from(e + "HHIIIIIHHHHHH", data, 16)
         raw: list[tuple[int, int, int, int]] = []
-        for i in range(shnum if shoff else 0):
-            base = shoff + i * shentsize
+        for i in range(hdr.shnum if hdr.shoff else 0):
+            base = hdr.shoff + i * hdr.shentsize
             if is64:
                 name, stype, _fl, _addr, off, size = struct.unpack_from(e + "IIQQQQ", data, base)
             else:
                 name, stype, _fl, _addr, off, size = struct.unpack_from(e + "IIIIII", data, base)
             raw.append((name, stype, off, size))
         names = b""
-        if raw and shstrndx < len(raw):
-            _n, _t, soff, ssize = raw[shstrndx]
+        if raw and hdr.shstrndx < len(raw):
+            _n, _t, soff, ssize = raw[hdr.shstrndx]
             names = data[soff:soff + ssize]
         sections = tuple(
             Section(names[n:names.find(b"\0", n)].decode("latin-1") if names else "", off, size, stype)
             for n, stype, off, size in raw
         )
         interp = None
-        for i in range(phnum if phoff else 0):
-            base = phoff + i * phentsize
-            if is64:
-                ptype, _pf, poff, _va, _pa, pfilesz = struct.unpack_from(e + "IIQQQQ", data, base)
-            else:
-                ptype, poff, _va, _pa, pfilesz = struct.unpack_from(e + "IIIII", data, base)
+        for ptype, poff, _vaddr, pfilesz in _segments(data, hdr):
             if ptype == PT_INTERP:
-                interp = data[poff:poff + pfilesz].rstrip(b"\0").decode("latin-1")
+                interp = _interp(data, poff, pfilesz)
     except struct.error:
         return None
-    return ElfInfo(etype, machine, sections, interp)
+    return ElfInfo(hdr.elf_type, hdr.machine, sections, interp)
 
 
 def section_bytes(data: Data, info: ElfInfo, name: str) -> bytes | None:
@@ -160,32 +186,21 @@ class Dynamic:
 
 def dynamic(data: Data) -> Dynamic | None:
     """The dynamic-linking view of an ELF image; None if ``data`` is not ELF (or too damaged to read)."""
-    fmt = _fmt(data)
-    if fmt is None:
+    hdr = _header(data)
+    if hdr is None:
         return None
-    e, is64 = fmt
+    e, is64 = hdr.endian, hdr.is64
     try:
-        if is64:
-            etype, machine, _v, _en, phoff, _sh, _fl, _eh, phentsize, phnum = struct.unpack_from(
-                e + "HHIQQQIHHH", data, 16)
-        else:
-            etype, machine, _v, _en, phoff, _sh, _fl, _eh, phentsize, phnum = struct.unpack_from(
-                e + "HHIIIIIHHH", data, 16)
         loads: list[tuple[int, int, int]] = []  # (vaddr, offset, filesz)
         dyn: tuple[int, int] | None = None
         interp = None
-        for i in range(phnum if phoff else 0):
-            base = phoff + i * phentsize
-            if is64:
-                ptype, _pf, poff, vaddr, _pa, pfilesz = struct.unpack_from(e + "IIQQQQ", data, base)
-            else:
-                ptype, poff, vaddr, _pa, pfilesz = struct.unpack_from(e + "IIIII", data, base)
+        for ptype, poff, vaddr, pfilesz in _segments(data, hdr):
             if ptype == PT_LOAD:
                 loads.append((vaddr, poff, pfilesz))
             elif ptype == PT_DYNAMIC:
                 dyn = (poff, pfilesz)
             elif ptype == PT_INTERP:
-                interp = bytes(data[poff:poff + pfilesz]).rstrip(b"\0").decode("latin-1")
+                interp = _interp(data, poff, pfilesz)
         needed_off: list[int] = []
         rpath_off: int | None = None
         runpath_off: int | None = None
@@ -226,4 +241,4 @@ def dynamic(data: Data) -> Dynamic | None:
                 rpath = tuple(p for p in string(strtab, chosen).split(":") if p)
     except struct.error:
         return None
-    return Dynamic(etype, machine, interp, needed, rpath)
+    return Dynamic(hdr.elf_type, hdr.machine, interp, needed, rpath)
