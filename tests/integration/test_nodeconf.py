@@ -31,8 +31,7 @@ def spec(**kw: object) -> _nodeconf.NodeSpec:
     return _nodeconf.NodeSpec(**base)  # type: ignore[arg-type]
 
 
-def test_node_files_written_with_modes_and_second_run_changes_nothing(alpine: QuicksandImage,
-                                                                       tmp_path: Path) -> None:
+def test_node_files_written_with_modes_and_second_run_changes_nothing(alpine: QuicksandImage, tmp_path: Path) -> None:
     root = image(alpine, tmp_path)
     plan = _nodeconf.plan_node(root, spec())
     _nodeconf.apply_node(plan)

@@ -63,10 +63,6 @@ def test_world_writable_outside_tmp_and_loose_authorized_keys(tmp_path: Path) ->
     assert errors(root) == []
 
 
-
-
-
-
 def test_role_module_missing_from_the_kernel_tree(tmp_path: Path) -> None:
     root = tree(tmp_path)
     k = root / "lib/modules/6.18.56-0-virt"

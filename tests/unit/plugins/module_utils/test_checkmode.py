@@ -37,7 +37,7 @@ def test_a_stage_in_check_mode_without_its_input_reports_it_would_run(tmp_path: 
 
 
 def test_without_check_mode_a_missing_input_is_the_stage_s_own_error(tmp_path: Path) -> None:
-    rc, res = run_module("make_initramfs", tmp_path / "work", {"src": str(tmp_path / "image"),
-                                                                "dest": str(tmp_path / "initramfs")})
+    args = {"src": str(tmp_path / "image"), "dest": str(tmp_path / "initramfs")}
+    rc, res = run_module("make_initramfs", tmp_path / "work", args)
     assert rc == 1 and res["failed"] is True and str(tmp_path / "image") in res["msg"]
     assert "would pack" not in res["msg"] and not (tmp_path / "initramfs").exists()

@@ -50,8 +50,6 @@ def test_sde_rules(tmp_path: Path) -> None:
         mf.source_date_epoch(root, -1)
 
 
-
-
 def test_dist_manifest_and_sums(tmp_path: Path) -> None:
     root = rootfs(tmp_path)
     dist = tmp_path / "dist"

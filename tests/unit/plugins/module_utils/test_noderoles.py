@@ -63,8 +63,6 @@ def test_missing_init_script_names_role_service_and_package(tmp_path: Path) -> N
     _noderoles.check_services(tmp_path, _noderoles.parse_roles({"w": {"services": ["crond"]}}))
 
 
-
-
 def test_hostid_is_stable_per_mac_and_differs_between_macs() -> None:
     a = _noderoles.hostid("52:54:00:AA:BB:01")
     assert a == _noderoles.hostid("52:54:00:aa:bb:01") and len(a) == 4

@@ -15,6 +15,7 @@ from tests.fixtures.prune import HARDWARE, PROFILES, RTL8156B, rules_of
 
 # --- data parsing -------------------------------------------------------------------------------------------------
 
+
 def test_hardware_profile_lines(tmp_path: Path) -> None:
     f = tmp_path / "box.modalias"
     f.write_text(
