@@ -156,8 +156,12 @@ def test_rerun_changes_nothing_and_does_not_compress(built: Build) -> None:
     assert "(unchanged: not recompressed)" in built.second["text"]
     assert "(unchanged: not recompressed)" not in built.first["text"]
     names = sorted(p.name for p in built.dist.iterdir())
-    assert names == ["SHA256SUMS", "initramfs", "manifest.json", "vmlinuz"]
-    subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=built.dist, check=True, capture_output=True)
+    # the boot artefacts, the size ledger (netboot_ledger) and the SBOM (netboot_sbom); no microcode in this build
+    assert names == ["SHA256SUMS", "initramfs", "ledger.json", "ledger.md", "ledger.svg", "manifest.json",
+                     "sbom.cdx.json", "vmlinuz"]
+    sums = subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=built.dist, check=True,
+                          capture_output=True, text=True).stdout
+    assert {line.split(":")[0] for line in sums.splitlines()} == set(names) - {"SHA256SUMS"}  # each one summed
     log = (built.build / "initramfs.log").read_text()
     assert log.count("make_initramfs") == 1  # one compression over two runs
     manifest = json.loads((built.dist / "manifest.json").read_text())
