@@ -3,7 +3,8 @@
 * ``build_argv(spec, accel)``: pure; direct mode (``-kernel/-initrd/-append``) or netboot mode (the NIC's PXE ROM,
   Debian ``ipxe-qemu``, gets DHCP + ``bootfile`` from qemu's user network and runs ``boot.ipxe``), serial console,
   ``-nographic`` (SeaBIOS and iPXE then print on the serial port too) or a graphical window.
-* ``pick_accel()``: KVM when it really works (a probe VM must survive a moment), else ``-accel tcg -cpu max``.
+* ``pick_accel()``: KVM when it really works (a probe VM must survive a moment), else ``-accel tcg -cpu max``
+  (``tcg,thread=single`` with several vCPUs).
 * ``concat_initrds()``/``stage_netboot()``: the inputs of a VM, one ``-initrd`` file and a TFTP/HTTP root.
 """
 
@@ -76,7 +77,9 @@ def build_argv(spec: QemuSpec, accel: str) -> list[str]:
     if accel == "kvm":
         argv = [spec.qemu, "-accel", "kvm", "-cpu", "host"]
     elif accel == "tcg":
-        argv = [spec.qemu, "-accel", "tcg", "-cpu", "max"]
+        # Several vCPUs run on one host thread: multi-threaded TCG sometimes lets a vCPU run stale code while the
+        # guest kernel patches its text (seen: "Oops: int3" in sched_clock_cpu at boot with -smp 2 on a busy host).
+        argv = [spec.qemu, "-accel", "tcg,thread=single" if spec.smp > 1 else "tcg", "-cpu", "max"]
     else:
         raise ConfigError(f"accel {accel!r}: use kvm or tcg")
     if not isinstance(spec.smp, int) or not 1 <= spec.smp <= 64:

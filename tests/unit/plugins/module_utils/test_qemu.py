@@ -29,11 +29,16 @@ def test_parse_memory() -> None:
             parse_memory(bad)
 
 
+def test_tcg_runs_several_cpus_on_one_host_thread() -> None:
+    assert build_argv(QemuSpec(kernel=Path("/d/vmlinuz")), "tcg")[1:5] == ["-accel", "tcg", "-cpu", "max"]
+    assert build_argv(QemuSpec(kernel=Path("/d/vmlinuz"), smp=2), "kvm")[1:5] == ["-accel", "kvm", "-cpu", "host"]
+
+
 def test_direct_argv_tcg() -> None:
     spec = QemuSpec(kernel=Path("/d/vmlinuz"), initrd=Path("/d/init,rd"), append="console=ttyS0 x=1", memory="1G",
                     smp=2, mac="AA-BB-CC-00-11-22")
     argv = build_argv(spec, "tcg")
-    assert argv[:5] == ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max"]
+    assert argv[:5] == ["qemu-system-x86_64", "-accel", "tcg,thread=single", "-cpu", "max"]
     joined = " ".join(argv)
     assert "-m 1024M -smp 2 -nographic -serial stdio -monitor none -no-reboot" in joined
     assert argv[argv.index("-kernel") + 1] == "/d/vmlinuz" and argv[argv.index("-initrd") + 1] == "/d/init,rd"
