@@ -88,7 +88,7 @@ def test_start_qemu_dry_run_graphical_and_mac(dist: Path) -> None:
                            "--smp", "4", "--mac", "aabb.cc00.1122", "--accel", "tcg"],
                           capture_output=True, text=True, check=True)
     line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("+ qemu-system-x86_64 -accel tcg -cpu max")
+    assert line.startswith("+ qemu-system-x86_64 -accel tcg,thread=single -cpu max")  # several vCPUs: one host thread
     assert "-nographic" not in line and "-serial mon:stdio" in line
     assert "-m 4096M -smp 4" in line and "mac=aa:bb:cc:00:11:22" in line
     assert f"-kernel {dist}/vmlinuz -initrd {dist}/initramfs" in line
