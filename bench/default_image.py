@@ -35,6 +35,7 @@ sys.path[:0] = [p for p in (str(REPO / ".collections"), str(REPO)) if p not in s
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _cpio, _prune  # noqa: E402
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner  # noqa: E402
+from bench.compression_table import Count  # noqa: E402  (a sink that only counts bytes)
 from tests.fixtures.apkrepo import alpine_mirror, serve  # noqa: E402
 from tests.fixtures.debian import clone_tree  # noqa: E402
 from tests.fixtures.e2e import PACKAGES, fixture_extravars, free_port  # noqa: E402
@@ -70,18 +71,6 @@ def prune(root: Path, **options: Any) -> dict[str, Any]:
     plan = _prune.make_plan(opts)
     _prune.apply_plan(plan, Runner())
     return plan.report
-
-
-class Count:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def write(self, b: bytes) -> int:
-        self.n += len(b)
-        return len(b)
-
-    def flush(self) -> None:
-        pass
 
 
 def image_bytes(root: Path, spec: _compress.CompressionSpec, exclude: Sequence[str]) -> tuple[int, int, float]:
