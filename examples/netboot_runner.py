@@ -104,15 +104,25 @@ class _Tail:
     def _cached(self) -> list[Path]:
         if self.cache_dir is None or not self.cache_dir.is_dir():
             return []
-        return sorted(p for p in self.cache_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+        # a download in flight is "<name>.part-<pid>" (module_utils/_fetch.py) and is renamed when verified:
+        # report only finished files
+        return sorted(
+            p
+            for p in self.cache_dir.rglob("*")
+            if p.is_file() and not p.name.startswith(".") and ".part-" not in p.name
+        )
 
     def poll(self) -> list[str]:
         lines = []
         for p in self._cached():
             if p not in self.seen:
-                self.seen.add(p)
                 assert self.cache_dir is not None
-                lines.append(f"  download: {p.relative_to(self.cache_dir)} ({p.stat().st_size} bytes)")
+                try:
+                    size = p.stat().st_size
+                except FileNotFoundError:  # removed between the listing and now (a pruned cache entry)
+                    continue
+                self.seen.add(p)
+                lines.append(f"  download: {p.relative_to(self.cache_dir)} ({size} bytes)")
         for log in self._logs():
             start = self.offsets.get(log, 0)
             try:
