@@ -231,6 +231,20 @@ def missing_boot_artefacts(dest: str | os.PathLike[str], boot_artefacts: Mapping
     return problems
 
 
+def boot_script_breaks_published(dist: str | os.PathLike[str], boot_artefacts: Mapping[str, str],
+                                 kernel_name: str) -> list[str]:
+    """What a new boot script would break in an already published ``dist`` (one holding ``manifest.json``).
+
+    The boot script is written before the dist stage publishes; a script that fetches a file the published directory
+    lacks must not replace a working one (the dist stage would fail after it, leaving nodes an unbootable script).
+    A directory nothing was published to yet has nothing to protect: the dist stage checks it when it publishes.
+    The kernel is copied by the dist stage, so its name is not checked here.
+    """
+    if not os.path.isfile(os.path.join(dist, MANIFEST_NAME)):
+        return []
+    return missing_boot_artefacts(dist, boot_artefacts, kernel_name)
+
+
 # What to change when a boot script names an artefact dist/ lacks, by the kind ipxe_script reports.
 BOOT_ARTEFACT_FIX = {
     "microcode": "initramfs_microcode decides whether there is microcode (true builds it, false drops it from "

@@ -76,6 +76,14 @@ options:
     description: Extra data passed to a custom template as C(extra).
     type: dict
     default: {}
+  artefact_dir:
+    description:
+      - The directory the script's files are served from (the C(ipxe) role passes C(netboot_dist_dir)).
+      - When it already holds a published build (C(manifest.json)) and the new script would fetch a file it lacks
+        (the kernel aside, the dist stage copies it), the module fails naming the file and the setting, and the
+        published C(boot.ipxe) stays as it was. In check mode this is a warning.
+    type: path
+    version_added: 0.2.0
 extends_documentation_fragment:
   - homelab.alpine_netboot.netboot.attributes
   - homelab.alpine_netboot.netboot.nodes
@@ -132,6 +140,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe impor
     plan_write,
     render,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import boot_script_breaks_published
 
 ARGUMENT_SPEC = {
     "dest": {"type": "path", "required": True},
@@ -148,6 +157,7 @@ ARGUMENT_SPEC = {
     "retry_delay": {"type": "int", "default": 2},
     "failsafe_timeout": {"type": "int", "default": 60},
     "variables": {"type": "dict", "default": {}},
+    "artefact_dir": {"type": "path"},
 }
 
 
@@ -164,6 +174,12 @@ def main() -> None:
     try:
         context = build_context(spec)
         plan = plan_write(p["dest"], render(spec, p["template"]))
+        problems = (boot_script_breaks_published(p["artefact_dir"], context["artefacts"], spec.kernel)
+                    if p["artefact_dir"] and plan.changed else [])
+        if problems and not module.check_mode:
+            module.fail_json(msg=f"{plan.dest} was left as it was: " + " ".join(problems), artefacts=context["artefacts"])
+        for problem in problems:
+            module.warn(f"{problem} (check mode: fine if an earlier stage writes it)")
         if plan.changed and not module.check_mode:
             apply_write(plan)
     except NetbootError as exc:

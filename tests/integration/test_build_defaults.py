@@ -109,11 +109,19 @@ def test_stage_rerun_and_check_mode_change_nothing(project: Project) -> None:
 def test_boot_ipxe_naming_a_missing_artefact_fails_the_build(project: Project) -> None:
     dist = project.root / "dist"
     manifest = (dist / "manifest.json").read_bytes()
+    script = (dist / "boot.ipxe").read_bytes()
     # microcode switched on after the initramfs stage: boot.ipxe would fetch intel-ucode.img, which dist/ lacks
     res = project.run(tags="ipxe,dist", extravars={"initramfs_microcode": True})
     assert res.rc != 0
     msg = " ".join(res.failure_messages())
     assert "intel-ucode.img" in msg and "initramfs_microcode" in msg and str(dist) in msg, msg
+    # the published boot.ipxe still boots what dist/ has (it was not replaced by one fetching the missing file)
+    assert (dist / "boot.ipxe").read_bytes() == script
+    # check mode says the same as a warning and changes nothing
+    check = project.run(tags="ipxe,dist", check=True, extravars={"initramfs_microcode": True})
+    warned = [w for r in check.task_results("Render boot.ipxe") for w in r.get("warnings", [])]
+    assert check.rc == 0 and any("intel-ucode.img" in w for w in warned), check.stdout[-3000:]
+    assert (dist / "boot.ipxe").read_bytes() == script
     # a node's own initrd that nobody put in dist/
     inv = write_inventory(project.root / "inventory" / "initrd-hosts.yml",
                           NODES + "          initrd: alpha-extra.img\n")
@@ -122,6 +130,7 @@ def test_boot_ipxe_naming_a_missing_artefact_fails_the_build(project: Project) -
     msg = " ".join(res.failure_messages())
     assert "alpha-extra.img" in msg and "initrd of host alpha" in msg, msg
     assert (dist / "manifest.json").read_bytes() == manifest  # the dist stage wrote nothing
+    assert (dist / "boot.ipxe").read_bytes() == script
     # put right, the same stages pass again
     assert project.run(tags="ipxe,dist").rc == 0
 

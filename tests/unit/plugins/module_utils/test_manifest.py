@@ -149,6 +149,22 @@ def test_boot_artefact_per_node_initrd_and_paths(tmp_path: Path) -> None:
     assert "'../x'" in problems[0] and "not a path inside" in problems[0]
 
 
+def test_a_new_boot_script_may_not_break_a_published_dist(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "initramfs").write_bytes(b"i")
+    fetched = {"vmlinuz-new": "kernel", "initramfs": "initramfs", "intel-ucode.img": "microcode"}
+    # nothing published yet: nothing to protect (the dist stage checks when it publishes)
+    assert mf.boot_script_breaks_published(dist, fetched, "vmlinuz-new") == []
+    (dist / mf.MANIFEST_NAME).write_text("{}")
+    problems = mf.boot_script_breaks_published(dist, fetched, "vmlinuz-new")
+    # the kernel is copied by the dist stage under its (new) name; the microcode must already be there
+    assert len(problems) == 1 and "intel-ucode.img (microcode)" in problems[0], problems
+    assert "initramfs_microcode" in problems[0] and str(dist) in problems[0]
+    (dist / "intel-ucode.img").write_bytes(b"u")
+    assert mf.boot_script_breaks_published(dist, fetched, "vmlinuz-new") == []
+
+
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", "\xff\xfe"])
 def test_a_damaged_rootfs_manifest_is_an_error_naming_the_file(tmp_path: Path, text: str) -> None:
     root = rootfs(tmp_path)
