@@ -116,6 +116,12 @@ artefacts:
     that the dist directory has each.
   returned: always
   type: dict
+up_to_date:
+  description: Whether O(dest) already held exactly this script (C(changed) can be overridden by the caller; the
+    dist role uses this to tell whether the published boot.ipxe is the one the current settings render).
+  returned: always
+  type: bool
+  version_added: 0.2.0
 urls:
   description: The boot server URLs in the order tried.
   returned: always
@@ -195,6 +201,7 @@ def main() -> None:
         nodes=nodes,
         urls=context["urls"],
         artefacts=context["artefacts"],
+        up_to_date=not plan.changed,
         commands=[],
         **({"diff": {"before": plan.before or "", "after": plan.after, "before_header": str(plan.dest),
                      "after_header": str(plan.dest)}} if module._diff else {}),

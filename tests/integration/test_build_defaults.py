@@ -135,6 +135,29 @@ def test_boot_ipxe_naming_a_missing_artefact_fails_the_build(project: Project) -
     assert project.run(tags="ipxe,dist").rc == 0
 
 
+def test_the_dist_stage_alone_checks_what_the_published_boot_ipxe_fetches(project: Project) -> None:
+    dist = project.root / "dist"
+    inv = write_inventory(project.root / "inventory" / "initrd-hosts.yml",
+                          NODES + "          initrd: alpha-extra.img\n")
+    (dist / "alpha-extra.img").write_bytes(b"alpha's own initrd")
+    assert project.run(inventory=inv, tags="ipxe,dist").rc == 0
+    (dist / "alpha-extra.img").unlink()  # gone from dist/ while boot.ipxe still fetches it
+    res = project.run(inventory=inv, tags="dist")
+    assert res.rc != 0
+    msg = " ".join(res.failure_messages())
+    assert "alpha-extra.img" in msg and "initrd of host alpha" in msg, msg
+    # the published boot.ipxe differs from what these settings render: said, not checked
+    res = project.run(tags="dist")
+    assert res.rc == 0, res.stdout[-3000:]
+    said = " ".join(res.stdout.split())  # the callback folds long messages
+    assert f"{dist}/boot.ipxe is not the script the current settings render" in said, res.stdout[-3000:]
+    # put right: the dist stage alone is quiet and changes nothing
+    assert project.run(tags="ipxe,dist").rc == 0
+    again = project.run(tags="dist")
+    assert again.rc == 0 and again.changed() == 0, again.stdout[-3000:]
+    assert "is not the script the current settings render" not in " ".join(again.stdout.split())
+
+
 def test_paths_default_to_the_inventory_directory(project: Project, tmp_path: Path) -> None:
     """An inventory of the user's own (no group_vars, no path settings): everything lands beside it."""
     site = tmp_path / "site"
