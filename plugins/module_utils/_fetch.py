@@ -102,6 +102,7 @@ def clean_partials(directory: Path) -> list[Path]:
         for p in directory.glob("*.part-*"):
             pid = p.name.rsplit("-", 1)[-1]
             if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-                p.unlink()
+                with contextlib.suppress(FileNotFoundError):  # another build cleaning the same cache got it first
+                    p.unlink()
                 removed.append(p)
     return removed

@@ -171,9 +171,14 @@ class Build:
         if "kernel : Prune kernel modules," in task:
             return "pruning", task
         if "initramfs : Build the initramfs with" in task:
-            tmp = [p for p in self.dist.glob(".initramfs*") if p.stat().st_size > 0] if self.dist.is_dir() else []
-            if tmp:
-                return "compression", f"{tmp[0].name} at {tmp[0].stat().st_size} bytes"
+            # the temp is renamed when compression ends, maybe between the listing and its size: then it is over
+            for tmp in sorted(self.dist.glob(".initramfs*")) if self.dist.is_dir() else []:
+                try:
+                    size = tmp.stat().st_size
+                except FileNotFoundError:
+                    continue
+                if size > 0:
+                    return "compression", f"{tmp.name} at {size} bytes"
         return None
 
     def kill_in(self, rnd: int, phase: str, rng: random.Random) -> Kill | None:
