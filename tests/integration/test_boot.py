@@ -132,14 +132,14 @@ def test_missing_initramfs_fails_fast_with_the_cause(dist: Path) -> None:
 def test_panicking_kernel_fails_fast_with_the_panic(image: BootImage) -> None:
     """Must show 4b: init exits -> kernel panic, detected at once (no waiting for the timeout)."""
     test = _vm.BootTest(kernel=image.kernel, initrds=[image.panic_initramfs], append="console=ttyS0,115200",
-                        memory="256M", timeout=120, hook=False)
+                        memory="256M", timeout=300, hook=False)
     start = time.monotonic()
     r = _vm.boot_test(test)
     assert not r.ok
     assert r.reason.startswith("kernel panic: Kernel panic - not syncing: Attempted to kill init")
     assert "this init exits on purpose" in r.tail()  # the cause (before the long call trace) is in the tail
     assert r.tail().rstrip().endswith("]---")
-    assert time.monotonic() - start < 30
+    assert time.monotonic() - start < 120  # well before the 300 s timeout, with room for a slow TCG host
 
 
 def test_direct_boot_at_the_computed_minimum_ram(dist: Path) -> None:
