@@ -48,18 +48,6 @@ ROWS: list[tuple[str, str, int, int | None]] = [
 QUICK_SKIP = {"zstd -22", "zstd -22 --long=27"}
 
 
-class Count:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def write(self, b: bytes) -> int:
-        self.n += len(b)
-        return len(b)
-
-    def flush(self) -> None:
-        pass
-
-
 def machine() -> str:
     model = platform.processor() or platform.machine()
     try:
@@ -102,13 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             spec = _compress.make_spec(method, level, window, args.threads)
             raw.seek(0)
-            sink = Count()
+            sink = _compress.CountingSink()
             t = time.monotonic()
             with _compress.compressor(spec, cast(IO[bytes], sink), size) as comp:
                 while chunk := raw.read(1 << 20):
                     comp.write(chunk)
-            results.append((label, sink.n, time.monotonic() - t))
-            print(f"  {label}: {sink.n:,d} bytes, {results[-1][2]:.1f} s", file=sys.stderr, flush=True)
+            results.append((label, sink.count, time.monotonic() - t))
+            print(f"  {label}: {sink.count:,d} bytes, {results[-1][2]:.1f} s", file=sys.stderr, flush=True)
     gz = next(n for label, n, _unused in results if label.startswith("gzip"))
     z19 = next((n for label, n, _unused in results if label == "zstd -19"), gz)
     print("| Config | Bytes | Size | vs gzip-9 | vs zstd-19 | Time |")

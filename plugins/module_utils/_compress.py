@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import io
 import lzma
 import os
 import re
@@ -29,7 +30,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
@@ -142,6 +143,21 @@ def check_kernel_config(spec: CompressionSpec, config: str | os.PathLike[str]) -
 
 
 # ------------------------------------------------------------------------------------------------- streaming
+
+
+class CountingSink(io.RawIOBase):
+    """A write-only sink that keeps only the number of bytes written (to size a compressed stream)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        n = len(b)
+        self.count += n
+        return n
 
 
 class HashingWriter:

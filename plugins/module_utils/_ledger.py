@@ -242,19 +242,6 @@ def overlay_files(overlay_dir: str | os.PathLike[str] | None) -> frozenset[str]:
 # ------------------------------------------------------------------------------------------------ measuring
 
 
-class _Count(io.RawIOBase):
-    def __init__(self) -> None:
-        self.count = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        n = len(b)
-        self.count += n
-        return n
-
-
 def compressed_size(spec: compress.CompressionSpec, path: str | os.PathLike[str]) -> int:
     """Bytes of ``path``'s contents compressed alone with ``spec``.
 
@@ -271,7 +258,7 @@ def compressed_size(spec: compress.CompressionSpec, path: str | os.PathLike[str]
             spec.level, source_size=total, window_log=window, enable_ldm=spec.window_log is not None,
             write_checksum=1)
         return len(zstandard.ZstdCompressor(compression_params=params).compress(Path(path).read_bytes()))
-    sink = _Count()
+    sink = compress.CountingSink()
     with open(path, "rb") as fh, compress.compressor(spec, cast(IO[bytes], sink), total) as comp:
         while chunk := fh.read(_CHUNK):
             comp.write(chunk)
