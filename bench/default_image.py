@@ -35,11 +35,9 @@ sys.path[:0] = [p for p in (str(REPO / ".collections"), str(REPO)) if p not in s
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _cpio, _prune  # noqa: E402
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner  # noqa: E402
-from bench.compression_table import Count  # noqa: E402  (a sink that only counts bytes)
-from tests.fixtures.apkrepo import alpine_mirror, serve  # noqa: E402
 from tests.fixtures.debian import clone_tree  # noqa: E402
-from tests.fixtures.e2e import PACKAGES, fixture_extravars, free_port  # noqa: E402
-from tests.fixtures.playbook import run_playbook, write_inventory  # noqa: E402
+from tests.fixtures.e2e import PACKAGES, build_fixture_image  # noqa: E402
+from tests.fixtures.prune import HARDWARE, PROFILES  # noqa: E402
 
 GOAL = 0.60
 TFTP_BYTES_PER_S = 0.7e6  # RB4011 TFTP, lockstep (issue 11)
@@ -54,20 +52,12 @@ def shipped(path: Path) -> dict[str, Any]:
 
 def fixture_rootfs(work: Path) -> Path:
     """build.yml's rootfs stage for the fixture PACKAGES (the e2e image's tree)."""
-    mirror = alpine_mirror()
-    work.mkdir(parents=True, exist_ok=True)
-    mirror_port = free_port()
-    extravars = fixture_extravars(work, mirror, mirror_port, free_port())
-    with serve(mirror.path, mirror_port):
-        res = run_playbook("build.yml", work, extravars, inventory=write_inventory(work / "hosts.yml"), tags="rootfs")
-    if res.rc != 0:
-        raise SystemExit("build.yml --tags rootfs failed:\n" + res.stdout[-4000:])
-    return work / "build" / "rootfs"
+    return build_fixture_image(work, tags="rootfs").build / "rootfs"
 
 
 def prune(root: Path, **options: Any) -> dict[str, Any]:
-    opts = _prune.Options(root=root, profile_dirs=[REPO / "roles/kernel/files/profiles"],
-                          hardware_dirs=[REPO / "roles/kernel/files/hardware"], firmware_audit="warn", **options)
+    opts = _prune.Options(root=root, profile_dirs=[PROFILES], hardware_dirs=[HARDWARE], firmware_audit="warn",
+                          **options)
     plan = _prune.make_plan(opts)
     _prune.apply_plan(plan, Runner())
     return plan.report
@@ -76,11 +66,11 @@ def prune(root: Path, **options: Any) -> dict[str, Any]:
 def image_bytes(root: Path, spec: _compress.CompressionSpec, exclude: Sequence[str]) -> tuple[int, int, float]:
     """(cpio bytes, compressed bytes, seconds) of ``root`` packed like the initramfs role does."""
     plan = _cpio.plan_tree(root, source_date_epoch=1_700_000_000, exclude=exclude)
-    sink = Count()
+    sink = _compress.CountingSink()
     t = time.monotonic()
     with _compress.compressor(spec, cast(IO[bytes], sink), plan.archive_size()) as comp:
         _cpio.write_newc(plan, comp)
-    return plan.archive_size(), sink.n, time.monotonic() - t
+    return plan.archive_size(), sink.count, time.monotonic() - t
 
 
 def variants(kernel: dict[str, Any], profiles: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -104,13 +94,14 @@ def variants(kernel: dict[str, Any], profiles: list[str] | None) -> dict[str, di
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rootfs", type=Path, help="a fixture rootfs already built (default: build one)")
-    ap.add_argument("--level", type=int, default=19)
-    ap.add_argument("--window-log", type=int, default=27)
+    initramfs = shipped(INITRAMFS_DEFAULTS)  # the build's settings are the defaults
+    ap.add_argument("--level", type=int, default=int(initramfs["initramfs_level"]))
+    ap.add_argument("--window-log", type=int, default=int(initramfs["initramfs_window_log"]))
     ap.add_argument("--profiles", help="comma-separated prune profiles to try instead of the shipped default")
     ap.add_argument("--only", help="comma-separated variants (original,default,select)")
     args = ap.parse_args(argv)
     spec = _compress.make_spec("zstd", args.level, args.window_log or None, 0)
-    exclude = list(shipped(INITRAMFS_DEFAULTS)["initramfs_exclude"])
+    exclude = list(initramfs["initramfs_exclude"])
     kernel = shipped(KERNEL_DEFAULTS)
     todo = variants(kernel, args.profiles.split(",") if args.profiles else None)
     if args.only:

@@ -17,6 +17,7 @@ prerequisite is missing (root, qemu), with what to do.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -73,12 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     extravars = fixture_extravars(work, mirror, port, 8080)
     print(f"demo: building with playbooks/build.yml from the mirror served on 127.0.0.1:{port} into {work}")
     t_build = time.monotonic()
-    try:
-        with serve(mirror.path, port):
-            res = run_playbook("build.yml", work, extravars, inventory=inventory)
-    except OSError as exc:
-        print(f"demo: cannot serve the mirror on 127.0.0.1:{port} ({exc}): stop what uses that port", file=sys.stderr)
-        return 2
+    with contextlib.ExitStack() as stack:
+        try:  # only the mirror server's start: an OSError of the build itself is not about the port
+            stack.enter_context(serve(mirror.path, port))
+        except OSError as exc:
+            print(f"demo: cannot serve the mirror on 127.0.0.1:{port} ({exc}): stop what uses that port",
+                  file=sys.stderr)
+            return 2
+        res = run_playbook("build.yml", work, extravars, inventory=inventory)
     if res.rc != 0:
         print("demo: the build failed: " + ("; ".join(m for m in res.failure_messages() if m) or res.stdout[-3000:]),
               file=sys.stderr)
