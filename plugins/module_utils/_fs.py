@@ -61,6 +61,30 @@ def _set_meta(path: str, mode: int, like: os.stat_result | None) -> None:
     os.utime(path, ns=(like.st_atime_ns, like.st_mtime_ns))
 
 
+def _alive(pid: str) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+# atomic_path's temp names: ".<dest name>.<writer pid>.<mkstemp's random part>.tmp"
+_ATOMIC_TEMP = re.compile(r"\..+\.(\d+)\.[^./]+\.tmp")
+_swept: set[str] = set()
+
+
+def _sweep_atomic_temps(directory: str) -> None:
+    """Remove the atomic_path temps in ``directory`` whose writer is gone (what a killed run left; an initramfs temp
+    can be large). Once per directory and process: the per-file loops (decompressing, stripping) write hundreds of
+    files into one directory, and listing it for each would cost the square of its size."""
+    if directory in _swept:
+        return
+    _swept.add(directory)
+    for name in os.listdir(directory):
+        m = _ATOMIC_TEMP.fullmatch(name)
+        path = os.path.join(directory, name)
+        if m and not _alive(m.group(1)) and os.path.isfile(path) and not os.path.islink(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
 def remove_dead_temps(directory: str | os.PathLike[str], prefix: str) -> list[Path]:
     """Remove the entries ``<prefix><pid>[.-]...`` of ``directory`` (files or trees) whose writer, process ``pid``,
     is gone: what a killed run left behind. A live writer's temp (another build) is kept."""
@@ -73,7 +97,7 @@ def remove_dead_temps(directory: str | os.PathLike[str], prefix: str) -> list[Pa
         if not name.startswith(prefix):
             continue
         pid = re.match(r"(\d+)(?:[.]|$)", name[len(prefix):])
-        if pid is None or os.path.exists(f"/proc/{pid.group(1)}"):
+        if pid is None or _alive(pid.group(1)):
             continue
         path = Path(directory, name)
         if path.is_dir() and not path.is_symlink():
@@ -101,8 +125,7 @@ def atomic_path(
     is untouched."""
     directory = os.path.dirname(os.path.abspath(dest))
     os.makedirs(directory, exist_ok=True)
-    # the pid in the name lets a later run remove what a killed one left (an initramfs temp can be large)
-    remove_dead_temps(directory, f".{os.path.basename(dest)}.")
+    _sweep_atomic_temps(directory)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(dest)}.{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     try:

@@ -41,7 +41,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
     SignatureError,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher, clean_partials
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, remove_dead_temps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
     ROOTFS_MANIFEST,
     read_rootfs_manifest,
@@ -390,8 +390,9 @@ class Builder:
         root.parent.mkdir(parents=True, exist_ok=True)
         new = root.with_name(f".{root.name}.new-{os.getpid()}")
         old = root.with_name(f".{root.name}.old-{os.getpid()}")
-        for stale in root.parent.glob(f".{root.name}.new-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(new, ignore_errors=True)
+        for leftover in (f".{root.name}.new-", f".{root.name}.old-"):  # of a killed run (a live build's stay)
+            remove_dead_temps(root.parent, leftover)
         try:
             _seed(new)
             apk.install(self._apk_context(new), targets)
