@@ -348,11 +348,12 @@ def make_plan(state: RouterState, opts: Options, dist: Dist | None, *, chainload
     chainload_rules: dict[str, dict[str, str]] = {}
     chainload_dirs: set[str] = set()
     if opts.dhcp is not None:
+        router_files = {f.name: f for f in state.files}
         for a in chainload:
             where = f"{rb}/{CHAINLOAD_DIR}/{a.sha256[:12]}"
             chainload_dirs.add(where)
             chainload_rules[a.name] = desired_rule(opts, a.name, f"{where}/{a.name}", a.size, chainload_comment(rb, a.name))
-            on_router = {f.name: f for f in state.files}.get(f"{where}/{a.name}")
+            on_router = router_files.get(f"{where}/{a.name}")
             served = any(r.get("comment") == chainload_comment(rb, a.name)
                          and r.get("real-filename") == f"{where}/{a.name}" for r in state.tftp)
             if on_router is not None and on_router.size == a.size:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import (
-    FEATURES,
+    MATCHER_FEATURE,
+    MATCHING_TYPE_FEATURE,
     RouterOS,
     RowChange,
     diff_rows,
@@ -46,10 +47,6 @@ MATCHER_MENU = "/ip/dhcp-server/matcher"
 MENUS = (OPTION_MENU, SETS_MENU, MATCHER_MENU)  # add in this order, remove in reverse
 TAGS = {OPTION_MENU: "option", SETS_MENU: "option-set", MATCHER_MENU: "matcher"}  # comment: "<tag> dhcp=<this>"
 
-MATCHER_FEATURE = "/ip/dhcp-server/matcher (DHCP option 77 iPXE chainloading)"
-MATCHING_TYPE_FEATURE = "/ip/dhcp-server/matcher matching-type (rb4011_dhcp_matching_type)"
-if not {MATCHER_FEATURE, MATCHING_TYPE_FEATURE} <= set(FEATURES):  # one place for versions: _routeros.FEATURES
-    raise ImportError("_routeros.FEATURES lacks the DHCP matcher features")
 
 
 class DhcpError(NetbootError):

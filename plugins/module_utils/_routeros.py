@@ -27,12 +27,15 @@ IPXE_BLKSIZE = 1432
 MIN_BLKSIZE = 512
 
 # RouterOS features the deploy uses and the first version that has them.
+BASE_FEATURE = "v7 API and /ip/tftp allow-rollover"
+MATCHER_FEATURE = "/ip/dhcp-server/matcher (DHCP option 77 iPXE chainloading)"
+MATCHING_TYPE_FEATURE = "/ip/dhcp-server/matcher matching-type (rb4011_dhcp_matching_type)"
 FEATURES: dict[str, tuple[int, ...]] = {
-    "v7 API and /ip/tftp allow-rollover": (7, 1),
-    "/ip/dhcp-server/matcher (DHCP option 77 iPXE chainloading)": (7, 4),
-    "/ip/dhcp-server/matcher matching-type (rb4011_dhcp_matching_type)": (7, 16),
+    BASE_FEATURE: (7, 1),
+    MATCHER_FEATURE: (7, 4),
+    MATCHING_TYPE_FEATURE: (7, 16),
 }
-MIN_VERSION = FEATURES["v7 API and /ip/tftp allow-rollover"]
+MIN_VERSION = FEATURES[BASE_FEATURE]
 
 
 class RouterOSError(NetbootError):

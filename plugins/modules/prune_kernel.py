@@ -34,7 +34,7 @@ options:
   profiles:
     description:
       - Rule profiles, as names (looked up in O(profile_dirs), then in the installed collection's
-        C(roles/kernel/files/profiles) - C(original), C(headless), C(base)) or YAML file paths.
+        C(roles/kernel/files/profiles) - C(original), C(headless), C(base), C(n100)) or YAML file paths.
       - Format - C(modules.remove/except/keep/base), C(firmware.remove/keep), C(files.remove), lists of fnmatch
         globs (C(*) crosses C(/), a pattern also matches everything below it) or module names.
     type: list

@@ -207,6 +207,13 @@ dhcp_changes:
   returned: always
   type: list
   elements: str
+dhcp:
+  description:
+    - With O(manage_dhcp), what DHCP hands out - C(network), C(next_server) (the network's gateway unless
+      O(dhcp_next_server) is set), C(boot_file_name) (from O(dhcp_firmware)) and C(matcher_value); null without it.
+  returned: always
+  type: dict
+  version_added: 0.2.0
 commands:
   description:
     - What the run sent to (or, in check mode, would send to) the router, in order of kind - SFTP uploads,
