@@ -5,7 +5,6 @@ One build per session (tests/integration/conftest.py, about a minute cold); each
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -16,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _vm
-from tests.fixtures.e2e import KNOWN_HOSTNAME, KNOWN_MAC, KNOWN_ROLE, Built
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import sha256_file
+from tests.fixtures.e2e import Built
 
 pytestmark = [
     pytest.mark.slow,
@@ -33,10 +33,6 @@ def built(e2e_built: Built) -> Iterator[Built]:
     yield e2e_built  # the session's one build (tests/integration/conftest.py)
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_dist_holds_every_artefact_with_checksums(built: Built) -> None:
     for name in ARTEFACTS:
         assert (built.dist / name).is_file(), name
@@ -46,10 +42,10 @@ def test_dist_holds_every_artefact_with_checksums(built: Built) -> None:
     assert {"vmlinuz", "initramfs", "boot.ipxe"} <= listed
     manifest = json.loads((built.dist / "manifest.json").read_text())
     text = json.dumps(manifest)
-    assert sha256(built.dist / "initramfs") in text and sha256(built.dist / "vmlinuz") in text
+    assert sha256_file(built.dist / "initramfs") in text and sha256_file(built.dist / "vmlinuz") in text
     assert "busybox" in text and "linux-virt" in text
     # the kernel comes from the rootfs' /boot, byte for byte
-    assert sha256(built.dist / "vmlinuz") == sha256(built.build / "rootfs/boot/vmlinuz-virt")
+    assert sha256_file(built.dist / "vmlinuz") == sha256_file(built.build / "rootfs/boot/vmlinuz-virt")
     # the rootfs stays as apk made it; pruning happened on the image copy
     assert len(list((built.build / "rootfs/lib/modules").rglob("*.ko*"))) > len(
         list((built.build / "image/lib/modules").rglob("*.ko*"))
@@ -90,7 +86,7 @@ def test_initramfs_is_bit_identical_whatever_mtimes_umask_and_tz(built: Built, t
         os.umask(old)
         del os.environ["TZ"]
     assert res.rc == 0, res.stdout
-    assert sha256(tmp_path / "dist2" / "initramfs") == sha256(built.dist / "initramfs")
+    assert sha256_file(tmp_path / "dist2" / "initramfs") == sha256_file(built.dist / "initramfs")
     listing = subprocess.run(
         f"zstd -dc {tmp_path / 'dist2' / 'initramfs'} | cpio -t --quiet", shell=True, capture_output=True, text=True,
         check=True,
@@ -115,20 +111,8 @@ def test_direct_boot_reaches_openrc_on_a_tmpfs_root(built: Built) -> None:
     print(f"direct boot: qemu start -> marker {result.seconds_to_marker}s, kernel -> marker {result.kernel_to_marker}s")
 
 
-def test_netboot_known_node_over_http_through_the_built_boot_ipxe(built: Built) -> None:
-    """Issue 5, must show 1 (HTTP) and 2 (known MAC): PXE ROM -> iPXE -> dist/boot.ipxe -> kernel + initramfs."""
-    result = _vm.boot_test(
-        _vm.BootTest(kernel=built.dist / "vmlinuz", initrds=[built.dist / "initramfs"], mode="netboot",
-                     dist_dir=built.dist, bootfile=f"http://10.0.2.2:{built.http_port}/boot.ipxe",
-                     http_port=built.http_port, mac=KNOWN_MAC, memory="1G", checks=CHECKS, timeout=400)
-    )
-    assert result.ok, result.tail()
-    out = checks(result)
-    assert out["cat /etc/hostname"].strip() == KNOWN_HOSTNAME
-    assert out["cat /etc/netboot/role"].strip() == KNOWN_ROLE
-    assert out["grep ' / ' /proc/mounts"].split()[2] == "tmpfs"
-    assert any(r.startswith("GET /initramfs 200") for r in result.http_requests), result.http_requests
-    print(f"netboot HTTP: qemu start -> marker {result.seconds_to_marker}s, kernel -> marker {result.kernel_to_marker}s")
+# The known node's netboot over HTTP through the built boot.ipxe (issue 5, must show 1 and 2) is
+# test_node_e2e.py::test_known_node_runs_its_role: one boot of the same dist/ checks both issues.
 
 
 def test_netboot_new_cattle_over_tftp(built: Built, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import (
     DEBIAN_IPXE_DIR,
     MATCHER_MENU,
+    MENUS,
     NAME,
     NETWORK_MENU,
     OPTION_MENU,
@@ -26,7 +27,6 @@ from tests.fixtures.routeros.tftp import tftp_get
 
 NET = "192.168.88.0/24"
 DHCP: dict[str, Any] = {"rb4011_manage_dhcp": True, "rb4011_dhcp_network": NET}
-MENUS = (OPTION_MENU, SETS_MENU, MATCHER_MENU)
 
 
 def setup_lan(peer: Peer) -> dict[str, str]:

@@ -7,7 +7,6 @@ on a copy of dist/, as a user would rebuild with ``boot_server_url: tftp://<rout
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import time
@@ -17,6 +16,9 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _qemu, _testhook, _vm
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import parse_sums
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import sha256_file
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import sha256sums_text
 from tests.fixtures.e2e import Built
 from tests.fixtures.routeros.deploy import HOST, deploy, result
 from tests.fixtures.routeros.peer import Peer
@@ -51,7 +53,7 @@ def tftp_dist(e2e_built: Built, peer: Peer, tmp_path_factory: pytest.TempPathFac
 
 
 def sums(dist: Path) -> dict[str, str]:
-    return {line.split()[1]: line.split()[0] for line in (dist / "SHA256SUMS").read_text().splitlines()}
+    return parse_sums((dist / "SHA256SUMS").read_text(), str(dist / "SHA256SUMS"))
 
 
 def test_built_image_deployed_verified_idempotent_and_check_mode_clean(peer: Peer, tftp_dist: Path,
@@ -93,26 +95,24 @@ def test_netboot_from_the_deployed_router(peer: Peer, tftp_dist: Path, tmp_path:
     shutil.copytree(tftp_dist, hooked)
     _qemu.concat_initrds([tftp_dist / "initramfs", _testhook.hook_cpio(CHECKS)], hooked / "initramfs")
     # the test-only initramfs replaces the built one in SHA256SUMS (the deploy checks dist/ against it)
-    digest = hashlib.sha256((hooked / "initramfs").read_bytes()).hexdigest()
-    lines = (hooked / "SHA256SUMS").read_text().splitlines()
-    (hooked / "SHA256SUMS").write_text("".join(
-        (f"{digest}  initramfs" if line.split()[-1] == "initramfs" else line) + "\n" for line in lines))
+    (hooked / "SHA256SUMS").write_text(sha256sums_text({**sums(hooked), "initramfs": str(sha256_file(hooked / "initramfs"))}))
     res = deploy(tmp_path / "w", peer, hooked)
     assert res.rc == 0, res.stdout
     gen = result(res)["generation"]
     peer.transfers.clear()
+    (tmp_path / "empty").mkdir()
     boot = _vm.boot_test(_vm.BootTest(
         kernel=hooked / "vmlinuz", initrds=[hooked / "initramfs"], mode="netboot", dist_dir=tmp_path / "empty",
         boot_ipxe=hooked / "boot.ipxe", bootfile=f"tftp://10.0.2.2:{peer.tftp_port}/boot.ipxe", hook=False,
         checks=CHECKS, memory="1G", timeout=600,
-    )) if (tmp_path / "empty").mkdir() is None else None
-    assert boot is not None and boot.ok, boot.tail() if boot else ""
+    ))
+    assert boot.ok, boot.tail()
     served = {(t.request, t.file, t.error) for t in peer.transfers}
     for name in ("vmlinuz", "initramfs"):
         assert (f"{gen}/{name}", f"netboot/{gen}/{name}", None) in served, served
     assert ("boot.ipxe", f"netboot/{gen}/generation.ipxe", None) in served, served
     whole = {t.request: t.bytes for t in peer.transfers if t.error is None}
     assert whole[f"{gen}/initramfs"] == (hooked / "initramfs").stat().st_size
-    assert hashlib.sha256((hooked / "initramfs").read_bytes()).hexdigest() == peer.store.sha256(
+    assert sha256_file(hooked / "initramfs") == peer.store.sha256(
         f"netboot/{gen}/initramfs")
     print(f"netboot from the peer: qemu start -> marker {boot.seconds_to_marker}s")

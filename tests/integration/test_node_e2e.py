@@ -10,7 +10,6 @@ node and audit stages rerun without change and write nothing in check mode.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _vm
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import sha256_file
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import DEFAULT_KERNEL_ARGS
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._noderoles import hostid
 from tests.fixtures.e2e import KNOWN_HOSTNAME, KNOWN_MAC, KNOWN_ROLE, Built
@@ -44,11 +44,8 @@ CHECKS = {
     "modules": "cut -d' ' -f1 /proc/modules",
     "lease": WAIT_LEASE,
     "hostid": "od -An -tx1 /etc/hostid | tr -d ' \\n'",
+    "root": "grep ' / ' /proc/mounts",
 }
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def boot(built: Built, mac: str, *, direct_append: str | None = None, nic: str = "virtio-net-pci") -> dict[str, str]:
@@ -66,6 +63,7 @@ def boot(built: Built, mac: str, *, direct_append: str | None = None, nic: str =
     out = {name: str(c["output"]).strip() for name, c in zip(CHECKS, result.checks, strict=True)}
     out["console"] = result.console
     out["crond_rc"] = str(next(c["rc"] for c in result.checks if c["command"] == CHECKS["crond"]))
+    out["http_requests"] = "\n".join(result.http_requests)
     print(f"{mac} {test.mode}: qemu start -> marker {result.seconds_to_marker}s, "
           f"kernel -> marker {result.kernel_to_marker}s")
     return out
@@ -95,10 +93,13 @@ def known_node(e2e_built: Built) -> dict[str, str]:
 
 
 def test_known_node_runs_its_role(known_node: dict[str, str]) -> None:
-    """Through boot.ipxe: the storage role's crond runs, its virtio_net module drives the NIC, workers' e1000 is
-    not loaded."""
+    """Issue 5, must show 1 (HTTP) and 2 (known MAC): PXE ROM -> iPXE -> dist/boot.ipxe -> kernel + initramfs over
+    HTTP, / on a tmpfs. Issue 10: the storage role's crond runs, its virtio_net module drives the NIC, workers'
+    e1000 is not loaded."""
     out = known_node
     assert out["hostname"] == KNOWN_HOSTNAME and out["role"] == KNOWN_ROLE, out
+    assert out["etc_hostname"] == KNOWN_HOSTNAME and out["root"].split()[2] == "tmpfs", out
+    assert any(r.startswith("GET /initramfs 200") for r in out["http_requests"].splitlines()), out["http_requests"]
     assert_real_boot(out, KNOWN_MAC, "virtio_net")
     assert started(out["default"], "crond") and out["crond_rc"] == "0", out["default"]
     assert "e1000" not in out["modules"].split(), out["modules"]
@@ -136,7 +137,7 @@ def snapshot(*roots: Path) -> dict[str, tuple[int, int, str]]:
             for name in dirnames + filenames:
                 p = Path(dirpath, name)
                 st = p.lstat()
-                what = os.readlink(p) if p.is_symlink() else sha256(p) if p.is_file() else ""
+                what = os.readlink(p) if p.is_symlink() else sha256_file(p) if p.is_file() else ""
                 out[str(p)] = (st.st_size, st.st_mtime_ns, what)
     return out
 

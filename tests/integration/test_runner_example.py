@@ -19,13 +19,13 @@ from tests.fixtures.playbook import write_inventory
 sys.path.insert(0, str(REPO / "examples"))
 import netboot_runner
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="building the rootfs needs root"),
-]
+# the two build tests need root; the deploy test needs neither root nor a build (the RouterOS peer, a small dist/)
+NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="building the rootfs needs root")
 
 
+@pytest.mark.slow
+@pytest.mark.root
+@NEEDS_ROOT
 def test_build_streams_events_and_returns_the_artefacts_of_the_play(tmp_path: Path) -> None:
     mirror = alpine_mirror()
     port = free_port()
@@ -56,6 +56,9 @@ def test_build_streams_events_and_returns_the_artefacts_of_the_play(tmp_path: Pa
     assert "Build the initramfs with the run-from-RAM /init" in result.changed_tasks
 
 
+@pytest.mark.slow
+@pytest.mark.root
+@NEEDS_ROOT
 def test_a_failure_returns_the_failing_task_and_its_message(tmp_path: Path) -> None:
     mirror = alpine_mirror()
     port = free_port()
