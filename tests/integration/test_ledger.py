@@ -11,30 +11,17 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _initramfs
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ledger as ledger
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkdb import read_installed
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+from tests.fixtures.ledger import SPEC, pack
 from tests.fixtures.material import QuicksandImage
-
-SPEC = compress.make_spec("zstd", 3, None, 0)
-EXCLUDE = ["boot/vmlinuz*", "boot/System.map-*", "boot/initramfs-*"]
-
-
-def pack(root: Path, dest: Path, spec: compress.CompressionSpec = SPEC, prefix: bytes = b"") -> Path:
-    plan = cpio.plan_tree(root, source_date_epoch=1_700_000_000, exclude=EXCLUDE)
-    with open(dest, "wb") as out:
-        out.write(prefix)
-        with compress.compressor(spec, out, plan.archive_size()) as comp:
-            cpio.write_newc(plan, comp)
-    return dest
 
 
 @pytest.fixture(scope="module")
-def image(alpine: QuicksandImage, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return pack(alpine.root, tmp_path_factory.mktemp("ledger") / "initramfs")
+def image(alpine_initramfs: Path) -> Path:
+    return alpine_initramfs
 
 
 @pytest.fixture(scope="module")

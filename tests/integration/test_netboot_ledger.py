@@ -8,20 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
 from tests.fixtures.material import QuicksandImage
 from tests.fixtures.module import run_module
 
 
 @pytest.fixture(scope="module")
-def image(alpine: QuicksandImage, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("ledger-module") / "initramfs"
-    plan = cpio.plan_tree(alpine.root, source_date_epoch=1_700_000_000,
-                          exclude=["boot/vmlinuz*", "boot/System.map-*", "boot/initramfs-*"])
-    with open(dest, "wb") as out, compress.compressor(compress.make_spec("zstd", 3), out, plan.archive_size()) as c:
-        cpio.write_newc(plan, c)
-    return dest
+def image(alpine_initramfs: Path) -> Path:
+    return alpine_initramfs
 
 
 def test_ledger_module_check_run_rerun_and_budget(alpine: QuicksandImage, image: Path, tmp_path: Path) -> None:
