@@ -48,7 +48,6 @@ MENUS = (OPTION_MENU, SETS_MENU, MATCHER_MENU)  # add in this order, remove in r
 TAGS = {OPTION_MENU: "option", SETS_MENU: "option-set", MATCHER_MENU: "matcher"}  # comment: "<tag> dhcp=<this>"
 
 
-
 class DhcpError(NetbootError):
     """The DHCP configuration cannot be managed as asked; nothing was changed."""
 
