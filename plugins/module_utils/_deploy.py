@@ -512,7 +512,8 @@ def deploy(
             "rule_changes": [c.command() for c in [*plan.rule_changes, *plan.chainload_changes]],
             "dhcp_changes": [c.command() for c in dhcp_changes],
             "dhcp": ({"network": opts.dhcp.network, "next_server": plan.dhcp.next_server,
-                      "boot_file_name": plan.dhcp.boot_file, "matcher_value": opts.dhcp.matcher_value}
+                      "firmware": opts.dhcp.firmware,
+                      "boot_files": plan.dhcp.boot_files, "matcher_value": opts.dhcp.matcher_value}
                      if opts.dhcp and plan.dhcp else None),
             "warnings": plan.warnings,
             "rules_before": plan.rules_before + (plan.dhcp.before if plan.dhcp else []),

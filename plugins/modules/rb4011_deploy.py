@@ -19,9 +19,11 @@ description:
   - Keeps O(keep) previous generations (never the one live before the switch) and deletes older ones.
   - O(rollback) switches back to the previously live generation, O(generation) pins one that is kept.
   - On a router whose C(/file) list has a C(flash) disk, O(dir) is taken under C(flash/) (the rest is a RAM disk).
-  - With O(manage_dhcp), uploads the iPXE binaries (O(ipxe_bios), O(ipxe_efi)) with one owned TFTP rule each, sets
-    C(next-server) and C(boot-file-name) on the C(/ip dhcp-server network) O(dhcp_network), and adds an owned DHCP
-    option (67 C(boot.ipxe)), option set and matcher (option 77 = O(dhcp_matcher_value)) for clients running iPXE.
+  - With O(manage_dhcp), uploads the iPXE binaries (O(ipxe_bios), O(ipxe_snp), O(ipxe_efi)) with one owned TFTP rule
+    each, sets C(next-server), unsets C(boot-file-name) (iPXE would read it before option 67 and loop) and names the
+    owned option 67 of O(dhcp_firmware) in C(dhcp-option) on the C(/ip dhcp-server network) O(dhcp_network), and adds
+    owned DHCP options (67), option sets and matchers - option 93 (client architecture) for the other firmware kind,
+    option 77 = O(dhcp_matcher_value) (first and last) giving clients running iPXE C(boot.ipxe).
 version_added: "0.2.0"
 author: homelab.alpine_netboot maintainers (@homelab)
 options:
@@ -120,11 +122,19 @@ options:
       network's C(gateway).
     type: str
   dhcp_firmware:
-    description: Which iPXE binary plain PXE firmware on O(dhcp_network) gets as C(boot-file-name) - C(bios)
-      (C(undionly.kpxe)) or C(uefi) (C(ipxe.efi)). Both are served.
+    description:
+      - The firmware kind O(dhcp_network) serves by default (the network's own option 67, no matcher) - C(uefi)
+        (O(dhcp_uefi_binary); N100 boards) or C(bios) (C(undionly.kpxe)). The other kind is chosen by option 93
+        (client architecture) matchers, so both boot on one network.
     type: str
-    choices: [bios, uefi]
-    default: bios
+    choices: [uefi, bios]
+    default: uefi
+  dhcp_uefi_binary:
+    description: The iPXE binary UEFI firmware gets - C(snponly.efi) (uses the board's own UEFI NIC driver, e.g.
+      i226-V, RTL8125) or C(ipxe.efi) (iPXE's own drivers). All binaries are served.
+    type: str
+    choices: [snponly.efi, ipxe.efi]
+    default: snponly.efi
   dhcp_matcher_value:
     description: The DHCP option 77 (user class) value the matcher looks for; iPXE sends C(iPXE).
     type: str
@@ -143,9 +153,13 @@ options:
     type: path
     default: /usr/lib/ipxe/undionly.kpxe
   ipxe_efi:
-    description: iPXE binary for UEFI PXE firmware.
+    description: iPXE binary for UEFI PXE firmware with iPXE's own NIC drivers (O(dhcp_uefi_binary=ipxe.efi)).
     type: path
     default: /usr/lib/ipxe/ipxe.efi
+  ipxe_snp:
+    description: iPXE binary for UEFI PXE firmware using the firmware's NIC driver (O(dhcp_uefi_binary=snponly.efi)).
+    type: path
+    default: /usr/lib/ipxe/snponly.efi
 extends_documentation_fragment:
   - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
@@ -210,7 +224,8 @@ dhcp_changes:
 dhcp:
   description:
     - With O(manage_dhcp), what DHCP hands out - C(network), C(next_server) (the network's gateway unless
-      O(dhcp_next_server) is set), C(boot_file_name) (from O(dhcp_firmware)) and C(matcher_value); null without it.
+      O(dhcp_next_server) is set), C(firmware) (the network's default kind), C(boot_files) (firmware kind -> the iPXE
+      binary its firmware gets as option 67) and C(matcher_value); null without it.
   returned: always
   type: dict
   version_added: 0.2.0
@@ -273,12 +288,14 @@ ARGUMENT_SPEC = {
     "manage_dhcp": {"type": "bool", "default": False},
     "dhcp_network": {"type": "str"},
     "dhcp_next_server": {"type": "str"},
-    "dhcp_firmware": {"type": "str", "choices": ["bios", "uefi"], "default": "bios"},
+    "dhcp_firmware": {"type": "str", "choices": ["uefi", "bios"], "default": "uefi"},
+    "dhcp_uefi_binary": {"type": "str", "choices": ["snponly.efi", "ipxe.efi"], "default": "snponly.efi"},
     "dhcp_matcher_value": {"type": "str", "default": "iPXE"},
     "dhcp_matching_type": {"type": "str", "default": ""},
     "dhcp_server": {"type": "str", "default": "all"},
     "ipxe_bios": {"type": "path", "default": "/usr/lib/ipxe/undionly.kpxe"},
     "ipxe_efi": {"type": "path", "default": "/usr/lib/ipxe/ipxe.efi"},
+    "ipxe_snp": {"type": "path", "default": "/usr/lib/ipxe/snponly.efi"},
 }
 
 
@@ -301,7 +318,7 @@ def main() -> None:
         )
         dhcp = DhcpOptions(p["dhcp_network"], p["dhcp_next_server"] or "", p["dhcp_firmware"],
                            p["dhcp_matcher_value"], p["dhcp_matching_type"], p["dhcp_server"], Path(p["ipxe_bios"]),
-                           Path(p["ipxe_efi"])) if p["manage_dhcp"] else None
+                           Path(p["ipxe_efi"]), p["dhcp_uefi_binary"], Path(p["ipxe_snp"])) if p["manage_dhcp"] else None
         opts = Options(p["dir"].strip("/"), p["keep"], p["verify"], p["rollback"], p["generation"] or None,
                        tuple(p["tftp_allow_addresses"]), dhcp)
         progress = Progress(Path(p["progress_log"]) if p["progress_log"] and not module.check_mode else None)

@@ -130,10 +130,11 @@ def test_flash_disk_puts_the_directory_under_flash() -> None:
 def test_chainload_binaries_content_addressed_rules_and_stale_removal(tmp_path: Path) -> None:
     dist = make_dist(tmp_path / "d", "tftp://r")
     d = read_dist(dist, tmp_path / "s")
-    bios, efi = tmp_path / "undionly.kpxe", tmp_path / "ipxe.efi"
+    bios, efi, snp = tmp_path / "undionly.kpxe", tmp_path / "ipxe.efi", tmp_path / "snponly.efi"
     bios.write_bytes(b"B" * 1000)
     efi.write_bytes(b"E" * 3000)
-    dhcp = DhcpOptions("192.168.88.0/24", ipxe_bios=bios, ipxe_efi=efi)
+    snp.write_bytes(b"S" * 2000)
+    dhcp = DhcpOptions("192.168.88.0/24", ipxe_bios=bios, ipxe_efi=efi, ipxe_snp=snp)
     arts = chainload_artefacts(dhcp)
     net = {".id": "*n", "address": "192.168.88.0/24", "gateway": "192.168.88.1"}
     dstate = DhcpState((net,), {})
@@ -142,12 +143,13 @@ def test_chainload_binaries_content_addressed_rules_and_stale_removal(tmp_path: 
     plan = make_plan(st, Options(dhcp=dhcp), d, chainload=arts, dhcp_state=dstate)
     assert [(w.split("/")[-1], a.name) for w, a in plan.chainload_uploads] == [
         (a.sha256[:12], a.name) for a in arts]
-    assert plan.needed == d.total + 4000
-    assert sorted(c.values["req-filename"] for c in plan.chainload_changes) == [r"^ipxe\.efi$", r"^undionly\.kpxe$"]
+    assert plan.needed == d.total + 6000
+    assert sorted(c.values["req-filename"] for c in plan.chainload_changes) == [
+        r"^ipxe\.efi$", r"^snponly\.efi$", r"^undionly\.kpxe$"]
     assert {c.values["real-filename"] for c in plan.chainload_changes} == {
         f"netboot/ipxe/{a.sha256[:12]}/{a.name}" for a in arts}
     assert {"*1", "*2"} <= set(plan.remove_ids)  # the old binary and its directory go after the switch
-    assert plan.dhcp is not None and len(plan.dhcp.changes) == 4
+    assert plan.dhcp is not None and len(plan.dhcp.changes) == 10
     # without rb4011_manage_dhcp nothing DHCP-related is planned, owned chainload rules and files stay
     plain = make_plan(st, Options(), d)
     assert plain.chainload_changes == [] and plain.dhcp is None and "*1" not in plain.remove_ids
