@@ -1,5 +1,6 @@
 """rb4011_manage_dhcp through playbooks/deploy_rb4011.yml against the RouterOS peer: Debian's iPXE binaries served
-over owned TFTP rules, the network's next-server/boot-file-name, the option 67 / option set / option 77 matcher."""
+over owned TFTP rules, the network's next-server/dhcp-option (boot-file-name unset), the option 67s / option sets /
+option 93 and 77 matchers (what clients then get: test_deploy_rb4011_dhcp_boot.py)."""
 
 from __future__ import annotations
 
@@ -71,31 +72,30 @@ def test_chainloading_created_rerun_noop_user_rows_untouched(peer: Peer, tmp_pat
     planned = result(chk)
     assert any('matcher add name="homelab-netboot-ipxe" server="all" code="77" value="iPXE"' in c
                for c in planned["dhcp_changes"]), planned["dhcp_changes"]
-    assert f'network set [find address="{NET}"] next-server="192.168.88.1" boot-file-name="undionly.kpxe"' in \
+    assert f'network set [find address="{NET}"] next-server="192.168.88.1" dhcp-option="homelab-netboot-uefi"' in \
         " ".join(planned["dhcp_changes"])
-    assert any(p.endswith("/undionly.kpxe") for p in planned["planned_uploads"]), planned["planned_uploads"]
+    assert any(p.endswith("/snponly.efi") for p in planned["planned_uploads"]), planned["planned_uploads"]
     assert "+/ip/dhcp-server/network address=192.168.88.0/24 gateway=192.168.88.1 next-server=192.168.88.1" \
-           " boot-file-name=undionly.kpxe" in chk.stdout, chk.stdout  # the diff's after side
+           " dhcp-option=homelab-netboot-uefi" in chk.stdout, chk.stdout  # the diff's after side
     # the real run
     res = deploy(tmp_path / "w", peer, dist, **DHCP)
     assert res.rc == 0, res.stdout
     net = network(peer)
-    assert net["next-server"] == "192.168.88.1" and net["boot-file-name"] == "undionly.kpxe"
+    assert net["next-server"] == "192.168.88.1" and "boot-file-name" not in net
     assert net["dns-server"] == "192.168.88.1"  # the rest of the user's network row is as it was
-    [option] = owned(peer, OPTION_MENU)
-    assert (option["name"], option["code"], option["value"]) == (NAME, "67", "s'boot.ipxe'")
-    [oset] = owned(peer, SETS_MENU)
-    assert oset["options"] == NAME
-    [matcher] = owned(peer, MATCHER_MENU)
-    assert (matcher["code"], matcher["value"], matcher["option-set"]) == ("77", "iPXE", NAME)
+    option = {r["name"]: r for r in owned(peer, OPTION_MENU)}[NAME]
+    assert (option["code"], option["value"]) == ("67", "s'boot.ipxe'")
+    assert {r["name"]: r["options"] for r in owned(peer, SETS_MENU)}[NAME] == NAME
+    assert [(m["code"], m["value"], m["option-set"]) for m in owned(peer, MATCHER_MENU)] == [
+        ("77", "iPXE", NAME), ("93", "0x0000", "homelab-netboot-bios"), ("77", "iPXE", NAME)]
     for m in MENUS:
         assert [r for r in peer.rows(m) if "comment" not in r] == user_rows[m]
     assert {r[".id"] for r in user_rows[MATCHER_MENU]} == {user["matcher"]}
-    # both iPXE binaries are served byte for byte from Debian's package, under anchored read-only rules
-    for name in ("undionly.kpxe", "ipxe.efi"):
+    # the iPXE binaries are served byte for byte from Debian's package, under anchored read-only rules
+    for name in ("undionly.kpxe", "snponly.efi", "ipxe.efi"):
         assert tftp_get("127.0.0.1", peer.tftp_port, name) == (DEBIAN_IPXE_DIR / name).read_bytes()
     chain = [r for r in peer.rows("/ip/tftp") if "chainload=" in r.get("comment", "")]
-    assert sorted(r["req-filename"] for r in chain) == [r"^ipxe\.efi$", r"^undionly\.kpxe$"]
+    assert sorted(r["req-filename"] for r in chain) == [r"^ipxe\.efi$", r"^snponly\.efi$", r"^undionly\.kpxe$"]
     assert all(r["read-only"] == "true" for r in chain)
     sha = hashlib.sha256((DEBIAN_IPXE_DIR / "undionly.kpxe").read_bytes()).hexdigest()[:12]
     assert peer.store.path(f"netboot/ipxe/{sha}/undionly.kpxe").is_file()
@@ -114,17 +114,19 @@ def test_matcher_value_firmware_and_turning_off(peer: Peer, tmp_path: Path) -> N
     dist = make_dist(tmp_path / "dist", f"tftp://10.0.2.2:{peer.tftp_port}")
     assert deploy(tmp_path / "w", peer, dist, **DHCP).rc == 0
     ids = {m: [r[".id"] for r in owned(peer, m)] for m in MENUS}
-    # another matcher spelling and UEFI firmware: the owned rows are modified in place, never duplicated
+    # another matcher spelling and ipxe.efi for UEFI: the owned rows are modified in place, never duplicated
     res = deploy(tmp_path / "w", peer, dist, **DHCP, rb4011_dhcp_matcher_value="s'iPXE'",
-                 rb4011_dhcp_firmware="uefi", rb4011_dhcp_next_server="192.168.88.2")
+                 rb4011_dhcp_uefi_binary="ipxe.efi", rb4011_dhcp_next_server="192.168.88.2")
     assert res.rc == 0 and res.changed(HOST) == 1, res.stdout
+    tag = "homelab.alpine_netboot dir=netboot"
     assert sorted(result(res)["dhcp_changes"]) == sorted([
-        '/ip dhcp-server matcher set [find comment="homelab.alpine_netboot dir=netboot dhcp=matcher"] '
-        "value=\"s'iPXE'\"",
-        f'/ip dhcp-server network set [find address="{NET}"] next-server="192.168.88.2" boot-file-name="ipxe.efi"',
+        f'/ip dhcp-server option set [find comment="{tag} dhcp=option homelab-netboot-uefi"] value="s\'ipxe.efi\'"',
+        *[f'/ip dhcp-server matcher set [find comment="{tag} dhcp=matcher {n}"] value="s\'iPXE\'"'
+          for n in (NAME, "homelab-netboot-ipxe-last")],
+        f'/ip dhcp-server network set [find address="{NET}"] next-server="192.168.88.2"',
     ])
     assert {m: [r[".id"] for r in owned(peer, m)] for m in MENUS} == ids
-    assert owned(peer, MATCHER_MENU)[0]["value"] == "s'iPXE'" and network(peer)["boot-file-name"] == "ipxe.efi"
+    assert owned(peer, MATCHER_MENU)[0]["value"] == "s'iPXE'" and network(peer)["next-server"] == "192.168.88.2"
     # off (the default) leaves the DHCP rows and the chainload rules as they are
     snap = dhcp_rows(peer)
     rules = peer.rows("/ip/tftp")

@@ -1,0 +1,214 @@
+"""Issue 15: BIOS and UEFI nodes boot through the DHCP server the deploy configured, with no chainload loop.
+
+The peer's DHCP server (tests/fixtures/routeros/dhcp.py) answers from the very rows the deploy wrote over the API,
+under each modelled RouterOS behaviour that is not documented (the BOOTP ``file`` field next to a matched option 67;
+which of several matching matchers wins). What each client then boots is read the way its code reads it: iPXE
+takes the ``file`` field before option 67 (``dhcppkt_fetch``), EDK2's UEFI PXE option 67 before ``file``.
+The qemu tests boot for real inside a network namespace (no route out): OVMF's own PXE -> snponly.efi -> iPXE ->
+boot.ipxe -> kernel + initramfs, all over the peer's TFTP on 192.168.88.1; and SeaBIOS with the NIC's iPXE ROM.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _qemu, _testhook, _vm
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import (
+    LAST_NAME,
+    MATCHER_MENU,
+    NAME,
+    NETWORK_MENU,
+    OPTION_MENU,
+    SETS_MENU,
+)
+from tests.fixtures.bootimage import boot_image
+from tests.fixtures.routeros.deploy import HOST, deploy, result
+from tests.fixtures.routeros.dhcp import (
+    FILE_FIELD_MODES,
+    PRECEDENCES,
+    DhcpModel,
+    DhcpServer,
+    Lan,
+    client_options,
+    discover,
+    edk2_filename,
+    ipxe_filename,
+)
+from tests.fixtures.routeros.dist import make_dist
+from tests.fixtures.routeros.peer import Peer
+
+NET = "192.168.88.0/24"
+ROUTER = "192.168.88.1"
+DHCP: dict[str, Any] = {"rb4011_manage_dhcp": True, "rb4011_dhcp_network": NET}
+MODELS = [DhcpModel(f, p) for f in FILE_FIELD_MODES for p in PRECEDENCES]
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")  # Debian ovmf: no Secure Boot (Debian's iPXE is unsigned)
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
+# (client, option 93 architecture, sends iPXE's option 77, how it reads the reply)
+CLIENTS = {
+    "uefi-firmware": (7, False, edk2_filename),
+    "uefi-firmware-arch9": (9, False, edk2_filename),
+    "bios-firmware": (0, False, edk2_filename),
+    "ipxe-efi": (7, True, ipxe_filename),
+    "ipxe-bios": (0, True, ipxe_filename),
+}
+
+
+def lan_network(peer: Peer) -> None:
+    peer.add_row(NETWORK_MENU, address=NET, gateway=ROUTER, **{"dns-server": ROUTER})
+
+
+def loopback_server(peer: Peer, model: DhcpModel) -> DhcpServer:
+    """The peer's DHCP server on 127.0.0.1 (a free port, unicast replies), leasing from the LAN's pool."""
+    return DhcpServer(peer, "127.0.0.1", model=model, port=0, pool=("192.168.88.100", "192.168.88.120"))
+
+
+def what_boots(server: DhcpServer, client: str) -> tuple[str, str, str]:
+    """(next-server, file field, the file the client fetches) for one DISCOVER of ``client``."""
+    arch, ipxe, read = CLIENTS[client]
+    mac = bytes([0x52, 0x54, 0, 0x15, arch, int(ipxe)])
+    _yiaddr, siaddr, file, opts = discover(server.port, mac, client_options(arch, ipxe))
+    return siaddr, file, read(file, opts)
+
+
+@pytest.fixture
+def peer(tmp_path: Path) -> Iterator[Peer]:
+    with Peer(tmp_path / "peer") as p:
+        lan_network(p)
+        yield p
+
+
+def test_every_client_gets_its_file_under_every_modelled_routeros(peer: Peer, tmp_path: Path) -> None:
+    dist = make_dist(tmp_path / "dist", f"tftp://{ROUTER}")
+    res = deploy(tmp_path / "w", peer, dist, **DHCP)
+    assert res.rc == 0, res.stdout
+    assert result(res)["dhcp"]["boot_files"] == {"uefi": "snponly.efi", "bios": "undionly.kpxe"}
+    want = {"uefi-firmware": "snponly.efi", "uefi-firmware-arch9": "snponly.efi", "bios-firmware": "undionly.kpxe",
+            "ipxe-efi": "boot.ipxe", "ipxe-bios": "boot.ipxe"}
+    for model in MODELS:
+        server = loopback_server(peer, model)
+        try:
+            got = {c: what_boots(server, c) for c in CLIENTS}
+        finally:
+            server.close()
+        assert got == {c: (ROUTER, "", f) for c, f in want.items()}, model
+    # ipxe.efi is opt-in; the network can be BIOS by default (UEFI then matched on option 93 = 7 and 9)
+    res = deploy(tmp_path / "w", peer, dist, **DHCP, rb4011_dhcp_firmware="bios", rb4011_dhcp_uefi_binary="ipxe.efi")
+    assert res.rc == 0 and res.changed(HOST) == 1, res.stdout
+    server = loopback_server(peer, DhcpModel("keep", "last"))
+    try:
+        files = {c: what_boots(server, c)[2] for c in CLIENTS}
+    finally:
+        server.close()
+    assert files == {**want, "uefi-firmware": "ipxe.efi", "uefi-firmware-arch9": "ipxe.efi"}
+
+
+def test_the_old_config_loops_and_a_rerun_converts_it(peer: Peer, tmp_path: Path) -> None:
+    """The first version's rows: boot-file-name=undionly.kpxe and one option 77 matcher giving boot.ipxe."""
+    tag = "homelab.alpine_netboot dir=netboot"
+    peer.add_row(OPTION_MENU, name=NAME, code="67", value="s'boot.ipxe'", comment=f"{tag} dhcp=option")
+    peer.add_row(SETS_MENU, name=NAME, options=NAME, comment=f"{tag} dhcp=option-set")
+    peer.add_row(MATCHER_MENU, name=NAME, server="all", code="77", value="iPXE", **{"option-set": NAME},
+                 disabled="false", comment=f"{tag} dhcp=matcher")
+    net_id = next(r[".id"] for r in peer.rows(NETWORK_MENU) if r["address"] == NET)
+    with peer.lock:
+        row = next(r for r in peer.menus[NETWORK_MENU].rows if r[".id"] == net_id)
+        row.update({"next-server": ROUTER, "boot-file-name": "undionly.kpxe"})
+    server = loopback_server(peer, DhcpModel("keep"))
+    try:
+        # the issue's loop: iPXE reads the file field first and fetches its own binary again
+        assert what_boots(server, "ipxe-bios")[1:] == ("undionly.kpxe", "undionly.kpxe")
+        dist = make_dist(tmp_path / "dist", f"tftp://{ROUTER}")
+        res = deploy(tmp_path / "w", peer, dist, **DHCP)
+        assert res.rc == 0, res.stdout
+        assert [r["name"] for r in peer.rows(MATCHER_MENU)] == [NAME, "homelab-netboot-bios-0000", LAST_NAME]
+        net = next(r for r in peer.rows(NETWORK_MENU) if r["address"] == NET)
+        assert "boot-file-name" not in net and net["dhcp-option"] == "homelab-netboot-uefi"
+        assert what_boots(server, "ipxe-bios")[1:] == ("", "boot.ipxe")
+        assert what_boots(server, "uefi-firmware")[1:] == ("", "snponly.efi")
+    finally:
+        server.close()
+    again = deploy(tmp_path / "w", peer, dist, **DHCP)
+    assert again.rc == 0 and again.changed(HOST) == 0 and result(again)["dhcp_changes"] == [], again.stdout
+
+
+# -- real boots -------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def lan() -> Iterator[Lan]:
+    if os.geteuid() != 0:
+        pytest.skip("a network namespace with a tap device for qemu needs root")
+    net = Lan(f"nb15-{os.getpid()}")
+    try:
+        yield net.up()
+    finally:
+        net.down()
+
+
+def bootable_dist(tmp_path: Path) -> Path:
+    """The small test image (real Alpine kernel, busybox initramfs) with the boot-test hook, as a dist/ for the
+    router's own TFTP address."""
+    image = boot_image()
+    initramfs = _qemu.concat_initrds([image.initramfs, _testhook.hook_cpio([])], tmp_path / "initramfs")
+    return make_dist(tmp_path / "dist", f"tftp://{ROUTER}",
+                     files={"vmlinuz": image.kernel.read_bytes(), "initramfs": initramfs.read_bytes()},
+                     # initrd=NAME: how a UEFI kernel stub finds iPXE's initrd (as roles/ipxe's boot.ipxe does)
+                     kernel_args="console=ttyS0 initrd=initramfs")
+
+
+def boot(lan: Lan, tmp_path: Path, *, uefi: bool, timeout: float) -> _vm.BootResult:
+    accel = _qemu.pick_accel()
+    argv = [_qemu.QEMU, *(["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg", "-cpu", "max"]),
+            "-machine", "pc", "-m", "512M", "-nographic", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+            "-netdev", f"tap,id=n0,ifname={lan.tap},script=no,downscript=no",
+            # UEFI: no option ROM, so OVMF's own virtio-net driver and PXE (EDK2 UefiPxeBcDxe) do the first DHCP
+            # and TFTP, as an N100's firmware does (the NIC ROM would put iPXE there instead, skipping snponly.efi);
+            # BIOS: the NIC's default ROM, iPXE (Debian ipxe-qemu)
+            "-device", f"virtio-net-pci,netdev=n0,mac={_qemu.DEFAULT_MAC},bootindex=1{',romfile=' if uefi else ''}",
+            "-boot", "order=n"]
+    if uefi:
+        shutil.copyfile(OVMF_VARS, tmp_path / "OVMF_VARS.fd")  # the firmware writes its variables: a copy per test
+        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                 "-drive", f"if=pflash,format=raw,unit=1,file={tmp_path / 'OVMF_VARS.fd'}"]
+    return _vm.run_vm(lan.exec(argv), marker=_testhook.DEFAULT_MARKER, timeout=timeout, accel=accel,
+                      console_log=tmp_path / "console.log")
+
+
+def served(peer: Peer) -> list[str]:
+    return [t.request for t in peer.transfers if t.error is None]
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.parametrize(("uefi", "model"), [
+    pytest.param(True, DhcpModel("keep", "first"), id="uefi-ovmf"),
+    pytest.param(False, DhcpModel("drop-67", "last"), id="bios-seabios"),
+])
+def test_node_boots_through_the_routers_dhcp(peer: Peer, lan: Lan, tmp_path: Path, uefi: bool,
+                                             model: DhcpModel) -> None:
+    res = deploy(tmp_path / "w", peer, bootable_dist(tmp_path), **DHCP)
+    assert res.rc == 0, res.stdout
+    dhcp = peer.serve_lan(lan, model)
+    peer.transfers.clear()
+    t0 = time.monotonic()
+    out = boot(lan, tmp_path, uefi=uefi, timeout=900 if uefi else 420)
+    assert out.ok, f"{out.reason}\n{out.tail(60)}\nDHCP: {[(e.reply.kind, e.reply.file, e.reply.options.get(67)) for e in dhcp.exchanges]}\nTFTP: {served(peer)}"
+    gen = result(res)["generation"]
+    got = served(peer)
+    # exactly one iPXE binary, then the script, kernel and initramfs: no second fetch of a binary (no loop)
+    binaries = [r for r in got if r.endswith((".efi", ".kpxe"))]
+    assert binaries == (["snponly.efi"] if uefi else []), got
+    assert got[len(binaries):len(binaries) + 3] == ["boot.ipxe", f"{gen}/vmlinuz", f"{gen}/initramfs"], got
+    # the firmware asked as what it is; iPXE then sent option 77 and got option 67 boot.ipxe
+    arches = {struct.unpack("!H", e.request[93])[0] for e in dhcp.exchanges if 93 in e.request}
+    assert arches == {7 if uefi else 0}, arches
+    assert any(77 in e.request and e.reply.options.get(67) == b"boot.ipxe" for e in dhcp.exchanges)
+    print(f"{'UEFI' if uefi else 'BIOS'} boot through the router's DHCP: marker after {out.seconds_to_marker}s "
+          f"({time.monotonic() - t0:.0f}s), TFTP {got}")
