@@ -212,3 +212,23 @@ def test_node_boots_through_the_routers_dhcp(peer: Peer, lan: Lan, tmp_path: Pat
     assert any(77 in e.request and e.reply.options.get(67) == b"boot.ipxe" for e in dhcp.exchanges)
     print(f"{'UEFI' if uefi else 'BIOS'} boot through the router's DHCP: marker after {out.seconds_to_marker}s "
           f"({time.monotonic() - t0:.0f}s), TFTP {got}")
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_uefi_node_loops_with_the_first_versions_boot_file_name(peer: Peer, lan: Lan, tmp_path: Path) -> None:
+    """The issue's held-out check, on the first version's network row (boot-file-name=ipxe.efi beside the option 77
+    matcher) with RouterOS keeping the file field: iPXE fetches ipxe.efi again and again and never boot.ipxe. Shows
+    that the boot test above would catch a loop."""
+    res = deploy(tmp_path / "w", peer, bootable_dist(tmp_path), **DHCP)
+    assert res.rc == 0, res.stdout
+    with peer.lock:
+        row = next(r for r in peer.menus[NETWORK_MENU].rows if r["address"] == NET)
+        row.pop("dhcp-option")
+        row["boot-file-name"] = "ipxe.efi"
+    peer.serve_lan(lan, DhcpModel("keep", "first"))
+    peer.transfers.clear()
+    out = boot(lan, tmp_path, uefi=True, timeout=75)
+    got = served(peer)
+    assert not out.ok and "boot.ipxe" not in got and got.count("ipxe.efi") >= 2, (got, out.tail())
+    print(f"the first version's config: TFTP {got} in {out.seconds:.0f}s")
