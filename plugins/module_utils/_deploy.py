@@ -20,7 +20,7 @@ rest is a RAM disk), so there ``rb4011_dir`` is taken as ``flash/<rb4011_dir>``.
 
 DHCP chainloading (``rb4011_manage_dhcp``, ``_dhcp.py``): the iPXE binaries go to ``<dir>/ipxe/<12 hex of their
 sha256>/`` with one owned TFTP rule each (``^undionly\\.kpxe$``), switched like ``boot.ipxe`` when a binary
-changes; then the DHCP option, option set, matcher and the network's next-server/boot-file-name.
+changes; then the DHCP options, option sets, matchers and the network's next-server/boot-file-name/dhcp-option.
 """
 
 from __future__ import annotations
