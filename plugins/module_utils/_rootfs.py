@@ -40,7 +40,11 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
     NetbootError,
     SignatureError,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher, clean_partials
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import (
+    MAX_INDEX_BYTES,
+    Fetcher,
+    clean_partials,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, remove_dead_temps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
     ROOTFS_MANIFEST,
@@ -177,6 +181,7 @@ class Builder:
                         dest,
                         lambda p: read_index(p, self.keyring),
                         f"the {repo} index of Alpine {self.spec.release} ({self.spec.arch})",
+                        max_size=MAX_INDEX_BYTES,
                     )
                     self.index_dirs[repo] = dest.parent.parent
                     continue
@@ -310,6 +315,7 @@ class Builder:
             dest,
             lambda p: verify_package(p, self.keyring, entry),
             f"package {entry.name}-{entry.version} ({repo})",
+            size=entry.size if entry.size > 0 else None,
         )
         return dest
 
