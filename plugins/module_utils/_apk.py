@@ -79,6 +79,36 @@ def unknown_packages(output: str) -> list[str]:
     return sorted(set(_NO_SUCH.findall(output)))
 
 
+_APK_ERROR = re.compile(r"^ERROR: (\S+): (.+)$", re.M)
+# apk errors that say nothing about the package itself (it stays in the cache)
+_NOT_THE_PACKAGE = ("No space left", "Permission denied", "Read-only file system", "script exited")
+
+
+def apk_refusals(output: str, packages: list[str]) -> dict[str, str]:
+    """``ERROR: <name>-<version>: <why>`` lines of ``apk add`` for the given ``name-version`` strings -> why."""
+    wanted = set(packages)
+    return {
+        m.group(1): m.group(2).strip()
+        for m in _APK_ERROR.finditer(output)
+        if m.group(1) in wanted and not any(s in m.group(2) for s in _NOT_THE_PACKAGE)
+    }
+
+
+def suspect_members(path: Path, keyring: Keyring, expected: IndexEntry) -> list[str]:
+    """Members of a package's data apk refuses without naming them: absolute names, ``..``, special files."""
+    out = []
+    pkg = verify_package(path, keyring, expected)
+    for member, _tf in iter_data(path, pkg):
+        parts = PurePosixPath(member.name).parts
+        if member.name.startswith("/") or ".." in parts:
+            out.append(f"{member.name!r} (a path leaving the root)")
+        elif member.islnk() and (member.linkname.startswith("/") or ".." in PurePosixPath(member.linkname).parts):
+            out.append(f"{member.name!r} (a hardlink to {member.linkname!r})")
+        elif member.ischr() or member.isblk() or member.isfifo():
+            out.append(f"{member.name!r} (a device node or fifo)")
+    return out
+
+
 @dataclass
 class Apk:
     argv0: list[str]

@@ -23,7 +23,9 @@ from typing import Any
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apk import (
     Apk,
     ApkContext,
+    apk_refusals,
     bootstrap_static,
+    suspect_members,
     user_apk,
     world_entries,
 )
@@ -35,6 +37,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkformat 
     verify_package,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
+    CommandError,
     ConfigError,
     FetchError,
     NetbootError,
@@ -401,7 +404,10 @@ class Builder:
             remove_dead_temps(root.parent, leftover)
         try:
             _seed(new)
-            apk.install(self._apk_context(new), targets)
+            try:
+                apk.install(self._apk_context(new), targets)
+            except CommandError as exc:
+                raise self._refused(exc, pkgs) from exc
             _finish(new, self.spec, self.keyring, manifest, self.warnings)
             overlay = copy_overlay(self.spec.overlay_dir, new) if self.spec.overlay_dir else None
             _write_json(new / ROOTFS_MANIFEST, manifest)
@@ -419,6 +425,36 @@ class Builder:
             shutil.rmtree(new, ignore_errors=True)
             shutil.rmtree(old, ignore_errors=True)
         return overlay.files if overlay else []
+
+
+    def _refused(self, exc: CommandError, pkgs: list[Locked]) -> CommandError:
+        """apk refused package(s) while unpacking: name each with the member at fault and evict it from the cache,
+        so the next online run fetches it again (the rootfs being built is dropped, the old one is untouched)."""
+        by_nv = {f"{p.name}-{p.version}": p for p in pkgs}
+        refused = apk_refusals(exc.stdout + "\n" + exc.stderr, list(by_nv))
+        if not refused:
+            return exc
+        lines = []
+        for nv, why in sorted(refused.items()):
+            p = by_nv[nv]
+            cached = self.spec.repo_dir(p.repository) / f"{nv}.apk"
+            member = ""
+            if ": " not in why and cached.is_file():  # apk did not say which member: find it ourselves
+                stub = IndexEntry(p.name, p.version, self.spec.arch, p.checksum, p.size, 0, p.build_time)
+                try:
+                    found = suspect_members(cached, self.keyring, stub)
+                except NetbootError:
+                    found = []
+                member = f"; member {', '.join(found)}" if found else ""
+            evicted = ""
+            with contextlib.suppress(FileNotFoundError):
+                cached.unlink()
+                evicted = f"; {cached} was removed from the cache, the next online run fetches it again"
+            lines.append(f"apk refused package {nv}: {why}{member}{evicted}")
+        return CommandError(
+            "\n".join(lines) + f"\n(the rootfs {self.spec.root} was left as it was)", exc.argv, exc.rc, exc.stdout,
+            exc.stderr,
+        )
 
 
 def require_root() -> None:
