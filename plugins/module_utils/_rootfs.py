@@ -30,6 +30,8 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apk import
     world_entries,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkformat import (
+    PKG_NAME,
+    PKG_VERSION,
     Index,
     IndexEntry,
     Keyring,
@@ -230,6 +232,25 @@ class Builder:
             raise ConfigError(f"lockfile {lf} has an unknown format; delete it or set alpine_update_lock: true")
         return data
 
+    def _locked(self, item: object) -> Locked:
+        """One lockfile entry; its name, version and repository become paths under cache/, so they are checked."""
+        lf = self.spec.lockfile
+        try:
+            pkg = Locked(**item) if isinstance(item, dict) else None
+        except TypeError:
+            pkg = None
+        if (
+            pkg is None
+            or not PKG_NAME.fullmatch(str(pkg.name))
+            or not PKG_VERSION.fullmatch(str(pkg.version))
+            or pkg.repository not in self.spec.repositories
+        ):
+            raise ConfigError(
+                f"lockfile {lf}: entry {item!r} is not a package of alpine_repositories (name, version, checksum, "
+                f"repository, size); delete the lockfile or set alpine_update_lock: true"
+            )
+        return pkg
+
     def lock_matches(self, lock: dict[str, Any]) -> str | None:
         """None when the lock fits the request; else why it does not."""
         want = {
@@ -262,7 +283,7 @@ class Builder:
         if lock is not None and not self.spec.update_lock:
             why = self.lock_matches(lock)
             if why is None:
-                return [Locked(**p) for p in lock["packages"]], False
+                return [self._locked(p) for p in lock["packages"]], False
             self.warnings.append(f"lockfile {self.spec.lockfile}: {why}; re-resolving and rewriting it")
         return self.resolve(), self.spec.lockfile is not None
 
