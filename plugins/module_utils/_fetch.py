@@ -17,9 +17,11 @@ import errno
 import http.client
 import os
 import shutil
+import signal
+import threading
 import time
 import urllib.error
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,6 +58,27 @@ class _TooBig(Exception):
 
 class _TooSlow(Exception):
     """The download did not finish within its deadline."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float, message: Callable[[], str]) -> Iterator[None]:
+    """Raise ``_TooSlow(message())`` when the block runs longer than ``seconds``, even inside one blocking read (a
+    server trickling its headers): SIGALRM in the main thread (where modules run); elsewhere the copy loop's own
+    clock check is the bound."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def fire(_signum: int, _frame: object) -> None:
+        raise _TooSlow(message())
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def check_free_space(directory: Path, need: int, what: str) -> None:
@@ -137,8 +160,12 @@ class Fetcher:
         how = f"its expected size of {size} bytes (signed index size or pinned size)" if size is not None else (
             f"the {max_size}-byte cap")
         start = time.monotonic()
+        slow = f"downloading {what} took longer than the {self.deadline:g} s deadline (alpine_fetch_deadline)"
         # Ansible's open_url: certificate validation, proxies and redirects as every Ansible module does them
-        with open_url(url, http_agent=USER_AGENT, timeout=min(self.timeout, self.deadline)) as resp:
+        got = 0
+        with _deadline(self.deadline, lambda: f"{slow}; stopped after {got} bytes"), open_url(
+            url, http_agent=USER_AGENT, timeout=min(self.timeout, self.deadline)
+        ) as resp:
             expected = resp.headers.get("Content-Length")
             announced = int(expected) if expected is not None and expected.isdigit() else None
             if announced is not None and announced > bound:
@@ -146,11 +173,10 @@ class Fetcher:
             if size is None and announced is not None:
                 check_free_space(part.parent, announced, what)
             with part.open("wb") as out:
-                got = 0
                 while True:
                     # read1: one receive at most, so a trickling server cannot hold a read past the deadline
-                    chunk = resp.read1(min(_CHUNK, bound + 1 - got)) if hasattr(resp, "read1") else resp.read(
-                        min(_CHUNK, bound + 1 - got))
+                    want = min(_CHUNK, bound + 1 - got)
+                    chunk = resp.read1(want) if hasattr(resp, "read1") else resp.read(want)
                     if not chunk:
                         break
                     got += len(chunk)
@@ -161,10 +187,7 @@ class Fetcher:
                         )
                     out.write(chunk)
                     if time.monotonic() - start > self.deadline:
-                        raise _TooSlow(
-                            f"downloading {what} took longer than the {self.deadline:g} s deadline "
-                            f"(alpine_fetch_deadline); stopped after {got} bytes"
-                        )
+                        raise _TooSlow(f"{slow}; stopped after {got} bytes")
                 out.flush()
                 os.fsync(out.fileno())
             if announced is not None and got != announced:

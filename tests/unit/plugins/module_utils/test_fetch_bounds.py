@@ -30,7 +30,7 @@ STREAM_LIMIT = 64 << 20  # the test's own bound on a "forever" stream
 
 class Hostile(http.server.BaseHTTPRequestHandler):
     """``/endless/...``: the file (if the directory has it), then random bytes without end, no Content-Length.
-    ``/trickle/...``: one byte every 0.2 s. ``/liar/...``: announces 50 GB. Indexes are served as they are."""
+    ``/trickle/...``: one byte every 0.2 s. ``/slowheaders/...``: the headers that way. ``/liar/...``: 50 GB. Indexes are served as they are."""
 
     directory: Path
     requests: list[str]
@@ -46,6 +46,15 @@ class Hostile(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+            return
+        if mode == "slowheaders":  # the status line and headers, one byte every 0.2 s
+            try:
+                for byte in b"HTTP/1.0 200 OK\r\nX-Padding: " + b"x" * 300:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
             return
         self.send_response(200)
         if mode == "liar":
@@ -145,6 +154,15 @@ def test_a_trickling_server_is_cut_off_at_the_deadline(tmp_path: Path, hostile: 
         Fetcher(timeout=5, deadline=1).fetch([f"{hostile.url}/trickle/z.apk"], tmp_path / "c" / "z.apk", accept,
                                              "package z", size=10_000)
     assert time.monotonic() - start < 4, "the total time is bounded, not each read"
+    assert list((tmp_path / "c").iterdir()) == []
+
+
+def test_a_server_trickling_its_headers_is_cut_off_at_the_deadline(tmp_path: Path, hostile: Server) -> None:
+    start = time.monotonic()
+    with pytest.raises(FetchError, match=r"downloading package h took longer than the 1 s deadline"):
+        Fetcher(timeout=5, deadline=1).fetch([f"{hostile.url}/slowheaders/h.apk"], tmp_path / "c" / "h.apk", accept,
+                                             "package h", size=10_000)
+    assert time.monotonic() - start < 3, "the deadline covers the headers too, not only the body"
     assert list((tmp_path / "c").iterdir()) == []
 
 
