@@ -60,4 +60,10 @@ options:
     description: Network timeout per download, in seconds.
     type: int
     default: 60
+  deadline:
+    description:
+      - Total time one download from one URL may take, in seconds (C(alpine_fetch_deadline)); a server that trickles
+        or keeps streaming is cut off after it (each download is also bounded by its signed size).
+    type: int
+    default: 1800
 """

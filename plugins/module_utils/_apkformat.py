@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import re
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -248,6 +249,11 @@ class IndexEntry:
 _INDEX_FIELDS_KNOWN = set("CPVASITULomtckDpiqrF")
 
 
+# A package name / version as it may appear in a file name under cache/ (no '/', no leading '.', printable ASCII)
+PKG_NAME = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_.+-]*")
+PKG_VERSION = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_.+~-]*")
+
+
 def parse_index_text(text: str, what: str) -> list[IndexEntry]:
     entries = []
     for block in text.split("\n\n"):
@@ -258,6 +264,11 @@ def parse_index_text(text: str, what: str) -> list[IndexEntry]:
             fields.setdefault(line[0], line[2:])
         if not fields:
             continue
+        if not PKG_NAME.fullmatch(fields.get("P", "")) or not PKG_VERSION.fullmatch(fields.get("V", "")):
+            raise SignatureError(
+                f"{what}: entry with name {fields.get('P')!r} version {fields.get('V')!r} cannot be a package file "
+                f"name (only letters, digits and '_.+-~'); refusing the index"
+            )
         try:
             entries.append(
                 IndexEntry(

@@ -44,6 +44,7 @@ class Binary:
     dest: str  # image path, /usr/bin/nomad
     strip: bool = True
     member: str = ""  # file inside an archive; default the member named ``name``
+    size: int | None = None  # pinned size of the download (bytes): it is read no further; else MAX_UNSIZED_BYTES
 
     @property
     def archive_name(self) -> str:
@@ -64,7 +65,7 @@ def parse_binaries(raw: Sequence[Mapping[str, Any]]) -> list[Binary]:
         where = f"netboot_binaries[{i}]"
         if not isinstance(item, Mapping):
             raise ConfigError(f"{where}: give a dict with name, url, sha256, dest (and optionally strip)")
-        unknown = sorted(set(item) - {"name", "url", "sha256", "dest", "strip", "member"})
+        unknown = sorted(set(item) - {"name", "url", "sha256", "dest", "strip", "member", "size"})
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
         name = str(item.get("name", ""))
@@ -85,7 +86,10 @@ def parse_binaries(raw: Sequence[Mapping[str, Any]]) -> list[Binary]:
             raise ConfigError(f"{where}: strip must be true or false")
         if any(b.dest == dest for b in out):
             raise ConfigError(f"{where}: dest {dest} is already used by another entry")
-        out.append(Binary(name, url, digest, dest, strip, str(item.get("member", ""))))
+        size = item.get("size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+            raise ConfigError(f"{where}: size {size!r} must be the download's size in bytes (a positive integer)")
+        out.append(Binary(name, url, digest, dest, strip, str(item.get("member", "")), size))
     return out
 
 
@@ -104,7 +108,7 @@ def fetch(b: Binary, cache_dir: Path, fetcher: Fetcher) -> tuple[Path, bool]:
     path = cache_dir / CACHE_SUBDIR / b.cache_name
     if path.is_file() and sha256_file(path) == b.sha256:
         return path, False
-    fetcher.fetch([b.url], path, _verifier(b), f"{b.archive_name} (netboot_binaries {b.name})")
+    fetcher.fetch([b.url], path, _verifier(b), f"{b.archive_name} (netboot_binaries {b.name})", size=b.size)
     return path, True
 
 

@@ -45,3 +45,7 @@ class ConfigError(NetbootError):
 
 class PathEscapeError(NetbootError):
     """A path would read or write outside the root it belongs to."""
+
+
+class UnpackError(NetbootError):
+    """A package holds a member the project refuses to unpack (a device node, a link out of its root, ...)."""

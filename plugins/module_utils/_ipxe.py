@@ -35,8 +35,14 @@ _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
 _ROLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _ARTEFACT = re.compile(r"[A-Za-z0-9._+-][A-Za-z0-9._+/-]*")
-# Characters that would break an iPXE command line (settings expansion, comments, quoting) or the kernel cmdline.
-_UNSAFE_ARG = re.compile(r"[$\\\"'#{}\n\r\t]")
+# iPXE has no quoting (src/core/exec.c split_command): a line is split at isspace() into words, a word "||", "&&"
+# or ";" ends the command (the next word starts a new one), a word starting with "#" comments out the rest, "${...}"
+# expands a setting, and src/image/script.c joins a line ending in "\\" with the next. So every value rendered into
+# boot.ipxe is refused when it has any of: settings expansion, comment, quote, backslash, a command separator
+# character, or anything outside printable ASCII (all iPXE whitespace but the plain space, NUL, DEL, non-ASCII).
+_UNSAFE_ARG = re.compile(r"[$\\\"'#{}|&;\x00-\x1f\x7f-\U0010ffff]")
+# An inventory host name (rendered in a comment and in messages): a word without anything iPXE would interpret.
+_HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+-]{0,252}")
 
 
 def normalise_mac(value: object, *, host: str = "?") -> str:
@@ -98,7 +104,11 @@ def _check_args(text: str, *, what: str) -> str:
     text = " ".join(text.split())
     bad = _UNSAFE_ARG.search(text)
     if bad:
-        raise ConfigError(f"{what}: kernel arguments {text!r} contain {bad.group()!r}, which iPXE would interpret")
+        raise ConfigError(
+            f"{what}: kernel arguments {text!r} contain {bad.group()!r}, which iPXE would interpret (settings "
+            f"expansion, comment, command separator ||, && or ;, quote, backslash or a control character); "
+            f"remove it from the kernel_args"
+        )
     return text
 
 
@@ -154,6 +164,12 @@ def parse_nodes(raw: Iterable[Mapping[str, object]], *, default_role: str) -> li
         if not isinstance(item, Mapping):
             raise ConfigError(f"nodes[{i}] must be a mapping with name, mac, hostname, role; got {item!r}")
         name = str(item.get("name") or item.get("hostname") or f"nodes[{i}]")
+        if not _HOST_NAME.fullmatch(name):
+            raise ConfigError(
+                f"inventory host {name!r} of the nodes group: its name is written into boot.ipxe and may only use "
+                f"letters, digits and '_.:@+-' (no spaces, newlines, backslashes, '$', '#', quotes or ||, &&, ;); "
+                f"rename the inventory host"
+            )
         if item.get("mac") in (None, ""):
             raise ConfigError(f"host {name}: no mac set; give every host of group 'nodes' a mac host variable")
         mac = normalise_mac(item.get("mac"), host=name)

@@ -23,11 +23,15 @@ from typing import Any
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apk import (
     Apk,
     ApkContext,
+    apk_refusals,
     bootstrap_static,
+    suspect_members,
     user_apk,
     world_entries,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkformat import (
+    PKG_NAME,
+    PKG_VERSION,
     Index,
     IndexEntry,
     Keyring,
@@ -35,12 +39,17 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkformat 
     verify_package,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
+    CommandError,
     ConfigError,
     FetchError,
     NetbootError,
     SignatureError,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher, clean_partials
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import (
+    MAX_INDEX_BYTES,
+    Fetcher,
+    clean_partials,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, remove_dead_temps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
     ROOTFS_MANIFEST,
@@ -177,6 +186,7 @@ class Builder:
                         dest,
                         lambda p: read_index(p, self.keyring),
                         f"the {repo} index of Alpine {self.spec.release} ({self.spec.arch})",
+                        max_size=MAX_INDEX_BYTES,
                     )
                     self.index_dirs[repo] = dest.parent.parent
                     continue
@@ -222,6 +232,25 @@ class Builder:
             raise ConfigError(f"lockfile {lf} has an unknown format; delete it or set alpine_update_lock: true")
         return data
 
+    def _locked(self, item: object) -> Locked:
+        """One lockfile entry; its name, version and repository become paths under cache/, so they are checked."""
+        lf = self.spec.lockfile
+        try:
+            pkg = Locked(**item) if isinstance(item, dict) else None
+        except TypeError:
+            pkg = None
+        if (
+            pkg is None
+            or not PKG_NAME.fullmatch(str(pkg.name))
+            or not PKG_VERSION.fullmatch(str(pkg.version))
+            or pkg.repository not in self.spec.repositories
+        ):
+            raise ConfigError(
+                f"lockfile {lf}: entry {item!r} is not a package of alpine_repositories (name, version, checksum, "
+                f"repository, size); delete the lockfile or set alpine_update_lock: true"
+            )
+        return pkg
+
     def lock_matches(self, lock: dict[str, Any]) -> str | None:
         """None when the lock fits the request; else why it does not."""
         want = {
@@ -254,7 +283,7 @@ class Builder:
         if lock is not None and not self.spec.update_lock:
             why = self.lock_matches(lock)
             if why is None:
-                return [Locked(**p) for p in lock["packages"]], False
+                return [self._locked(p) for p in lock["packages"]], False
             self.warnings.append(f"lockfile {self.spec.lockfile}: {why}; re-resolving and rewriting it")
         return self.resolve(), self.spec.lockfile is not None
 
@@ -310,6 +339,7 @@ class Builder:
             dest,
             lambda p: verify_package(p, self.keyring, entry),
             f"package {entry.name}-{entry.version} ({repo})",
+            size=entry.size if entry.size > 0 else None,
         )
         return dest
 
@@ -395,7 +425,10 @@ class Builder:
             remove_dead_temps(root.parent, leftover)
         try:
             _seed(new)
-            apk.install(self._apk_context(new), targets)
+            try:
+                apk.install(self._apk_context(new), targets)
+            except CommandError as exc:
+                raise self._refused(exc, pkgs) from exc
             _finish(new, self.spec, self.keyring, manifest, self.warnings)
             overlay = copy_overlay(self.spec.overlay_dir, new) if self.spec.overlay_dir else None
             _write_json(new / ROOTFS_MANIFEST, manifest)
@@ -413,6 +446,36 @@ class Builder:
             shutil.rmtree(new, ignore_errors=True)
             shutil.rmtree(old, ignore_errors=True)
         return overlay.files if overlay else []
+
+
+    def _refused(self, exc: CommandError, pkgs: list[Locked]) -> CommandError:
+        """apk refused package(s) while unpacking: name each with the member at fault and evict it from the cache,
+        so the next online run fetches it again (the rootfs being built is dropped, the old one is untouched)."""
+        by_nv = {f"{p.name}-{p.version}": p for p in pkgs}
+        refused = apk_refusals(exc.stdout + "\n" + exc.stderr, list(by_nv))
+        if not refused:
+            return exc
+        lines = []
+        for nv, why in sorted(refused.items()):
+            p = by_nv[nv]
+            cached = self.spec.repo_dir(p.repository) / f"{nv}.apk"
+            member = ""
+            if ": " not in why and cached.is_file():  # apk did not say which member: find it ourselves
+                stub = IndexEntry(p.name, p.version, self.spec.arch, p.checksum, p.size, 0, p.build_time)
+                try:
+                    found = suspect_members(cached, self.keyring, stub)
+                except NetbootError:
+                    found = []
+                member = f"; member {', '.join(found)}" if found else ""
+            evicted = ""
+            with contextlib.suppress(FileNotFoundError):
+                cached.unlink()
+                evicted = f"; {cached} was removed from the cache, the next online run fetches it again"
+            lines.append(f"apk refused package {nv}: {why}{member}{evicted}")
+        return CommandError(
+            "\n".join(lines) + f"\n(the rootfs {self.spec.root} was left as it was)", exc.argv, exc.rc, exc.stdout,
+            exc.stderr,
+        )
 
 
 def require_root() -> None:

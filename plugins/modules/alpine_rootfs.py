@@ -166,7 +166,7 @@ def main() -> None:
     os.umask(IMAGE_UMASK)
     p = module.params
     runner = Runner()
-    fetcher = Fetcher(timeout=p["timeout"], offline=p["offline"])
+    fetcher = Fetcher(timeout=p["timeout"], offline=p["offline"], deadline=p["deadline"])
     try:
         spec = RootfsSpec(
             release=str(p["release"]),

@@ -113,7 +113,7 @@ def main() -> None:
         if not root.is_dir():
             raise NetbootError(f"image tree {root} does not exist: run the image stage first")
         result = _binaries.install(root, binaries, Path(p["cache_dir"]),
-                                   Fetcher(timeout=p["timeout"], offline=p["offline"]), runner,
+                                   Fetcher(timeout=p["timeout"], offline=p["offline"], deadline=p["deadline"]), runner,
                                    check_mode=module.check_mode)
     except NetbootError as exc:
         module.fail_json(msg=str(exc), commands=runner.log)

@@ -45,7 +45,9 @@ def test_real_apk_unknown_package_is_named(real_apk: tuple[Apk, ApkContext, Mirr
     ]
 
 
-def _static_pkg(tmp_path: Path, *, tamper: bool = False, version: str = "3.0.8-r0") -> tuple[Path, object, object]:
+def _static_pkg(
+    tmp_path: Path, *, tamper: bool = False, version: str = "3.0.8-r0", extra: list[object] | None = None
+) -> tuple[Path, object, object]:
     import tarfile
 
     from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkformat import IndexEntry, Keyring
@@ -64,6 +66,7 @@ def _static_pkg(tmp_path: Path, *, tamper: bool = False, version: str = "3.0.8-r
             else:
                 entries.append((info, data))
         pkg.entries = entries
+    pkg.entries += extra or []  # type: ignore[arg-type]
     built = build_package(pkg, mirror.key)
     path = tmp_path / pkg.filename
     path.write_bytes(built.apk)
@@ -88,6 +91,7 @@ def test_bootstrap_refuses_apk_static_with_a_bad_signature(tmp_path: Path) -> No
     with pytest.raises(SignatureError, match=r"apk\.static.*does not verify"):
         bootstrap_static(Runner(), ring, entry, path, tmp_path / "tools")  # type: ignore[arg-type]
     assert not list((tmp_path / "tools").glob("*")), "nothing unverified stays in the cache"
+    assert not path.exists(), "the refused package is evicted so the next online run fetches it again"
 
 
 def test_bootstrap_refuses_a_version_mismatch(tmp_path: Path) -> None:
@@ -97,3 +101,33 @@ def test_bootstrap_refuses_a_version_mismatch(tmp_path: Path) -> None:
     path, entry, ring = _static_pkg(tmp_path, version="3.0.9-r0")  # package claims 3.0.9, binary says 3.0.8
     with pytest.raises(SignatureError, match=r"reports version 3\.0\.8-r0, expected 3\.0\.9-r0"):
         bootstrap_static(Runner(), ring, entry, path, tmp_path / "tools")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("marker", ["link", "file"])
+def test_bootstrap_never_follows_a_verified_marker_the_package_made(tmp_path: Path, marker: str) -> None:
+    """Issue 17: a ``.verified`` symlink in apk-tools-static made ``write_text`` write through it as root."""
+    import tarfile
+
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apk import bootstrap_static
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import PathEscapeError, UnpackError
+
+    canary = tmp_path / "outside" / "canary"
+    canary.parent.mkdir()
+    canary.write_text("canary\n")
+    info = tarfile.TarInfo(".verified")
+    if marker == "link":
+        info.type, info.linkname = tarfile.SYMTYPE, str(canary)
+        extra: list[object] = [(info, None)]
+    else:
+        info.size = 3
+        extra = [(info, b"ok\n")]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    path, entry, ring = _static_pkg(cache, extra=extra)
+    with pytest.raises((PathEscapeError, UnpackError), match=r"apk-tools-static-3\.0\.8-r0\.apk.*'?\.verified"
+                       r".*removed from the cache, the next online run fetches it again"):
+        bootstrap_static(Runner(), ring, entry, path, tmp_path / "tools")  # type: ignore[arg-type]
+    assert canary.read_text() == "canary\n"
+    assert not path.exists(), "the refused package was evicted from the cache"
+    assert list(cache.iterdir()) == []
+    assert not list((tmp_path / "tools").glob("*")), "nothing of the refused package stays in the tools dir"

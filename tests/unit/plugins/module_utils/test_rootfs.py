@@ -493,3 +493,37 @@ def test_shadow_change_dates_are_pinned_to_the_build_time(tmp_path: Path) -> Non
     before = shadow.read_text()
     _clamp_shadow(shadow, 0)  # no build time known: leave it
     assert shadow.read_text() == before
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"repository": "../../../outside"}, {"name": "../../outside/x"}, {"version": "1/../../../x"}, {"bogus": 1}],
+)
+def test_a_lockfile_entry_that_would_be_a_path_outside_the_cache_is_refused(
+    tmp_path: Path, builder: Builder, repo: Repo, change: dict[str, object]
+) -> None:
+    """Issue 17: a lock entry's name, version and repository become cache/ paths (and a failed verify deletes)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x-1.0.apk").write_text("canary\n")
+    entry = {**locked(repo, "busybox").as_dict(), **change}
+    write_lock(builder.spec, [locked(repo, "alpine-baselayout")])
+    assert builder.spec.lockfile is not None
+    doc = json.loads(builder.spec.lockfile.read_text())
+    doc["packages"].append(entry)
+    builder.spec.lockfile.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=f"lockfile {builder.spec.lockfile}: entry .* is not a package of "
+                                          "alpine_repositories"):
+        builder.plan()
+    assert (outside / "x-1.0.apk").read_text() == "canary\n"
+
+
+def test_an_index_entry_whose_name_is_a_path_is_refused() -> None:
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkformat import parse_index_text
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import SignatureError
+
+    good = "C:Q1abc=\nP:musl\nV:1.2.5-r10\nS:10\n\n"
+    assert parse_index_text(good, "idx")[0].filename == "musl-1.2.5-r10.apk"
+    for name, version in (("../../x", "1.0-r0"), ("x", "1/../../y"), (".hidden", "1"), ("a b", "1")):
+        with pytest.raises(SignatureError, match=r"idx: entry with name .* cannot be a package file name"):
+            parse_index_text(f"C:Q1abc=\nP:{name}\nV:{version}\nS:10\n\n", "idx")

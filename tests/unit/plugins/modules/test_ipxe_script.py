@@ -98,3 +98,28 @@ def test_a_published_dist_keeps_its_script_when_the_new_one_fetches_a_missing_fi
     (dist / "intel-ucode.img").write_bytes(b"u")
     rc, res = run_module(tmp_path, {**args, "microcode": "intel-ucode.img"})
     assert rc == 0 and res["changed"] is True and "intel-ucode.img" in dest.read_text()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kernel_args": "console=ttyS0 && shell"}, "kernel arguments .* contain '&'"),
+        ({"extra_kernel_args": "quiet ; reboot"}, "extra kernel args: kernel arguments .* contain ';'"),
+        ({"nodes": [{"name": "evil\nshell", "mac": "a8:b8:e0:00:00:01"}]}, r"inventory host 'evil\\nshell'"),
+        ({"nodes": [{"name": "evil\\", "mac": "a8:b8:e0:00:00:01"}]}, r"inventory host 'evil\\\\'"),
+        ({"nodes": [{"name": "n1", "mac": "a8:b8:e0:00:00:01", "kernel_args": "a || shell"}]}, "host n1: kernel"),
+    ],
+)
+def test_hostile_values_keep_the_published_script(
+    tmp_path: Path, args: dict[str, object], change: dict[str, object], message: str
+) -> None:
+    """Issue 17: a refused value fails naming it, and dist/ keeps its boot.ipxe byte for byte."""
+    import re
+
+    rc, _res = run_module(tmp_path, args)
+    assert rc == 0
+    dist = Path(str(args["dest"])).parent
+    before = {p.name: p.read_bytes() for p in dist.iterdir()}
+    rc, res = run_module(tmp_path, {**args, **change})
+    assert rc != 0 and re.search(message, str(res["msg"])), res["msg"]
+    assert {p.name: p.read_bytes() for p in dist.iterdir()} == before
