@@ -129,7 +129,13 @@ def node_conf(default_role: str, cattle_prefix: str) -> str:
 
 
 def keep_modules(roles: Iterable[Role]) -> list[str]:
+    """Every module some role loads (the kernel stage keeps them)."""
     return sorted({m for r in roles for m in r.modules})
+
+
+def role_modules(raw: Mapping[str, object]) -> dict[str, tuple[str, ...]]:
+    """Role -> the modules it loads, from ``node_roles`` as given (none: no roles)."""
+    return {r.name: r.modules for r in parse_roles(raw)} if raw else {}
 
 
 def hostid(mac: str) -> bytes:
