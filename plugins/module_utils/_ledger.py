@@ -70,10 +70,13 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class Member:
-    name: str
-    raw: bytes  # a member's exact newc bytes (header, name, padding, body, padding), or the zeros between archives
+    entry: cpio.Member | None  # None: zeros between archives
+    raw: bytes  # the member's exact newc bytes (header, name, padding, body, padding), or the zeros
     compressed_segment: bool  # False: a plain cpio segment (early microcode), stored as is
-    data: bytes = b""  # the member's body
+
+    @property
+    def name(self) -> str:
+        return self.entry.name if self.entry else ""
 
 
 def _members(src: cpio.Stream, path: Path, compressed: bool) -> Iterator[Member]:
@@ -81,14 +84,14 @@ def _members(src: cpio.Stream, path: Path, compressed: bool) -> Iterator[Member]
     while True:
         pad = src.skip_zeros()
         if pad and not compressed:
-            yield Member("", b"\0" * pad, False)
+            yield Member(None, b"\0" * pad, False)
         head = src.peek(6)
         if head not in cpio.MAGICS:
             if not head or not compressed:
                 return
             raise NetbootError(f"{path}: not a newc cpio inside the compressed image (found {head!r}); rebuild it")
         for m in cpio.read_newc(src, what=f"{path} (unpacked)", trailer=True):
-            yield Member(m.name, m.raw, compressed, m.data)
+            yield Member(m, m.raw, compressed)
 
 
 def iter_image(path: str | os.PathLike[str]) -> Iterator[Member]:
@@ -103,7 +106,7 @@ def iter_image(path: str | os.PathLike[str]) -> Iterator[Member]:
         while True:
             pad = outer.skip_zeros()
             if pad:
-                yield Member("", b"\0" * pad, False)
+                yield Member(None, b"\0" * pad, False)
             head = outer.peek(6)
             if not head:
                 return
@@ -248,8 +251,8 @@ class Measure:
 def image_packages(m: Measure) -> list[_apkdb.InstalledPackage]:
     """The packages of the image's own apk database (a first, decompress-only pass), else of ``apk_db_root``'s."""
     for mem in iter_image(m.image):
-        if mem.name == _apkdb.INSTALLED_DB:
-            return _apkdb.parse_installed(mem.data.decode("utf-8", errors="replace"))
+        if mem.entry is not None and mem.name == _apkdb.INSTALLED_DB:
+            return _apkdb.parse_installed(mem.entry.data.decode("utf-8", errors="replace"))
     if m.apk_db_root is not None:
         return _apkdb.read_installed(m.apk_db_root)
     raise NetbootError(f"{m.image} holds no {_apkdb.INSTALLED_DB} and no rootfs was given: cannot tell which "

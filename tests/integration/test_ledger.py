@@ -187,8 +187,8 @@ def test_the_image_reads_back_as_the_tree_it_was_packed_from(alpine: QuicksandIm
     for mem in ledger.iter_image(image):
         assert "\0" not in mem.name
         src = alpine.root / mem.name
-        if mem.name and src.is_file() and not src.is_symlink() and mem.data:
-            assert hashlib.sha256(mem.data).hexdigest() == sha256_file(src), mem.name
+        if mem.entry and src.is_file() and not src.is_symlink() and mem.entry.data:
+            assert hashlib.sha256(mem.entry.data).hexdigest() == sha256_file(src), mem.name
             files += 1
     assert files > 1000
     packages = ledger.image_packages(ledger.Measure(image=image, spec=SPEC))

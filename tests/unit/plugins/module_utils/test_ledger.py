@@ -42,7 +42,7 @@ def test_the_ledger_reads_names_and_bodies_exactly(tmp_path: Path, method: str) 
         comp.write(archive())
     members = [m for m in ledger.iter_image(image) if m.name]
     assert not any("\0" in m.name for m in members)
-    bodies = {m.name: hashlib.sha256(m.data).hexdigest() for m in members if m.name in FILES}
+    bodies = {m.name: hashlib.sha256(m.entry.data).hexdigest() for m in members if m.entry and m.name in FILES}
     assert bodies == {n: hashlib.sha256(d).hexdigest() for n, d in FILES.items()}
     assert b"".join(m.raw for m in ledger.iter_image(image)) == archive()
 
