@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,17 +46,22 @@ class InstalledPackage:
         return raw.hex() if len(raw) == 20 else None
 
 
-def parse_installed(text: str) -> list[InstalledPackage]:
-    """Every package block of an installed database, sorted by name."""
-    out: list[InstalledPackage] = []
+def blocks(text: str) -> Iterator[list[tuple[str, str]]]:
+    """Each package block's ``X:value`` lines as (key, value), in order; other lines are skipped."""
     for block in text.split("\n\n"):
+        lines = [(k, v) for k, sep, v in (line.partition(":") for line in block.splitlines()) if sep and len(k) == 1]
+        if lines:
+            yield lines
+
+
+def parse_installed(text: str) -> list[InstalledPackage]:
+    """Every package block of an installed database, sorted by name (the first of a repeated field counts)."""
+    out: list[InstalledPackage] = []
+    for lines in blocks(text):
         fields: dict[str, str] = {}
         files: list[str] = []
         directory = ""
-        for line in block.splitlines():
-            key, sep, value = line.partition(":")
-            if not sep or len(key) != 1:
-                continue
+        for key, value in lines:
             if key == "F":
                 directory = value
             elif key == "R":

@@ -24,7 +24,6 @@ import hashlib
 import io
 import lzma
 import os
-import re
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -101,37 +100,36 @@ def make_spec(
 # ------------------------------------------------------------------------------------------- kernel config check
 
 
-def find_kernel_config(root: str | os.PathLike[str]) -> Path | None:
-    """The kernel config shipped in the image (``boot/config-*``), or None. Several: refuse (ambiguous)."""
+def find_kernel_config(root: str | os.PathLike[str], kver: str | None = None) -> Path | None:
+    """The kernel config shipped in the image: ``boot/config-<kver>`` when there is one, else the only
+    ``boot/config-*``, else None. Several and none of ``kver``: refuse (ambiguous)."""
+    if kver and Path(root, "boot", f"config-{kver}").is_file():
+        return Path(root, "boot", f"config-{kver}")
     configs = sorted(Path(root, "boot").glob("config-*"))
     if len(configs) > 1:
         raise ConfigError(
             f"the image has several kernel configs ({', '.join(c.name for c in configs)}); set kernel_config to the "
-            "one of the kernel you boot"
+            "one of the kernel you boot, or remove the others from the rootfs"
         )
     return configs[0] if configs else None
 
 
-def kernel_config_value(config: str | os.PathLike[str], option: str) -> str | None:
-    """``y``/``m``/a value for ``option`` in a kernel config, or None when not set."""
-    pattern = re.compile(rf"^{re.escape(option)}=(.*)$")
+def read_kernel_config(config: str | os.PathLike[str]) -> dict[str, str]:
+    """Every ``CONFIG_X=value`` of a kernel config (``y``, ``m`` or a value); options not set are absent."""
     try:
-        with open(config, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                m = pattern.match(line.strip())
-                if m:
-                    return m.group(1)
+        text = Path(config).read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
-        raise NetbootError(f"cannot read the kernel config {config}: {exc.strerror}") from exc
-    return None
+        raise NetbootError(f"cannot read the kernel config {config}: {exc.strerror}; give a readable config") from exc
+    return dict(line.partition("=")[::2] for line in map(str.strip, text.splitlines())
+                if line.startswith("CONFIG_") and "=" in line)
 
 
 def check_kernel_config(spec: CompressionSpec, config: str | os.PathLike[str]) -> None:
     if spec.method == "none":
         return
-    option = KERNEL_OPTION[spec.method]
-    if kernel_config_value(config, option) != "y":
-        supported = [m for m, o in KERNEL_OPTION.items() if kernel_config_value(config, o) == "y"]
+    option, cfg = KERNEL_OPTION[spec.method], read_kernel_config(config)
+    if cfg.get(option) != "y":
+        supported = [m for m, o in KERNEL_OPTION.items() if cfg.get(o) == "y"]
         raise ConfigError(
             f"the kernel cannot unpack a {spec.method} initramfs: {option} is not set in {config} (the boot would "
             f"stop with 'compression method {spec.method} not configured'); use "

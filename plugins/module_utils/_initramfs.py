@@ -99,7 +99,7 @@ def microcode_blob(root: str, microcode: bool | Sequence[str]) -> tuple[bytes, l
                     head = fh.read(6)
             except OSError as exc:
                 raise NetbootError(f"cannot read microcode file {f}: {exc.strerror}") from exc
-            if head in (b"070701", b"070702"):
+            if head in cpio.MAGICS:
                 data = _from_cpio(f)
                 if data is None:
                     raise ConfigError(f"microcode archive {f} has no {MICROCODE_PATH}")

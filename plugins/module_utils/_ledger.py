@@ -39,6 +39,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb, _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, sha256_file
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
@@ -62,7 +63,6 @@ DEFAULT_SERVER_GENERATIONS = 2  # live + 1 kept (rb4011_keep_generations when th
 BUDGETS = ("netboot_budget_image_bytes", "netboot_budget_node_ram_bytes", "netboot_budget_server_bytes")
 KINDS = ("package", "modules", "firmware", "overlay", "other", "microcode")
 _CHUNK = 1 << 20
-_TRAILER = b"TRAILER!!!"
 
 
 # --------------------------------------------------------------------------------------------- reading the image
@@ -70,81 +70,28 @@ _TRAILER = b"TRAILER!!!"
 
 @dataclass(frozen=True)
 class Member:
-    name: str
-    mode: int
-    raw: bytes  # the member's exact newc bytes (header, name, padding, data, padding)
+    entry: cpio.Member | None  # None: zeros between archives
+    raw: bytes  # the member's exact newc bytes (header, name, padding, body, padding), or the zeros
     compressed_segment: bool  # False: a plain cpio segment (early microcode), stored as is
 
-
-class _Peek:
-    """A binary reader with a look-ahead buffer (an offset into it, so small reads copy only what they return)."""
-
-    def __init__(self, fh: IO[bytes]) -> None:
-        self.fh = fh
-        self.buf = bytearray()
-        self.off = 0
-        self.pos = 0
-
-    def _fill(self, n: int) -> None:
-        if self.off and self.off >= len(self.buf) // 2:
-            del self.buf[: self.off]
-            self.off = 0
-        while len(self.buf) - self.off < n:
-            more = self.fh.read(max(n - (len(self.buf) - self.off), _CHUNK))
-            if not more:
-                break
-            self.buf += more
-
-    def peek(self, n: int) -> bytes:
-        self._fill(n)
-        return bytes(self.buf[self.off: self.off + n])
-
-    def read(self, n: int) -> bytes:
-        self._fill(n)
-        out = bytes(self.buf[self.off: self.off + n])
-        self.off += len(out)
-        self.pos += len(out)
-        return out
-
-    def skip_zeros(self) -> int:
-        skipped = 0
-        while True:
-            self._fill(1)
-            if self.off >= len(self.buf):
-                return skipped
-            if self.buf[self.off] != 0:
-                return skipped
-            self.off += 1
-            self.pos += 1
-            skipped += 1
+    @property
+    def name(self) -> str:
+        return self.entry.name if self.entry else ""
 
 
-def _members(src: _Peek, path: Path, compressed: bool) -> Iterator[Member]:
+def _members(src: cpio.Stream, path: Path, compressed: bool) -> Iterator[Member]:
     """Members of concatenated newc archives in ``src`` up to its end (or a non-cpio byte for a plain segment)."""
     while True:
         pad = src.skip_zeros()
         if pad and not compressed:
-            yield Member("", 0, b"\0" * pad, False)
+            yield Member(None, b"\0" * pad, False)
         head = src.peek(6)
-        if head not in (b"070701", b"070702"):
+        if head not in cpio.MAGICS:
             if not head or not compressed:
                 return
             raise NetbootError(f"{path}: not a newc cpio inside the compressed image (found {head!r}); rebuild it")
-        while True:
-            hdr = src.read(110)
-            if len(hdr) != 110 or hdr[:6] not in (b"070701", b"070702"):
-                raise NetbootError(f"{path}: truncated or corrupt cpio header at unpacked byte {src.pos - len(hdr)}")
-            mode = int(hdr[14:22], 16)
-            size = int(hdr[54:62], 16)
-            namesize = int(hdr[94:102], 16)
-            name_part = src.read(namesize + (-(110 + namesize) % 4))
-            data = src.read(size + (-size % 4))
-            if len(name_part) < namesize or len(data) < size:
-                raise NetbootError(f"{path}: truncated cpio member at unpacked byte {src.pos}")
-            name = name_part[: namesize - 1]
-            yield Member(os.fsdecode(name), mode, hdr + name_part + data, compressed)
-            if name == _TRAILER:
-                break
+        for m in cpio.read_newc(src, what=f"{path} (unpacked)", trailer=True):
+            yield Member(m, m.raw, compressed)
 
 
 def iter_image(path: str | os.PathLike[str]) -> Iterator[Member]:
@@ -155,15 +102,15 @@ def iter_image(path: str | os.PathLike[str]) -> Iterator[Member]:
     except OSError as exc:
         raise NetbootError(f"cannot read the initramfs {p}: {exc.strerror}; build it first") from exc
     with raw:
-        outer = _Peek(raw)
+        outer = cpio.Stream(raw)
         while True:
             pad = outer.skip_zeros()
             if pad:
-                yield Member("", 0, b"\0" * pad, False)
+                yield Member(None, b"\0" * pad, False)
             head = outer.peek(6)
             if not head:
                 return
-            if head in (b"070701", b"070702"):
+            if head in cpio.MAGICS:
                 yield from _members(outer, p, compressed=False)
                 continue
             method = compress.sniff(head)
@@ -182,16 +129,16 @@ def iter_image(path: str | os.PathLike[str]) -> Iterator[Member]:
             else:
                 inner = cast(IO[bytes], lzma.LZMAFile(rest, "rb"))
             try:
-                yield from _members(_Peek(inner), p, compressed=True)
+                yield from _members(cpio.Stream(inner), p, compressed=True)
             except (OSError, EOFError, lzma.LZMAError) as exc:
                 raise NetbootError(f"{p}: cannot decompress the initramfs ({exc}); rebuild it") from exc
             return
 
 
 class _Rest(io.RawIOBase):
-    """The unread part of a ``_Peek`` as a raw stream."""
+    """The unread part of a ``cpio.Stream`` as a raw stream."""
 
-    def __init__(self, src: _Peek) -> None:
+    def __init__(self, src: cpio.Stream) -> None:
         self.src = src
 
     def readable(self) -> bool:
@@ -301,17 +248,13 @@ class Measure:
     spool_dir: Path | None = None
 
 
-def _installed_db(m: Measure) -> str:
-    """The image's own apk database (a first, decompress-only pass), else the one in ``apk_db_root``."""
+def image_packages(m: Measure) -> list[_apkdb.InstalledPackage]:
+    """The packages of the image's own apk database (a first, decompress-only pass), else of ``apk_db_root``'s."""
     for mem in iter_image(m.image):
-        if mem.name == _apkdb.INSTALLED_DB:
-            return mem.raw[110 + len(mem.name) + 1:].decode("utf-8", errors="replace").rstrip("\0")
+        if mem.entry is not None and mem.name == _apkdb.INSTALLED_DB:
+            return _apkdb.parse_installed(mem.entry.data.decode("utf-8", errors="replace"))
     if m.apk_db_root is not None:
-        path = Path(m.apk_db_root, _apkdb.INSTALLED_DB)
-        try:
-            return path.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise NetbootError(f"cannot read {path}: {exc.strerror}") from exc
+        return _apkdb.read_installed(m.apk_db_root)
     raise NetbootError(f"{m.image} holds no {_apkdb.INSTALLED_DB} and no rootfs was given: cannot tell which "
                        "package owns what")
 
@@ -319,7 +262,7 @@ def _installed_db(m: Measure) -> str:
 def measure(m: Measure) -> dict[str, Any]:
     """Walk and measure the image: groups (partition of the cpio), packages, totals and the estimate check."""
     real = os.path.getsize(m.image)
-    packages = _apkdb.parse_installed(_installed_db(m))
+    packages = image_packages(m)
     owners = _apkdb.owner_map(packages)
     classifier = Classifier(owners, overlay_files(m.overlay_dir))
     groups: dict[tuple[str, str], _Group] = {}
@@ -332,7 +275,7 @@ def measure(m: Measure) -> dict[str, Any]:
                 if not mem.compressed_segment:
                     plain += len(mem.raw)
                     key = ("microcode", "early microcode (uncompressed cpio)")
-                elif mem.name == "TRAILER!!!":
+                elif mem.name == os.fsdecode(cpio.TRAILER):
                     key = ("other", "cpio trailer")
                 else:
                     entries += 1

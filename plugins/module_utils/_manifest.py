@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb, _binaries, _kmod
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
     ConfigError,
     NetbootError,
@@ -57,30 +57,11 @@ def read_rootfs_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def apk_installed(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Packages from the image's ``lib/apk/db/installed`` (name, version, checksum, arch, build_time)."""
-    db = Path(root, "lib/apk/db/installed")
-    try:
-        text = db.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
+    """Packages from the image's ``lib/apk/db/installed`` (name, version, checksum, arch, build_time), or none."""
+    if not Path(root, _apkdb.INSTALLED_DB).exists():
         return []
-    packages: list[dict[str, Any]] = []
-    for block in text.split("\n\n"):
-        pkg: dict[str, Any] = {}
-        for line in block.splitlines():
-            key, _unused, value = line.partition(":")
-            if key == "P":
-                pkg["name"] = value
-            elif key == "V":
-                pkg["version"] = value
-            elif key == "C":
-                pkg["checksum"] = value
-            elif key == "A":
-                pkg["arch"] = value
-            elif key == "t" and value.isdigit():
-                pkg["build_time"] = int(value)
-        if "name" in pkg:
-            packages.append(pkg)
-    return sorted(packages, key=lambda p: str(p["name"]))
+    return [{"name": p.name, "version": p.version, "checksum": p.checksum, "arch": p.arch}
+            | ({} if p.build_time is None else {"build_time": p.build_time}) for p in _apkdb.read_installed(root)]
 
 
 def newest_build_time(packages: Sequence[Mapping[str, Any]]) -> int | None:
@@ -115,7 +96,7 @@ def source_date_epoch(
             return sde, f"source_date_epoch in {mpath}"
     newest = newest_build_time(apk_installed(root))
     if newest is not None:
-        return newest, f"newest package build time in {Path(root, 'lib/apk/db/installed')}"
+        return newest, f"newest package build time in {Path(root, _apkdb.INSTALLED_DB)}"
     raise ConfigError(
         f"cannot tell the image's SOURCE_DATE_EPOCH: no package build times in {mpath} nor in lib/apk/db/installed; "
         "set source_date_epoch"
@@ -143,8 +124,11 @@ def find_kernel(rootfs: str | os.PathLike[str], kernel: str | None = None) -> Pa
 
 
 def kernel_version(rootfs: str | os.PathLike[str]) -> str | None:
-    mods = sorted(p.name for p in Path(rootfs, "lib/modules").glob("*") if p.is_dir())
-    return mods[0] if len(mods) == 1 else None
+    """The image's one kernel version (``_kmod.detect_kernel_version``), or None when it has none or several."""
+    try:
+        return _kmod.detect_kernel_version(Path(rootfs), None)
+    except ConfigError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- dist manifest
@@ -188,7 +172,7 @@ def dist_manifest(
     packages = base.pop("packages", None)
     if packages is None:
         packages = apk_installed(rootfs)
-        package_source = "lib/apk/db/installed"
+        package_source = _apkdb.INSTALLED_DB
     else:
         package_source = ROOTFS_MANIFEST
     sde = base.get("source_date_epoch")

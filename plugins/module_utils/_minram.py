@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _deps
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _cpio, _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._qemu import parse_memory
 
@@ -86,40 +86,17 @@ def initrd_segments(path: Path) -> list[Segment]:
             if method is not None:
                 kind, window = method, _window(method, pending)
                 unpacked, consumed, rest = _compress.drain(_compress.decompressor(method), _chunks(fh, pending))
-            elif magic in (b"070701", b"070702"):
+            elif magic in _cpio.MAGICS:
                 kind = "cpio"
-                buf = pending
-                pos = 0
-                while True:
-                    while len(buf) - pos < 110:
-                        more = fh.read(1 << 20)
-                        if not more:
-                            raise ConfigError(f"{path}: truncated cpio archive")
-                        buf = buf[pos:] + more
-                        consumed += pos
-                        pos = 0
-                    hdr = buf[pos : pos + 110]
-                    filesize = int(hdr[54:62], 16)
-                    namesize = int(hdr[94:102], 16)
-                    name_end = pos + 110 + namesize
-                    data_start = name_end + (-(110 + namesize) % 4)
-                    need = data_start + filesize + (-filesize % 4)
-                    while len(buf) < max(need, name_end):
-                        more = fh.read(max(1 << 20, need - len(buf)))
-                        if not more:
-                            raise ConfigError(f"{path}: truncated cpio archive")
-                        buf += more
-                    name = buf[pos + 110 : name_end - 1]
-                    pos = need
-                    if name == b"TRAILER!!!":
-                        break
-                consumed += pos
-                rest = buf[pos:]
-                unpacked = consumed
+                src = _cpio.Stream(fh, pending)
+                for _member in _cpio.read_newc(src, what=str(path)):
+                    pass
+                unpacked = consumed = src.pos
+                rest = src.rest()
             else:
                 raise ConfigError(f"{path}: unknown initrd data at a segment start ({magic!r}); "
                                   "expected gzip, zstd, xz or a newc cpio")
-            segments.append(Segment(kind, consumed if kind != "cpio" else unpacked, unpacked, window))
+            segments.append(Segment(kind, consumed, unpacked, window))
             pending = rest
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 
 ROLE_DIR = "etc/netboot/roles"
@@ -128,7 +129,13 @@ def node_conf(default_role: str, cattle_prefix: str) -> str:
 
 
 def keep_modules(roles: Iterable[Role]) -> list[str]:
+    """Every module some role loads (the kernel stage keeps them)."""
     return sorted({m for r in roles for m in r.modules})
+
+
+def role_modules(raw: Mapping[str, object]) -> dict[str, tuple[str, ...]]:
+    """Role -> the modules it loads, from ``node_roles`` as given (none: no roles)."""
+    return {r.name: r.modules for r in parse_roles(raw)} if raw else {}
 
 
 def hostid(mac: str) -> bytes:
@@ -140,19 +147,14 @@ def hostid(mac: str) -> bytes:
 # ---------------------------------------------------------------------------------------------- missing services
 def installed_providers(root: Path) -> dict[str, str]:
     """init script name -> package, from the image's installed database (``lib/apk/db/installed``)."""
+    if not (root / _apkdb.INSTALLED_DB).is_file():
+        return {}
     out: dict[str, str] = {}
-    db = root / "lib/apk/db/installed"
-    if not db.is_file():
-        return out
-    pkg = cur = ""
-    for line in db.read_text(errors="replace").splitlines():
-        key, _unused, val = line.partition(":")
-        if key == "P":
-            pkg = val
-        elif key == "F":
-            cur = val
-        elif key == "R" and cur == "etc/init.d":
-            out.setdefault(val, pkg)
+    for pkg in _apkdb.read_installed(root):
+        for rel in pkg.files:
+            directory, _unused, name = rel.rpartition("/")
+            if directory == "etc/init.d":
+                out.setdefault(name, pkg.name)
     return out
 
 

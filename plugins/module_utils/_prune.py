@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _deps, _elf, _kmod, _shipped
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _deps, _elf, _kmod, _shipped
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
     ConfigError,
     NetbootError,
@@ -776,19 +776,12 @@ def _missing_lines(missing: list[dict[str, str | None]], root: Path, limit: int 
 
 
 def _check_config(root: Path, kver: str, modules: set[str], firmware: set[str], plan: Plan) -> None:
-    cfg_path = root / "boot" / f"config-{kver}"
-    if not cfg_path.is_file():
-        cands = sorted((root / "boot").glob("config-*")) if (root / "boot").is_dir() else []
-        cfg_path = cands[0] if len(cands) == 1 else cfg_path
-    if not cfg_path.is_file():
-        plan.warnings.append(f"no kernel config ({root}/boot/config-{kver}): cannot check module/firmware "
+    cfg_path = _compress.find_kernel_config(root, kver)
+    if cfg_path is None:
+        plan.warnings.append(f"no kernel config ({root}/boot/config-*): cannot check module/firmware "
                              "compression support")
         return
-    cfg: dict[str, str] = {}
-    for line in cfg_path.read_text(errors="replace").splitlines():
-        if line.startswith("CONFIG_") and "=" in line:
-            k, _unused, v = line.partition("=")
-            cfg[k] = v
+    cfg = _compress.read_kernel_config(cfg_path)
     fw_need = {".zst": "CONFIG_FW_LOADER_COMPRESS_ZSTD", ".xz": "CONFIG_FW_LOADER_COMPRESS_XZ"}
     for suf, opt in fw_need.items():
         files = sorted(f for f in firmware if f.endswith(suf) and (root / f).is_file() and not (root / f).is_symlink())

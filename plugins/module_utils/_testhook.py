@@ -12,6 +12,7 @@ import re
 import shlex
 from collections.abc import Sequence
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 
 # The one definition (module default, runner, tests); the boot_test role default repeats it in YAML and
@@ -20,13 +21,6 @@ DEFAULT_MARKER = "NETBOOT-BOOT-TEST-READY"
 CHECK_BEGIN = "BOOT-TEST-CHECK-BEGIN"
 CHECK_END = "BOOT-TEST-CHECK-END"
 _PRINTK = re.compile(r"\[\s*\d+\.\d{6}\] ")  # a kernel console message interleaved with check output
-
-
-def _newc(name: str, mode: int, data: bytes = b"", ino: int = 0) -> bytes:
-    fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0)
-    hdr = b"070701" + b"".join(b"%08X" % f for f in fields) + name.encode() + b"\0"
-    hdr += b"\0" * (-len(hdr) % 4)
-    return hdr + data + b"\0" * (-len(data) % 4)
 
 
 def hook_cpio(checks: Sequence[str], marker: str = DEFAULT_MARKER) -> bytes:
@@ -50,17 +44,10 @@ def hook_cpio(checks: Sequence[str], marker: str = DEFAULT_MARKER) -> bytes:
         lines += [f"echo '{CHECK_BEGIN} {i}'", f"sh -c {shlex.quote(cmd)} </dev/null 2>&1",
                   f"echo \"{CHECK_END} {i} rc=$?\""]
     lines += [f"echo {shlex.quote(marker)}", "} >$out 2>&1", ""]
-    script = "\n".join(lines).encode()
-    entries = [
-        ("etc", 0o40755, b""),
-        ("etc/local.d", 0o40755, b""),
-        ("etc/local.d/zz-netboot-boot-test.start", 0o100755, script),
-        ("etc/runlevels", 0o40755, b""),
-        ("etc/runlevels/default", 0o40755, b""),
-        ("etc/runlevels/default/local", 0o120777, b"/etc/init.d/local"),
-    ]
-    out = b"".join(_newc(n, m, d, ino=i + 1) for i, (n, m, d) in enumerate(entries))
-    return out + _newc("TRAILER!!!", 0)
+    script = "\n".join(lines)
+    specs: list[dict[str, object]] = [{"path": "etc/local.d/zz-netboot-boot-test.start", "mode": 0o755, "content": script},
+             {"path": "etc/runlevels/default/local", "type": "symlink", "target": "/etc/init.d/local"}]
+    return _cpio.archive_bytes(_cpio.finalize(_cpio.spec_entries(specs, source_date_epoch=0), source_date_epoch=0))
 
 
 def parse_checks(console: str, checks: Sequence[str]) -> list[dict[str, object]]:

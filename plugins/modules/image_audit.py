@@ -38,8 +38,8 @@ options:
     type: list
     elements: str
     default: []
-  role_modules:
-    description: Role -> kernel modules it loads; each must be in the pruned image.
+  node_roles:
+    description: C(node_roles) (role -> C(services), C(modules), ...); each role's modules must be in the pruned image.
     type: dict
     default: {}
 extends_documentation_fragment:
@@ -77,9 +77,10 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _audit
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _audit, _noderoles
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import dump_json
 
@@ -88,7 +89,7 @@ ARGUMENT_SPEC = {
     "dest": {"type": "path", "required": True},
     "failed_dest": {"type": "path"},
     "allow_private_keys": {"type": "list", "elements": "str", "default": [], "no_log": False},  # paths, not keys
-    "role_modules": {"type": "dict", "default": {}},
+    "node_roles": {"type": "dict", "default": {}},
 }
 
 
@@ -100,7 +101,10 @@ def main() -> None:
     root = Path(p["root"])
     if not root.is_dir():
         module.fail_json(msg=f"image tree {root} does not exist: run the image and kernel stages first", commands=[])
-    role_modules = {str(k): [str(m) for m in (v or [])] for k, v in p["role_modules"].items()}
+    try:
+        role_modules = _noderoles.role_modules(p["node_roles"])
+    except NetbootError as exc:
+        module.fail_json(msg=str(exc), commands=[])
     report = _audit.audit(root, allow_private_keys=p["allow_private_keys"], role_modules=role_modules)
     doc = report.as_dict()
     data = dump_json(doc)

@@ -65,6 +65,10 @@ options:
     type: list
     elements: str
     default: []
+  node_roles:
+    description: C(node_roles) (role -> C(services), C(modules), ...); every module a role loads is kept too.
+    type: dict
+    default: {}
   module_compression:
     description: C(decompress) turns C(.ko.gz/.ko.xz/.ko.zst) into C(.ko) inside the image.
     type: str
@@ -166,7 +170,7 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _prune
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _noderoles, _prune
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
@@ -180,6 +184,7 @@ ARGUMENT_SPEC = {
     "hardware_profiles": {"type": "list", "elements": "str", "default": []},
     "hardware_mode": {"type": "str", "choices": ["select", "audit"], "default": "select"},
     "keep_modules": {"type": "list", "elements": "str", "default": []},
+    "node_roles": {"type": "dict", "default": {}},
     "module_compression": {"type": "str", "choices": ["keep", "decompress"], "default": "keep"},
     "firmware_compression": {"type": "str", "choices": ["keep", "decompress"], "default": "keep"},
     "firmware_audit": {"type": "str", "choices": ["error", "warn"], "default": "error"},
@@ -198,13 +203,17 @@ def main() -> None:
     p = module.params
     runner = Runner()
     exit_if_missing(module, p["root"], f"prune kernel modules and firmware in {p['root']}", "image", report=None)
+    try:
+        role_modules = _noderoles.role_modules(p["node_roles"])
+    except NetbootError as exc:
+        module.fail_json(msg=str(exc), commands=[])
     opts = _prune.Options(
         root=Path(p["root"]),
         kernel_version=p["kernel_version"],
         profiles=p["profiles"],
         hardware_profiles=p["hardware_profiles"],
         hardware_mode=p["hardware_mode"],
-        keep_modules=p["keep_modules"],
+        keep_modules=p["keep_modules"] + [m for ms in role_modules.values() for m in ms],
         module_compression=p["module_compression"],
         firmware_compression=p["firmware_compression"],
         firmware_audit=p["firmware_audit"],

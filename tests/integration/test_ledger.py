@@ -4,6 +4,7 @@ cpio writer and compressor: the groups partition the image, the estimates add up
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -15,6 +16,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ini
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ledger as ledger
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkdb import read_installed
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import sha256_file
 from tests.fixtures.ledger import SPEC, pack
 from tests.fixtures.material import QuicksandImage
 
@@ -176,3 +178,19 @@ def test_build_ledger_writes_once_and_reuses(alpine: QuicksandImage, tmp_path: P
         budgets=ledger.Budgets(image_bytes=data["download_bytes"] - 1)))
     assert not tight["changed"] and "netboot_budget_image_bytes" in tight["failures"][0]
     assert {n: (dist / n).stat().st_mtime_ns for n in stamps} == stamps
+
+
+def test_the_image_reads_back_as_the_tree_it_was_packed_from(alpine: QuicksandImage, image: Path) -> None:
+    """Issue 16: names and bodies exactly as packed (no NUL from a name's padding), and the image's apk database
+    gives every package, the first one included, the checksum the tree's database gives it."""
+    files = 0
+    for mem in ledger.iter_image(image):
+        assert "\0" not in mem.name
+        src = alpine.root / mem.name
+        if mem.entry and src.is_file() and not src.is_symlink() and mem.entry.data:
+            assert hashlib.sha256(mem.entry.data).hexdigest() == sha256_file(src), mem.name
+            files += 1
+    assert files > 1000
+    packages = ledger.image_packages(ledger.Measure(image=image, spec=SPEC))
+    assert packages == read_installed(alpine.root)
+    assert all(p.checksum_sha1_hex() for p in packages)

@@ -61,6 +61,10 @@ def test_malformed_modalias_and_unknown_keep(debian: DebianKernel, tmp_path: Pat
     assert r["failed"] and f"{bad}:3: malformed line 'r8152 0x1f'" in r["msg"]
     r = run_prune_kernel(tmp_path, root=str(debian.root), keep_modules=["r8152", "nvidia_drm"], check=True)
     assert r["failed"] and "keep_modules names 'nvidia_drm'" in r["msg"]
+    # a role's modules are kept like keep_modules, with the role's '-' -> '_' normalisation (_noderoles)
+    r = run_prune_kernel(tmp_path, root=str(debian.root), node_roles={"gpu": {"services": [], "modules": ["nvidia-drm"]}},
+                         check=True)
+    assert r["failed"] and "keep_modules names 'nvidia_drm'" in r["msg"]
 
 
 def test_unmatched_glob_and_alias_file_warn(debian: DebianKernel, tmp_path: Path) -> None:

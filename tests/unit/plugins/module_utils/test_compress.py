@@ -13,7 +13,7 @@ from typing import IO, cast
 import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 
 PAYLOAD = b"".join(b"line %d of a cpio-like payload with some repetition\n" % (i % 5000) for i in range(60000))
 
@@ -98,6 +98,18 @@ def test_several_kernel_configs_are_ambiguous(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="several kernel configs"):
         compress.find_kernel_config(tmp_path)
     assert compress.find_kernel_config(tmp_path / "boot") is None
+    # the kernel whose modules are pruned names its own config (prune_kernel)
+    assert compress.find_kernel_config(tmp_path, "6.18-virt") == tmp_path / "boot/config-6.18-virt"
+
+
+def test_kernel_config_values_and_an_unreadable_config_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "config-virt"
+    cfg.write_text("# comment\nCONFIG_RD_ZSTD=y\nCONFIG_MODULE_COMPRESS_ZSTD=m\n# CONFIG_RD_XZ is not set\n"
+                   'CONFIG_LOCALVERSION="-virt"\n')
+    assert compress.read_kernel_config(cfg) == {"CONFIG_RD_ZSTD": "y", "CONFIG_MODULE_COMPRESS_ZSTD": "m",
+                                                "CONFIG_LOCALVERSION": '"-virt"'}
+    with pytest.raises(NetbootError, match=f"cannot read the kernel config {tmp_path}/missing"):
+        compress.read_kernel_config(tmp_path / "missing")
 
 
 def test_progress_lines_go_to_the_log(tmp_path: Path) -> None:

@@ -28,6 +28,10 @@ def test_roles_parse_and_round_trip_through_the_role_file() -> None:
                     "nomad_server": ["no"]}
     assert _noderoles.parse_role_file(_noderoles.role_file(roles[0]))["zfs_pools"] == ["tank", "backup"]
     assert _noderoles.keep_modules(roles) == ["kvm_intel", "tun"]
+    # what prune_kernel keeps and image_audit checks: the same names, normalised once
+    assert _noderoles.role_modules({"worker": {"services": [], "modules": ["kvm-intel", "tun"]},
+                                    "storage": {"services": []}}) == {"worker": ("kvm_intel", "tun"), "storage": ()}
+    assert _noderoles.role_modules({}) == {}
 
 
 @pytest.mark.parametrize(("raw", "words"), [
