@@ -14,6 +14,7 @@ Paths inside a root come in two flavours, both refusing to leave it (``PathEscap
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import re
@@ -174,14 +175,23 @@ def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes, mode: int = 0o
     return True
 
 
-def atomic_copy(src: str | os.PathLike[str], dest: str | os.PathLike[str], mode: int = 0o644) -> bool:
-    """Copy ``src`` to ``dest`` (temp + rename) unless the bytes are already the same."""
-    if sha256_file(src) == sha256_file(dest):
-        _same_mode(dest, mode)
-        return False
-    with atomic_output(dest, mode) as out, open(src, "rb") as inp:
-        shutil.copyfileobj(inp, out, 1 << 20)
-    return True
+def swap_dir(new: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Put the finished directory ``new`` at ``dest``: one rename(2) (renameat2's RENAME_EXCHANGE when ``dest``
+    exists, so no moment without a ``dest``), then remove the tree that was there. ``new`` is beside ``dest``."""
+    old = f"{os.fspath(new)}.old"
+    if not os.path.lexists(dest):
+        os.rename(new, dest)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2 is not None and renameat2(at_fdcwd, os.fsencode(new), at_fdcwd, os.fsencode(dest),
+                                           rename_exchange) == 0:
+        os.rename(new, old)  # now the previous tree
+    else:  # no exchange on this system/filesystem: two renames
+        os.rename(dest, old)
+        os.rename(new, dest)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def inside(root: str | os.PathLike[str], rel: str | os.PathLike[str]) -> Path:

@@ -53,6 +53,28 @@ class InitramfsRequest:
 # -------------------------------------------------------------------------------------------------- microcode
 
 
+def microcode_switch(value: object) -> bool | list[str]:
+    """THE meaning of ``initramfs_microcode``, for every stage (make_initramfs, and through the ``microcode_initrd``
+    filter boot.ipxe, the boot test and the dist stage): true/yes/on/1 = the image's intel-ucode; false/no/off/0,
+    ``""``, none/null and ``[]`` = no microcode; any other string or a list = microcode files."""
+    if value is None or isinstance(value, (bool, int)):
+        return bool(value)
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("true", "yes", "on", "1"):
+            return True
+        return False if low in ("false", "no", "off", "0", "", "none", "null") else [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ConfigError(f"initramfs_microcode must be true, false or a list of files, not {value!r}")
+
+
+def microcode_initrd(value: object, artefact: str, concat: bool = False) -> str:
+    """The microcode initrd boot.ipxe loads before the initramfs: ``artefact`` when the switch is on and the
+    microcode is not concatenated to the initramfs, else ``""``."""
+    return artefact if microcode_switch(value) and not concat else ""
+
+
 def _is_intel_microcode(blob: bytes) -> bool:
     # Intel microcode update header: header version 1, loader revision 1 (two little-endian dwords).
     return len(blob) >= 48 and blob[:4] == b"\x01\x00\x00\x00" and blob[20:24] == b"\x01\x00\x00\x00"

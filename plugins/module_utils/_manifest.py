@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
     NetbootError,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
-    atomic_copy,
     atomic_write_bytes,
+    remove_dead_temps,
     resolve_in_root,
     sha256_file,
+    swap_dir,
 )
 
 ROOTFS_MANIFEST = "etc/alpine-netboot/manifest.json"  # in the image: what alpine_rootfs built it from
@@ -215,27 +217,14 @@ def missing_boot_artefacts(dest: str | os.PathLike[str], boot_artefacts: Mapping
     return problems
 
 
-def boot_script_breaks_published(dist: str | os.PathLike[str], boot_artefacts: Mapping[str, str],
-                                 kernel_name: str) -> list[str]:
-    """What a new boot script would break in an already published ``dist`` (one holding ``manifest.json``).
-
-    The boot script is written before the dist stage publishes; a script that fetches a file the published directory
-    lacks must not replace a working one (the dist stage would fail after it, leaving nodes an unbootable script).
-    A directory nothing was published to yet has nothing to protect: the dist stage checks it when it publishes.
-    The kernel is copied by the dist stage, so its name is not checked here.
-    """
-    if not os.path.isfile(os.path.join(dist, MANIFEST_NAME)):
-        return []
-    return missing_boot_artefacts(dist, boot_artefacts, kernel_name)
-
-
 # What to change when a boot script names an artefact dist/ lacks, by the kind ipxe_script reports.
 BOOT_ARTEFACT_FIX = {
     "microcode": "initramfs_microcode decides whether there is microcode (true builds it, false drops it from "
                  "boot.ipxe); netboot_microcode_artefact is its name",
-    "initramfs": "netboot_initramfs_artefact must name the file the initramfs stage writes (initramfs_dest)",
+    "initramfs": "build it (playbooks/build.yml --tags initramfs); netboot_initramfs_artefact must name the file "
+                 "the initramfs stage writes (initramfs_dest)",
     "kernel": "netboot_kernel_artefact names the kernel",
-    "initrd": "put the file in the dist directory or remove the host var initrd",
+    "initrd": "put the file in the artefact directory (netboot_artefact_dir) or remove the host var initrd",
 }
 
 
@@ -268,9 +257,38 @@ def _load_reports(reports: Mapping[str, str]) -> tuple[dict[str, Any], list[str]
     return out, warnings
 
 
+def boot_record(script: str | os.PathLike[str]) -> Path:
+    """Where ipxe_script records what the boot script ``script`` fetches (a hidden file beside it: not published)."""
+    return Path(script).with_name(f".{Path(script).name}.artefacts.json")
+
+
+def _published(src: str, names: Mapping[str, Path]) -> dict[str, Path]:
+    """Every visible file under ``src`` (node initrds may sit in subdirectories) and ``names``: relative path ->
+    the file to publish."""
+    out: dict[str, Path] = {}
+    for top, dirs, files in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for n in files:
+            if not n.startswith(".") and not n.endswith(".tmp") and n not in (MANIFEST_NAME, SUMS_NAME):
+                path = Path(top, n)
+                out[str(path.relative_to(src))] = path
+    return {**out, **names}
+
+
+def _same_tree(dest: str, files: Mapping[str, Path], generated: Mapping[str, bytes]) -> bool:
+    """Whether ``dest`` holds exactly ``files`` (same bytes) and ``generated``: then nothing is published."""
+    if not os.path.isdir(dest):
+        return False
+    if set(_published(dest, {})) | ({MANIFEST_NAME, SUMS_NAME} & set(os.listdir(dest))) != {*files, *generated}:
+        return False
+    return (all(_read_bytes(os.path.join(dest, n)) == data for n, data in generated.items())
+            and all(sha256_file(os.path.join(dest, n)) == sha256_file(p) for n, p in files.items()))
+
+
 def build_dist(
     *,
     rootfs: str,
+    src: str,
     dest: str,
     kernel: str | None = None,
     kernel_name: str = "vmlinuz",
@@ -278,43 +296,46 @@ def build_dist(
     inputs: Mapping[str, Any] | None = None,
     reports: Mapping[str, str] | None = None,
     artefacts: Sequence[str] | None = None,
-    boot_artefacts: Mapping[str, str] | None = None,
+    boot_script: str | None = None,
     check_mode: bool = False,
 ) -> dict[str, Any]:
-    """Copy the kernel, then write manifest.json and SHA256SUMS for the dist directory (temp + rename each).
+    """Publish ``dest``: every file of the artefact directory ``src`` (what the stages wrote under build/), the
+    kernel, manifest.json and SHA256SUMS, built in ``<dest>.new-<pid>`` beside ``dest`` and swapped in by one rename;
+    nothing happens when ``dest`` already holds exactly that, and ``dest`` stays intact when anything fails first.
 
-    ``boot_artefacts`` (file name -> what names it, e.g. from ``ipxe_script``'s ``artefacts``) must all be in
-    ``dest`` (``kernel_name`` counts: it is copied here); otherwise nothing is written and the error names the file.
+    ``src``/``boot_script`` (when given) must exist and fetch only files this publishes (its record, ``boot_record``,
+    written by ipxe_script); otherwise nothing is published and the error names the file and the setting to fix.
     Returns the module result: ``changed``, ``artefacts`` (name -> size, sha256), ``manifest``, ``diff``, ``warnings``.
     """
     if "/" in kernel_name:
         raise ConfigError(f"kernel_name {kernel_name!r} must be a plain file name")
     kernel_path = find_kernel(rootfs, kernel)
+    files = _published(src, {kernel_name: kernel_path})
     warnings: list[str] = []
-    for problem in missing_boot_artefacts(dest, boot_artefacts or {}, kernel_name):
-        if not check_mode:
-            raise ConfigError(problem)
-        warnings.append(f"{problem} (check mode: fine if an earlier stage writes it)")
-    kernel_dest = os.path.join(dest, kernel_name)
-    changed = False
-    before_sums = _read_text(os.path.join(dest, SUMS_NAME))
-    if check_mode:
-        changed |= sha256_file(kernel_path) != sha256_file(kernel_dest)
-    else:
-        os.makedirs(dest, exist_ok=True)
-        changed |= atomic_copy(kernel_path, kernel_dest)
-    names = sorted(set(artefacts)) if artefacts is not None else default_artefacts(dest)
+    problems: list[str] = []
+    if boot_script:  # it must fetch only files published here (its record, written by ipxe_script)
+        script = Path(src, boot_script)
+        try:
+            fetched = json.loads(boot_record(script).read_text()) if script.is_file() else None
+        except (OSError, ValueError):
+            fetched = None
+        problems = (missing_boot_artefacts(src, fetched, kernel_name) if isinstance(fetched, dict) else
+                    [f"{script} or its record {boot_record(script).name} is missing or unreadable: render it "
+                     "(playbooks/build.yml --tags ipxe)"])
+    if problems and not check_mode:
+        raise ConfigError(" ".join(problems))
+    warnings += [f"{p} (check mode: fine if an earlier stage writes it)" for p in problems]
+    names = sorted(set(artefacts)) if artefacts is not None else default_artefacts(src)
     if kernel_name not in names:
         names = sorted([*names, kernel_name])
     infos: dict[str, dict[str, Any]] = {}
     for name in names:
         if "/" in name or name in (MANIFEST_NAME, SUMS_NAME):
-            raise ConfigError(f"artefact {name!r}: give plain names of files in {dest} (not the manifest or sums)")
-        path = kernel_path if (check_mode and name == kernel_name) else Path(dest, name)
-        sha = sha256_file(path)
+            raise ConfigError(f"artefact {name!r}: give plain names of files in {src} (not the manifest or sums)")
+        sha = sha256_file(files[name]) if name in files else None
         if sha is None:
-            raise NetbootError(f"artefact {name} is missing from {dest}; run the stage that builds it first")
-        infos[name] = {"size": os.path.getsize(path), "sha256": sha}
+            raise NetbootError(f"artefact {name} is missing from {src}; run the stage that builds it first")
+        infos[name] = {"size": os.path.getsize(files[name]), "sha256": sha}
     mpath = rootfs_manifest or os.path.join(rootfs, ROOTFS_MANIFEST)
     rmanifest = read_rootfs_manifest(mpath)
     if rmanifest is None:
@@ -332,12 +353,11 @@ def build_dist(
     sums = {n: i["sha256"] for n, i in infos.items()}
     sums[MANIFEST_NAME] = hashlib.sha256(manifest_bytes).hexdigest()
     sums_text = sha256sums_text(sums)
-    if check_mode:
-        changed |= _read_bytes(os.path.join(dest, MANIFEST_NAME)) != manifest_bytes
-        changed |= before_sums != sums_text
-    else:
-        changed |= atomic_write_bytes(os.path.join(dest, MANIFEST_NAME), manifest_bytes)
-        changed |= atomic_write_bytes(os.path.join(dest, SUMS_NAME), sums_text.encode())
+    before_sums = _read_text(os.path.join(dest, SUMS_NAME))
+    generated = {MANIFEST_NAME: manifest_bytes, SUMS_NAME: sums_text.encode()}
+    changed = not _same_tree(dest, files, generated)
+    if changed and not check_mode:
+        _publish(dest, files, generated)
     return {
         "changed": changed,
         "kernel": str(kernel_path),
@@ -348,6 +368,24 @@ def build_dist(
         "diff": {"before": before_sums or "", "after": sums_text, "before_header": f"{dest}/{SUMS_NAME}",
                  "after_header": f"{dest}/{SUMS_NAME}"},
     }
+
+
+def _publish(dest: str, files: Mapping[str, Path], generated: Mapping[str, bytes]) -> None:
+    parent, name = os.path.split(os.path.abspath(dest))
+    os.makedirs(parent, exist_ok=True)
+    remove_dead_temps(parent, f"{name}.new-")  # what a killed run left
+    tmp = os.path.join(parent, f"{name}.new-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for rel, path in sorted(files.items()):
+            os.makedirs(os.path.dirname(os.path.join(tmp, rel)), exist_ok=True)
+            shutil.copy2(path, os.path.join(tmp, rel))  # a copy: a later write to build/ cannot reach dist/
+        for rel, data in generated.items():
+            atomic_write_bytes(os.path.join(tmp, rel), data)
+        os.chmod(tmp, 0o755)
+        swap_dir(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _read_bytes(path: str) -> bytes | None:

@@ -1,9 +1,10 @@
 """Staging a working copy of a tree for the stages that modify it (pruning, /init), keeping the source pristine.
 
 ``build/rootfs`` is what ``alpine_rootfs`` made; ``build/image`` is a copy that ``prune_kernel`` and friends edit.
-The copy is redone only when the source's manifest or the given key (a digest of the editing stages' inputs)
-changes, so a rerun with unchanged inputs touches nothing, and changed pruning rules start again from the full
-tree instead of an already-pruned one.
+The copy is redone only when the source's manifest or the editing stages' inputs change (``stage_inputs``: their
+settings and the contents of every file they load, read through the resolvers the stages use), so a rerun with
+unchanged inputs touches nothing, and any changed input starts again from the full tree: an input changed and
+changed back gives the first image again, bit for bit.
 
 What the copy was made from is recorded beside it in the build directory (``build/image.stage.json``), never inside
 the tree: everything in ``build/image`` ships in the initramfs, and build state (with the builder's absolute paths)
@@ -13,18 +14,77 @@ has no place in a published image.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import shutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries, _nodeconf, _prune
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, remove_dead_temps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import ROOTFS_MANIFEST
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
 STAMP_SUFFIX = ".stage.json"
+
+
+def _file(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _prune_inputs(a: Mapping[str, Any]) -> dict[str, Any]:
+    def loaded(refs: list[str], dirs: list[str], kind: _prune.ProfileKind) -> list[list[str]]:
+        found = (_prune.find_profile(r, [Path(d) for d in dirs], kind) for r in refs)
+        return [[s.name, hashlib.sha256(s.text.encode()).hexdigest()] for s in found]
+    return {"kernel_version": a.get("kernel_version") or "", "hardware_mode": a.get("hardware_mode", "select"),
+            "keep_modules": a.get("keep_modules", []), "strip": bool(a.get("strip", False)),
+            "module_compression": a.get("module_compression", "keep"),
+            "firmware_compression": a.get("firmware_compression", "keep"),
+            "firmware_audit": a.get("firmware_audit", "error"),
+            "profiles": loaded(a.get("profiles", []), a.get("profile_dirs", []), _prune.RULE_PROFILES),
+            "hardware_profiles": loaded(a.get("hardware_profiles", []), a.get("hardware_dirs", []),
+                                        _prune.HARDWARE_PROFILES)}
+
+
+def _node_inputs(a: Mapping[str, Any]) -> dict[str, Any]:
+    return {"roles": a.get("roles", {}), "default_role": a.get("default_role", ""),
+            "authorized_keys": a.get("authorized_keys", []), "nomad_servers": a.get("nomad_servers", []),
+            "serial_tty": a.get("serial_tty", "ttyS0"), "boot_script": _file(a["boot_script"]),
+            "init_scripts": {k: _file(v) for k, v in (a.get("init_scripts") or {}).items()}}
+
+
+def _binaries_inputs(a: Mapping[str, Any]) -> dict[str, Any]:
+    return {"binaries": a.get("binaries", [])}  # each pinned by its sha256: the entry is the content
+
+
+# stage -> (what it loads, the code that applies it)
+STAGES: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], Any]] = {
+    "prune": (_prune_inputs, _prune), "node": (_node_inputs, _nodeconf), "binaries": (_binaries_inputs, _binaries),
+}
+
+
+def stage_inputs(stages: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Per stage that edits the copy (its module's options, as the role passes them to it), the digest of what it
+    loads: its settings, the contents of the files it reads (profiles found by name or given by path, scripts) and
+    the collection code that applies them. A missing file fails here as it would in the stage."""
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ConfigError(f"unknown image stage(s) {', '.join(unknown)} (known: {', '.join(STAGES)})")
+    out = {}
+    for name, args in sorted(stages.items()):
+        loader, code = STAGES[name]
+        data = {"inputs": loader(args), "code": hashlib.sha256(inspect.getsource(code).encode()).hexdigest()}
+        out[name] = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return out
+
+
+def stage_key(inputs: Mapping[str, str]) -> str:
+    """The key of the copy: one digest over ``stage_inputs``."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

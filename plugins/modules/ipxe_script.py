@@ -76,14 +76,6 @@ options:
     description: Extra data passed to a custom template as C(extra).
     type: dict
     default: {}
-  artefact_dir:
-    description:
-      - The directory the script's files are served from (the C(ipxe) role passes C(netboot_dist_dir)).
-      - When it already holds a published build (C(manifest.json)) and the new script would fetch a file it lacks
-        (the kernel aside, the dist stage copies it), the module fails naming the file and the setting, and the
-        published C(boot.ipxe) stays as it was. In check mode this is a warning.
-    type: path
-    version_added: 0.2.0
 extends_documentation_fragment:
   - homelab.alpine_netboot.netboot.attributes
   - homelab.alpine_netboot.netboot.nodes
@@ -112,16 +104,10 @@ nodes:
   elements: dict
 artefacts:
   description: Every file the script fetches (relative to the boot server URL) -> what names it (C(kernel),
-    C(microcode), C(initramfs), C(initrd of host NAME)); give it to M(homelab.alpine_netboot.netboot_dist) to check
-    that the dist directory has each.
+    C(microcode), C(initramfs), C(initrd of host NAME)). Also recorded beside O(dest) (C(.boot.ipxe.artefacts.json),
+    not published), where M(homelab.alpine_netboot.netboot_dist) checks that it publishes each.
   returned: always
   type: dict
-up_to_date:
-  description: Whether O(dest) already held exactly this script (C(changed) can be overridden by the caller; the
-    dist role uses this to tell whether the published boot.ipxe is the one the current settings render).
-  returned: always
-  type: bool
-  version_added: 0.2.0
 urls:
   description: The boot server URLs in the order tried.
   returned: always
@@ -134,10 +120,13 @@ commands:
   elements: str
 """
 
+import json
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import (
     DEFAULT_KERNEL_ARGS,
     ScriptSpec,
@@ -146,7 +135,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe impor
     plan_write,
     render,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import boot_script_breaks_published
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import boot_record
 
 ARGUMENT_SPEC = {
     "dest": {"type": "path", "required": True},
@@ -163,7 +152,6 @@ ARGUMENT_SPEC = {
     "retry_delay": {"type": "int", "default": 2},
     "failsafe_timeout": {"type": "int", "default": 60},
     "variables": {"type": "dict", "default": {}},
-    "artefact_dir": {"type": "path"},
 }
 
 
@@ -180,13 +168,13 @@ def main() -> None:
     try:
         context = build_context(spec)
         plan = plan_write(p["dest"], render(spec, p["template"]))
-        problems = (boot_script_breaks_published(p["artefact_dir"], context["artefacts"], spec.kernel)
-                    if p["artefact_dir"] and plan.changed else [])
-        if problems and not module.check_mode:
-            module.fail_json(msg=f"{plan.dest} was left as it was: " + " ".join(problems), artefacts=context["artefacts"])
-        for problem in problems:
-            module.warn(f"{problem} (check mode: fine if an earlier stage writes it)")
-        if plan.changed and not module.check_mode:
+        record = boot_record(plan.dest)
+        fetched = json.dumps(context["artefacts"], sort_keys=True).encode() + b"\n"
+        stale = not record.is_file() or record.read_bytes() != fetched
+        if not module.check_mode:
+            if stale:
+                plan.dest.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(record, fetched)
             apply_write(plan)
     except NetbootError as exc:
         module.fail_json(msg=str(exc))
@@ -196,12 +184,11 @@ def main() -> None:
         for n in context["nodes"]  # type: ignore[attr-defined]
     ]
     module.exit_json(
-        changed=plan.changed,
+        changed=plan.changed or stale,
         dest=str(plan.dest),
         nodes=nodes,
         urls=context["urls"],
         artefacts=context["artefacts"],
-        up_to_date=not plan.changed,
         commands=[],
         **({"diff": {"before": plan.before or "", "after": plan.after, "before_header": str(plan.dest),
                      "after_header": str(plan.dest)}} if module._diff else {}),

@@ -190,7 +190,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _cpio, _initramfs
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing, stage_result
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 
 ARGUMENT_SPEC = {
     "src": {"type": "path", "required": True},
@@ -215,21 +215,6 @@ ARGUMENT_SPEC = {
 }
 
 
-def microcode_option(value: object) -> bool | list[str]:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        low = value.strip().lower()
-        if low in ("true", "yes", "on", "1"):
-            return True
-        if low in ("false", "no", "off", "0", ""):
-            return False
-        return [value]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)
-    raise ConfigError(f"microcode must be true, false or a list of files, not {value!r}")
-
-
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
@@ -245,7 +230,7 @@ def main() -> None:
             source_date_epoch=p["source_date_epoch"],
             rootfs_manifest=p["rootfs_manifest"],
             kernel_config=p["kernel_config"],
-            microcode=microcode_option(p["microcode"]),
+            microcode=_initramfs.microcode_switch(p["microcode"]),
             microcode_dest=p["microcode_dest"],
             microcode_concat=p["microcode_concat"],
             extras=[*devices, *p["extra_files"]],

@@ -61,6 +61,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+stage_input:
+  description: Digest of what this stage loads (M(homelab.alpine_netboot.stage_tree) keys the image copy on it).
+  returned: success
+  type: str
 binaries:
   description: One record per binary (name, url, sha256, dest, strip, installed_sha256, size).
   returned: always
@@ -90,6 +94,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import FETCH_OPTIONS, Fetcher
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import stage_inputs
 
 ARGUMENT_SPEC = {
     "root": {"type": "path", "required": True},
@@ -117,7 +122,8 @@ def main() -> None:
                                    check_mode=module.check_mode)
     except NetbootError as exc:
         module.fail_json(msg=str(exc), commands=runner.log)
-    module.exit_json(changed=result.changed, binaries=result.records, fetched=result.fetched, commands=runner.log)
+    module.exit_json(changed=result.changed, binaries=result.records, fetched=result.fetched, commands=runner.log,
+                     stage_input=stage_inputs({"binaries": p})["binaries"])
 
 
 if __name__ == "__main__":

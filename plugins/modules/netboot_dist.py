@@ -6,19 +6,27 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: netboot_dist
-short_description: Finish the dist directory (vmlinuz, manifest.json, SHA256SUMS)
+short_description: Publish the dist directory (artefacts, vmlinuz, manifest.json, SHA256SUMS) by one swap
 description:
-  - Copies the kernel from the rootfs C(/boot) to O(dest)/vmlinuz (only when the bytes differ).
-  - Writes O(dest)/manifest.json - the rootfs manifest (release, arch, packages with version, checksum, repository
-    and build time, source_date_epoch), the kernel, the given O(inputs) and O(reports), and the size and sha256 of
-    every artefact - and O(dest)/SHA256SUMS (C(sha256sum -c) format, the manifest included).
-  - Every file is written to a temp name and renamed; the content has no timestamps, so a rerun with unchanged
-    inputs rewrites nothing and reports C(changed=false).
+  - Publishes O(dest) - every file of the artefact directory O(src) (what the stages wrote under the build
+    directory), the kernel from the rootfs C(/boot) as O(kernel_name), manifest.json and SHA256SUMS - by building
+    it in C(<dest>.new-<pid>) beside O(dest) and swapping it in with one rename. O(dest) stays as it was when
+    anything fails before the swap; the only writer of O(dest) is this module.
+  - manifest.json holds the rootfs manifest (release, arch, packages with version, checksum, repository and build
+    time, source_date_epoch), the kernel, the given O(inputs) and O(reports), and the size and sha256 of every
+    artefact; SHA256SUMS is in C(sha256sum -c) format, the manifest included.
+  - The content has no timestamps; when O(dest) already holds exactly what would be published, nothing is
+    written and the module reports C(changed=false).
 version_added: "0.1.0"
 author: homelab.alpine_netboot maintainers (@homelab)
 options:
   rootfs:
     description: The rootfs tree the image was built from.
+    type: path
+    required: true
+  src:
+    description: The artefact directory the stages wrote (initramfs, boot.ipxe, audit.json, ledger, SBOM, node
+      initrds in subdirectories); hidden files are not published.
     type: path
     required: true
   dest:
@@ -43,19 +51,18 @@ options:
     type: dict
     default: {}
   artefacts:
-    description: File names in O(dest) to list; default every visible regular file but manifest.json and SHA256SUMS.
+    description: File names in O(src) to list in the manifest; default every visible regular file of O(src).
     type: list
     elements: str
-  boot_artefacts:
+  boot_script:
     description:
-      - Files a boot script fetches -> what names them (the C(artefacts) result of
-        M(homelab.alpine_netboot.ipxe_script)). Each must be in O(dest) (the kernel counts, it is copied here);
-        otherwise the module fails naming the file and the setting to fix, and writes nothing.
-      - In check mode a missing one is a warning (an earlier stage may write it).
-    type: dict
-    default: {}
+      - The boot script's name in O(src) (the dist role gives C(boot.ipxe)); it must be there, and every file it
+        fetches (as recorded by M(homelab.alpine_netboot.ipxe_script) beside it) must be published; otherwise the
+        module fails naming the file and the setting or tag to run, and publishes nothing.
+    type: str
 notes:
-  - Check mode computes the manifest and reports whether anything would change; diff mode shows SHA256SUMS.
+  - Check mode computes the manifest and reports whether anything would change (writes nothing); diff mode shows
+    SHA256SUMS.
   - Without a rootfs manifest (O(rootfs_manifest)) the package list is read from C(lib/apk/db/installed).
 extends_documentation_fragment:
   - homelab.alpine_netboot.netboot.attributes
@@ -64,9 +71,10 @@ extends_documentation_fragment:
 """
 
 EXAMPLES = r"""
-- name: Finish dist/
+- name: Publish dist/
   homelab.alpine_netboot.netboot_dist:
-    rootfs: /var/tmp/netboot/rootfs
+    rootfs: /var/tmp/netboot/image
+    src: /var/tmp/netboot/artefacts
     dest: /var/tmp/netboot/dist
     inputs:
       initramfs_compression: zstd
@@ -114,7 +122,8 @@ ARGUMENT_SPEC = {
     "inputs": {"type": "dict", "default": {}},
     "reports": {"type": "dict", "default": {}},
     "artefacts": {"type": "list", "elements": "str"},
-    "boot_artefacts": {"type": "dict", "default": {}},
+    "boot_script": {"type": "str"},
+    "src": {"type": "path", "required": True},
 }
 
 
@@ -122,11 +131,12 @@ def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     p = module.params
-    exit_if_missing(module, p["rootfs"], f"copy the kernel of {p['rootfs']} and write manifest.json and SHA256SUMS "
-                    f"in {p['dest']}", "image", dest=p["dest"])
+    exit_if_missing(module, p["rootfs"], f"publish {p['src']} and the kernel of {p['rootfs']} as {p['dest']}", "image",
+                    dest=p["dest"])
     try:
         result = _manifest.build_dist(
             rootfs=p["rootfs"],
+            src=p["src"],
             dest=p["dest"],
             kernel=p["kernel"] or None,
             kernel_name=p["kernel_name"],
@@ -134,7 +144,7 @@ def main() -> None:
             inputs=p["inputs"],
             reports={str(k): str(v) for k, v in p["reports"].items()},
             artefacts=p["artefacts"],
-            boot_artefacts={str(k): str(v) for k, v in p["boot_artefacts"].items()},
+            boot_script=p["boot_script"],
             check_mode=module.check_mode,
         )
     except NetbootError as exc:

@@ -80,6 +80,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+stage_input:
+  description: Digest of what this stage loads (M(homelab.alpine_netboot.stage_tree) keys the image copy on it).
+  returned: success
+  type: str
 files:
   description: Paths (relative to O(root)) written, removed or linked.
   returned: always
@@ -112,6 +116,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps impor
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import CATTLE_PREFIX
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import stage_inputs
 
 ARGUMENT_SPEC = {
     "root": {"type": "path", "required": True},
@@ -162,7 +167,8 @@ def main() -> None:
     except (NetbootError, OSError) as exc:
         module.fail_json(msg=str(exc), commands=[])
     result = {"changed": plan.changed, "files": plan.paths(), "build_id": plan.build_id,
-              "keep_modules": _noderoles.keep_modules(roles), "commands": []}
+              "keep_modules": _noderoles.keep_modules(roles), "commands": [],
+              "stage_input": stage_inputs({"node": p})["node"]}
     if module._diff:
         result["diff"] = plan.diff()
     module.exit_json(**result)

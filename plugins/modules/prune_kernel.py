@@ -141,6 +141,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+stage_input:
+  description: Digest of what this stage loads (M(homelab.alpine_netboot.stage_tree) keys the image copy on it).
+  returned: success
+  type: str
 kernel_version:
   description: The kernel version pruned.
   returned: always
@@ -176,6 +180,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps impor
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import stage_inputs, stamp_path
 
 ARGUMENT_SPEC = {
     "root": {"type": "path", "required": True},
@@ -196,6 +201,10 @@ ARGUMENT_SPEC = {
 }
 
 
+def _newer(a: Path, b: Path) -> bool:
+    return a.is_file() and b.is_file() and a.stat().st_mtime_ns > b.stat().st_mtime_ns
+
+
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
@@ -207,6 +216,7 @@ def main() -> None:
         role_modules = _noderoles.role_modules(p["node_roles"])
     except NetbootError as exc:
         module.fail_json(msg=str(exc), commands=[])
+    report = Path(p["report"]) if p["report"] else None
     opts = _prune.Options(
         root=Path(p["root"]),
         kernel_version=p["kernel_version"],
@@ -220,7 +230,9 @@ def main() -> None:
         strip=p["strip"],
         profile_dirs=[Path(d) for d in p["profile_dirs"]],
         hardware_dirs=[Path(d) for d in p["hardware_dirs"]],
-        previous_report=_prune.read_report(Path(p["report"])) if p["report"] else None,
+        # a report older than the copy's stamp describes another copy (stage_tree remade it from the full rootfs)
+        previous_report=_prune.read_report(report) if report and not _newer(stamp_path(Path(p["root"])), report)
+        else None,
     )
     try:
         plan = _prune.make_plan(opts)
@@ -241,6 +253,7 @@ def main() -> None:
         "kept_modules": sorted(plan.kept_modules),
         "removed": len(plan.remove),
         "commands": runner.log,
+        "stage_input": stage_inputs({"prune": p})["prune"],
     }
     if module._diff:
         result["diff"] = _prune.diff(plan)

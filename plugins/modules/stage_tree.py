@@ -9,8 +9,9 @@ DOCUMENTATION = r"""
 module: stage_tree
 short_description: Keep a working copy of the rootfs for the stages that edit it
 description:
-  - Copies O(src) to O(dest) (owners, modes, hardlinks, xattrs kept) when the source's manifest or O(key) changed
-    since the last copy, so pruning always starts from the full rootfs and a rerun with unchanged inputs does nothing.
+  - Copies O(src) to O(dest) (owners, modes, hardlinks, xattrs kept) when the source's manifest or what the stages
+    in O(stages) load changed since the last copy, so editing always starts from the full rootfs, a rerun with
+    unchanged inputs does nothing, and an input changed and changed back gives the first image again.
   - The copy is built beside O(dest) and swapped in when complete.
   - A file beside O(dest) (C(<dest>.stage.json), e.g. C(build/image.stage.json)) records what it was made from;
     nothing is added inside O(dest), which ships in the image.
@@ -28,10 +29,16 @@ options:
     description: The working copy to (re)create.
     type: path
     required: true
-  key:
-    description: A digest of the inputs of the stages that will edit O(dest) (e.g. the pruning rules).
-    type: str
-    default: ""
+  stages:
+    description:
+      - The stages that will edit O(dest), each with the options its role passes to its module; the key of the copy
+        is computed from what they load (settings, and the contents of the files they read).
+      - C(prune) (M(homelab.alpine_netboot.prune_kernel); its profiles and hardware profiles are found by name in
+        C(profile_dirs)/C(hardware_dirs) or by path, as that module finds them), C(node)
+        (M(homelab.alpine_netboot.node_config); C(boot_script) and C(init_scripts) are read) and C(binaries)
+        (M(homelab.alpine_netboot.netboot_binaries); each entry is pinned by its sha256).
+    type: dict
+    default: {}
 extends_documentation_fragment:
   - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
@@ -45,14 +52,22 @@ EXAMPLES = r"""
   homelab.alpine_netboot.stage_tree:
     src: build/rootfs
     dest: build/image
-    key: "{{ kernel_settings | to_json | hash('sha256') }}"
+    stages:
+      prune:
+        profiles: [original]
+        hardware_mode: audit
+        profile_dirs: ["{{ role_path }}/../kernel/files/profiles"]
 """
 
 RETURN = r"""
 digest:
-  description: Digest of the source manifest and O(key) the copy is (or would be) made from.
+  description: Digest of the source manifest and the stage inputs the copy is (or would be) made from.
   returned: always
   type: str
+stage_inputs:
+  description: Per stage in O(stages), the digest of what it loads.
+  returned: always
+  type: dict
 commands:
   description: External commands run.
   returned: always
@@ -68,12 +83,17 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import apply_stage, plan_stage
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import (
+    apply_stage,
+    plan_stage,
+    stage_inputs,
+    stage_key,
+)
 
 ARGUMENT_SPEC = {
     "src": {"type": "path", "required": True},
     "dest": {"type": "path", "required": True},
-    "key": {"type": "str", "default": "", "no_log": False},
+    "stages": {"type": "dict", "default": {}},
 }
 
 
@@ -82,15 +102,16 @@ def main() -> None:
     fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     runner = Runner()
     src = Path(module.params["src"]).absolute()
-    exit_if_missing(module, src, f"copy {src} to {module.params['dest']}", "rootfs", digest=None)
     try:
-        plan = plan_stage(Path(module.params["src"]).absolute(), Path(module.params["dest"]).absolute(),
-                          module.params["key"])
+        inputs = stage_inputs(module.params["stages"])
+        exit_if_missing(module, src, f"copy {src} to {module.params['dest']}", "rootfs", digest=None,
+                        stage_inputs=inputs)
+        plan = plan_stage(src, Path(module.params["dest"]).absolute(), stage_key(inputs))
         if plan.changed and not module.check_mode:
             apply_stage(plan, runner)
     except NetbootError as exc:
         module.fail_json(msg=str(exc), commands=runner.log)
-    module.exit_json(changed=plan.changed, digest=plan.digest, commands=runner.log)
+    module.exit_json(changed=plan.changed, digest=plan.digest, stage_inputs=inputs, commands=runner.log)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def test_initramfs_is_bit_identical_whatever_mtimes_umask_and_tz(built: Built, t
         res = built.run(
             tags="initramfs",
             extravars={
-                "netboot_dist_dir": str(tmp_path / "dist2"),
+                "netboot_artefact_dir": str(tmp_path / "dist2"),
                 "initramfs_stamp_file": str(tmp_path / "stamp"),
                 "initramfs_progress_log": str(tmp_path / "progress.log"),
             },
@@ -121,7 +121,7 @@ def test_netboot_new_cattle_over_tftp(built: Built, tmp_path: Path) -> None:
     dist.mkdir()
     for name in ("vmlinuz", "initramfs"):
         os.link(built.dist / name, dist / name)
-    res = built.run(tags="ipxe", extravars={"netboot_dist_dir": str(dist), "boot_server_url": "tftp://10.0.2.2"})
+    res = built.run(tags="ipxe", extravars={"netboot_artefact_dir": str(dist), "boot_server_url": "tftp://10.0.2.2"})
     assert res.rc == 0, res.stdout
     assert "tftp://10.0.2.2" in (dist / "boot.ipxe").read_text()
     result = _vm.boot_test(

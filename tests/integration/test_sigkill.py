@@ -172,7 +172,8 @@ class Build:
             return "pruning", task
         if "initramfs : Build the initramfs with" in task:
             # the temp is renamed when compression ends, maybe between the listing and its size: then it is over
-            for tmp in sorted(self.dist.glob(".initramfs*")) if self.dist.is_dir() else []:
+            art = self.build / "artefacts"  # where the initramfs stage writes (the dist stage publishes it)
+            for tmp in sorted(art.glob(".initramfs*")) if art.is_dir() else []:
                 try:
                     size = tmp.stat().st_size
                 except FileNotFoundError:

@@ -33,15 +33,6 @@ def test_atomic_write_skips_identical_bytes(tmp_path: Path) -> None:
     assert [p.name for p in f.parent.iterdir()] == ["x"]  # no temp files left behind
 
 
-def test_atomic_copy(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    src.write_bytes(b"kernel")
-    dest = tmp_path / "out" / "vmlinuz"
-    assert fs.atomic_copy(src, dest, 0o600) is True and dest.read_bytes() == b"kernel"
-    assert oct(dest.stat().st_mode & 0o777) == "0o600"
-    assert fs.atomic_copy(src, dest) is False and oct(dest.stat().st_mode & 0o777) == "0o644"
-
-
 def test_a_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
     f = tmp_path / "image"
     f.write_bytes(b"good")
@@ -144,3 +135,14 @@ def test_escapes_and_loops_are_refused(rootfs: Path) -> None:
     os.symlink("loop", rootfs / "etc/loop")
     with pytest.raises(PathEscapeError, match="too many levels of symbolic links"):
         fs.resolve_in_root(rootfs, "etc/loop")
+
+
+def test_swap_dir_puts_the_new_tree_in_one_rename_and_removes_the_old(tmp_path: Path) -> None:
+    dest, new = tmp_path / "dist", tmp_path / "dist.new-1"
+    new.mkdir()
+    (new / "a").write_text("first")
+    fs.swap_dir(new, dest)  # nothing there yet: a plain rename
+    new.mkdir()
+    (new / "b").write_text("second")
+    fs.swap_dir(new, dest)
+    assert [p.name for p in dest.iterdir()] == ["b"] and sorted(p.name for p in tmp_path.iterdir()) == ["dist"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _initramfs
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._compress import make_spec
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._initramfs import (
@@ -319,3 +320,13 @@ def test_microcode_concat_prefixes_the_image(tree: Path, tmp_path: Path) -> None
     data = Path(req.dest).read_bytes()
     assert data.startswith(early) and (tmp_path / "elsewhere" / "ucode.cpio").read_bytes() == early
     assert "init" in gnu_cpio_list(gzip.decompress(data[len(early):]))
+
+
+@pytest.mark.parametrize(("value", "expect"), [
+    (None, False), (False, False), ("", False), ("none", False), ("None", False), ("off", False), ("0", False), (0, False),
+    ([], []), (True, True), ("yes", True), (1, True), ("ucode.bin", ["ucode.bin"]), (["a", "b"], ["a", "b"]),
+])
+def test_one_microcode_switch(value: object, expect: object) -> None:
+    assert _initramfs.microcode_switch(value) == expect
+    assert _initramfs.microcode_initrd(value, "intel-ucode.img") == ("intel-ucode.img" if expect else "")
+    assert _initramfs.microcode_initrd(value, "intel-ucode.img", concat=True) == ""

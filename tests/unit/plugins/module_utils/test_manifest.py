@@ -50,19 +50,28 @@ def test_sde_rules(tmp_path: Path) -> None:
         mf.source_date_epoch(root, -1)
 
 
+def artefacts(tmp_path: Path) -> Path:
+    """What the stages write under build/ (netboot_artefact_dir): the dist stage publishes it."""
+    src = tmp_path / "artefacts"
+    (src / "nodes").mkdir(parents=True)
+    (src / "initramfs").write_bytes(b"\x28\xb5\x2f\xfd fake")
+    (src / "boot.ipxe").write_text("#!ipxe\n")
+    (src / "nodes/a.img").write_bytes(b"a")  # a node initrd: published, not listed in the manifest
+    (src / ".boot.ipxe.artefacts.json").write_text('{"initramfs": "initramfs", "vmlinuz": "kernel"}')  # hidden
+    return src
+
+
 def test_dist_manifest_and_sums(tmp_path: Path) -> None:
     root = rootfs(tmp_path)
-    dist = tmp_path / "dist"
-    dist.mkdir()
-    (dist / "initramfs").write_bytes(b"\x28\xb5\x2f\xfd fake")
-    (dist / "boot.ipxe").write_text("#!ipxe\n")
-    (dist / ".initramfs.stamp").write_text("{}")  # hidden: not an artefact
+    src, dist = artefacts(tmp_path), tmp_path / "dist"
     report = tmp_path / "prune-report.json"
     report.write_text(json.dumps({"modules": {"after": {"count": 12}}}))
-    res = mf.build_dist(rootfs=str(root), dest=str(dist), inputs={"initramfs_level": 19},
-                        reports={"prune": str(report), "missing": str(tmp_path / "nope.json")})
+    kw = {"rootfs": str(root), "src": str(src), "dest": str(dist), "inputs": {"initramfs_level": 19},
+          "boot_script": "boot.ipxe", "reports": {"prune": str(report), "missing": str(tmp_path / "nope.json")}}
+    res = mf.build_dist(**kw)  # type: ignore[arg-type]
     assert res["changed"] is True
     assert (dist / "vmlinuz").read_bytes() == (root / "boot/vmlinuz-virt").read_bytes()
+    assert (dist / "nodes/a.img").read_bytes() == b"a" and not (dist / ".boot.ipxe.artefacts.json").exists()
     doc = json.loads((dist / "manifest.json").read_text())
     assert doc["release"] == "3.23" and doc["arch"] == "x86_64" and doc["source_date_epoch"] == 1765894768
     assert doc["packages"] == PACKAGES
@@ -75,17 +84,36 @@ def test_dist_manifest_and_sums(tmp_path: Path) -> None:
     assert [ln.split("  ")[1] for ln in sums] == ["boot.ipxe", "initramfs", "manifest.json", "vmlinuz"]
     subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=dist, check=True, capture_output=True)
 
-    stat_before = {p.name: p.stat().st_ino for p in dist.iterdir()}
-    again = mf.build_dist(rootfs=str(root), dest=str(dist), inputs={"initramfs_level": 19},
-                          reports={"prune": str(report), "missing": str(tmp_path / "nope.json")})
-    assert again["changed"] is False
-    assert {p.name: p.stat().st_ino for p in dist.iterdir()} == stat_before  # nothing rewritten
+    inode = dist.stat().st_ino
+    again = mf.build_dist(**kw)  # type: ignore[arg-type]
+    assert again["changed"] is False and dist.stat().st_ino == inode  # nothing published again
 
-    (dist / "initramfs").write_bytes(b"\x28\xb5\x2f\xfd rebuilt")
-    check = mf.build_dist(rootfs=str(root), dest=str(dist), inputs={"initramfs_level": 19},
-                          reports={"prune": str(report)}, check_mode=True)
+    (src / "initramfs").write_bytes(b"\x28\xb5\x2f\xfd rebuilt")
+    check = mf.build_dist(**kw, check_mode=True)  # type: ignore[arg-type]
     assert check["changed"] is True
-    assert (dist / "SHA256SUMS").read_text().splitlines() == sums  # check mode wrote nothing
+    assert (dist / "SHA256SUMS").read_text().splitlines() == sums and dist.stat().st_ino == inode  # wrote nothing
+    (dist / "stale").write_text("from an older build")
+    assert mf.build_dist(**kw)["changed"] is True  # type: ignore[arg-type]
+    assert dist.stat().st_ino != inode and not (dist / "stale").exists()  # a new directory, swapped in
+    assert (dist / "initramfs").read_bytes().endswith(b"rebuilt")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("dist")) == ["dist"]  # no temp left
+
+
+def test_a_failure_before_the_swap_leaves_dist_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = rootfs(tmp_path)
+    src, dist = artefacts(tmp_path), tmp_path / "dist"
+    kw = {"rootfs": str(root), "src": str(src), "dest": str(dist), "boot_script": "boot.ipxe"}
+    mf.build_dist(**kw)  # type: ignore[arg-type]
+    before = {p.name: p.read_bytes() for p in dist.iterdir() if p.is_file()}
+    (src / "initramfs").write_bytes(b"new")
+
+    def broken(new: str, dest: str) -> None:
+        raise OSError("disk full")
+    monkeypatch.setattr(mf, "swap_dir", broken)
+    with pytest.raises(OSError, match="disk full"):
+        mf.build_dist(**kw)  # type: ignore[arg-type]
+    assert {p.name: p.read_bytes() for p in dist.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("dist")) == ["dist"]
 
 
 def test_without_rootfs_manifest_packages_come_from_apk_db(tmp_path: Path) -> None:
@@ -93,8 +121,7 @@ def test_without_rootfs_manifest_packages_come_from_apk_db(tmp_path: Path) -> No
     db = root / "lib/apk/db/installed"
     db.parent.mkdir(parents=True)
     db.write_text("C:Q1x=\nP:musl\nV:1.2.5-r21\nA:x86_64\nt:1761000000\n\nC:Q1y=\nP:busybox\nV:1.37\nt:1765000000\n\n")
-    dist = tmp_path / "dist"
-    res = mf.build_dist(rootfs=str(root), dest=str(dist))
+    res = mf.build_dist(rootfs=str(root), src=str(tmp_path / "none"), dest=str(tmp_path / "dist"))
     assert [p["name"] for p in res["manifest"]["packages"]] == ["busybox", "musl"]
     assert res["manifest"]["source_date_epoch"] == 1765000000
     assert any("no rootfs manifest" in w for w in res["warnings"])
@@ -118,25 +145,29 @@ def test_kernel_selection(tmp_path: Path) -> None:
 def test_missing_listed_artefact_is_an_error(tmp_path: Path) -> None:
     root = rootfs(tmp_path)
     with pytest.raises(NetbootError, match=r"boot\.ipxe is missing"):
-        mf.build_dist(rootfs=str(root), dest=str(tmp_path / "dist"), artefacts=["boot.ipxe"])
+        mf.build_dist(rootfs=str(root), src=str(tmp_path), dest=str(tmp_path / "dist"), artefacts=["boot.ipxe"])
     assert not os.path.exists(tmp_path / "dist" / "manifest.json")
 
 
-def test_boot_artefact_missing_from_dist_fails_naming_file_and_option(tmp_path: Path) -> None:
+def test_boot_artefact_not_published_fails_naming_file_and_option(tmp_path: Path) -> None:
     root = rootfs(tmp_path)
-    dist = tmp_path / "dist"
-    dist.mkdir()
-    (dist / "initramfs").write_bytes(b"image")
-    fetched = {"vmlinuz": "kernel", "intel-ucode.img": "microcode", "initramfs": "initramfs"}
+    src, dist = artefacts(tmp_path), tmp_path / "dist"
+    (src / ".boot.ipxe.artefacts.json").write_text(json.dumps(
+        {"vmlinuz": "kernel", "intel-ucode.img": "microcode", "initramfs": "initramfs"}))
+    kw = {"rootfs": str(root), "src": str(src), "dest": str(dist), "boot_script": "boot.ipxe"}
     with pytest.raises(NetbootError, match=r"fetches intel-ucode\.img \(microcode\).*initramfs_microcode"):
-        mf.build_dist(rootfs=str(root), dest=str(dist), boot_artefacts=fetched)
-    assert sorted(os.listdir(dist)) == ["initramfs"]  # nothing written, not even the kernel
+        mf.build_dist(**kw)  # type: ignore[arg-type]
+    assert not dist.exists()  # nothing published
     # check mode only warns (the initramfs stage may write it); present artefacts pass
-    res = mf.build_dist(rootfs=str(root), dest=str(dist), boot_artefacts=fetched, check_mode=True)
+    res = mf.build_dist(**kw, check_mode=True)  # type: ignore[arg-type]
     assert any("intel-ucode.img" in w for w in res["warnings"])
-    (dist / "intel-ucode.img").write_bytes(b"ucode")
-    res = mf.build_dist(rootfs=str(root), dest=str(dist), boot_artefacts=fetched)
+    (src / "intel-ucode.img").write_bytes(b"ucode")
+    res = mf.build_dist(**kw)  # type: ignore[arg-type]
     assert {"vmlinuz", "initramfs", "intel-ucode.img"} <= set(res["artefacts"])
+    (src / "boot.ipxe").unlink()
+    (src / ".boot.ipxe.artefacts.json").unlink()
+    with pytest.raises(NetbootError, match=r"--tags ipxe"):
+        mf.build_dist(**kw)  # type: ignore[arg-type]
 
 
 def test_boot_artefact_per_node_initrd_and_paths(tmp_path: Path) -> None:
@@ -147,22 +178,6 @@ def test_boot_artefact_per_node_initrd_and_paths(tmp_path: Path) -> None:
     problems = mf.missing_boot_artefacts(dist, {"b.img": "initrd of host b", "../x": "initrd of host c"}, "vmlinuz")
     assert "b.img (initrd of host b)" in problems[1] and "host var initrd" in problems[1]
     assert "'../x'" in problems[0] and "not a path inside" in problems[0]
-
-
-def test_a_new_boot_script_may_not_break_a_published_dist(tmp_path: Path) -> None:
-    dist = tmp_path / "dist"
-    dist.mkdir()
-    (dist / "initramfs").write_bytes(b"i")
-    fetched = {"vmlinuz-new": "kernel", "initramfs": "initramfs", "intel-ucode.img": "microcode"}
-    # nothing published yet: nothing to protect (the dist stage checks when it publishes)
-    assert mf.boot_script_breaks_published(dist, fetched, "vmlinuz-new") == []
-    (dist / mf.MANIFEST_NAME).write_text("{}")
-    problems = mf.boot_script_breaks_published(dist, fetched, "vmlinuz-new")
-    # the kernel is copied by the dist stage under its (new) name; the microcode must already be there
-    assert len(problems) == 1 and "intel-ucode.img (microcode)" in problems[0], problems
-    assert "initramfs_microcode" in problems[0] and str(dist) in problems[0]
-    (dist / "intel-ucode.img").write_bytes(b"u")
-    assert mf.boot_script_breaks_published(dist, fetched, "vmlinuz-new") == []
 
 
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", "\xff\xfe"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -41,10 +42,9 @@ def test_changed_then_unchanged_check_and_diff(tmp_path: Path, args: dict[str, o
     assert res["urls"] == ["tftp://192.168.88.1", "http://192.168.88.10:8080"]
     first = dest.stat().st_mtime_ns
     rc, res = run_module(tmp_path, args)
-    assert rc == 0 and res["changed"] is False and dest.stat().st_mtime_ns == first and res["up_to_date"] is True
+    assert rc == 0 and res["changed"] is False and dest.stat().st_mtime_ns == first
     rc, res = run_module(tmp_path, {**args, "retries": 5}, check=True)
     assert res["changed"] is True and "(attempt 5/5)" in res["diff"]["after"]  # type: ignore[index]
-    assert res["up_to_date"] is False
     assert "(attempt 5/5)" not in dest.read_text()
 
 
@@ -78,26 +78,14 @@ def test_failed_render_keeps_the_previous_script(tmp_path: Path, args: dict[str,
     assert Path(str(args["dest"])).read_text() == before
 
 
-def test_a_published_dist_keeps_its_script_when_the_new_one_fetches_a_missing_file(
-    tmp_path: Path, args: dict[str, object]
-) -> None:
+def test_what_the_script_fetches_is_recorded_beside_it(tmp_path: Path, args: dict[str, object]) -> None:
     dest = Path(str(args["dest"]))
-    dist = dest.parent
-    args = {**args, "artefact_dir": str(dist)}
-    rc, res = run_module(tmp_path, args)
-    assert rc == 0 and dest.is_file()  # nothing published yet: written (the dist stage checks when it publishes)
-    before = dest.read_bytes()
-    (dist / "manifest.json").write_text("{}")
-    (dist / "initramfs").write_bytes(b"i")
     rc, res = run_module(tmp_path, {**args, "microcode": "intel-ucode.img"})
-    assert rc == 1 and f"{dest} was left as it was" in str(res["msg"]), res
-    assert "fetches intel-ucode.img (microcode)" in str(res["msg"]) and "initramfs_microcode" in str(res["msg"])
-    assert dest.read_bytes() == before
-    rc, res = run_module(tmp_path, {**args, "microcode": "intel-ucode.img"}, check=True)
-    assert rc == 0 and "intel-ucode.img" in str(res["warnings"]), res  # 2.19: warnings are WarningSummary dicts
-    (dist / "intel-ucode.img").write_bytes(b"u")
+    record = json.loads((dest.parent / ".boot.ipxe.artefacts.json").read_text())
+    assert rc == 0 and record == res["artefacts"] and record["intel-ucode.img"] == "microcode"
+    (dest.parent / ".boot.ipxe.artefacts.json").unlink()  # an older build's artefact dir: the record is written
     rc, res = run_module(tmp_path, {**args, "microcode": "intel-ucode.img"})
-    assert rc == 0 and res["changed"] is True and "intel-ucode.img" in dest.read_text()
+    assert rc == 0 and res["changed"] is True and (dest.parent / ".boot.ipxe.artefacts.json").is_file()
 
 
 @pytest.mark.parametrize(
