@@ -447,7 +447,6 @@ class Builder:
             shutil.rmtree(old, ignore_errors=True)
         return overlay.files if overlay else []
 
-
     def _refused(self, exc: CommandError, pkgs: list[Locked]) -> CommandError:
         """apk refused package(s) while unpacking: name each with the member at fault and evict it from the cache,
         so the next online run fetches it again (the rootfs being built is dropped, the old one is untouched)."""

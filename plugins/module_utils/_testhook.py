@@ -45,8 +45,9 @@ def hook_cpio(checks: Sequence[str], marker: str = DEFAULT_MARKER) -> bytes:
                   f"echo \"{CHECK_END} {i} rc=$?\""]
     lines += [f"echo {shlex.quote(marker)}", "} >$out 2>&1", ""]
     script = "\n".join(lines)
-    specs: list[dict[str, object]] = [{"path": "etc/local.d/zz-netboot-boot-test.start", "mode": 0o755, "content": script},
-             {"path": "etc/runlevels/default/local", "type": "symlink", "target": "/etc/init.d/local"}]
+    specs: list[dict[str, object]] = [
+        {"path": "etc/local.d/zz-netboot-boot-test.start", "mode": 0o755, "content": script},
+        {"path": "etc/runlevels/default/local", "type": "symlink", "target": "/etc/init.d/local"}]
     return _cpio.archive_bytes(_cpio.finalize(_cpio.spec_entries(specs, source_date_epoch=0), source_date_epoch=0))
 
 

@@ -199,7 +199,9 @@ def test_node_boots_through_the_routers_dhcp(peer: Peer, lan: Lan, tmp_path: Pat
     peer.transfers.clear()
     t0 = time.monotonic()
     out = boot(lan, tmp_path, uefi=uefi, timeout=900 if uefi else 420)
-    assert out.ok, f"{out.reason}\n{out.tail(60)}\nDHCP: {[(e.reply.kind, e.reply.file, e.reply.options.get(67)) for e in dhcp.exchanges]}\nTFTP: {served(peer)}"
+    assert out.ok, (f"{out.reason}\n{out.tail(60)}\nDHCP: "
+                    f"{[(e.reply.kind, e.reply.file, e.reply.options.get(67)) for e in dhcp.exchanges]}\n"
+                    f"TFTP: {served(peer)}")
     gen = result(res)["generation"]
     got = served(peer)
     # exactly one iPXE binary, then the script, kernel and initramfs: no second fetch of a binary (no loop)

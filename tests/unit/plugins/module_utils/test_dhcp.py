@@ -123,8 +123,8 @@ def test_old_single_matcher_config_is_migrated() -> None:
     st = state(net, **old)
     plan = plan_dhcp(st, opts, tag=TAG, script="boot.ipxe", host="r1")
     # the old rows are kept (ids) and only get their new comment; the network's boot-file-name is unset
-    assert [(c.action, c.id) for c in plan.changes if c.id in ("*O", "*S", "*M")] == [("set", "*O"), ("set", "*S"),
-                                                                                     ("set", "*M")]
+    kept = [(c.action, c.id) for c in plan.changes if c.id in ("*O", "*S", "*M")]
+    assert kept == [("set", "*O"), ("set", "*S"), ("set", "*M")]
     assert dict(plan.changes[-1].values) == {"boot-file-name": "", "dhcp-option": "homelab-netboot-uefi"}
     after = applied(st, opts)
     assert [r["name"] for r in after.menus[MATCHER_MENU]] == [NAME, "homelab-netboot-bios-0000", LAST_NAME]
