@@ -38,8 +38,11 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
 
 
 def render(built: Built, peer: Peer, dist: Path) -> Path:
-    """dist/ for the peer: the ipxe and dist roles with boot_server_url tftp://10.0.2.2:PORT."""
-    res = built.run(tags="ipxe,dist", extravars={"netboot_dist_dir": str(dist),
+    """dist/ for the peer: the ipxe and dist roles with boot_server_url tftp://10.0.2.2:PORT, rendered into a copy
+    of build/artefacts so the shared build keeps its own boot.ipxe (test_dist_publish reruns it: changed=0)."""
+    artefacts = dist.parent / "artefacts"
+    shutil.copytree(built.build / "artefacts", artefacts)
+    res = built.run(tags="ipxe,dist", extravars={"netboot_dist_dir": str(dist), "netboot_artefact_dir": str(artefacts),
                                                  "boot_server_url": f"tftp://10.0.2.2:{peer.tftp_port}"})
     assert res.rc == 0, res.stdout[-4000:]
     return dist
