@@ -20,15 +20,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _qemu, _testhook, _vm
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import (
-    LAST_NAME,
-    MATCHER_MENU,
-    NAME,
-    NETWORK_MENU,
-    OPTION_MENU,
-    SETS_MENU,
-)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _dhcp, _qemu, _testhook, _vm
 from tests.fixtures.bootimage import boot_image
 from tests.fixtures.routeros.deploy import HOST, deploy, result
 from tests.fixtures.routeros.dhcp import (
@@ -36,7 +28,6 @@ from tests.fixtures.routeros.dhcp import (
     PRECEDENCES,
     DhcpModel,
     DhcpServer,
-    Lan,
     client_options,
     discover,
     edk2_filename,
@@ -44,6 +35,7 @@ from tests.fixtures.routeros.dhcp import (
 )
 from tests.fixtures.routeros.dist import make_dist
 from tests.fixtures.routeros.peer import Peer
+from tests.fixtures.routeros.udp import Lan
 
 NET = "192.168.88.0/24"
 ROUTER = "192.168.88.1"
@@ -62,7 +54,7 @@ CLIENTS = {
 
 
 def lan_network(peer: Peer) -> None:
-    peer.add_row(NETWORK_MENU, address=NET, gateway=ROUTER, **{"dns-server": ROUTER})
+    peer.add_row(_dhcp.NETWORK_MENU, address=NET, gateway=ROUTER, **{"dns-server": ROUTER})
 
 
 def loopback_server(peer: Peer, model: DhcpModel) -> DhcpServer:
@@ -113,13 +105,14 @@ def test_every_client_gets_its_file_under_every_modelled_routeros(peer: Peer, tm
 def test_the_old_config_loops_and_a_rerun_converts_it(peer: Peer, tmp_path: Path) -> None:
     """The first version's rows: boot-file-name=undionly.kpxe and one option 77 matcher giving boot.ipxe."""
     tag = "homelab.alpine_netboot dir=netboot"
-    peer.add_row(OPTION_MENU, name=NAME, code="67", value="s'boot.ipxe'", comment=f"{tag} dhcp=option")
-    peer.add_row(SETS_MENU, name=NAME, options=NAME, comment=f"{tag} dhcp=option-set")
-    peer.add_row(MATCHER_MENU, name=NAME, server="all", code="77", value="iPXE", **{"option-set": NAME},
+    name = _dhcp.NAME
+    peer.add_row(_dhcp.OPTION_MENU, name=name, code="67", value="s'boot.ipxe'", comment=f"{tag} dhcp=option")
+    peer.add_row(_dhcp.SETS_MENU, name=name, options=name, comment=f"{tag} dhcp=option-set")
+    peer.add_row(_dhcp.MATCHER_MENU, name=name, server="all", code="77", value="iPXE", **{"option-set": name},
                  disabled="false", comment=f"{tag} dhcp=matcher")
-    net_id = next(r[".id"] for r in peer.rows(NETWORK_MENU) if r["address"] == NET)
+    net_id = next(r[".id"] for r in peer.rows(_dhcp.NETWORK_MENU) if r["address"] == NET)
     with peer.lock:
-        row = next(r for r in peer.menus[NETWORK_MENU].rows if r[".id"] == net_id)
+        row = next(r for r in peer.menus[_dhcp.NETWORK_MENU].rows if r[".id"] == net_id)
         row.update({"next-server": ROUTER, "boot-file-name": "undionly.kpxe"})
     server = loopback_server(peer, DhcpModel("keep"))
     try:
@@ -128,8 +121,9 @@ def test_the_old_config_loops_and_a_rerun_converts_it(peer: Peer, tmp_path: Path
         dist = make_dist(tmp_path / "dist", f"tftp://{ROUTER}")
         res = deploy(tmp_path / "w", peer, dist, **DHCP)
         assert res.rc == 0, res.stdout
-        assert [r["name"] for r in peer.rows(MATCHER_MENU)] == [NAME, "homelab-netboot-bios-0000", LAST_NAME]
-        net = next(r for r in peer.rows(NETWORK_MENU) if r["address"] == NET)
+        matchers = [r["name"] for r in peer.rows(_dhcp.MATCHER_MENU)]
+        assert matchers == [_dhcp.NAME, "homelab-netboot-bios-0000", _dhcp.LAST_NAME]
+        net = next(r for r in peer.rows(_dhcp.NETWORK_MENU) if r["address"] == NET)
         assert "boot-file-name" not in net and net["dhcp-option"] == "homelab-netboot-uefi"
         assert what_boots(server, "ipxe-bios")[1:] == ("", "boot.ipxe")
         assert what_boots(server, "uefi-firmware")[1:] == ("", "snponly.efi")
@@ -225,7 +219,7 @@ def test_uefi_node_loops_with_the_first_versions_boot_file_name(peer: Peer, lan:
     res = deploy(tmp_path / "w", peer, bootable_dist(tmp_path), **DHCP)
     assert res.rc == 0, res.stdout
     with peer.lock:
-        row = next(r for r in peer.menus[NETWORK_MENU].rows if r["address"] == NET)
+        row = next(r for r in peer.menus[_dhcp.NETWORK_MENU].rows if r["address"] == NET)
         row.pop("dhcp-option")
         row["boot-file-name"] = "ipxe.efi"
     peer.serve_lan(lan, DhcpModel("keep", "first"))
