@@ -25,9 +25,10 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _elf
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, SignatureError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
-    atomic_write_bytes,
+    dump_json,
     resolve_in_root,
     sha256_file,
+    write_if_changed,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
@@ -175,19 +176,11 @@ def install(root: Path, binaries: Sequence[Binary], cache_dir: Path, fetcher: Fe
         if b.strip:
             data = stripped(data, runner, work)
         target = resolve_in_root(root, b.dest)
-        if check_mode:
-            changed |= sha256_file(target) != hashlib.sha256(data).hexdigest()
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            changed |= atomic_write_bytes(target, data, 0o755)
+        changed |= write_if_changed(target, data, 0o755, check_mode=check_mode)
         records.append(b.record(hashlib.sha256(data).hexdigest(), len(data)))
-    doc = (json.dumps({"binaries": records}, indent=2, sort_keys=True) + "\n").encode()
     rec = root / RECORD
     if records or rec.exists():
-        if check_mode:
-            changed |= (rec.read_bytes() if rec.is_file() else b"") != doc
-        else:
-            changed |= atomic_write_bytes(rec, doc)
+        changed |= write_if_changed(rec, dump_json({"binaries": records}, ensure_ascii=True), check_mode=check_mode)
     return InstallResult(changed, records, fetched)
 
 

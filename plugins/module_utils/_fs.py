@@ -16,14 +16,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import json
 import os
 import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import PathEscapeError
 
@@ -173,6 +174,37 @@ def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes, mode: int = 0o
     with atomic_output(dest, mode) as out:
         out.write(data)
     return True
+
+
+def write_if_changed(dest: str | os.PathLike[str], data: bytes, mode: int = 0o644, *,
+                     check_mode: bool = False) -> bool:
+    """``atomic_write_bytes``; in check mode only whether it would write (nothing written)."""
+    return read_or_none(dest) != data if check_mode else atomic_write_bytes(dest, data, mode)
+
+
+def read_or_none(path: str | os.PathLike[str]) -> bytes | None:
+    """``path``'s bytes, or None when it does not exist."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when it is absent, unreadable, not JSON or not an object (a record that is
+    simply rewritten)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def dump_json(data: Mapping[str, Any], *, indent: int = 2, ensure_ascii: bool = False) -> bytes:
+    """``data`` as sorted, indented JSON plus a newline: the files the collection writes."""
+    return (json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=ensure_ascii) + "\n").encode()
 
 
 def swap_dir(new: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:

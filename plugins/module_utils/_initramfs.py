@@ -9,7 +9,6 @@ rename only if the bytes differ from the current file.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,8 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
     atomic_output,
     atomic_write_bytes,
+    dump_json,
+    read_json_object,
     sha256_file,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import source_date_epoch
@@ -156,15 +157,6 @@ def _stamp_path(req: InitramfsRequest) -> str:
     return os.path.join(d, f".{n}.stamp")
 
 
-def _read_stamp(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _file_info(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None
@@ -208,7 +200,7 @@ def build_initramfs(req: InitramfsRequest, *, check_mode: bool = False) -> dict[
         }
     )
     stamp_path = _stamp_path(req)
-    stamp = _read_stamp(stamp_path)
+    stamp = read_json_object(stamp_path) or {}
     before = _file_info(req.dest)
     before_ucode = _file_info(microcode_dest)
     result: dict[str, Any] = {
@@ -252,7 +244,7 @@ def build_initramfs(req: InitramfsRequest, *, check_mode: bool = False) -> dict[
         raise NetbootError(f"{req.dest} changed while it was being written (another build running?); run the build again")
     stamp_data = {"format": STAMP_FORMAT, "plan": digest, "sha256": sha,
                   "microcode_sha256": after_ucode["sha256"] if after_ucode else None}
-    atomic_write_bytes(stamp_path, (json.dumps(stamp_data, sort_keys=True, indent=1) + "\n").encode())
+    atomic_write_bytes(stamp_path, dump_json(stamp_data, indent=1, ensure_ascii=True))
     result.update(changed=changed, compressed=True, sha256=sha, size=size, microcode=after_ucode, progress=progress)
     result["diff"]["after"] = _describe(after, after_ucode)
     return result

@@ -322,5 +322,4 @@ def plan_write(dest: str | os.PathLike[str], content: str) -> WritePlan:
 def apply_write(plan: WritePlan, mode: int = 0o644) -> None:
     """Write to a temporary name in the same directory, then rename (a failure keeps the old script)."""
     if plan.changed:
-        plan.dest.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(plan.dest, plan.after.encode(), mode)

@@ -41,11 +41,17 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apk
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, sha256_file
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
+    dump_json,
+    read_json_object,
+    sha256_file,
+    write_if_changed,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
     LEDGER_NAME,
     find_kernel,
     publishable,
+    read_prune_report,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._minram import minimum_ram
 
@@ -575,21 +581,6 @@ def render_svg(ledger: Mapping[str, Any], bars: int = CHART_BARS, fmt: str = "sv
 # ---------------------------------------------------------------------------------------------------- files
 
 
-def read_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return None  # an unreadable previous ledger only loses the delta
-    return data if isinstance(data, dict) else None
-
-
-def dump_json(data: Mapping[str, Any]) -> bytes:
-    return (json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
-
-
 def pruned_summary(report: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     if not report:
         return []
@@ -660,7 +651,7 @@ def build_ledger(req: LedgerRequest, *, check_mode: bool = False) -> dict[str, A
         "cmdline": req.cmdline, "tolerance": TOLERANCE,
     })
     paths = {n: req.dest / n for n in (JSON_NAME, MD_NAME, SVG_NAME)}
-    previous = read_json(paths[JSON_NAME])
+    previous = read_json_object(paths[JSON_NAME])  # unreadable: only the delta is lost
     if previous is not None and previous.get("inputs_digest") == digest and all(p.is_file() for p in paths.values()):
         ledger = previous
         changed = False
@@ -668,12 +659,7 @@ def build_ledger(req: LedgerRequest, *, check_mode: bool = False) -> dict[str, A
         ledger = measure(Measure(image=req.image, spec=req.spec, apk_db_root=req.rootfs, overlay_dir=req.overlay_dir,
                                  spool_dir=req.spool_dir))
         ram = minimum_ram(kernel, [p for p in (microcode, req.image) if p is not None], req.cmdline)
-        report = None
-        if report_path is not None:
-            try:
-                report = json.loads(report_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise NetbootError(f"cannot read the prune report {report_path}: {exc}; rerun the kernel stage") from exc
+        report = read_prune_report(report_path)
         ledger.update({
             "format": LEDGER_FORMAT,
             "inputs_digest": digest,
@@ -683,21 +669,17 @@ def build_ledger(req: LedgerRequest, *, check_mode: bool = False) -> dict[str, A
             "download_bytes": sum(artefacts.values()),
             "node_ram": {k: ram[k] for k in ("minimum_mib", "limited_by", "unpacked_bytes", "decoder_window",
                                              "kernel_init_size") if k in ram},
-            "kernel_version": report.get("kernel_version") if isinstance(report, dict) else None,
-            "pruned": pruned_summary(report if isinstance(report, dict) else None),
+            "kernel_version": report.get("kernel_version") if report else None,
+            "pruned": pruned_summary(report),
         })
         if previous is not None and previous.get("image_sha256") == image_sha and "delta" in previous:
             ledger["delta"] = previous["delta"]  # same image: the delta still refers to the build before it
         else:
             ledger["delta"] = delta(previous, ledger)
-        blobs = {JSON_NAME: dump_json(ledger), MD_NAME: render_markdown(ledger).encode(), SVG_NAME: render_svg(ledger)}
-        changed = False
-        if check_mode:
-            changed = any(not paths[n].is_file() or paths[n].read_bytes() != b for n, b in blobs.items())
-        else:
-            req.dest.mkdir(parents=True, exist_ok=True)
-            for name, blob in blobs.items():
-                changed |= atomic_write_bytes(paths[name], blob)
+        blobs = {JSON_NAME: dump_json(ledger, indent=1), MD_NAME: render_markdown(ledger).encode(),
+                 SVG_NAME: render_svg(ledger)}
+        written = [write_if_changed(paths[n], b, check_mode=check_mode) for n, b in blobs.items()]  # every file
+        changed = any(written)
     budgets = check_budgets(ledger, req.budgets)  # not stored: the files describe the image, not the limits
     before = previous.get("total_compressed_bytes") if previous else None
     return {

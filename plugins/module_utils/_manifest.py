@@ -22,6 +22,8 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
     atomic_write_bytes,
+    dump_json,
+    read_or_none,
     remove_dead_temps,
     resolve_in_root,
     sha256_file,
@@ -56,6 +58,18 @@ def read_rootfs_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         raise NetbootError(f"the rootfs manifest {path} is not a JSON object; {fix}")
     return data
+
+
+def read_prune_report(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
+    """The kernel stage's prune report; None when there is none or it is not a JSON object. Unreadable is an error."""
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise NetbootError(f"cannot read the prune report {path}: {exc}; rerun the kernel stage") from exc
+    return data if isinstance(data, dict) else None
 
 
 def apk_installed(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -142,10 +156,6 @@ def sha256sums_text(sums: Mapping[str, str]) -> str:
         if "/" in name or "\n" in name:
             raise ConfigError(f"artefact name {name!r} must be a plain file name in the dist directory")
     return "".join(f"{sums[n]}  {n}\n" for n in sorted(sums))
-
-
-def dump_json(data: Mapping[str, Any]) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 
 def default_artefacts(dist: str | os.PathLike[str]) -> list[str]:
@@ -281,7 +291,7 @@ def _same_tree(dest: str, files: Mapping[str, Path], generated: Mapping[str, byt
         return False
     if set(_published(dest, {})) | ({MANIFEST_NAME, SUMS_NAME} & set(os.listdir(dest))) != {*files, *generated}:
         return False
-    return (all(_read_bytes(os.path.join(dest, n)) == data for n, data in generated.items())
+    return (all(read_or_none(os.path.join(dest, n)) == data for n, data in generated.items())
             and all(sha256_file(os.path.join(dest, n)) == sha256_file(p) for n, p in files.items()))
 
 
@@ -353,7 +363,7 @@ def build_dist(
     sums = {n: i["sha256"] for n, i in infos.items()}
     sums[MANIFEST_NAME] = hashlib.sha256(manifest_bytes).hexdigest()
     sums_text = sha256sums_text(sums)
-    before_sums = _read_text(os.path.join(dest, SUMS_NAME))
+    before_sums = (read_or_none(os.path.join(dest, SUMS_NAME)) or b"").decode("utf-8", errors="replace")
     generated = {MANIFEST_NAME: manifest_bytes, SUMS_NAME: sums_text.encode()}
     changed = not _same_tree(dest, files, generated)
     if changed and not check_mode:
@@ -365,7 +375,7 @@ def build_dist(
         "manifest": doc,
         "sha256sums": sums_text,
         "warnings": warnings,
-        "diff": {"before": before_sums or "", "after": sums_text, "before_header": f"{dest}/{SUMS_NAME}",
+        "diff": {"before": before_sums, "after": sums_text, "before_header": f"{dest}/{SUMS_NAME}",
                  "after_header": f"{dest}/{SUMS_NAME}"},
     }
 
@@ -386,16 +396,3 @@ def _publish(dest: str, files: Mapping[str, Path], generated: Mapping[str, bytes
         swap_dir(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _read_bytes(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except FileNotFoundError:
-        return None
-
-
-def _read_text(path: str) -> str | None:
-    data = _read_bytes(path)
-    return None if data is None else data.decode("utf-8", errors="replace")

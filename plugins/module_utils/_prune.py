@@ -22,7 +22,6 @@ Profile file format (every key optional)::
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import re
 import stat
@@ -40,7 +39,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
     atomic_path,
     atomic_symlink,
-    atomic_write_bytes,
     inside,
     resolve_in_root,
 )
@@ -942,16 +940,3 @@ def diff(plan: Plan) -> dict[str, str]:
         after.append(f"lib/modules/{plan.kver}/modules.* regenerated")
     return {"before": "\n".join(before) + ("\n" if before else ""),
             "after": "\n".join(after) + ("\n" if after else "")}
-
-
-def read_report(path: Path) -> dict[str, Any] | None:
-    """The previous report, or None when absent or unreadable (then it is simply rewritten)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def write_report(path: Path, report: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())

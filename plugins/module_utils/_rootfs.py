@@ -50,7 +50,12 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch impo
     Fetcher,
     clean_partials,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, remove_dead_temps
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
+    atomic_write_bytes,
+    dump_json,
+    read_json_object,
+    remove_dead_temps,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
     ROOTFS_MANIFEST,
     read_rootfs_manifest,
@@ -431,7 +436,7 @@ class Builder:
                 raise self._refused(exc, pkgs) from exc
             _finish(new, self.spec, self.keyring, manifest, self.warnings)
             overlay = copy_overlay(self.spec.overlay_dir, new) if self.spec.overlay_dir else None
-            _write_json(new / ROOTFS_MANIFEST, manifest)
+            atomic_write_bytes(new / ROOTFS_MANIFEST, dump_json(manifest, ensure_ascii=True))
             if root.exists():
                 root.rename(old)
             new.rename(root)
@@ -551,10 +556,6 @@ def _clamp_shadow(shadow: Path, epoch: int) -> None:
     shadow.write_text("".join(ln + "\n" for ln in lines))
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-
-
 def lock_document(spec: RootfsSpec, pkgs: list[Locked]) -> dict[str, Any]:
     return {
         "format": LOCK_FORMAT,
@@ -567,10 +568,7 @@ def lock_document(spec: RootfsSpec, pkgs: list[Locked]) -> dict[str, Any]:
 
 
 def lock_differs(path: Path, doc: dict[str, Any]) -> bool:
-    try:
-        return bool(json.loads(path.read_text()) != doc)
-    except (OSError, ValueError):
-        return True
+    return read_json_object(path) != doc
 
 
 def package_lines(pkgs: list[dict[str, Any]] | list[Locked]) -> list[str]:
@@ -600,7 +598,7 @@ def build(spec: RootfsSpec, runner: Runner, fetcher: Fetcher, check_mode: bool) 
                 overlay_files = builder.apply(pkgs, manifest)
             if lock_changed and spec.lockfile is not None:
                 spec.lockfile.parent.mkdir(parents=True, exist_ok=True)
-                _write_json(spec.lockfile, lock_doc)
+                atomic_write_bytes(spec.lockfile, dump_json(lock_doc, ensure_ascii=True))
         return Outcome(
             changed=changed or lock_changed,
             packages=pkgs,

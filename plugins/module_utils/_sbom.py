@@ -28,11 +28,12 @@ from typing import Any
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb, _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, inside
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import inside, write_if_changed
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
     ROOTFS_MANIFEST,
     SBOM_NAME,
     kernel_version,
+    read_prune_report,
     read_rootfs_manifest,
     source_date_epoch,
 )
@@ -218,26 +219,10 @@ def write_sbom(
     extras: Sequence[ExtraBinary] = (),
     check_mode: bool = False,
 ) -> dict[str, Any]:
-    report = None
-    if report_path and os.path.isfile(report_path):
-        try:
-            with open(report_path, encoding="utf-8") as fh:
-                report = json.load(fh)
-        except (OSError, ValueError) as exc:
-            raise NetbootError(f"cannot read the prune report {report_path}: {exc}; rerun the kernel stage") from exc
-    text = build_document(root, release=release, kernel=kernel, report=report if isinstance(report, dict) else None,
-                          extras=extras)
+    text = build_document(root, release=release, kernel=kernel, report=read_prune_report(report_path), extras=extras)
     blob = text.encode()
     path = Path(dest, SBOM_NAME)
-    try:
-        before = path.read_bytes()
-    except FileNotFoundError:
-        before = None
-    if check_mode:
-        changed = before != blob
-    else:
-        Path(dest).mkdir(parents=True, exist_ok=True)
-        changed = atomic_write_bytes(path, blob)
+    changed = write_if_changed(path, blob, check_mode=check_mode)
     doc = json.loads(text)
     return {
         "changed": changed,

@@ -81,8 +81,12 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _aud
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import dump_json
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
+    atomic_write_bytes,
+    dump_json,
+    read_or_none,
+    write_if_changed,
+)
 
 ARGUMENT_SPEC = {
     "root": {"type": "path", "required": True},
@@ -114,13 +118,8 @@ def main() -> None:
         if not module.check_mode:
             atomic_write_bytes(failed, data)
         module.fail_json(msg=report.message() + f"\n(report: {failed})", report=doc, errors=errors, commands=[])
-    try:
-        before = Path(p["dest"]).read_bytes()
-    except FileNotFoundError:
-        before = b""
-    changed = before != data
-    if changed and not module.check_mode:
-        atomic_write_bytes(p["dest"], data)
+    before = read_or_none(p["dest"]) or b""
+    changed = write_if_changed(p["dest"], data, check_mode=module.check_mode)
     result = {"changed": changed, "report": doc, "errors": errors, "commands": []}
     if module._diff:
         result["diff"] = {"before_header": p["dest"], "after_header": p["dest"], "before": before.decode(),

@@ -126,7 +126,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import write_if_changed
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import (
     DEFAULT_KERNEL_ARGS,
     ScriptSpec,
@@ -170,11 +170,8 @@ def main() -> None:
         plan = plan_write(p["dest"], render(spec, p["template"]))
         record = boot_record(plan.dest)
         fetched = json.dumps(context["artefacts"], sort_keys=True).encode() + b"\n"
-        stale = not record.is_file() or record.read_bytes() != fetched
+        stale = write_if_changed(record, fetched, check_mode=module.check_mode)
         if not module.check_mode:
-            if stale:
-                plan.dest.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(record, fetched)
             apply_write(plan)
     except NetbootError as exc:
         module.fail_json(msg=str(exc))

@@ -178,7 +178,12 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _nod
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
+    IMAGE_UMASK,
+    atomic_write_bytes,
+    dump_json,
+    read_json_object,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import stage_inputs, stamp_path
 
@@ -231,7 +236,7 @@ def main() -> None:
         profile_dirs=[Path(d) for d in p["profile_dirs"]],
         hardware_dirs=[Path(d) for d in p["hardware_dirs"]],
         # a report older than the copy's stamp describes another copy (stage_tree remade it from the full rootfs)
-        previous_report=_prune.read_report(report) if report and not _newer(stamp_path(Path(p["root"])), report)
+        previous_report=read_json_object(report) if report and not _newer(stamp_path(Path(p["root"])), report)
         else None,
     )
     try:
@@ -241,7 +246,7 @@ def main() -> None:
             if changed:
                 _prune.apply_plan(plan, runner, verify=p["verify"])
             if p["report"] and (changed or not Path(p["report"]).exists()):
-                _prune.write_report(Path(p["report"]), plan.report)
+                atomic_write_bytes(p["report"], dump_json(plan.report, ensure_ascii=True))
     except NetbootError as exc:
         module.fail_json(msg=str(exc), commands=runner.log)
     for w in plan.warnings:
