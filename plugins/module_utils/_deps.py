@@ -16,14 +16,19 @@ ansible-test's import sanity test, a host that lacks it), and every module start
 
 so a missing library fails the task with Ansible's ``missing_required_lib`` message naming the library to pip
 install, before any work is done.
-Which libraries a module needs follows from what it imports; nothing else lists them.
+Which libraries a module needs follows from what it imports; nothing else lists them. The modules' work then runs
+in ``with fail_on_error(module, ...):``, which turns the project's errors into the task's failure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import traceback
+from collections.abc import Iterator
 from typing import Any, NoReturn, Protocol
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 
 # Import name -> the distribution to pip install (versions pinned in the collection's requirements.txt).
 REQUIREMENTS: dict[str, str] = {
@@ -57,7 +62,7 @@ def missing_libraries() -> list[tuple[str, str]]:
 
 
 class FailingModule(Protocol):
-    """What :func:`fail_if_missing` needs of an ``AnsibleModule`` (this file imports Ansible only to fail)."""
+    """What this file needs of an ``AnsibleModule`` (it imports Ansible only to fail)."""
 
     def fail_json(self, msg: str, **kwargs: Any) -> NoReturn: ...
 
@@ -70,3 +75,13 @@ def fail_if_missing(module: FailingModule) -> None:
 
         library, trace = missing[0]
         module.fail_json(msg=missing_required_lib(library), exception=trace)
+
+
+@contextlib.contextmanager
+def fail_on_error(module: FailingModule, **result: Any) -> Iterator[None]:
+    """A ``NetbootError`` raised in the block fails the task with its message and ``result`` (``commands``, ...);
+    anything else is a bug and surfaces as one."""
+    try:
+        yield
+    except NetbootError as exc:
+        module.fail_json(msg=str(exc), **result)

@@ -135,8 +135,7 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import FETCH_OPTIONS, Fetcher
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs import DEFAULT_MIRROR, RootfsSpec, build
@@ -167,7 +166,7 @@ def main() -> None:
     p = module.params
     runner = Runner()
     fetcher = Fetcher(timeout=p["timeout"], offline=p["offline"], deadline=p["deadline"])
-    try:
+    with fail_on_error(module, commands=runner.log, fetched=fetcher.log):
         spec = RootfsSpec(
             release=str(p["release"]),
             arch=p["arch"],
@@ -185,8 +184,6 @@ def main() -> None:
             services=tuple((str(lvl), str(svc)) for lvl, svcs in sorted(p["services"].items()) for svc in svcs or []),
         )
         out = build(spec, runner, fetcher, module.check_mode)
-    except NetbootError as exc:
-        module.fail_json(msg=str(exc), commands=runner.log, fetched=fetcher.log)
     for w in out.warnings:
         module.warn(w)
     diff = {

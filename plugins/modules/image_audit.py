@@ -79,8 +79,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _audit, _noderoles
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
     atomic_write_bytes,
     dump_json,
@@ -105,10 +104,8 @@ def main() -> None:
     root = Path(p["root"])
     if not root.is_dir():
         module.fail_json(msg=f"image tree {root} does not exist: run the image and kernel stages first", commands=[])
-    try:
+    with fail_on_error(module, commands=[]):
         role_modules = _noderoles.role_modules(p["node_roles"])
-    except NetbootError as exc:
-        module.fail_json(msg=str(exc), commands=[])
     report = _audit.audit(root, allow_private_keys=p["allow_private_keys"], role_modules=role_modules)
     doc = report.as_dict()
     data = dump_json(doc)

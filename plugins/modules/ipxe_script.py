@@ -124,8 +124,7 @@ import json
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import write_if_changed
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import (
     DEFAULT_KERNEL_ARGS,
@@ -165,7 +164,7 @@ def main() -> None:
         default_role=p["default_role"], retries=p["retries"], retry_delay=p["retry_delay"],
         failsafe_timeout=p["failsafe_timeout"], extra=p["variables"],
     )
-    try:
+    with fail_on_error(module):
         context = build_context(spec)
         plan = plan_write(p["dest"], render(spec, p["template"]))
         record = boot_record(plan.dest)
@@ -173,8 +172,6 @@ def main() -> None:
         stale = write_if_changed(record, fetched, check_mode=module.check_mode)
         if not module.check_mode:
             apply_write(plan)
-    except NetbootError as exc:
-        module.fail_json(msg=str(exc))
     nodes = [
         {"name": n.name, "mac": n.mac, "hostname": n.hostname, "role": n.role, "kernel_args": n.kernel_args,
          "initrd": n.initrd}

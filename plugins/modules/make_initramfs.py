@@ -189,8 +189,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _cpio, _initramfs
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing, stage_result
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 
 ARGUMENT_SPEC = {
     "src": {"type": "path", "required": True},
@@ -220,7 +219,7 @@ def main() -> None:
     fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     p = module.params
     exit_if_missing(module, p["src"], f"pack {p['src']} into {p['dest']}", "image", dest=p["dest"])
-    try:
+    with fail_on_error(module, commands=[]):
         spec = _compress.make_spec(p["compression"], p["level"], p["window_log"], p["threads"])
         devices = list(_cpio.DEFAULT_DEVICES) if p["devices"] is None else p["devices"]
         req = _initramfs.InitramfsRequest(
@@ -241,8 +240,6 @@ def main() -> None:
             progress_log=p["progress_log"],
         )
         result = _initramfs.build_initramfs(req, check_mode=module.check_mode)
-    except NetbootError as exc:
-        module.fail_json(msg=str(exc), commands=[])
     result = stage_result(result, diff=module._diff, warn=module.warn)
     for line in result["progress"]:
         module.debug(line)

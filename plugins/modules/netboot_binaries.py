@@ -89,7 +89,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import FETCH_OPTIONS, Fetcher
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
@@ -112,7 +112,7 @@ def main() -> None:
     exit_if_missing(module, p["root"], f"install the pinned binaries in {p['root']}", "image",
                     changed=bool(p["binaries"]))
     runner = Runner()
-    try:
+    with fail_on_error(module, commands=runner.log):
         binaries = _binaries.parse_binaries(p["binaries"])
         root = Path(p["root"])
         if not root.is_dir():
@@ -120,8 +120,6 @@ def main() -> None:
         result = _binaries.install(root, binaries, Path(p["cache_dir"]),
                                    Fetcher(timeout=p["timeout"], offline=p["offline"], deadline=p["deadline"]), runner,
                                    check_mode=module.check_mode)
-    except NetbootError as exc:
-        module.fail_json(msg=str(exc), commands=runner.log)
     module.exit_json(changed=result.changed, binaries=result.records, fetched=result.fetched, commands=runner.log,
                      stage_input=stage_inputs({"binaries": p})["binaries"])
 

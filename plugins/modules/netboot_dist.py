@@ -110,8 +110,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _manifest
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing, stage_result
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 
 ARGUMENT_SPEC = {
     "rootfs": {"type": "path", "required": True},
@@ -133,7 +132,7 @@ def main() -> None:
     p = module.params
     exit_if_missing(module, p["rootfs"], f"publish {p['src']} and the kernel of {p['rootfs']} as {p['dest']}", "image",
                     dest=p["dest"])
-    try:
+    with fail_on_error(module, commands=[]):
         result = _manifest.build_dist(
             rootfs=p["rootfs"],
             src=p["src"],
@@ -147,8 +146,6 @@ def main() -> None:
             boot_script=p["boot_script"],
             check_mode=module.check_mode,
         )
-    except NetbootError as exc:
-        module.fail_json(msg=str(exc), commands=[])
     module.exit_json(commands=[], **stage_result(result, diff=module._diff, warn=module.warn))
 
 

@@ -142,8 +142,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _ledger
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing, stage_result
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 
 ARGUMENT_SPEC = {
     "image": {"type": "path", "required": True},
@@ -172,7 +171,7 @@ def main() -> None:
     exit_if_missing(module, p["image"], f"write the size ledger in {p['dest']}", "initramfs")
     if not Path(p["image"]).is_file():
         module.fail_json(msg=f"{p['image']} does not exist: build it first (playbooks/build.yml --tags initramfs)")
-    try:
+    with fail_on_error(module, commands=[]):
         req = _ledger.LedgerRequest(
             image=Path(p["image"]),
             rootfs=Path(p["rootfs"]),
@@ -191,8 +190,6 @@ def main() -> None:
             cmdline=p["cmdline"],
         )
         result = _ledger.build_ledger(req, check_mode=module.check_mode)
-    except NetbootError as exc:
-        module.fail_json(msg=str(exc), commands=[])
     result = stage_result(result, diff=module._diff, warn=module.warn)
     failures = result.pop("failures")
     if failures:

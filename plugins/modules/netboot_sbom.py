@@ -88,8 +88,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _sbom
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 
 ARGUMENT_SPEC = {
     "rootfs": {"type": "path", "required": True},
@@ -106,7 +105,7 @@ def main() -> None:
     fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     p = module.params
     exit_if_missing(module, p["rootfs"], f"write the SBOM in {p['dest']}", "image")
-    try:
+    with fail_on_error(module, commands=[]):
         extras = []
         for item in p["extra_binaries"]:
             if not item.get("name") or not item.get("path"):
@@ -117,8 +116,6 @@ def main() -> None:
                                             sha256=str(item.get("sha256") or "")))
         result = _sbom.write_sbom(p["rootfs"], p["dest"], release=p["release"], kernel=p["kernel"],
                                   report_path=p["prune_report"], extras=extras, check_mode=module.check_mode)
-    except NetbootError as exc:
-        module.fail_json(msg=str(exc), commands=[])
     module.exit_json(commands=[], **result)
 
 

@@ -176,8 +176,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _noderoles, _prune
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
     IMAGE_UMASK,
     atomic_write_bytes,
@@ -217,10 +216,8 @@ def main() -> None:
     p = module.params
     runner = Runner()
     exit_if_missing(module, p["root"], f"prune kernel modules and firmware in {p['root']}", "image", report=None)
-    try:
+    with fail_on_error(module, commands=[]):
         role_modules = _noderoles.role_modules(p["node_roles"])
-    except NetbootError as exc:
-        module.fail_json(msg=str(exc), commands=[])
     report = Path(p["report"]) if p["report"] else None
     opts = _prune.Options(
         root=Path(p["root"]),
@@ -239,7 +236,7 @@ def main() -> None:
         previous_report=read_json_object(report) if report and not _newer(stamp_path(Path(p["root"])), report)
         else None,
     )
-    try:
+    with fail_on_error(module, commands=runner.log):
         plan = _prune.make_plan(opts)
         changed = plan.changes
         if not module.check_mode:
@@ -247,8 +244,6 @@ def main() -> None:
                 _prune.apply_plan(plan, runner, verify=p["verify"])
             if p["report"] and (changed or not Path(p["report"]).exists()):
                 atomic_write_bytes(p["report"], dump_json(plan.report, ensure_ascii=True))
-    except NetbootError as exc:
-        module.fail_json(msg=str(exc), commands=runner.log)
     for w in plan.warnings:
         module.warn(w)
     result = {

@@ -257,9 +257,8 @@ from pathlib import Path
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import Options, Target, deploy
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import DhcpOptions
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import ApiOptions
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import Progress, SshOptions
 
@@ -308,7 +307,7 @@ def main() -> None:
     )
     fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     p = module.params
-    try:
+    with fail_on_error(module):
         target = Target(
             ApiOptions(p["host"], p["user"], p["password"], p["api_port"], p["use_tls"],
                        ca_path=p["ca_path"], validate_cert_hostname=p["validate_cert_hostname"],
@@ -324,8 +323,6 @@ def main() -> None:
         progress = Progress(Path(p["progress_log"]) if p["progress_log"] and not module.check_mode else None)
         result = deploy(target, opts, Path(p["dist_dir"]) if p["dist_dir"] else None, Path(p["staging_dir"]),
                         check=module.check_mode, progress=progress)
-    except NetbootError as e:
-        module.fail_json(msg=str(e))
     diff = {"before": "\n".join(result.pop("rules_before")) + "\n",
             "after": "\n".join(result.pop("rules_after")) + "\n",
             "before_header": f"{p['host']} owned /ip/tftp rules{' and DHCP' if p['manage_dhcp'] else ''}",

@@ -80,8 +80,7 @@ from pathlib import Path
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import (
     apply_stage,
@@ -102,15 +101,13 @@ def main() -> None:
     fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     runner = Runner()
     src = Path(module.params["src"]).absolute()
-    try:
+    with fail_on_error(module, commands=runner.log):
         inputs = stage_inputs(module.params["stages"])
         exit_if_missing(module, src, f"copy {src} to {module.params['dest']}", "rootfs", digest=None,
                         stage_inputs=inputs)
         plan = plan_stage(src, Path(module.params["dest"]).absolute(), stage_key(inputs))
         if plan.changed and not module.check_mode:
             apply_stage(plan, runner)
-    except NetbootError as exc:
-        module.fail_json(msg=str(exc), commands=runner.log)
     module.exit_json(changed=plan.changed, digest=plan.digest, stage_inputs=inputs, commands=runner.log)
 
 
