@@ -1,10 +1,7 @@
 """Image audit: what must never ship on an unauthenticated TFTP server, and what would only break on the node.
 
-Fails (each finding names the file) on private keys (PEM/OpenSSH blocks) not in the allow list, root or any user
-with a usable or empty password, world-writable files outside the tmp directories, ``authorized_keys`` readable or
-writable by others, ELF programs and libraries whose interpreter or ``DT_NEEDED`` libraries do not resolve inside
-the image (a glibc binary on musl Alpine), and role modules missing from the pruned kernel tree. Reports setuid/
-setgid files and the services each role enables. The report is deterministic (sorted, no clocks).
+The findings (each names the file) and the report are README's "The image audit". The report is deterministic
+(sorted, no clocks).
 """
 
 from __future__ import annotations

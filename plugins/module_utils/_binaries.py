@@ -1,9 +1,8 @@
 """Pinned extra binaries (``netboot_binaries``): software Alpine does not package, fetched by URL and sha256.
 
-Each entry ``{name, url, sha256, dest, strip}`` is downloaded once into ``<cache>/binaries/`` (verified before it is
-renamed into the cache; offline rebuilds use the cached file), unpacked (``.zip``, ``.tar.gz``/``.tgz`` or a plain
-file), debug info stripped when ``strip`` (host binutils, x86 ELF only), and installed at ``dest`` in the image.
-``etc/netboot/binaries.json`` in the image records each with its URL and sha256; the dist manifest lists it.
+README's "Pinned extra binaries" says what happens to each ``{name, url, sha256, dest, strip, size}``: downloaded
+once into ``<cache>/binaries/``, verified, unpacked, stripped, installed at ``dest``. ``etc/netboot/binaries.json``
+in the image records each with its URL and sha256; the dist manifest lists it.
 """
 
 from __future__ import annotations

@@ -1,26 +1,12 @@
 """Deploy ``dist/`` to a RouterOS boot server as one generation: plan (pure) and apply.
 
-Layout on the router (``rb4011_dir``, e.g. ``netboot``)::
-
-    netboot/g-<12 hex>/vmlinuz, initramfs, ..., manifest.json, SHA256SUMS   byte-identical to dist/
-    netboot/g-<12 hex>/generation.ipxe                                     dist's boot.ipxe, artefact URLs qualified
-
-``generation.ipxe`` is dist's ``boot.ipxe`` with every ``set base tftp://...`` line pointing into the generation
-(``tftp://host/g-<id>``), so a node that fetched it asks for ``g-<id>/vmlinuz`` etc. Each kept generation has one
-anchored TFTP rule per file (``^g-<id>/vmlinuz$``); the one stable rule ``^boot\\.ipxe$`` names the live
-generation's ``generation.ipxe``. Switching is one ``set`` of that rule's ``real-filename``: a node that already
-has generation N's script keeps getting N's kernel and initramfs while N is kept.
-
-The generation id is the sha256 of dist's ``SHA256SUMS`` (which lists manifest.json and every artefact). Ordering
-of generations lives in the rules' comments (``seq``: raised each time a generation becomes live), so the router's
-configuration is the only state.
-
-Storage: a router whose ``/file`` list has a ``flash`` disk keeps only what is under ``flash/`` across reboots (the
-rest is a RAM disk), so there ``rb4011_dir`` is taken as ``flash/<rb4011_dir>``.
-
-DHCP chainloading (``rb4011_manage_dhcp``, ``_dhcp.py``): the iPXE binaries go to ``<dir>/ipxe/<12 hex of their
-sha256>/`` with one owned TFTP rule each (``^undionly\\.kpxe$``), switched like ``boot.ipxe`` when a binary
-changes; then the DHCP options, option sets, matchers and the network's next-server/boot-file-name/dhcp-option.
+The layout on the router, the owned TFTP rules, the order of a deploy and the DHCP rows are README's "What the deploy
+changes on the router" and "DHCP chainloading". What the code relies on: a generation ``g-<12 hex>`` is named by the
+sha256 of dist's ``SHA256SUMS``; its ``generation.ipxe`` is dist's ``boot.ipxe`` with every ``set base tftp://...``
+line pointing into it; switching is one ``set`` of the stable ``^boot\\.ipxe$`` rule's ``real-filename``; the order
+of generations lives in the rules' comments (``seq``, raised each time one becomes live), so the router's
+configuration is the only state. On a router with a ``flash`` disk ``rb4011_dir`` is ``flash/<rb4011_dir>`` (the
+rest is a RAM disk). The iPXE binaries go to ``<dir>/ipxe/<12 hex of their sha256>/`` (``_dhcp.py``).
 """
 
 from __future__ import annotations

@@ -1,23 +1,13 @@
 """Third-party Python libraries the collection's module_utils need, guarded the way Ansible guards them.
 
-A module_utils file imports a third-party library either at top level, guarded::
-
-    try:
-        import zstandard
-    except ImportError:
-        _deps.missing("zstandard")
-
-or, when it imports it only inside the function that uses it (heavy or rarely needed), declares it at top level
-with ``_deps.lazy("matplotlib")``. Either way the file stays importable without the library (ansible-doc,
-ansible-test's import sanity test, a host that lacks it), and every module starts with::
-
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)
-
-so a missing library fails the task with Ansible's ``missing_required_lib`` message naming the library to pip
-install, before any work is done.
-Which libraries a module needs follows from what it imports; nothing else lists them. The modules' work then runs
-in ``with fail_on_error(module, ...):``, which turns the project's errors into the task's failure.
+A module_utils file imports one at top level in ``try: import zstandard`` / ``except ImportError:
+_deps.missing("zstandard")``, or, importing it only inside the function that uses it (heavy or rarely needed),
+declares it at top level with ``_deps.lazy("matplotlib")``. Either way the file stays importable without it
+(ansible-doc, ansible-test's import sanity test, a host that lacks it), and ``fail_if_missing(module)``, called
+right after ``AnsibleModule(...)`` in every module (README "Writing a module"), fails the task with Ansible's
+``missing_required_lib`` message naming what to pip install, before any work is done. Which libraries a module
+needs follows from what it imports; nothing else lists them. The module's work then runs in
+``with fail_on_error(module, ...):``, which turns the project's errors into the task's failure.
 """
 
 from __future__ import annotations

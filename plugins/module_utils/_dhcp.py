@@ -1,28 +1,11 @@
 """DHCP chainloading on RouterOS (``rb4011_manage_dhcp``): the plan, pure; reading the menus.
 
-What the collection sets (defaults; all rows but the network are its own, tagged in ``comment``; the network row is
-the user's and only ``next-server``, ``boot-file-name`` and one name in ``dhcp-option`` change)::
-
-    /ip/dhcp-server/option  name=homelab-netboot-ipxe  code=67 value=s'boot.ipxe'
-    /ip/dhcp-server/option  name=homelab-netboot-bios  code=67 value=s'undionly.kpxe'
-    /ip/dhcp-server/option  name=homelab-netboot-uefi  code=67 value=s'snponly.efi'    (or ipxe.efi)
-    /ip/dhcp-server/option/sets  name=<each of the three>  options=<the option of that name>
-    /ip/dhcp-server/matcher name=homelab-netboot-ipxe       code=77 value=iPXE    option-set=homelab-netboot-ipxe
-    /ip/dhcp-server/matcher name=homelab-netboot-bios-0000  code=93 value=0x0000  option-set=homelab-netboot-bios
-    /ip/dhcp-server/matcher name=homelab-netboot-ipxe-last  code=77 value=iPXE    option-set=homelab-netboot-ipxe
-    /ip/dhcp-server/network [address=<rb4011_dhcp_network>] next-server=<router> boot-file-name=(unset)
-                            dhcp-option=<the user's>,homelab-netboot-uefi
-
-Why it cannot loop: iPXE reads the BOOTP ``file`` field before option 67 (iPXE ``src/net/dhcppkt.c``
-``dhcppkt_fetch``: a populated dedicated field wins), so a network ``boot-file-name`` naming an iPXE binary makes
-every iPXE client fetch that binary again. ``boot-file-name`` is therefore left EMPTY and everything goes through
-option 67, which both firmware (EDK2 ``PxeBcDhcp4.c`` takes option 67 first, the ``file`` field only without it)
-and iPXE read. The firmware kind of the network (``rb4011_dhcp_firmware``, UEFI by default: N100s) gets its binary
-from the network's own ``dhcp-option`` with no matcher at all; the other kind is picked by option 93 (client
-architecture: 0 BIOS, 7 and 9 x86-64 UEFI) matchers. iPXE sends option 77 ``iPXE`` and also option 93, so an iPXE
-client of the other kind matches two matchers; RouterOS does not document which wins, so the option 77 matcher is
-both the first and the last row of the collection's matchers: whichever end of the table RouterOS prefers, iPXE gets
-``boot.ipxe``. The matchers are kept in that order (re-created when they are not).
+The rows (options, option sets, matchers, the user's network row) and why they cannot loop are README's "DHCP
+chainloading" and "Why this cannot loop". In short: the network's ``boot-file-name`` stays EMPTY (iPXE's
+``dhcppkt_fetch`` prefers the BOOTP ``file`` field to option 67), the default firmware kind gets its binary from the
+network's own ``dhcp-option``, the other kind from option 93 matchers, and the option 77 (``iPXE``) matcher is both
+the first and the last of the collection's matchers, whichever end RouterOS prefers (re-created when out of order).
+Only the network row is the user's: its ``next-server``, ``boot-file-name`` and one name in ``dhcp-option`` change.
 """
 
 from __future__ import annotations

@@ -1,25 +1,12 @@
 """The size ledger: what is in the image and what each part costs, measured on the image a node downloads.
 
-Source of truth is the built initramfs itself: it is decompressed and its newc members are walked in order. Every
-member (header, name, data, padding: the exact cpio bytes) goes to one **group**, so the groups partition the cpio:
-
-* ``modules``  - a kernel-module directory two levels below ``lib/modules/<kver>/kernel/`` (``kernel/drivers/net``),
-  or ``modules metadata`` (``modules.dep``, ...);
-* ``firmware`` - a top directory of ``lib/firmware`` (``firmware/intel``);
-* ``package``  - the other files of an Alpine package (owners from ``lib/apk/db/installed``; a module or firmware
-  file keeps its owner although prune_kernel dropped its ``.gz``/``.zst`` suffix);
-* ``overlay``  - files present in the overlay directory; ``other`` - the rest (``/init``, generated files,
-  directories, the apk database).
-
-**Estimate method.** Each group's bytes are compressed *alone* with the build's own settings (method, level, long
-window, threads: ``_compress.compressor``). Compressed alone, a group cannot reuse its neighbours' bytes, so the
-raw sum is a little larger than the real image; each group's estimate is its raw size scaled by
-``real / raw sum`` (largest-remainder rounding, so the estimates add up to the real size exactly). The ledger records
-the raw sum and its deviation from the real size; the method holds when it is within ``TOLERANCE``. A file's share is
-its group's estimate times its fraction of the group's bytes; packages (all their files, modules and firmware
-included) are sums of file shares, rounded so that packages + unowned bytes add up to the real size as well.
-
-``build_ledger`` also reads the previous ``ledger.json`` and records the delta (grew, shrank, new, left).
+The groups (module directories, firmware directories, packages, overlay, other), the estimate method and its
+``TOLERANCE``, the files and the delta are README's "Size ledger and budgets". The groups partition the exact cpio
+bytes of the built initramfs (header, name, data, padding). Each group's estimate is its size compressed alone with
+the build's settings (``_compress.compressor``) scaled by ``real / raw sum``, with largest-remainder rounding so the
+estimates add up to the real size exactly; a file's share is its group's estimate times its fraction of the group's
+bytes, and packages (all their files, modules and firmware included) are sums of file shares, rounded so that
+packages + unowned bytes add up to the real size as well.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Node roles: one image, the role chosen at boot decides which services run and which modules load.
 
-``node_roles`` (inventory) maps a role name to ``services`` (OpenRC services started in the default runlevel),
-``modules`` (kernel modules loaded at boot, modules-load style), ``zfs_pools`` (pools ``zfs-import`` imports) and
-``nomad_server`` (run the nomad server too). The build writes each role to ``/etc/netboot/roles/<role>`` (shell
-assignments read by the ``netboot-node`` OpenRC service at boot) and fails when a role names a service whose init
-script is not in the image, naming the package that ships it.
+``node_roles`` (README "Node roles"): role name -> ``services``, ``modules``, ``zfs_pools``, ``nomad_server``. The
+build writes each role to ``/etc/netboot/roles/<role>`` (shell assignments the ``netboot-node`` OpenRC service reads
+at boot) and fails when a role names a service whose init script is not in the image, naming the package.
 """
 
 from __future__ import annotations

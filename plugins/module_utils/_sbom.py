@@ -1,16 +1,9 @@
 """CycloneDX SBOM of the image (``dist/sbom.cdx.json``), made with cyclonedx-python-lib from the apk database.
 
-* one ``library`` component per installed package: name, version, license (SPDX expression when it is one),
-  description, the apk checksum (``C:``, SHA-1 of the control segment) as a hash and a property, the origin (source
-  package), the aports commit, the project URL, and the purl
-  ``pkg:apk/alpine/NAME@VERSION?arch=ARCH&distro=alpine-X.Y``;
-* extra binaries (files not from a package, e.g. a downloaded release binary) with their URL and sha256 when given;
-* the kernel as an ``operating-system`` component whose properties summarise what prune_kernel kept (module and
-  firmware counts and bytes, the kept module directories).
-
-Reproducible: the serial number is a UUID derived from the document's content, the timestamp is the image's
-SOURCE_DATE_EPOCH; components are sorted. The output is validated against the CycloneDX JSON schema (the
-library's own validator) before it is written.
+What it holds and why it is reproducible is README's "SBOM": one ``library`` component per installed package (purl
+``pkg:apk/alpine/NAME@VERSION?arch=ARCH&distro=alpine-X.Y``), the extra binaries, the kernel as an
+``operating-system`` component summarising what prune_kernel kept; a serial number derived from the content, the
+image's SOURCE_DATE_EPOCH as timestamp, sorted components, validated against the schema before it is written.
 """
 
 from __future__ import annotations
