@@ -223,21 +223,11 @@ def main() -> None:
         spec = _compress.make_spec(p["compression"], p["level"], p["window_log"], p["threads"])
         devices = list(_cpio.DEFAULT_DEVICES) if p["devices"] is None else p["devices"]
         req = _initramfs.InitramfsRequest(
-            src=p["src"],
-            dest=p["dest"],
             compression=spec,
-            source_date_epoch=p["source_date_epoch"],
-            rootfs_manifest=p["rootfs_manifest"],
-            kernel_config=p["kernel_config"],
             microcode=_initramfs.microcode_switch(p["microcode"]),
-            microcode_dest=p["microcode_dest"],
-            microcode_concat=p["microcode_concat"],
             extras=[*devices, *p["extra_files"]],
-            exclude=p["exclude"],
-            owner=p["owner"],
-            mtime=p["mtime"],
-            stamp_file=p["stamp_file"],
-            progress_log=p["progress_log"],
+            **{k: p[k] for k in ("src", "dest", "source_date_epoch", "rootfs_manifest", "kernel_config", "microcode_dest",
+                                 "microcode_concat", "exclude", "owner", "mtime", "stamp_file", "progress_log")},
         )
         result = _initramfs.build_initramfs(req, check_mode=module.check_mode)
     result = stage_result(result, diff=module._diff, warn=module.warn)

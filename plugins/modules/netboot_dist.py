@@ -134,17 +134,11 @@ def main() -> None:
                     dest=p["dest"])
     with fail_on_error(module, commands=[]):
         result = _manifest.build_dist(
-            rootfs=p["rootfs"],
-            src=p["src"],
-            dest=p["dest"],
             kernel=p["kernel"] or None,
-            kernel_name=p["kernel_name"],
-            rootfs_manifest=p["rootfs_manifest"],
-            inputs=p["inputs"],
             reports={str(k): str(v) for k, v in p["reports"].items()},
-            artefacts=p["artefacts"],
-            boot_script=p["boot_script"],
             check_mode=module.check_mode,
+            **{k: p[k] for k in ("rootfs", "src", "dest", "kernel_name", "rootfs_manifest", "inputs", "artefacts",
+                                 "boot_script")},
         )
     module.exit_json(commands=[], **stage_result(result, diff=module._diff, warn=module.warn))
 

@@ -221,15 +221,9 @@ def main() -> None:
     report = Path(p["report"]) if p["report"] else None
     opts = _prune.Options(
         root=Path(p["root"]),
-        kernel_version=p["kernel_version"],
-        profiles=p["profiles"],
-        hardware_profiles=p["hardware_profiles"],
-        hardware_mode=p["hardware_mode"],
         keep_modules=p["keep_modules"] + [m for ms in role_modules.values() for m in ms],
-        module_compression=p["module_compression"],
-        firmware_compression=p["firmware_compression"],
-        firmware_audit=p["firmware_audit"],
-        strip=p["strip"],
+        **{k: p[k] for k in ("kernel_version", "profiles", "hardware_profiles", "hardware_mode", "module_compression",
+                             "firmware_compression", "firmware_audit", "strip")},
         profile_dirs=[Path(d) for d in p["profile_dirs"]],
         hardware_dirs=[Path(d) for d in p["hardware_dirs"]],
         # a report older than the copy's stamp describes another copy (stage_tree remade it from the full rootfs)
