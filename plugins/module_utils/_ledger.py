@@ -623,7 +623,7 @@ def build_ledger(req: LedgerRequest, *, check_mode: bool = False) -> dict[str, A
     against the ledger and never change the files, so a failed check leaves them as they were.
     """
     if not req.image.is_file():
-        raise NetbootError(f"the initramfs {req.image} does not exist; run the initramfs stage first")
+        raise NetbootError(f"{req.image} does not exist: build it first (playbooks/build.yml --tags initramfs)")
     kernel = find_kernel(req.rootfs, req.kernel)
     microcode = req.microcode if req.microcode is not None and req.microcode.is_file() else None
     artefacts = {"vmlinuz": kernel.stat().st_size, req.image.name: req.image.stat().st_size}

@@ -322,7 +322,6 @@ def apply_node(plan: NodePlan) -> None:
         elif c.after is None:
             target.unlink(missing_ok=True)
         else:
-            target.parent.mkdir(parents=True, exist_ok=True)
             if target.is_symlink():
                 target.unlink()
-            atomic_write_bytes(target, c.after, c.mode)
+            atomic_write_bytes(target, c.after, c.mode)  # makes the parent directories

@@ -597,7 +597,6 @@ def build(spec: RootfsSpec, runner: Runner, fetcher: Fetcher, check_mode: bool) 
             if changed:
                 overlay_files = builder.apply(pkgs, manifest)
             if lock_changed and spec.lockfile is not None:
-                spec.lockfile.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_bytes(spec.lockfile, dump_json(lock_doc, ensure_ascii=True))
         return Outcome(
             changed=changed or lock_changed,

@@ -169,8 +169,6 @@ def main() -> None:
     fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     p = module.params
     exit_if_missing(module, p["image"], f"write the size ledger in {p['dest']}", "initramfs")
-    if not Path(p["image"]).is_file():
-        module.fail_json(msg=f"{p['image']} does not exist: build it first (playbooks/build.yml --tags initramfs)")
     with fail_on_error(module, commands=[]):
         req = _ledger.LedgerRequest(
             image=Path(p["image"]),
