@@ -246,9 +246,6 @@ class IndexEntry:
         return f"{self.name}-{self.version}.apk"
 
 
-_INDEX_FIELDS_KNOWN = set("CPVASITULomtckDpiqrF")
-
-
 # A package name / version as it may appear in a file name under cache/ (no '/', no leading '.', printable ASCII)
 PKG_NAME = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_.+-]*")
 PKG_VERSION = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_.+~-]*")

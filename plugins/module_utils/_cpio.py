@@ -89,10 +89,6 @@ class Plan:
     source_date_epoch: int = 0
 
     @property
-    def data_bytes(self) -> int:
-        return sum(e.size for e in self.entries)
-
-    @property
     def file_count(self) -> int:
         return sum(1 for e in self.entries if stat.S_ISREG(e.mode))
 

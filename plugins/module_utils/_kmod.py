@@ -25,11 +25,6 @@ except ImportError:
 
 MODULE_SUFFIXES = (".ko", ".ko.gz", ".ko.xz", ".ko.zst")
 COMPRESSED_SUFFIXES = (".gz", ".xz", ".zst")
-# Metadata files depmod regenerates; modules.order and modules.builtin* come from the kernel build and are kept.
-GENERATED = (
-    "modules.dep", "modules.dep.bin", "modules.alias", "modules.alias.bin", "modules.softdep", "modules.weakdep",
-    "modules.symbols", "modules.symbols.bin", "modules.devname", "modules.builtin.bin", "modules.builtin.alias.bin",
-)
 
 
 def module_name(path: str) -> str:

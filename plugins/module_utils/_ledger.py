@@ -54,7 +54,6 @@ TOP = 5  # contributors named in a budget failure
 CHART_BARS = 20
 DEFAULT_SERVER_GENERATIONS = 2  # live + 1 kept (rb4011_keep_generations when the deploy role defines it)
 BUDGETS = ("netboot_budget_image_bytes", "netboot_budget_node_ram_bytes", "netboot_budget_server_bytes")
-KINDS = ("package", "modules", "firmware", "overlay", "other", "microcode")
 _CHUNK = 1 << 20
 
 

@@ -22,8 +22,7 @@ _deps.lazy("librouteros")  # imported where used
 
 # 16-bit TFTP block counter: a transfer of more than 65,535 blocks needs the server to roll the counter over.
 TFTP_MAX_BLOCKS = 65535
-# iPXE asks for at most 1,432-byte blocks (TFTP_MAX_BLKSIZE, include/ipxe/tftp.h); RFC 1350 clients use 512.
-IPXE_BLKSIZE = 1432
+# RFC 1350 clients use 512-byte blocks (iPXE asks for up to 1,432: TFTP_MAX_BLKSIZE, include/ipxe/tftp.h).
 MIN_BLKSIZE = 512
 
 # RouterOS features the deploy uses and the first version that has them.
@@ -35,7 +34,6 @@ FEATURES: dict[str, tuple[int, ...]] = {
     MATCHER_FEATURE: (7, 4),
     MATCHING_TYPE_FEATURE: (7, 16),
 }
-MIN_VERSION = FEATURES[BASE_FEATURE]
 
 
 class RouterOSError(NetbootError):
