@@ -607,9 +607,8 @@ def _report_digest(path: Path | None, tree: Path) -> str | None:
     (``inputs_digest``) is the same whichever directory the build ran in (make repro)."""
     if path is None:
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    data = read_json_object(path)
+    if data is None:
         return sha256_file(path)
     return hashlib.sha256(json.dumps(publishable(data, str(tree.absolute())), sort_keys=True).encode()).hexdigest()
 

@@ -23,6 +23,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
     atomic_write_bytes,
     dump_json,
+    read_json_object,
     read_or_none,
     remove_dead_temps,
     resolve_in_root,
@@ -325,11 +326,8 @@ def build_dist(
     problems: list[str] = []
     if boot_script:  # it must fetch only files published here (its record, written by ipxe_script)
         script = Path(src, boot_script)
-        try:
-            fetched = json.loads(boot_record(script).read_text()) if script.is_file() else None
-        except (OSError, ValueError):
-            fetched = None
-        problems = (missing_boot_artefacts(src, fetched, kernel_name) if isinstance(fetched, dict) else
+        fetched = read_json_object(boot_record(script)) if script.is_file() else None
+        problems = (missing_boot_artefacts(src, fetched, kernel_name) if fetched is not None else
                     [f"{script} or its record {boot_record(script).name} is missing or unreadable: render it "
                      "(playbooks/build.yml --tags ipxe)"])
     if problems and not check_mode:

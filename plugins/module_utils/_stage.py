@@ -25,7 +25,11 @@ from typing import Any
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries, _nodeconf, _prune
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, remove_dead_temps
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
+    atomic_write_bytes,
+    read_json_object,
+    remove_dead_temps,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import ROOTFS_MANIFEST
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
@@ -117,11 +121,7 @@ def plan_stage(src: Path, dest: Path, key: str) -> StagePlan:
     manifest = src / ROOTFS_MANIFEST
     h.update(manifest.read_bytes() if manifest.is_file() else str(src.stat().st_mtime_ns).encode())
     h.update(b"\0" + key.encode())
-    current = None
-    try:
-        current = json.loads(stamp_path(dest).read_text()).get("digest") if dest.is_dir() else None
-    except (OSError, ValueError, AttributeError):
-        current = None
+    current = (read_json_object(stamp_path(dest)) or {}).get("digest") if dest.is_dir() else None
     return StagePlan(src, dest, h.hexdigest(), current)
 
 
