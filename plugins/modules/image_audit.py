@@ -115,7 +115,7 @@ def main() -> None:
         if not module.check_mode:
             atomic_write_bytes(failed, data)
         module.fail_json(msg=report.message() + f"\n(report: {failed})", report=doc, errors=errors, commands=[])
-    before = read_or_none(p["dest"]) or b""
+    before = (read_or_none(p["dest"]) or b"") if module._diff else b""  # read for the diff only
     changed = write_if_changed(p["dest"], data, check_mode=module.check_mode)
     result = {"changed": changed, "report": doc, "errors": errors, "commands": []}
     if module._diff:
