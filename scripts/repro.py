@@ -4,7 +4,7 @@ bit-identical artefacts.
 1. A priming build (online, from the fixture mirror of the test material served on 127.0.0.1) fills a package cache.
 2. Two builds **offline** (``netboot_offline=true``) from copies of that cache, lockfile, keys and overlay; the
    second copy is written in the opposite file order with other random mtimes on every input file, and the build
-   runs with another umask, TZ, locale and a differently named build and dist directory.
+   runs with another umask, TZ, locale, PYTHONHASHSEED and a differently named build and dist directory.
 3. Every file of the two ``dist/`` directories (``initramfs``, ``boot.ipxe``, ``manifest.json``, ``SHA256SUMS``,
    ``vmlinuz`` and the SBOM/ledger where present) must be byte-identical. On a difference the artefact is named;
    for the initramfs the cpio entries that differ are listed (name, field, both values). The artefacts must not
@@ -184,9 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                             "priming (online)")
         runs: list[tuple[str, Path, str, str, bool, int, dict[str, str | None]]] = [
             ("first", work / "a", "build", "dist", False, 0o022,
-             {"TZ": "UTC", "LC_ALL": "C.utf8", "LANG": "C.utf8"}),
+             {"TZ": "UTC", "LC_ALL": "C.utf8", "LANG": "C.utf8", "PYTHONHASHSEED": "1"}),
             ("second", work / "b", "elsewhere/tree", "out/published", True, 0o077,
-             {"TZ": "Pacific/Chatham", "LC_ALL": other_locale(), "LANG": None}),
+             {"TZ": "Pacific/Chatham", "LC_ALL": other_locale(), "LANG": None, "PYTHONHASHSEED": "4242"}),
         ]
         dists = []
         times = []
@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             with environment(umask, env):
                 times.append(build(root, extravars, f"{label} (offline)"))
             print(f"repro: {label} build: {n} input files copied {'in reverse order ' if reverse else ''}with random "
-                  f"mtimes, umask {umask:03o}, TZ={env['TZ']}, LC_ALL={env['LC_ALL']}, build dir {build_rel}, "
+                  f"mtimes, umask {umask:03o}, TZ={env['TZ']}, LC_ALL={env['LC_ALL']}, "
+                  f"PYTHONHASHSEED={env['PYTHONHASHSEED']}, build dir {build_rel}, "
                   f"{times[-1]:.1f}s")
             dists.append(root / dist_rel)
         builder_paths = {"work": str(work.resolve()), "build": str((work / "a/build").resolve())}

@@ -126,18 +126,22 @@ class ModuleTree:
         Soft/weak targets in ``exclude`` (removed on purpose) are skipped: they are optional at load time.
         Returns name -> the name that pulled it in (itself for seeds)."""
         skip = exclude or set()
-        why: dict[str, str] = {}
-        stack = [(s, s) for s in seed if s in self.modules]
-        while stack:
-            name, parent = stack.pop()
-            if name in why:
-                continue
-            why[name] = parent
-            nxt: set[str] = set(self.deps.get(name, ()))
-            for t in (*self.softdeps.get(name, ()), *self.weakdeps.get(name, ())):
-                nxt |= self.resolve(t) - skip
-            stack.extend((n, name) for n in nxt if n not in why and n in self.modules)
-        return why
+        # Breadth first, each level in name order: every module is credited to the first parent (by depth, then
+        # name) that needs it, whatever the hash seed or the order of the inputs (the prune report names it).
+        why: dict[str, str] = {s: s for s in sorted(set(seed)) if s in self.modules}
+        level = sorted(why)
+        while level:
+            found: dict[str, str] = {}
+            for name in level:
+                nxt: set[str] = set(self.deps.get(name, ()))
+                for t in (*self.softdeps.get(name, ()), *self.weakdeps.get(name, ())):
+                    nxt |= self.resolve(t) - skip
+                for n in sorted(nxt):
+                    if n not in why and n not in found and n in self.modules:
+                        found[n] = name
+            why.update(sorted(found.items()))
+            level = sorted(found)
+        return dict(sorted(why.items()))
 
 
 _PREFIX = 16

@@ -28,9 +28,9 @@ def test_two_builds_are_bit_identical(tmp_path: Path) -> None:
     r = repro(tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     same = next(line for line in r.stdout.splitlines() if "bit-identical: " in line)
-    for name in ("initramfs", "boot.ipxe", "manifest.json", "SHA256SUMS", "vmlinuz"):
+    for name in ("initramfs", "boot.ipxe", "manifest.json", "SHA256SUMS", "vmlinuz", "ledger.json"):
         assert name in same.split("bit-identical: ")[1].split(", "), r.stdout
-    assert "umask 077, TZ=Pacific/Chatham" in r.stdout and "in reverse order" in r.stdout
+    assert "umask 077, TZ=Pacific/Chatham" in r.stdout and "PYTHONHASHSEED=4242" in r.stdout and "in reverse order" in r.stdout
     print(r.stdout)
 
 

@@ -34,3 +34,39 @@ def test_detect_kernel_version_errors(tmp_path: Path) -> None:
     assert _kmod.detect_kernel_version(tmp_path, "6.18.56-0-virt") == "6.18.56-0-virt"
     with pytest.raises(ConfigError, match=r"kernel_version '5\.0' not found"):
         _kmod.detect_kernel_version(tmp_path, "5.0")
+
+
+_CLOSURE_PROBE = """
+import json, sys
+from pathlib import Path
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _kmod
+tree = _kmod.ModuleTree(Path("/nonexistent"), "0")
+names = [f"m{i:02d}" for i in range(40)]
+tree.modules = {n: f"kernel/{n}.ko" for n in names}
+# a wide diamond: every seed needs every shared module, each reached from many parents at the same depth
+tree.deps = {n: names[20:] for n in names[:20]}
+tree.softdeps = {"m25": ["m39", "m38"]}
+print(json.dumps(tree.closure(set(names[:20]))))
+"""
+
+
+def test_closure_is_independent_of_the_hash_seed() -> None:
+    """The prune report names the parent that pulled each module in, and the ledger hashes that report: the
+    closure must give the same parents, in the same order, under any PYTHONHASHSEED (the issue-23 defect)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.fixtures.material import REPO
+
+    outs = set()
+    for seed in ("0", "1", "2", "3", "77", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": seed,
+               "PYTHONPATH": os.pathsep.join([str(REPO / ".collections"), str(REPO)])}
+        r = subprocess.run([sys.executable, "-c", _CLOSURE_PROBE], env=env, capture_output=True, text=True,
+                           check=True)
+        outs.add(r.stdout)
+    assert len(outs) == 1, outs
+    closure = __import__("json").loads(outs.pop())
+    assert closure["m30"] == "m00"  # breadth first, the first parent by name
+    assert list(closure) == sorted(closure)
