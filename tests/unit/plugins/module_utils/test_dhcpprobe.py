@@ -79,7 +79,7 @@ def test_follow_no_answer_no_file_and_foreign_file() -> None:
 
 
 def test_can_probe_as_root_or_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(p.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
     monkeypatch.setattr(p, "capabilities", set)
     why = p.can_probe()
     assert why is not None and "CAP_NET_RAW" in why and "uid 1000" in why
