@@ -37,6 +37,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy imp
     read_state,
     storage_dir,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import NETWORK_MENU
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import (
     BASE_FEATURE,
@@ -331,9 +332,10 @@ def owned_rules(state: RouterState, rb: str) -> tuple[dict[str, Mapping[str, str
 
 
 def check_router(state: RouterState, opts: VerifyOptions, *, fetch: Fetcher, controller: str,
-                 probe: Prober | None, dhcp_skip: str, interface: str) -> Report:
+                 probe: Prober | None, dhcp_skip: str, interface: str,
+                 networks: Sequence[Mapping[str, str]] = ()) -> Report:
     """The checks against a read router ``state``; ``fetch`` reads over TFTP, ``probe`` asks DHCP (None: skipped,
-    ``dhcp_skip`` says why)."""
+    ``dhcp_skip`` says why); ``networks``: the router's ``/ip/dhcp-server/network`` rows."""
     rb = storage_dir(state, opts.rb_dir)
     rep = Report(state.host, state.version, state.identity, rb, tftp_address=opts.tftp_address or state.host,
                  controller_address=controller)
@@ -345,6 +347,16 @@ def check_router(state: RouterState, opts: VerifyOptions, *, fetch: Fetcher, con
 
     # DHCP first: it names the iPXE binaries clients fetch
     followed = _check_dhcp(rep, probe, dhcp_skip, interface, set(chain_rules))
+    for net in networks:
+        bfn = net.get("boot-file-name", "")
+        if bfn and (bfn in chain_rules or bfn.lower().endswith(IPXE_SUFFIXES)):
+            seen = ("these answers loop, see the failures" if any("loop" in f for f in rep.failures) else
+                    "this router's answers did not loop" if rep.dhcp.get("status") == "checked" else
+                    "DHCP was not asked")
+            rep.warnings.append(
+                f"/ip dhcp-server network {net.get('address', '?')} has boot-file-name={bfn}: iPXE reads the BOOTP "
+                f"file field before option 67, so it fetches {bfn} again on a RouterOS that keeps the field beside "
+                f"a matched option 67 ({seen}); unset it (rb4011_manage_dhcp does)")
 
     if live is None:
         rep.failures.append(f"no rule: nothing is live under {rb} (no /ip/tftp rule '{STABLE_REQUEST}' with the "
@@ -525,6 +537,7 @@ def verify(api: ApiOptions, opts: VerifyOptions) -> Report:
     ros = connect(api)
     try:
         state = read_state(ros, api.host, [BASE_FEATURE])
+        networks = ros.print(NETWORK_MENU)
     finally:
         ros.close()
     tftp_host = opts.tftp_address or api.host
@@ -554,4 +567,4 @@ def verify(api: ApiOptions, opts: VerifyOptions) -> Report:
 
         probe = do_probe
     return check_router(state, opts, fetch=fetch, controller=controller, probe=probe, dhcp_skip=skip,
-                        interface=interface)
+                        interface=interface, networks=networks)
