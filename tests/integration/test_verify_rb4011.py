@@ -248,3 +248,39 @@ def test_a_failing_verify_fails_the_play_naming_the_file(peer: Peer, lan: VethLa
     report = json.loads((tmp_path / "w/build" / f"verify-{HOST}.json").read_text())
     assert not report["ok"] and report["dhcp"]["status"] == "skipped"
     assert "DHCP check skipped: rb4011_verify_dhcp is false" in res.stdout
+
+
+def sid_ipxe(tmp_path: Path) -> Path:
+    """/usr/lib/ipxe of Debian sid's ipxe 2.x .deb (the one the boot-integrity work pins), when the shared test
+    material has it; read only."""
+    import subprocess
+
+    from tests.fixtures.material import MATERIAL
+
+    debs = sorted((MATERIAL / "ipxe-sid").glob("ipxe_2.*_all.deb"))
+    if not debs:
+        pytest.skip(f"no Debian sid ipxe 2.x .deb under {MATERIAL / 'ipxe-sid'}")
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(tmp_path / "sid")], check=True)
+    return tmp_path / "sid/usr/lib/ipxe"
+
+
+def test_sha256sum_command_found_in_debian_sids_ipxe_not_in_bookworms(tmp_path: Path) -> None:
+    """The positive case on real bytes: sid's snponly.efi and ipxe.efi have the command; the compressed
+    undionly.kpxe shows none. The host's bookworm binaries (/usr/lib/ipxe) have none (unit test_verify.py)."""
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._verify import has_digest_command
+
+    lib = sid_ipxe(tmp_path)
+    found = {n: has_digest_command((lib / n).read_bytes()) for n in ("snponly.efi", "ipxe.efi", "undionly.kpxe")}
+    assert found == {"snponly.efi": True, "ipxe.efi": True, "undionly.kpxe": False}, found
+
+
+@pytest.mark.root
+def test_report_names_the_client_kinds_that_boot_checked(peer: Peer, lan: VethLan, tmp_path: Path) -> None:
+    lib = sid_ipxe(tmp_path)
+    deployed(peer, lan, tmp_path, rb4011_ipxe_snp=str(lib / "snponly.efi"), rb4011_ipxe_efi=str(lib / "ipxe.efi"),
+             rb4011_ipxe_bios=str(lib / "undionly.kpxe"))
+    serve(peer, lan, DhcpModel())
+    rep = check(peer, lan)
+    assert rep.ok, rep.failures
+    assert {k: v["boot_checked"] for k, v in rep.clients["boot_checked"].items()} == {
+        "uefi-pxe-arch7": True, "uefi-pxe-arch9": True, "bios-pxe": False}
