@@ -138,8 +138,8 @@ def parse(pkt: bytes) -> tuple[int, bytes, Answer]:
     if overload & 1:  # RFC 2132 option 52: the file field holds options, not a name
         file = ""
     kind = opts.get(53, b"\0")[0]
-    return xid, pkt[28:28 + min(pkt[2], 16)], Answer(kind, socket.inet_ntoa(pkt[16:20]),
-                                                      socket.inet_ntoa(pkt[20:24]), file, opts)
+    answer = Answer(kind, socket.inet_ntoa(pkt[16:20]), socket.inet_ntoa(pkt[20:24]), file, opts)
+    return xid, pkt[28:28 + min(pkt[2], 16)], answer
 
 
 def capabilities() -> set[int]:

@@ -210,6 +210,7 @@ def test_deploy_runs_verify_last_and_writes_the_report_check_mode_writes_nothing
     assert tasks[-2:] == ["Verify what a node gets from the boot server", "Report the verify"], tasks
     report_path = tmp_path / "w/build" / f"verify-{HOST}.json"
     assert report_path.parent == (tmp_path / "w/build" / f"deploy-{HOST}.log").parent
+    assert peer.config.password not in report_path.read_text()
     report = json.loads(report_path.read_text())
     assert report["ok"] and report["generation"] == result(res)["generation"] and report["failures"] == []
     assert report["dhcp"]["status"] == "checked" and report["tftp_blksize"] == 1432
@@ -284,3 +285,29 @@ def test_report_names_the_client_kinds_that_boot_checked(peer: Peer, lan: VethLa
     assert rep.ok, rep.failures
     assert {k: v["boot_checked"] for k, v in rep.clients["boot_checked"].items()} == {
         "uefi-pxe-arch7": True, "uefi-pxe-arch9": True, "bios-pxe": False}
+
+
+@pytest.mark.root
+def test_without_manage_dhcp_it_reports_what_the_users_own_rows_answer(peer: Peer, lan: VethLan,
+                                                                       tmp_path: Path) -> None:
+    dist = make_dist(tmp_path / "dist", f"tftp://{ROUTER}")
+    assert deploy(tmp_path / "w", peer, dist, rb4011_verify_after_deploy=False).rc == 0  # rb4011_manage_dhcp off
+    # the user's own chainloading: ipxe.efi for everyone by option 67, boot.ipxe for option 77 = iPXE
+    peer.store.put("pxe/ipxe.efi", Path("/usr/lib/ipxe/ipxe.efi").read_bytes())
+    peer.add_row("/ip/tftp", **{"req-filename": r"^ipxe\.efi$", "real-filename": "pxe/ipxe.efi"})
+    peer.add_row(_dhcp.OPTION_MENU, name="efi", code="67", value="s'ipxe.efi'")
+    peer.add_row(_dhcp.OPTION_MENU, name="script", code="67", value="s'boot.ipxe'")
+    peer.add_row(_dhcp.SETS_MENU, name="script", options="script")
+    peer.add_row(_dhcp.MATCHER_MENU, name="ipxe", server="all", code="77", value="iPXE", **{"option-set": "script"})
+    with peer.lock:
+        net = next(r for r in peer.menus[_dhcp.NETWORK_MENU].rows if r["address"] == NET)
+        net.update({"next-server": ROUTER, "dhcp-option": "efi"})
+    serve(peer, lan, DhcpModel())
+    rep = check(peer, lan)
+    assert rep.ok, rep.failures
+    chains = {c["client"]: c["path"] for c in rep.dhcp["chains"]}
+    assert chains["uefi-pxe-arch7"] == "uefi-pxe-arch7: ipxe.efi -> ipxe-uefi-arch7: boot.ipxe"
+    assert chains["bios-pxe"] == "bios-pxe: ipxe.efi -> ipxe-bios: boot.ipxe"  # what this router answers BIOS
+    efi = by_request(rep)["ipxe.efi"]
+    assert efi["ok"] and efi["expected_from"] == "not the collection's binary: no digest to compare"
+    assert efi["sha256"] == hashlib.sha256(Path("/usr/lib/ipxe/ipxe.efi").read_bytes()).hexdigest()
