@@ -1,0 +1,231 @@
+#!/usr/bin/python
+"""Ansible module: verify from the controller what a netbooting node gets from a RouterOS boot server (RB4011)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: rb4011_verify
+short_description: Check what a node gets from an RB4011 boot server over TFTP and DHCP
+description:
+  - Reads the router over the API (files, C(/ip/tftp) rules, the live generation) and then, from the controller,
+    fetches every file a node fetches through the router's TFTP service and rules, once, with iPXE's block size
+    (1432) - the iPXE binaries, the stable C(boot.ipxe), the live generation's C(SHA256SUMS) and every file its
+    script fetches (kernel, microcode, initramfs, per-node initrds).
+  - Compares each sha256 with what the deploy put there - the generation's own C(SHA256SUMS) on the router (checked
+    against the generation id), C(boot.ipxe) against the deploy's rewrite of the listed C(boot.ipxe), each iPXE
+    binary against the digest naming its directory. Never against the local dist/.
+  - Reports MB/s per file and the predicted TFTP seconds of one node's boot; fails naming the file and what differs
+    (no rule, wrong bytes, too big without rollover, timeout, the controller outside the rules' C(ip-addresses)).
+  - With root or CAP_NET_RAW on the boot network, asks the router's DHCP server as UEFI PXE firmware (option 93 = 7
+    and 9), BIOS PXE (93 = 0) and iPXE (77 = C(iPXE)) would, from MACs of its own, never sending a REQUEST (no lease
+    is taken), and follows each answer the way EDK2 and iPXE read it to C(boot.ipxe); an answer that would loop fails.
+    Where it cannot ask, the report marks the DHCP check skipped with the reason.
+  - Writes the report as JSON to O(report) (not in check mode).
+version_added: "0.3.0"
+author: homelab.alpine_netboot maintainers (@homelab)
+options:
+  host:
+    description: Address of the router (API; and TFTP unless O(tftp_address) is set).
+    type: str
+    required: true
+  user:
+    description: RouterOS user with the api and read policies.
+    type: str
+    required: true
+  password:
+    description: Its password (keep it in Ansible Vault). Never logged.
+    type: str
+    required: true
+  api_port:
+    description: API port; default 8728, or 8729 with O(use_tls).
+    type: int
+  use_tls:
+    description: Use API-SSL with certificate verification against O(ca_path).
+    type: bool
+    default: false
+  ca_path:
+    description: CA bundle that signed the router's API-SSL certificate.
+    type: path
+  validate_cert_hostname:
+    description: Also check the certificate's name against O(host).
+    type: bool
+    default: false
+  force_no_cert:
+    description: Allow API-SSL with anonymous Diffie-Hellman (encrypted, not authenticated). Only when explicitly set.
+    type: bool
+    default: false
+  dir:
+    description: Directory on the router holding the generations (as for rb4011_deploy).
+    type: str
+    default: netboot
+  timeout:
+    description: API timeout in seconds.
+    type: int
+    default: 15
+  tftp_address:
+    description: The router's address nodes fetch from (the DHCP next-server); default O(host).
+    type: str
+  tftp_port:
+    description: The router's TFTP port.
+    type: int
+    default: 69
+  tftp_timeout:
+    description: Seconds to wait for each TFTP packet before sending again.
+    type: float
+    default: 2.0
+  tftp_retries:
+    description: How often a TFTP request or acknowledgement is sent again before the file counts as timed out.
+    type: int
+    default: 5
+  pass_512:
+    description: Also read every file with 512-byte blocks (an RFC 1350 client; slow for large files).
+    type: bool
+    default: false
+  dhcp:
+    description: Ask the router's DHCP server as each client kind would (needs root or CAP_NET_RAW and the boot
+      network); false marks the DHCP check skipped.
+    type: bool
+    default: true
+  dhcp_interface:
+    description: Interface on the boot network to ask DHCP on; default the one holding the controller's address
+      toward O(tftp_address), if that address is on its network.
+    type: str
+  dhcp_timeout:
+    description: Seconds to wait for each DHCP answer.
+    type: float
+    default: 3.0
+  report:
+    description: File the report is written to as JSON (not in check mode).
+    type: path
+extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.attributes
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Runs the same read-only checks and returns the report; writes no report file.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+    details: Runs on the controller (C(connection=local)) and talks to RouterOS over the network.
+notes:
+  - Integrity, not authenticity - this proves what the router serves; anyone on the boot LAN can still answer DHCP
+    and TFTP.
+"""
+
+EXAMPLES = r"""
+- name: Verify the boot server
+  homelab.alpine_netboot.rb4011_verify:
+    host: 192.168.88.1
+    user: netboot
+    password: "{{ vault_rb4011_password }}"
+    report: /srv/netboot/build/verify-rb4011.json
+"""
+
+RETURN = r"""
+ok:
+  description: True when every check that ran passed.
+  returned: always
+  type: bool
+generation:
+  description: The live generation checked.
+  returned: success
+  type: str
+files:
+  description:
+    - Per file read over TFTP - request, role, real_filename, size, sha256, expected_sha256, expected_from, seconds,
+      MBps, blocks, rolled_over, rollover_512_needed, rollover_allowed, problem, ok, pass_512.
+  returned: always
+  type: list
+  elements: dict
+boot_seconds:
+  description: Predicted TFTP seconds of one node's boot at the measured rates (boot_files summed).
+  returned: always
+  type: float
+boot_files:
+  description: The files one node's boot fetches, as counted in RV(boot_seconds).
+  returned: always
+  type: list
+  elements: str
+dhcp:
+  description: C(status) checked or skipped (with C(reason)); per client kind the answer and the chain followed.
+  returned: always
+  type: dict
+clients:
+  description: Per iPXE binary whether it has iPXE's C(sha256sum) command, and per firmware kind whether the
+    binary it gets can check boot digests (C(boot_checked)).
+  returned: always
+  type: dict
+failures:
+  description: What failed, each naming the file or client kind.
+  returned: always
+  type: list
+  elements: str
+report:
+  description: The report file written (null in check mode).
+  returned: always
+  type: str
+"""
+
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, dump_json
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import ApiOptions
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._verify import VerifyOptions, verify
+
+ARGUMENT_SPEC = {
+    "host": {"type": "str", "required": True},
+    "user": {"type": "str", "required": True},
+    "password": {"type": "str", "required": True, "no_log": True},
+    "api_port": {"type": "int"},
+    "use_tls": {"type": "bool", "default": False},
+    "ca_path": {"type": "path"},
+    "validate_cert_hostname": {"type": "bool", "default": False},
+    "force_no_cert": {"type": "bool", "default": False},
+    "dir": {"type": "str", "default": "netboot"},
+    "timeout": {"type": "int", "default": 15},
+    "tftp_address": {"type": "str"},
+    "tftp_port": {"type": "int", "default": 69},
+    "tftp_timeout": {"type": "float", "default": 2.0},
+    "tftp_retries": {"type": "int", "default": 5},
+    "pass_512": {"type": "bool", "default": False},
+    "dhcp": {"type": "bool", "default": True},
+    "dhcp_interface": {"type": "str"},
+    "dhcp_timeout": {"type": "float", "default": 3.0},
+    "report": {"type": "path"},
+}
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    fail_if_missing(module)
+    p = module.params
+    with fail_on_error(module, ok=False):
+        api = ApiOptions(p["host"], p["user"], p["password"], p["api_port"], p["use_tls"], ca_path=p["ca_path"],
+                         validate_cert_hostname=p["validate_cert_hostname"], force_no_cert=p["force_no_cert"],
+                         timeout=p["timeout"])
+        opts = VerifyOptions(p["dir"].strip("/"), p["tftp_address"] or "", p["tftp_port"], p["pass_512"],
+                             p["tftp_timeout"], p["tftp_retries"], p["dhcp"], p["dhcp_interface"] or "",
+                             p["dhcp_timeout"])
+        report = verify(api, opts)
+        result = report.as_dict()
+        written = None
+        if p["report"] and not module.check_mode:
+            Path(p["report"]).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(Path(p["report"]), dump_json(result) + b"\n")
+            written = p["report"]
+    for w in report.warnings:
+        module.warn(w)
+    result["report"] = written
+    if not report.ok:
+        module.fail_json(msg=f"{p['host']}: verify failed: " + "; ".join(report.failures), **result)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()
