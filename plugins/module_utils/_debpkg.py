@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
 import os
 import re
 import tarfile
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -200,6 +202,18 @@ class _Decompressed(io.RawIOBase):
         return n
 
 
+_READ_ERRORS: tuple[type[Exception], ...] = (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error)
+
+
+def _zstd_errors() -> tuple[type[Exception], ...]:
+    try:
+        import zstandard
+    except ImportError:  # recorded by _compress (_deps.lazy); only a .zst member needs it
+        return ()
+    error: type[Exception] = zstandard.ZstdError
+    return (error,)
+
+
 def _clean(name: str, *, package: str) -> str:
     """A member name relative to the package root; refuses absolute names and ``..``."""
     path = PurePosixPath(name[2:] if name.startswith("./") else name)
@@ -252,7 +266,7 @@ def _scan(deb: Path, want: set[str], package: str) -> tuple[dict[str, bytes], di
                     elif member.isfile() and rel in want:
                         fobj = tf.extractfile(member)
                         found[rel] = fobj.read() if fobj is not None else b""
-        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:  # lzma/zlib/zstd errors are ValueError-like
+        except _READ_ERRORS + _zstd_errors() as exc:
             raise UnpackError(f"{deb}: cannot read {name} of {package}: {exc}") from exc
     return found, links, names
 

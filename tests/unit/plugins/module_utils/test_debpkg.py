@@ -181,3 +181,17 @@ def test_parse_pin_refuses_bad_pins() -> None:
                       ({"size": 0}, "size"), ({"colour": "red"}, "unknown key")]:
         with pytest.raises(ConfigError, match=what):
             _debpkg.parse_pin({**ok, **bad}, where="netboot_deb_pins.ipxe")
+
+
+@pytest.mark.parametrize("compression", ["xz", "zstd", "gzip"])
+def test_a_corrupt_data_tar_is_an_unpack_error(tmp_path: Path, compression: str) -> None:
+    deb = build_deb(tmp_path, compression)
+    members = {name: (start, size) for name, start, size in _debpkg.ar_members(deb)}
+    name = next(n for n in members if n.startswith("data.tar"))
+    start, size = members[name]
+    data = bytearray(deb.read_bytes())
+    for i in range(start + size // 3, start + size // 3 + 64):  # damage the middle of the compressed stream
+        data[i] ^= 0x5A
+    deb.write_bytes(bytes(data))
+    with pytest.raises(UnpackError, match=rf"cannot read {re.escape(name)} of ipxe-test"):
+        _debpkg.extract(deb, ["usr/lib/ipxe/snponly.efi"], package="ipxe-test")
