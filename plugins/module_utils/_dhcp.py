@@ -104,8 +104,9 @@ class DhcpOptions:
         out = {BIOS_BINARY: Path(self.ipxe_bios), "snponly.efi": Path(self.ipxe_snp), "ipxe.efi": Path(self.ipxe_efi)}
         for name, path in out.items():
             if not path.is_file():
-                raise ConfigError(f"{path} ({name}, for DHCP chainloading) is missing: install Debian's ipxe package "
-                                  f"(apt-get install ipxe) or give its path in {BINARY_VARS[name]}")
+                raise ConfigError(f"{path} ({name}, for DHCP chainloading) is missing: the deploy role unpacks it "
+                                  "from the pinned Debian ipxe package (netboot_deb_pins.ipxe); called alone, "
+                                  f"apt-get install ipxe, or give its path in {BINARY_VARS[name]}")
         return out
 
     def features(self) -> list[str]:

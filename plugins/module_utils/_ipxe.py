@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _deps, _shipped
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, sha256_file
 
 try:
     import jinja2
@@ -29,6 +29,10 @@ except ImportError:
 DEFAULT_KERNEL_ARGS = "console=tty0 console=ttyS0,115200"
 URL_SCHEMES = ("http", "https", "tftp")
 FAILED_MARKER = "netboot: BOOT FAILED"
+# boot.ipxe's lines about the sha256 check (README "Integrity at boot"); tests and verify match these.
+MISMATCH_MARKER = "failed its sha256 check"  # netboot: <file> from <base> failed its sha256 check: got <x> expected <y>
+UNCHECKED_MARKER = "netboot: this iPXE has no sha256sum command: booting unchecked"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 _HEX12 = re.compile(r"[0-9a-f]{12}")
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
@@ -213,6 +217,9 @@ class ScriptSpec:
     retry_delay: int = 2
     failsafe_timeout: int = 60
     extra: Mapping[str, object] = field(default_factory=dict)
+    # artefact name (as fetched, relative to the boot server URL) -> sha256 the script checks before ``boot``;
+    # None renders a script without checks (a caller that does not have the files)
+    digests: Mapping[str, str] | None = None
 
 
 def build_context(spec: ScriptSpec) -> dict[str, object]:
@@ -234,11 +241,16 @@ def build_context(spec: ScriptSpec) -> dict[str, object]:
     base_args = _args_text(spec.kernel_args, what="ipxe_kernel_args")
     extra_args = _args_text(spec.extra_kernel_args, what="extra kernel args")
     kernel = _artefact(spec.kernel, what="kernel")
+    artefacts = referenced_artefacts(kernel, spec.microcode and initrds[0], initrds[-1], nodes)
+    digests = check_digests(spec.digests, artefacts) if spec.digests is not None else None
     return {
         "urls": urls,
         "nodes": nodes,
         "kernel": kernel,
-        "artefacts": referenced_artefacts(kernel, spec.microcode and initrds[0], initrds[-1], nodes),
+        "artefacts": artefacts,
+        # sha256 per fetched file, and the name iPXE gives its image (the URL's last path segment)
+        "digests": digests,
+        "image_name": image_name,
         "initrds": initrds,
         # initrd=NAME per initrd: a UEFI kernel stub finds iPXE's images by name when iPXE lacks LoadFile2;
         # the BIOS path ignores it (no comma: not an initrdmem= address).
@@ -250,6 +262,8 @@ def build_context(spec: ScriptSpec) -> dict[str, object]:
         "retry_delay": spec.retry_delay,
         "failsafe_timeout": spec.failsafe_timeout,
         "failed_marker": FAILED_MARKER,
+        "mismatch_marker": MISMATCH_MARKER,
+        "unchecked_marker": UNCHECKED_MARKER,
         "extra": dict(spec.extra),
     }
 
@@ -267,6 +281,52 @@ def referenced_artefacts(kernel: str, microcode: str, initramfs: str, nodes: Seq
         if node.initrd:
             out.setdefault(node.initrd, f"initrd of host {node.name}")
     return out
+
+
+def image_name(artefact: str) -> str:
+    """The name iPXE gives an image fetched from ``${base}/<artefact>``: the URL's last path segment."""
+    return artefact.rsplit("/", 1)[-1]
+
+
+def check_digests(digests: Mapping[str, str], artefacts: Mapping[str, str]) -> dict[str, str]:
+    """Every fetched artefact's sha256 (lower-case hex), refusing a missing or malformed one by name."""
+    out: dict[str, str] = {}
+    for name, what in sorted(artefacts.items()):
+        value = str(digests.get(name) or "").lower()
+        if not _SHA256.fullmatch(value):
+            raise ConfigError(f"no sha256 for {name} ({what}), which boot.ipxe fetches: build it first "
+                              f"(got {digests.get(name)!r})")
+        out[name] = value
+    # iPXE names an image by the URL's last segment and sha256sum finds it by that name: the images one node loads
+    # together (kernel, microcode, initramfs and its own initrd) need different names
+    common: dict[str, str] = {}
+    for name in sorted(artefacts, key=lambda n: artefacts[n].startswith("initrd of host")):
+        other = common.get(image_name(name))
+        if other is not None:
+            raise ConfigError(f"boot.ipxe fetches {other} ({artefacts[other]}) and {name} ({artefacts[name]}), which "
+                              f"iPXE would both name {image_name(name)}; give them different file names")
+        if not artefacts[name].startswith("initrd of host"):
+            common[image_name(name)] = name
+    return out
+
+
+def artefact_digests(artefacts: Mapping[str, str], artefact_dir: str | os.PathLike[str], *,
+                     kernel: tuple[str, str | os.PathLike[str]] | None = None,
+                     hints: Mapping[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
+    """sha256 of each fetched artefact as found in ``artefact_dir`` (``kernel``: its name and the file it is
+    published from, the image's /boot), and one message per file that is not there (``hints``: what to do, by the
+    first word of what names the file - kernel, microcode, initramfs, initrd)."""
+    found: dict[str, str] = {}
+    missing: list[str] = []
+    for name, what in sorted(artefacts.items()):
+        path = Path(kernel[1]) if kernel is not None and name == kernel[0] else Path(artefact_dir, name)
+        digest = sha256_file(path)
+        if digest is None:
+            hint = (hints or {}).get(what.split()[0], "build it first (playbooks/build.yml)")
+            missing.append(f"{path} ({what}) does not exist, so boot.ipxe cannot carry its sha256: {hint}")
+        else:
+            found[name] = digest
+    return found, missing
 
 
 def default_template() -> Path:

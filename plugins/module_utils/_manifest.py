@@ -273,6 +273,27 @@ def boot_record(script: str | os.PathLike[str]) -> Path:
     return Path(script).with_name(f".{Path(script).name}.artefacts.json")
 
 
+def boot_digests_record(script: str | os.PathLike[str]) -> Path:
+    """Where ipxe_script records the sha256 the boot script ``script`` checks per fetched file (hidden: not published)."""
+    return Path(script).with_name(f".{Path(script).name}.sha256.json")
+
+
+def mismatched_boot_digests(script: str | os.PathLike[str], digests: Mapping[str, object],
+                            files: Mapping[str, Path]) -> list[str]:
+    """One message per file the boot script checks whose sha256 differs from the file about to be published: the
+    nodes would refuse it (README "Integrity at boot")."""
+    problems = []
+    for name, want in sorted(digests.items()):
+        got = sha256_file(files[name]) if name in files else None
+        if got is not None and got != want:
+            problems.append(
+                f"{script} expects {name} with sha256 {want}, but the {name} to publish ({files[name]}) has sha256 "
+                f"{got}: every node would refuse it. Render boot.ipxe for these files: playbooks/build.yml "
+                f"--tags ipxe,dist"
+            )
+    return problems
+
+
 def _published(src: str, names: Mapping[str, Path]) -> dict[str, Path]:
     """Every visible file under ``src`` (node initrds may sit in subdirectories) and ``names``: relative path ->
     the file to publish."""
@@ -330,6 +351,9 @@ def build_dist(
         problems = (missing_boot_artefacts(src, fetched, kernel_name) if fetched is not None else
                     [f"{script} or its record {boot_record(script).name} is missing or unreadable: render it "
                      "(playbooks/build.yml --tags ipxe)"])
+        digests = read_json_object(boot_digests_record(script)) if script.is_file() else None
+        if digests is not None:  # the sha256 the script checks before booting: they must be the published files'
+            problems += mismatched_boot_digests(script, digests, files)
     if problems and not check_mode:
         raise ConfigError(" ".join(problems))
     warnings += [f"{p} (check mode: fine if an earlier stage writes it)" for p in problems]

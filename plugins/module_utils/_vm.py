@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._bootserver import BootServer
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import sha256_file
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import (
     DEFAULT_KERNEL_ARGS,
     FAILED_MARKER,
@@ -275,6 +276,12 @@ def staged(test: BootTest) -> Iterator[tuple[QemuSpec, Path | None]]:
         overrides: dict[str, Path] = {"boot.ipxe": script}
         if tail:
             overrides[name] = concat_initrds([dist / name, *tail], tmp / f"{name}.with-hook")
+            # boot.ipxe checks the sha256 of what it fetched: the staged copy expects the copy with the hook
+            old, new = sha256_file(dist / name), sha256_file(overrides[name])
+            text = script.read_text()
+            if old and new and old in text:
+                overrides["boot.ipxe"] = tmp / "boot.ipxe"
+                overrides["boot.ipxe"].write_text(text.replace(old, new))
         serve = stage_netboot(dist, tmp / "serve", overrides)
         yield QemuSpec(netboot=True, tftp_dir=serve, bootfile=test.bootfile or "boot.ipxe", memory=test.memory,
                        smp=test.smp, mac=test.mac, nic=test.nic, qemu=test.qemu), serve

@@ -19,6 +19,14 @@ description:
     retries by itself after O(failsafe_timeout) seconds.
   - The kernel gets O(kernel_args) O(extra_kernel_args) C(netboot.hostname=) C(netboot.role=) and the node's
     own kernel arguments.
+  - >-
+    With O(artefact_dir), the script checks the sha256 of every image it fetched against the files of this build
+    (C(sha256sum --set), iPXE 2.0) before C(boot); on a mismatch it prints
+    C(netboot: <file> from <server> failed its sha256 check: got <x> expected <y>), fetches that server's images once
+    more, then tries the next server, then the failsafe menu - it never boots bytes that failed a check. An iPXE
+    without the command prints C(netboot: this iPXE has no sha256sum command: booting unchecked) and boots.
+    The digests are also recorded beside O(dest) (C(.boot.ipxe.sha256.json)), where
+    M(homelab.alpine_netboot.netboot_dist) checks them against the files it publishes.
   - Written to a temporary name and renamed; identical output reports C(changed=false).
 version_added: "0.1.0"
 author: homelab.alpine_netboot maintainers (@homelab)
@@ -31,7 +39,8 @@ options:
     description:
       - The jinja2 template. It gets C(urls), C(nodes) (name, mac,
         mac_hexraw, hostname, role, kernel_args, initrd), C(kernel), C(initrds), C(kernel_args), C(default_role),
-        C(retries), C(retry_delay), C(failsafe_timeout), C(failed_marker) and C(extra).
+        C(retries), C(retry_delay), C(failsafe_timeout), C(failed_marker), C(digests) (fetched file -> sha256, or
+        none), C(image_name), C(mismatch_marker), C(unchecked_marker) and C(extra).
       - The C(ipxe) role passes its C(templates/boot.ipxe.j2). A module run by Ansible carries only
         C(plugins/module_utils), not the collection's C(roles/), so without this option it fails naming it; called
         directly from an installed collection it uses that collection's C(roles/ipxe/templates/boot.ipxe.j2).
@@ -76,6 +85,22 @@ options:
     description: Extra data passed to a custom template as C(extra).
     type: dict
     default: {}
+  artefact_dir:
+    description:
+      - The directory holding the files the script fetches as this build made them (C(netboot_artefact_dir)); their
+        sha256 are written into the script, which checks them before booting. Every fetched file must be there
+        (the kernel in O(rootfs)'s C(/boot) when O(rootfs) is given); a missing one fails naming it (in check mode
+        a warning).
+      - Not given - the script has no checks.
+    type: path
+  rootfs:
+    description: The image tree whose C(/boot) holds the kernel the dist stage publishes (its sha256 goes into the
+      script); default O(artefact_dir)C(/)O(kernel).
+    type: path
+  rootfs_kernel:
+    description: The kernel in O(rootfs) (a name in C(boot/) or a path), as the dist stage's C(kernel) option;
+      default the single C(boot/vmlinuz*).
+    type: str
 extends_documentation_fragment:
   - homelab.alpine_netboot.netboot.attributes
   - homelab.alpine_netboot.netboot.nodes
@@ -108,6 +133,10 @@ artefacts:
     not published), where M(homelab.alpine_netboot.netboot_dist) checks that it publishes each.
   returned: always
   type: dict
+digests:
+  description: Fetched file -> the sha256 the script checks before booting (empty without O(artefact_dir)).
+  returned: always
+  type: dict
 urls:
   description: The boot server URLs in the order tried.
   returned: always
@@ -121,20 +150,30 @@ commands:
 """
 
 import json
+from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import write_if_changed
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import (
     DEFAULT_KERNEL_ARGS,
     ScriptSpec,
     apply_write,
+    artefact_digests,
     build_context,
     plan_write,
     render,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import boot_record
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
+    BOOT_ARTEFACT_FIX,
+    boot_digests_record,
+    boot_record,
+    find_kernel,
+)
+
+KERNEL_FIX = "build the image first (playbooks/build.yml --tags kernel), or set rootfs/rootfs_kernel (ipxe_rootfs)"
 
 ARGUMENT_SPEC = {
     "dest": {"type": "path", "required": True},
@@ -151,6 +190,9 @@ ARGUMENT_SPEC = {
     "retry_delay": {"type": "int", "default": 2},
     "failsafe_timeout": {"type": "int", "default": 60},
     "variables": {"type": "dict", "default": {}},
+    "artefact_dir": {"type": "path"},
+    "rootfs": {"type": "path"},
+    "rootfs_kernel": {"type": "str"},
 }
 
 
@@ -166,10 +208,33 @@ def main() -> None:
     )
     with fail_on_error(module):
         context = build_context(spec)
+        digests: dict[str, str] = {}
+        if p["artefact_dir"]:
+            kernel = None
+            if p["rootfs"]:  # the kernel dist publishes; an image not built yet: reported as missing below
+                boot = Path(p["rootfs"], "boot")
+                kernel = (spec.kernel, find_kernel(p["rootfs"], p["rootfs_kernel"] or None) if boot.is_dir() else
+                          boot / (p["rootfs_kernel"] or "vmlinuz"))
+            digests, missing = artefact_digests(context["artefacts"], p["artefact_dir"], kernel=kernel,  # type: ignore[arg-type]
+                                                hints={**BOOT_ARTEFACT_FIX, "kernel": KERNEL_FIX})
+            if missing and not module.check_mode:
+                raise ConfigError(" ".join(missing))
+            for problem in missing:  # check mode: an earlier stage of the same run may write it
+                module.warn(f"{problem} (check mode: fine if an earlier stage writes it)")
+                digests.update({name: "0" * 64 for name in context["artefacts"] if name not in digests})  # type: ignore[attr-defined]
+            spec.digests = digests
         plan = plan_write(p["dest"], render(spec, p["template"]))
         record = boot_record(plan.dest)
         fetched = json.dumps(context["artefacts"], sort_keys=True).encode() + b"\n"
         stale = write_if_changed(record, fetched, check_mode=module.check_mode)
+        sums = boot_digests_record(plan.dest)
+        if digests:
+            stale = write_if_changed(sums, json.dumps(digests, indent=1, sort_keys=True).encode() + b"\n",
+                                     check_mode=module.check_mode) or stale
+        elif sums.exists():  # a script without checks: no digests for the dist stage to hold it to
+            stale = True
+            if not module.check_mode:
+                sums.unlink()
         if not module.check_mode:
             apply_write(plan)
     nodes = [
@@ -183,6 +248,7 @@ def main() -> None:
         nodes=nodes,
         urls=context["urls"],
         artefacts=context["artefacts"],
+        digests=digests,
         commands=[],
         **({"diff": {"before": plan.before or "", "after": plan.after, "before_header": str(plan.dest),
                      "after_header": str(plan.dest)}} if module._diff else {}),

@@ -8,6 +8,7 @@ One full build per module; the other runs are single stages.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -157,9 +158,36 @@ def test_paths_default_to_the_inventory_directory(project: Project, tmp_path: Pa
     before = repo_outputs()
     res = project.run(inventory=inventory, tags="rootfs,ipxe",
                       extravars=user_extravars(site, project.mirror, project.mirror_port))
-    assert res.rc == 0, res.stdout[-4000:]
+    # boot.ipxe carries the sha256 of what it fetches: the ipxe stage looks for them beside the inventory, and
+    # without the image stages it names what to build (and writes no script)
+    assert res.rc != 0, res.stdout[-4000:]
+    msg = " ".join(res.failure_messages())
+    assert f"{site / 'build' / 'artefacts' / 'initramfs'} (initramfs) does not exist" in msg, msg
+    assert "--tags initramfs" in msg and not (site / "build" / "artefacts" / "boot.ipxe").exists()
     assert any((site / "cache").rglob("APKINDEX.tar.gz"))
     assert (site / "build" / "rootfs" / "lib" / "apk" / "db" / "installed").is_file()
-    assert (site / "build" / "artefacts" / "boot.ipxe").is_file() and (site / "alpine-lock.json").is_file()
+    assert (site / "alpine-lock.json").is_file()
     assert repo_outputs() == before
     assert not (REPO / "playbooks" / "dist").exists() and not (REPO / "playbooks" / "cache").exists()
+
+
+def test_the_dist_stage_refuses_a_boot_ipxe_checking_other_files(project: Project) -> None:
+    """The initramfs rebuilt without the ipxe stage (--tags initramfs,dist): boot.ipxe still expects the old
+    initramfs's sha256, every node would refuse the new one, so dist/ is not published."""
+    dist = project.root / "dist"
+    artefacts = project.root / "build" / "artefacts"
+    published = {p.name: p.read_bytes() for p in dist.iterdir() if p.is_file()}
+    old = hashlib.sha256((artefacts / "initramfs").read_bytes()).hexdigest()
+    assert f"set check_want {old}" in (dist / "boot.ipxe").read_text()
+    res = project.run(tags="initramfs,dist", extravars={"initramfs_level": 4})
+    assert res.rc != 0
+    new = hashlib.sha256((artefacts / "initramfs").read_bytes()).hexdigest()
+    msg = " ".join(res.failure_messages())
+    assert old != new and f"expects initramfs with sha256 {old}" in msg and f"has sha256 {new}" in msg, msg
+    assert "--tags ipxe,dist" in msg
+    assert {p.name: p.read_bytes() for p in dist.iterdir() if p.is_file()} == published
+    # the fix the message names
+    res = project.run(tags="ipxe,dist", extravars={"initramfs_level": 4})
+    assert res.rc == 0, res.stdout[-3000:]
+    assert f"set check_want {new}" in (dist / "boot.ipxe").read_text()
+    assert hashlib.sha256((dist / "initramfs").read_bytes()).hexdigest() == new

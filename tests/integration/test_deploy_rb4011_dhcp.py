@@ -21,6 +21,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp impor
     SETS_MENU,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import ApiOptions, RouterOSError, connect
+from tests.fixtures.ipxe_sid import ipxe_binaries
 from tests.fixtures.routeros.deploy import HOST, deploy, result
 from tests.fixtures.routeros.dist import make_dist
 from tests.fixtures.routeros.peer import Peer, PeerConfig
@@ -91,13 +92,17 @@ def test_chainloading_created_rerun_noop_user_rows_untouched(peer: Peer, tmp_pat
     for m in MENUS:
         assert [r for r in peer.rows(m) if "comment" not in r] == user_rows[m]
     assert {r[".id"] for r in user_rows[MATCHER_MENU]} == {user["matcher"]}
-    # the iPXE binaries are served byte for byte from Debian's package, under anchored read-only rules
+    # the iPXE binaries are served byte for byte from the pinned Debian package (sid's ipxe 2.0.0, unpacked here
+    # by dpkg-deb), not the host's /usr/lib/ipxe, under anchored read-only rules
+    pinned = ipxe_binaries()
     for name in ("undionly.kpxe", "snponly.efi", "ipxe.efi"):
-        assert tftp_get("127.0.0.1", peer.tftp_port, name) == (DEBIAN_IPXE_DIR / name).read_bytes()
+        assert tftp_get("127.0.0.1", peer.tftp_port, name) == pinned[name].read_bytes()
+        host = DEBIAN_IPXE_DIR / name
+        assert not host.is_file() or host.read_bytes() != pinned[name].read_bytes()
     chain = [r for r in peer.rows("/ip/tftp") if "chainload=" in r.get("comment", "")]
     assert sorted(r["req-filename"] for r in chain) == [r"^ipxe\.efi$", r"^snponly\.efi$", r"^undionly\.kpxe$"]
     assert all(r["read-only"] == "true" for r in chain)
-    sha = hashlib.sha256((DEBIAN_IPXE_DIR / "undionly.kpxe").read_bytes()).hexdigest()[:12]
+    sha = hashlib.sha256(pinned["undionly.kpxe"].read_bytes()).hexdigest()[:12]
     assert peer.store.path(f"netboot/ipxe/{sha}/undionly.kpxe").is_file()
     # what a node on the LAN runs through: PXE firmware -> undionly.kpxe; iPXE (option 77) -> option 67 boot.ipxe
     assert b"#!ipxe" in tftp_get("127.0.0.1", peer.tftp_port, option["value"][2:-1])

@@ -10,9 +10,13 @@ boot.ipxe -> kernel + initramfs, all over the peer's TFTP on 192.168.88.1; and S
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import selectors
 import shutil
 import struct
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +24,9 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _dhcp, _qemu, _testhook, _vm
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _dhcp, _ipxe, _qemu, _testhook, _vm
 from tests.fixtures.bootimage import boot_image
+from tests.fixtures.material import REPO
 from tests.fixtures.routeros.deploy import HOST, deploy, result
 from tests.fixtures.routeros.dhcp import (
     FILE_FIELD_MODES,
@@ -35,6 +40,7 @@ from tests.fixtures.routeros.dhcp import (
 )
 from tests.fixtures.routeros.dist import make_dist
 from tests.fixtures.routeros.peer import Peer
+from tests.fixtures.routeros.tftp import tftp_get
 from tests.fixtures.routeros.udp import Lan
 
 NET = "192.168.88.0/24"
@@ -159,6 +165,12 @@ def bootable_dist(tmp_path: Path) -> Path:
 
 def boot(lan: Lan, tmp_path: Path, *, uefi: bool, timeout: float) -> _vm.BootResult:
     accel = _qemu.pick_accel()
+    return _vm.run_vm(vm_argv(lan, tmp_path, uefi=uefi, accel=accel), marker=_testhook.DEFAULT_MARKER,
+                      timeout=timeout, accel=accel, console_log=tmp_path / "console.log")
+
+
+def vm_argv(lan: Lan, tmp_path: Path, *, uefi: bool, accel: str) -> list[str]:
+    """qemu in the LAN's namespace, booting from the network: OVMF's own PXE (UEFI) or the NIC's iPXE ROM (BIOS)."""
     argv = [_qemu.QEMU, *(["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg", "-cpu", "max"]),
             "-machine", "pc", "-m", "512M", "-nographic", "-serial", "stdio", "-monitor", "none", "-no-reboot",
             "-netdev", f"tap,id=n0,ifname={lan.tap},script=no,downscript=no",
@@ -171,8 +183,7 @@ def boot(lan: Lan, tmp_path: Path, *, uefi: bool, timeout: float) -> _vm.BootRes
         shutil.copyfile(OVMF_VARS, tmp_path / "OVMF_VARS.fd")  # the firmware writes its variables: a copy per test
         argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
                  "-drive", f"if=pflash,format=raw,unit=1,file={tmp_path / 'OVMF_VARS.fd'}"]
-    return _vm.run_vm(lan.exec(argv), marker=_testhook.DEFAULT_MARKER, timeout=timeout, accel=accel,
-                      console_log=tmp_path / "console.log")
+    return lan.exec(argv)
 
 
 def served(peer: Peer) -> list[str]:
@@ -187,7 +198,8 @@ def served(peer: Peer) -> list[str]:
 ])
 def test_node_boots_through_the_routers_dhcp(peer: Peer, lan: Lan, tmp_path: Path, uefi: bool,
                                              model: DhcpModel) -> None:
-    res = deploy(tmp_path / "w", peer, bootable_dist(tmp_path), **DHCP)
+    # boot.ipxe from the ipxe role's template with this build's sha256 (README "Integrity at boot")
+    res = deploy(tmp_path / "w", peer, checked_dist(tmp_path, failsafe_timeout=60), **DHCP)
     assert res.rc == 0, res.stdout
     dhcp = peer.serve_lan(lan, model)
     peer.transfers.clear()
@@ -203,6 +215,12 @@ def test_node_boots_through_the_routers_dhcp(peer: Peer, lan: Lan, tmp_path: Pat
     assert binaries == (["snponly.efi"] if uefi else []), got
     assert got[len(binaries):len(binaries) + 3] == ["boot.ipxe", f"{gen}/vmlinuz", f"{gen}/initramfs"], got
     # the firmware asked as what it is; iPXE then sent option 77 and got option 67 boot.ipxe
+    # the pinned sid snponly.efi checks every image; the BIOS NIC's own iPXE ROM (bookworm's ipxe-qemu, no
+    # sha256sum command) says it boots unchecked, and boots
+    if uefi:
+        assert "netboot: sha256 of every image checked" in out.console and _ipxe.UNCHECKED_MARKER not in out.console
+    else:
+        assert _ipxe.UNCHECKED_MARKER in out.console and "every image checked" not in out.console
     arches = {struct.unpack("!H", e.request[93])[0] for e in dhcp.exchanges if 93 in e.request}
     assert arches == {7 if uefi else 0}, arches
     assert any(77 in e.request and e.reply.options.get(67) == b"boot.ipxe" for e in dhcp.exchanges)
@@ -228,3 +246,104 @@ def test_uefi_node_loops_with_the_first_versions_boot_file_name(peer: Peer, lan:
     got = served(peer)
     assert not out.ok and "boot.ipxe" not in got and got.count("ipxe.efi") >= 2, (got, out.tail())
     print(f"the first version's config: TFTP {got} in {out.seconds:.0f}s")
+
+
+# -- integrity at boot (README "Integrity at boot") --------------------------------------------------------------
+
+def checked_dist(tmp_path: Path, failsafe_timeout: int) -> Path:
+    """The small bootable image as a dist/ whose boot.ipxe is the ipxe role's template with this build's sha256."""
+    image = boot_image()
+    initramfs = _qemu.concat_initrds([image.initramfs, _testhook.hook_cpio([])], tmp_path / "initramfs")
+    files = {"vmlinuz": image.kernel.read_bytes(), "initramfs": initramfs.read_bytes()}
+    script = _ipxe.render(_ipxe.ScriptSpec(
+        boot_server_url=f"tftp://{ROUTER}", kernel_args="console=ttyS0", retries=1, retry_delay=0,
+        failsafe_timeout=failsafe_timeout, digests={n: hashlib.sha256(b).hexdigest() for n, b in files.items()},
+    ), REPO / "roles/ipxe/templates/boot.ipxe.j2")
+    return make_dist(tmp_path / "dist", f"tftp://{ROUTER}", files=files, boot_ipxe=script)
+
+
+def run_until(argv: list[str], log: Path, *, until: str, on: dict[str, Any], timeout: float) -> tuple[bool, str]:
+    """Run qemu until ``until`` shows on the console (True) or ``timeout``; ``on``: console text -> a function
+    called once when that text first shows (the VM keeps running). Returns (marker seen, the cleaned console)."""
+    raw = bytearray()
+    pending = dict(on)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    try:
+        with log.open("wb") as out:
+            while time.monotonic() < deadline and proc.poll() is None:
+                if sel.select(timeout=0.2):
+                    chunk = proc.stdout.read(65536) or b""
+                    raw += chunk
+                    out.write(chunk)
+                text = _vm.clean_console(bytes(raw))
+                for trigger in [t for t in pending if t in text]:
+                    pending.pop(trigger)()
+                if until in text:
+                    return True, text
+        return False, _vm.clean_console(bytes(raw))
+    finally:
+        sel.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_uefi_node_refuses_a_flipped_byte_and_boots_once_restored(peer: Peer, lan: Lan, tmp_path: Path) -> None:
+    """One OVMF boot through the router, with the pinned sid snponly.efi the deploy hands out: one byte of the
+    initramfs flipped in the router's store -> the mismatch line (twice: fetched once more), no kernel, the
+    failsafe menu; the file restored while the menu waits -> its automatic retry boots to the marker."""
+    res = deploy(tmp_path / "w", peer, checked_dist(tmp_path, failsafe_timeout=5), **DHCP)
+    assert res.rc == 0, res.stdout
+    gen = result(res)["generation"]
+    stored = peer.store.path(f"netboot/{gen}/initramfs")
+    good = stored.read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0x01
+    stored.write_bytes(bytes(bad))
+    want, got = hashlib.sha256(good).hexdigest(), hashlib.sha256(bad).hexdigest()
+    # generation.ipxe is dist's boot.ipxe with base rewritten: the digests carried over
+    assert f"set check_want {want}" in tftp_script(peer)
+    dhcp = peer.serve_lan(lan, DhcpModel("keep", "first"))
+    peer.transfers.clear()
+    restored: list[float] = []
+
+    def restore() -> None:
+        stored.write_bytes(good)
+        restored.append(time.monotonic())
+
+    t0 = time.monotonic()
+    accel = _qemu.pick_accel()
+    ok, console = run_until(vm_argv(lan, tmp_path, uefi=True, accel=accel), tmp_path / "console.log",
+                            until=_testhook.DEFAULT_MARKER, on={_ipxe.FAILED_MARKER: restore}, timeout=900)
+    got_served = served(peer)
+    assert ok, (f"{console[-6000:]}\nDHCP: {[(e.reply.kind, e.reply.file) for e in dhcp.exchanges]}\n"
+                f"TFTP: {got_served}")
+    before = console[: console.index(_ipxe.FAILED_MARKER)]
+    line = re.compile(rf"netboot: initramfs from tftp://{re.escape(ROUTER)}/\S*{gen} {_ipxe.MISMATCH_MARKER}: "
+                      rf"got {got} expected {want}\n")
+    assert len(line.findall(before)) == 2, before[-4000:]  # the first fetch and the one more fetch
+    assert "fetching the images from" in before and _ipxe.UNCHECKED_MARKER not in console
+    # the kernel never started on the bad bytes: no EFI stub, no Linux banner before the restore
+    assert "EFI stub" not in before and "Linux version" not in before, before[-3000:]
+    after = console[console.index(_ipxe.FAILED_MARKER):]
+    assert "netboot: sha256 of every image checked" in after and "Linux version" in after
+    # the pinned iPXE 2.0 ran the checks: snponly.efi (sid's) was handed out, the initramfs fetched three times
+    assert got_served[0] == "snponly.efi" and got_served.count(f"{gen}/initramfs") == 3, got_served
+    print(f"UEFI integrity boot: mismatch shown twice, failsafe, restored after {restored[0] - t0:.0f}s, marker after "
+          f"{time.monotonic() - t0:.0f}s ({accel}); TFTP {got_served}")
+
+
+def tftp_script(peer: Peer) -> str:
+    """boot.ipxe as the router serves it (the live generation's generation.ipxe)."""
+    return tftp_get("127.0.0.1", peer.tftp_port, "boot.ipxe").decode()

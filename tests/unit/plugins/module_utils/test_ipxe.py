@@ -10,6 +10,8 @@ import pytest
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import (
     FAILED_MARKER,
+    MISMATCH_MARKER,
+    UNCHECKED_MARKER,
     ScriptSpec,
     apply_write,
     build_context,
@@ -163,3 +165,55 @@ def test_context_lists_every_fetched_artefact_with_what_names_it() -> None:
     assert all(name in text for name in with_ucode)
     without = build_context(spec(microcode=""))["artefacts"]
     assert "intel-ucode.img" not in without and "intel-ucode" not in render(spec(microcode=""))
+
+
+DIGESTS = {"vmlinuz": "1" * 64, "initramfs": "2" * 64, "intel-ucode.img": "3" * 64, "nodes/alpha.cpio": "4" * 64}
+
+
+def test_digests_are_checked_before_boot_then_refetch_next_server_failsafe() -> None:
+    nodes = [{"name": "n100-01", "mac": "AA-BB-CC-00-00-01", "initrd": "nodes/alpha.cpio"}]
+    text = render(spec(nodes=nodes, microcode="intel-ucode.img", digests=DIGESTS))
+    # the per-node initrd's digest is set in its MAC dispatch, cleared for cattle
+    mac = text.split(":mac_aabbcc000001\n", 1)[1].split("goto boot", 1)[0]
+    assert f"set node_initrd_image alpha.cpio\nset node_initrd_sha256 {'4' * 64}\n" in mac
+    for i, url in enumerate(["http://10.0.2.2:8080", "tftp://10.0.2.2"]):
+        assert f"set base {url}\n" in text.split(f":s{i}\n", 1)[1]
+        s = text.split(f":s{i}\n", 1)[1].split(f":s{i + 1}\n" if i == 0 else ":failed\n", 1)[0]
+        check = s.split(f":s{i}_check\n", 1)[1].split(f":s{i}_boot\n", 1)[0]
+        # every image is hashed by iPXE's own name for it, against this build's value, before boot
+        for image, digest in (("vmlinuz", "1"), ("intel-ucode.img", "3"), ("initramfs", "2")):
+            assert (f"set check_file {image}\nset check_want {digest * 64}\nclear check_got\n"
+                    f"sha256sum --set check_got {image} ||\nisset ${{check_got}} || goto s{i}_unchecked\n"
+                    f"iseq ${{check_got}} ${{check_want}} || goto s{i}_mismatch\n") in check
+        assert "sha256sum --set check_got ${node_initrd_image} ||" in check
+        assert s.index(f":s{i}_check") < s.index("boot ||")  # the check comes before boot
+        # a mismatch: the line with both digests, imgfree, this server once more, then the next one
+        mismatch = check.split(f":s{i}_mismatch\n", 1)[1]
+        assert mismatch.startswith(f"echo netboot: ${{check_file}} from ${{base}} {MISMATCH_MARKER}: got "
+                                   "${check_got} expected ${check_want}\nimgfree\n")
+        assert f"iseq x${{refetched}} xs{i} && goto s{i}_give_up ||\nset refetched s{i}\n" in mismatch
+        assert f"goto s{i}\n" in mismatch
+        nxt = f"s{i + 1}" if i == 0 else "failed"
+        assert mismatch.split(f":s{i}_give_up\n", 1)[1].startswith(
+            f"set reason ${{check_file}} from ${{base}} {MISMATCH_MARKER} twice\ngoto {nxt}\n")
+        # no sha256sum command (an old iPXE, undionly.kpxe, a NIC ROM): one clear line, then boot
+        assert f":s{i}_unchecked\necho {UNCHECKED_MARKER}\ngoto s{i}_boot\n" in check
+        # every path to boot goes through the check: the fetch chain ends at _check, not _boot
+        assert f"&& goto s{i}_check ||" in s and f"&& goto s{i}_boot" not in s
+    assert "clear refetched" in text.split(":boot\n", 1)[1].split(":s0\n", 1)[0]
+    assert "\ninc " not in text  # old iPXE builds have no inc
+    labels = set(re.findall(r"^:(\S+)$", text, re.M))
+    assert set(re.findall(r"goto (\w+)", text)) - {"mac_"} <= labels
+
+
+def test_digests_refused_when_missing_or_malformed_or_names_clash() -> None:
+    with pytest.raises(ConfigError, match=r"no sha256 for initramfs \(initramfs\)"):
+        build_context(spec(nodes=[], digests={"vmlinuz": "1" * 64}))
+    with pytest.raises(ConfigError, match=r"no sha256 for vmlinuz"):
+        build_context(spec(nodes=[], digests={"vmlinuz": "xyz", "initramfs": "2" * 64}))
+    with pytest.raises(ConfigError, match=r"fetches initramfs \(initramfs\) and x/initramfs \(initrd of host a\), "
+                                          r"which iPXE would both name initramfs"):
+        build_context(spec(nodes=[{"name": "a", "mac": "AA-BB-CC-00-00-01", "initrd": "x/initramfs"}],
+                           digests={"vmlinuz": "1" * 64, "initramfs": "2" * 64, "x/initramfs": "4" * 64}))
+    # without digests (a caller without the files) the script has no check at all
+    assert "sha256sum" not in render(spec())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -190,3 +191,34 @@ def test_a_damaged_rootfs_manifest_is_an_error_naming_the_file(tmp_path: Path, t
             read()
     path.unlink()
     assert mf.read_rootfs_manifest(path) is None
+
+
+def test_dist_refuses_a_boot_script_whose_digests_do_not_match(tmp_path: Path) -> None:
+    """--tags initramfs,dist without the ipxe stage: boot.ipxe still checks the old initramfs's sha256."""
+    root = rootfs(tmp_path)
+    src, dist = artefacts(tmp_path), tmp_path / "dist"
+    kernel_sha = hashlib.sha256((root / "boot/vmlinuz-virt").read_bytes()).hexdigest()
+    old_sha = hashlib.sha256((src / "initramfs").read_bytes()).hexdigest()
+    record = src / ".boot.ipxe.sha256.json"
+    record.write_text(json.dumps({"initramfs": old_sha, "vmlinuz": kernel_sha}))
+    kw = {"rootfs": str(root), "src": str(src), "dest": str(dist), "boot_script": "boot.ipxe"}
+    assert mf.build_dist(**kw)["changed"] is True  # type: ignore[arg-type]
+    before = {p.name: p.read_bytes() for p in dist.rglob('*') if p.is_file()}
+    (src / "initramfs").write_bytes(b"\x28\xb5\x2f\xfd rebuilt")  # the initramfs stage ran, the ipxe stage did not
+    new_sha = hashlib.sha256(b"\x28\xb5\x2f\xfd rebuilt").hexdigest()
+    with pytest.raises(NetbootError) as err:
+        mf.build_dist(**kw)  # type: ignore[arg-type]
+    msg = str(err.value)
+    assert f"expects initramfs with sha256 {old_sha}" in msg and f"has sha256 {new_sha}" in msg
+    assert "--tags ipxe,dist" in msg and "every node would refuse it" in msg
+    assert {p.name: p.read_bytes() for p in dist.rglob('*') if p.is_file()} == before  # dist/ untouched
+    assert not list(tmp_path.glob("dist.new-*"))
+    # check mode says so without failing; once boot.ipxe is rendered for the new file, it publishes
+    assert any(new_sha in w for w in mf.build_dist(**kw, check_mode=True)["warnings"])  # type: ignore[arg-type]
+    record.write_text(json.dumps({"initramfs": new_sha, "vmlinuz": kernel_sha}))
+    assert mf.build_dist(**kw)["changed"] is True  # type: ignore[arg-type]
+    assert (dist / "initramfs").read_bytes().endswith(b"rebuilt")
+    # a kernel other than the one boot.ipxe checks (dist_kernel and ipxe_rootfs_kernel disagree): refused too
+    record.write_text(json.dumps({"initramfs": new_sha, "vmlinuz": "0" * 64}))
+    with pytest.raises(NetbootError, match=r"expects vmlinuz with sha256 0{64}, but the vmlinuz to publish"):
+        mf.build_dist(**kw)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@ tail, and the direct-mode kernel command line. Real qemu boots are in tests/inte
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._vm import 
     boot_test,
     node_cmdline,
     run_vm,
+    staged,
 )
 
 
@@ -85,3 +87,21 @@ def test_direct_cmdline_matches_what_boot_ipxe_gives() -> None:
         "console=ttyS0 netboot.hostname=alpha netboot.role=db quiet")
     assert node_cmdline("console=ttyS0", "aa:bb:cc:00:00:02", nodes, "edge") == (
         "console=ttyS0 netboot.hostname=node-aabbcc000002 netboot.role=edge")
+
+
+def test_netboot_staging_points_boot_ipxe_at_the_initramfs_with_the_hook(tmp_path: Path) -> None:
+    """boot.ipxe checks the sha256 of what it fetched: the staged copy expects the initramfs with the hook, the
+    published one stays as it was."""
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "vmlinuz").write_bytes(b"kernel")
+    (dist / "initramfs").write_bytes(b"\x1f\x8b initramfs")
+    old = hashlib.sha256(b"\x1f\x8b initramfs").hexdigest()
+    script = f"#!ipxe\nset check_want {old}\n"
+    (dist / "boot.ipxe").write_text(script)
+    test = BootTest(kernel=dist / "vmlinuz", initrds=[dist / "initramfs"], mode="netboot", dist_dir=dist)
+    with staged(test) as (_spec, serve):
+        assert serve is not None
+        new = hashlib.sha256((serve / "initramfs").read_bytes()).hexdigest()
+        assert new != old and (serve / "boot.ipxe").read_text() == f"#!ipxe\nset check_want {new}\n"
+    assert (dist / "boot.ipxe").read_text() == script

@@ -111,3 +111,43 @@ def test_hostile_values_keep_the_published_script(
     rc, res = run_module(tmp_path, {**args, **change})
     assert rc != 0 and re.search(message, str(res["msg"])), res["msg"]
     assert {p.name: p.read_bytes() for p in dist.iterdir()} == before
+
+
+def test_digests_of_the_built_files_go_into_the_script_and_beside_it(tmp_path: Path, args: dict[str, object]) -> None:
+    import hashlib
+
+    art = tmp_path / "artefacts"
+    (art / "nodes").mkdir(parents=True)
+    image = tmp_path / "image"
+    (image / "boot").mkdir(parents=True)
+    (image / "boot" / "vmlinuz-virt").write_bytes(b"kernel bytes")
+    (art / "initramfs").write_bytes(b"initramfs bytes")
+    nodes = [{"name": "n100-01", "mac": "A8-B8-E0-00-00-01", "initrd": "nodes/a.img"}]
+    full = {**args, "dest": str(art / "boot.ipxe"), "nodes": nodes, "artefact_dir": str(art), "rootfs": str(image)}
+    # a file boot.ipxe fetches is not built yet: check mode warns, a real run fails naming it, nothing written
+    rc, res = run_module(tmp_path, full, check=True)
+    assert rc == 0 and "nodes/a.img (initrd of host n100-01) does not exist" in str(res["warnings"])
+    rc, res = run_module(tmp_path, full)
+    assert rc == 1 and "nodes/a.img (initrd of host n100-01) does not exist" in str(res["msg"])
+    assert not (art / "boot.ipxe").exists()
+    (art / "nodes" / "a.img").write_bytes(b"node initrd")
+    rc, res = run_module(tmp_path, full)
+    want = {"vmlinuz": hashlib.sha256(b"kernel bytes").hexdigest(),
+            "initramfs": hashlib.sha256(b"initramfs bytes").hexdigest(),
+            "nodes/a.img": hashlib.sha256(b"node initrd").hexdigest()}
+    assert rc == 0 and res["digests"] == want, res
+    text = (art / "boot.ipxe").read_text()
+    assert f"set check_want {want['vmlinuz']}" in text and f"set check_want {want['initramfs']}" in text
+    assert f"set node_initrd_sha256 {want['nodes/a.img']}" in text
+    assert json.loads((art / ".boot.ipxe.sha256.json").read_text()) == want
+    rc, res = run_module(tmp_path, full)
+    assert rc == 0 and res["changed"] is False
+    # a new initramfs: a new digest
+    (art / "initramfs").write_bytes(b"initramfs bytes 2")
+    rc, res = run_module(tmp_path, full)
+    assert rc == 0 and res["changed"] is True and hashlib.sha256(b"initramfs bytes 2").hexdigest() in (
+        art / "boot.ipxe").read_text()
+    # rendered without the files (no artefact_dir): no checks, and no digests record left for dist to hold it to
+    rc, res = run_module(tmp_path, {**args, "dest": str(art / "boot.ipxe")})
+    assert rc == 0 and res["changed"] is True and "sha256sum" not in (art / "boot.ipxe").read_text()
+    assert not (art / ".boot.ipxe.sha256.json").exists()
