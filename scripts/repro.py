@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, help="work directory (default: a temporary one, removed afterwards)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--level", type=int, default=3, help="initramfs compression level (default 3)")
+    ap.add_argument("--extravars", type=json.loads, default={}, metavar="JSON",
+                    help="more extravars for all three builds, e.g. a netboot_binaries entry")
     ap.add_argument("--inject-nondeterminism", action="store_true",
                     help="TEST-ONLY: put a file with the current time in each build's overlay (must fail the gate)")
     args = ap.parse_args(argv)
@@ -180,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         (prime / "overlay/etc/motd").write_text("netboot reproducibility check\n")
         (prime / "overlay/etc/motd").chmod(0o644)
         with serve(mirror.path, port):
-            t_prime = build(prime, fixture_extravars(prime, mirror, port, BOOT_PORT, initramfs_level=args.level),
+            t_prime = build(prime, fixture_extravars(prime, mirror, port, BOOT_PORT, initramfs_level=args.level,
+                                                     **args.extravars),
                             "priming (online)")
         runs: list[tuple[str, Path, str, str, bool, int, dict[str, str | None]]] = [
             ("first", work / "a", "build", "dist", False, 0o022,
@@ -202,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 probe.write_text(f"{time.time_ns()}\n")
                 probe.chmod(0o644)
             extravars = fixture_extravars(
-                root, mirror, port, BOOT_PORT, initramfs_level=args.level, netboot_offline=True,
+                root, mirror, port, BOOT_PORT, initramfs_level=args.level, netboot_offline=True, **args.extravars,
                 alpine_extra_keys_dir=str(root / "keys"),
                 netboot_build_dir=str(root / build_rel), netboot_dist_dir=str(root / dist_rel),
             )

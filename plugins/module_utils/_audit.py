@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _elf, _kmod, _noderoles
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _elf, _glibc, _kmod, _noderoles
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import PathEscapeError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import resolve_in_root
 
@@ -139,10 +139,15 @@ class ElfResolver:
 
     def check(self, rel: str, dyn: _elf.Dynamic) -> list[str]:
         problems = []
-        if dyn.interp and not self.exists(dyn.interp):
+        # glibc objects (a binary pointed at the private runtime, or the runtime's own libraries) resolve there;
+        # the runtime's libc.so.6 names Debian's loader path as its interpreter, used only when it is run as a program
+        runtime_lib = _image_path(rel).startswith(_glibc.LIBDIR + "/")
+        glibc = dyn.interp == _glibc.LOADER or runtime_lib
+        if dyn.interp and not runtime_lib and not self.exists(dyn.interp):
             problems.append(f"interpreter {dyn.interp} is not in the image")
         rel_dir = str(PurePosixPath(rel).parent)
-        dirs = _search_dirs(self.root, "" if rel_dir == "." else rel_dir, dyn.rpath, self.default)
+        dirs = _search_dirs(self.root, "" if rel_dir == "." else rel_dir, dyn.rpath,
+                            (_glibc.LIBDIR,) if glibc else self.default)
         for lib in dyn.needed:
             if "/" in lib:
                 found = self.exists(lib)

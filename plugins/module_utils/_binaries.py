@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _elf
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _debpkg, _elf, _glibc
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, SignatureError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
@@ -45,6 +45,7 @@ class Binary:
     strip: bool = True
     member: str = ""  # file inside an archive; default the member named ``name``
     size: int | None = None  # pinned size of the download (bytes): it is read no further; else MAX_UNSIZED_BYTES
+    runtime: str = "auto"  # glibc runtime: auto (from the ELF), glibc (declared), none (install as shipped)
 
     @property
     def archive_name(self) -> str:
@@ -54,9 +55,9 @@ class Binary:
     def cache_name(self) -> str:
         return f"{self.sha256[:16]}-{self.archive_name}"
 
-    def record(self, installed_sha256: str, size: int) -> dict[str, Any]:
+    def record(self, installed_sha256: str, size: int, runtime: str | None = None) -> dict[str, Any]:
         return {"name": self.name, "url": self.url, "sha256": self.sha256, "dest": self.dest, "strip": self.strip,
-                "installed_sha256": installed_sha256, "size": size}
+                "installed_sha256": installed_sha256, "size": size, "runtime": runtime}
 
 
 def parse_binaries(raw: Sequence[Mapping[str, Any]]) -> list[Binary]:
@@ -65,7 +66,7 @@ def parse_binaries(raw: Sequence[Mapping[str, Any]]) -> list[Binary]:
         where = f"netboot_binaries[{i}]"
         if not isinstance(item, Mapping):
             raise ConfigError(f"{where}: give a dict with name, url, sha256, dest (and optionally strip)")
-        unknown = sorted(set(item) - {"name", "url", "sha256", "dest", "strip", "member", "size"})
+        unknown = sorted(set(item) - {"name", "url", "sha256", "dest", "strip", "member", "size", "runtime"})
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
         name = str(item.get("name", ""))
@@ -89,7 +90,8 @@ def parse_binaries(raw: Sequence[Mapping[str, Any]]) -> list[Binary]:
         size = item.get("size")
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
             raise ConfigError(f"{where}: size {size!r} must be the download's size in bytes (a positive integer)")
-        out.append(Binary(name, url, digest, dest, strip, str(item.get("member", "")), size))
+        runtime = _glibc.runtime_mode(item.get("runtime"), where)
+        out.append(Binary(name, url, digest, dest, strip, str(item.get("member", "")), size, runtime))
     return out
 
 
@@ -158,29 +160,71 @@ class InstallResult:
     changed: bool
     records: list[dict[str, Any]]
     fetched: list[str]
+    runtime: dict[str, Any] | None = None  # the glibc runtime's record, when a binary needed it
+
+
+def _glibc_runtime(programs: Sequence[tuple[Binary, bytes, _elf.Dynamic | None]], glibc_pin: _debpkg.Pin | None,
+                   cache_dir: Path, fetcher: Fetcher) -> tuple[_glibc.Runtime | None, bool]:
+    """The glibc runtime the programs need (None when none is glibc-linked); True when libc6 was downloaded now."""
+    glibc = [(b, dyn) for b, _data, dyn in programs if _glibc.needs_runtime(b.runtime, dyn, f"netboot_binaries {b.name}")]
+    if not glibc:
+        return None, False
+    if glibc_pin is None:
+        raise ConfigError(f"netboot_binaries {glibc[0][0].name} is linked against glibc, and no glibc runtime is "
+                          f"pinned: set netboot_deb_pins.{_glibc.PIN_NAME} (the shipped default pins Debian's libc6), "
+                          "or runtime: none on the entry to install it as shipped")
+    needed = sorted({n for _b, dyn in glibc for n in (dyn.needed if dyn else ())})
+    runtime, downloaded = _glibc.load(glibc_pin, cache_dir, needed, offline=fetcher.offline, fetcher=fetcher)
+    for b, dyn in glibc:
+        if dyn is not None:
+            runtime.check(b.name, dyn)
+    return runtime, downloaded
+
+
+def _patched(data: bytes, runner: Runner, workdir: Path) -> bytes:
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        p = Path(tmp) / "bin"
+        p.write_bytes(data)
+        _glibc.patch(p, runner)
+        return p.read_bytes()
 
 
 def install(root: Path, binaries: Sequence[Binary], cache_dir: Path, fetcher: Fetcher, runner: Runner,
-            *, check_mode: bool = False) -> InstallResult:
+            *, check_mode: bool = False, glibc_pin: _debpkg.Pin | None = None) -> InstallResult:
     records: list[dict[str, Any]] = []
     fetched: list[str] = []
     changed = False
     work = cache_dir / CACHE_SUBDIR
     work.mkdir(parents=True, exist_ok=True)
+    programs: list[tuple[Binary, bytes, _elf.Dynamic | None]] = []
     for b in binaries:
         archive, new = fetch(b, cache_dir, fetcher)
         if new:
             fetched.append(b.url)
         data = unpack(b, archive)
         if b.strip:
-            data = stripped(data, runner, work)
+            data = stripped(data, runner, work)  # before the ELF edit: strip keeps patchelf's layout
+        programs.append((b, data, _elf.dynamic(data)))
+    runtime, downloaded = _glibc_runtime(programs, glibc_pin, cache_dir, fetcher)
+    if downloaded and runtime is not None:
+        fetched.append(runtime.pin.url)
+    for b, unpacked, dyn in programs:
+        uses = runtime is not None and _glibc.needs_runtime(b.runtime, dyn, b.name)
+        data = _patched(unpacked, runner, work) if uses else unpacked
         target = resolve_in_root(root, b.dest)
         changed |= write_if_changed(target, data, 0o755, check_mode=check_mode)
-        records.append(b.record(hashlib.sha256(data).hexdigest(), len(data)))
+        records.append(b.record(hashlib.sha256(data).hexdigest(), len(data), "glibc" if uses else None))
+    if runtime is not None:
+        for path, content in _glibc.runtime_files(runtime):
+            mode = 0o755 if path == _glibc.LOADER else 0o644
+            changed |= write_if_changed(resolve_in_root(root, path), content, mode, check_mode=check_mode)
     rec = root / RECORD
     if records or rec.exists():
-        changed |= write_if_changed(rec, dump_json({"binaries": records}, ensure_ascii=True), check_mode=check_mode)
-    return InstallResult(changed, records, fetched)
+        doc: dict[str, Any] = {"binaries": records}
+        if runtime is not None:
+            doc["glibc_runtime"] = runtime.record()
+        changed |= write_if_changed(rec, dump_json(doc, ensure_ascii=True), check_mode=check_mode)
+    return InstallResult(changed, records, fetched, runtime.record() if runtime is not None else None)
 
 
 def read_record(root: str | os.PathLike[str]) -> list[dict[str, Any]] | None:

@@ -4,7 +4,7 @@ userland ELF still carries symbols or debug info worth stripping. Pure Python, n
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeAlias
@@ -171,6 +171,7 @@ def strippable(path: Path, machines: tuple[int, ...] = (EM_X86_64, EM_386)) -> b
 PT_LOAD = 1
 PT_DYNAMIC = 2
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_RPATH, DT_RUNPATH = 0, 1, 5, 15, 29
+DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM = 0x6FFFFFFC, 0x6FFFFFFD, 0x6FFFFFFE, 0x6FFFFFFF
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,41 @@ class Dynamic:
     interp: str | None
     needed: tuple[str, ...]
     rpath: tuple[str, ...]  # DT_RUNPATH when present, else DT_RPATH (split on ':')
+    versions_needed: tuple[tuple[str, str], ...] = ()  # (library, version) of DT_VERNEED, e.g. (libc.so.6, GLIBC_2.34)
+    versions_defined: tuple[str, ...] = ()  # DT_VERDEF names (a library's own soname first, then GLIBC_2.2.5, ...)
+
+
+def _verneed(data: Data, e: str, at: int, count: int, string: Callable[[int], str]) -> list[tuple[str, str]]:
+    """Elf_Verneed entries (vn_version, vn_cnt, vn_file, vn_aux, vn_next) with their Elf_Vernaux (hash, flags,
+    other, vna_name, vna_next): the same layout in ELF32 and ELF64."""
+    out: list[tuple[str, str]] = []
+    for _unused in range(min(count, 4096)):
+        _ver, cnt, vn_file, vn_aux, vn_next = struct.unpack_from(e + "HHIII", data, at)
+        aux = at + vn_aux
+        for _i in range(min(cnt, 4096)):
+            _hash, _flags, _other, vna_name, vna_next = struct.unpack_from(e + "IHHII", data, aux)
+            out.append((string(vn_file), string(vna_name)))
+            if not vna_next:
+                break
+            aux += vna_next
+        if not vn_next:
+            break
+        at += vn_next
+    return out
+
+
+def _verdef(data: Data, e: str, at: int, count: int, string: Callable[[int], str]) -> list[str]:
+    """Elf_Verdef entries (version, flags, ndx, cnt, hash, vd_aux, vd_next); the first Elf_Verdaux names each."""
+    out: list[str] = []
+    for _unused in range(min(count, 4096)):
+        _ver, _flags, _ndx, cnt, _hash, vd_aux, vd_next = struct.unpack_from(e + "HHHHIII", data, at)
+        if cnt:
+            (vda_name,) = struct.unpack_from(e + "I", data, at + vd_aux)
+            out.append(string(vda_name))
+        if not vd_next:
+            break
+        at += vd_next
+    return out
 
 
 def dynamic(data: Data) -> Dynamic | None:
@@ -205,6 +241,7 @@ def dynamic(data: Data) -> Dynamic | None:
         rpath_off: int | None = None
         runpath_off: int | None = None
         strtab_addr: int | None = None
+        ver: dict[int, int] = {}
         if dyn is not None:
             off, size = dyn
             entsize, fmt_d = (16, e + "qQ") if is64 else (8, e + "iI")
@@ -220,12 +257,16 @@ def dynamic(data: Data) -> Dynamic | None:
                     rpath_off = val
                 elif tag == DT_RUNPATH:
                     runpath_off = val
-        strtab = None
-        if strtab_addr is not None:
+                elif tag in (DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM):
+                    ver[tag] = val
+
+        def offset(addr: int | None) -> int | None:
             for vaddr, poff, filesz in loads:
-                if vaddr <= strtab_addr < vaddr + filesz:
-                    strtab = poff + (strtab_addr - vaddr)
-                    break
+                if addr is not None and vaddr <= addr < vaddr + filesz:
+                    return poff + (addr - vaddr)
+            return None
+
+        strtab = offset(strtab_addr)
 
         def string(table: int, at: int) -> str:
             start = table + at
@@ -234,11 +275,20 @@ def dynamic(data: Data) -> Dynamic | None:
 
         needed: tuple[str, ...] = ()
         rpath: tuple[str, ...] = ()
+        vn: tuple[tuple[str, str], ...] = ()
+        vd: tuple[str, ...] = ()
         if strtab is not None:
             needed = tuple(string(strtab, o) for o in needed_off)
             chosen = runpath_off if runpath_off is not None else rpath_off
             if chosen is not None:
                 rpath = tuple(p for p in string(strtab, chosen).split(":") if p)
+            table = strtab
+            vneed = offset(ver.get(DT_VERNEED))
+            vdef = offset(ver.get(DT_VERDEF))
+            if vneed is not None:
+                vn = tuple(_verneed(data, e, vneed, ver.get(DT_VERNEEDNUM, 0), lambda o: string(table, o)))
+            if vdef is not None:
+                vd = tuple(_verdef(data, e, vdef, ver.get(DT_VERDEFNUM, 0), lambda o: string(table, o)))
     except struct.error:
         return None
-    return Dynamic(hdr.elf_type, hdr.machine, interp, needed, rpath)
+    return Dynamic(hdr.elf_type, hdr.machine, interp, needed, rpath, vn, vd)

@@ -195,9 +195,18 @@ def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The JSON object in ``path``; None when it is absent, unreadable, not JSON or not an object (a record that is
     simply rewritten)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    return parse_json_object(raw)
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any] | None:
+    """``read_json_object`` for bytes already read (a file inside an image)."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError both are
         return None
     return data if isinstance(data, dict) else None
 

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb, _deps
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb, _binaries, _deps, _glibc
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
     dump_json,
+    parse_json_object,
     read_json_object,
     sha256_file,
     write_if_changed,
@@ -241,14 +242,21 @@ class Measure:
 
 
 def image_packages(m: Measure) -> list[_apkdb.InstalledPackage]:
-    """The packages of the image's own apk database (a first, decompress-only pass), else of ``apk_db_root``'s."""
+    """The packages of the image's own apk database (a first, decompress-only pass), else of ``apk_db_root``'s;
+    plus the glibc runtime of the pinned binaries (``etc/netboot/binaries.json``) as Debian's libc6."""
+    found: list[_apkdb.InstalledPackage] | None = None
+    runtime: dict[str, Any] | None = None
     for mem in iter_image(m.image):
         if mem.entry is not None and mem.name == _apkdb.INSTALLED_DB:
-            return _apkdb.parse_installed(mem.entry.data.decode("utf-8", errors="replace"))
-    if m.apk_db_root is not None:
-        return _apkdb.read_installed(m.apk_db_root)
-    raise NetbootError(f"{m.image} holds no {_apkdb.INSTALLED_DB} and no rootfs was given: cannot tell which "
-                       "package owns what")
+            found = _apkdb.parse_installed(mem.entry.data.decode("utf-8", errors="replace"))
+        elif mem.entry is not None and mem.name == _binaries.RECORD:
+            runtime = _glibc.read_runtime(parse_json_object(mem.entry.data))
+    if found is None and m.apk_db_root is not None:
+        found = _apkdb.read_installed(m.apk_db_root)
+    if found is None:
+        raise NetbootError(f"{m.image} holds no {_apkdb.INSTALLED_DB} and no rootfs was given: cannot tell which "
+                           "package owns what")
+    return found + ([_glibc.as_package(runtime)] if runtime is not None else [])
 
 
 def measure(m: Measure) -> dict[str, Any]:

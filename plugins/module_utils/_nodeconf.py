@@ -254,8 +254,13 @@ def plan_node(root: Path, spec: NodeSpec) -> NodePlan:
     for name, (body, binaries) in sorted(spec.init_scripts.items()):
         if (root / "etc/init.d" / name).is_file() and f"etc/init.d/{name}" not in want:
             continue
-        if any(resolve_in_root(root, b).is_file() for b in binaries):
+        found = next((b for b in binaries if resolve_in_root(root, b).is_file()), None)
+        if found is not None:
             put(f"etc/init.d/{name}", body, 0o755)
+            var = f"{name.upper()}_BINARY"  # the script runs ${NOMAD_BINARY:-/usr/bin/nomad}: say where it is
+            if "${" + var in body:
+                put(f"etc/conf.d/{name}", f"# Written by homelab.alpine_netboot: where netboot_binaries put {name}.\n"
+                                          f"{var}=/{found.lstrip('/')}\n")
     put("etc/ssh/sshd_config", sshd_config())
     keys = authorized_keys(spec.authorized_keys)
     if keys:

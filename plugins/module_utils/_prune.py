@@ -30,7 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _deps, _elf, _kmod, _shipped
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import (
+    _compress,
+    _deps,
+    _elf,
+    _glibc,
+    _kmod,
+    _shipped,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
     ConfigError,
     NetbootError,
@@ -659,11 +666,11 @@ def select_decompression(root: Path, kept_module_files: Iterable[str], kept_firm
 
 def select_strip(root: Path, file_entries: dict[str, Entry], removed: Container[str]) -> list[str]:
     """Phase 6: the ELF files of the rootfs ``strip --strip-unneeded`` would shrink; never modules (signatures),
-    the kernel, nor firmware (blobs a device may verify)."""
+    the kernel, firmware (blobs a device may verify), nor the glibc runtime (Debian's bytes, as the SBOM lists them)."""
     out = []
     for rel, e in file_entries.items():
         if e.link or rel in removed or rel.endswith(_kmod.MODULE_SUFFIXES) or rel.startswith(
-            ("boot/", "lib/firmware/", "usr/lib/firmware/")
+            ("boot/", "lib/firmware/", "usr/lib/firmware/", _glibc.PREFIX.lstrip("/") + "/")
         ):
             continue
         full = root / rel

@@ -19,9 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb, _deps
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb, _binaries, _deps, _glibc
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import inside, write_if_changed
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
+    inside,
+    read_json_object,
+    write_if_changed,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
     ROOTFS_MANIFEST,
     SBOM_NAME,
@@ -168,6 +172,20 @@ def build_document(
             external_references=[ExternalReference(type=ExternalReferenceType.DISTRIBUTION, url=XsUri(extra.url))]
             if extra.url else [],
             properties=[Property(name=f"{PROP}:path", value=extra.path)],
+        ))
+    runtime = _glibc.read_runtime(read_json_object(Path(root) / _binaries.RECORD))
+    if runtime is not None:  # the glibc runtime of glibc-linked binaries: Debian's libc6, byte for byte
+        rpurl = str(runtime["purl"])
+        components.append(Component(
+            type=ComponentType.LIBRARY, name=str(runtime["package"]), version=str(runtime["version"]),
+            bom_ref=rpurl, purl=PackageURL.from_string(rpurl),
+            description=f"glibc {runtime.get('glibc')} runtime of the glibc-linked netboot_binaries, in "
+                        f"{runtime.get('prefix')}",
+            hashes=[HashType(alg=HashAlgorithm.SHA_256, content=str(runtime["sha256"]))],
+            external_references=[ExternalReference(type=ExternalReferenceType.DISTRIBUTION,
+                                                   url=XsUri(str(runtime["url"])))],
+            properties=[Property(name=f"{PROP}:file", value=f"{f['sha256']}  {path}")
+                        for path, f in sorted(runtime["files"].items())],
         ))
     kver = kernel_version(root)
     kprops = [Property(name=k, value=v) for k, v in sorted(kernel_summary(report, root).items()) if v]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries, _nodeconf, _prune
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries, _glibc, _nodeconf, _prune
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
     atomic_write_bytes,
@@ -62,12 +62,14 @@ def _node_inputs(a: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _binaries_inputs(a: Mapping[str, Any]) -> dict[str, Any]:
-    return {"binaries": a.get("binaries", [])}  # each pinned by its sha256: the entry is the content
+    # each pinned by its sha256: the entry is the content; so is the glibc runtime's pin
+    return {"binaries": a.get("binaries", []), "glibc_pin": a.get("glibc_pin"), "glibc_url": a.get("glibc_url")}
 
 
 # stage -> (what it loads, the code that applies it)
-STAGES: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], Any]] = {
-    "prune": (_prune_inputs, _prune), "node": (_node_inputs, _nodeconf), "binaries": (_binaries_inputs, _binaries),
+STAGES: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], tuple[Any, ...]]] = {
+    "prune": (_prune_inputs, (_prune,)), "node": (_node_inputs, (_nodeconf,)),
+    "binaries": (_binaries_inputs, (_binaries, _glibc)),
 }
 
 
@@ -81,7 +83,8 @@ def stage_inputs(stages: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     out = {}
     for name, args in sorted(stages.items()):
         loader, code = STAGES[name]
-        data = {"inputs": loader(args), "code": hashlib.sha256(inspect.getsource(code).encode()).hexdigest()}
+        source = "".join(inspect.getsource(m) for m in code)
+        data = {"inputs": loader(args), "code": hashlib.sha256(source.encode()).hexdigest()}
         out[name] = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
     return out
 

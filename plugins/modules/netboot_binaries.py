@@ -17,6 +17,11 @@ description:
   - Records every binary with its URL and sha256 in C(etc/netboot/binaries.json) of the image; the dist manifest
     lists them.
   - With O(offline), only the cache is used.
+  - A binary linked against glibc (its ELF interpreter or C(DT_NEEDED) says so, or the entry says C(runtime=glibc))
+    gets the glibc runtime - the libraries it needs (and glibc's split libraries) from the pinned Debian C(libc6)
+    of O(glibc_pin), verified into O(cache_dir)C(/debs/), installed byte for byte under C(/opt/netboot-glibc/lib) -
+    and its ELF interpreter and C(DT_RUNPATH) are pointed there with C(patchelf). musl programs, C(/lib) and
+    C(/usr/lib) are untouched. A binary needing a newer glibc than the runtime's fails naming both versions.
 version_added: "0.2.0"
 author:
   - homelab.alpine_netboot maintainers (@homelab)
@@ -27,7 +32,9 @@ options:
     required: true
   binaries:
     description: C(netboot_binaries) - a list of dicts with C(name), C(url), C(sha256), C(dest) (absolute path in
-      the image), C(strip) (default true) and optional C(member) (the file inside an archive; default C(name)).
+      the image), C(strip) (default true), optional C(member) (the file inside an archive; default C(name)), C(size)
+      (bytes) and C(runtime) (C(auto) detects glibc from the ELF, C(glibc) declares it, C(none) installs the file as
+      shipped).
     type: list
     elements: dict
     default: []
@@ -35,6 +42,13 @@ options:
     description: The download cache (C(netboot_cache_dir)); archives go to its C(binaries/) subdirectory.
     type: path
     required: true
+  glibc_pin:
+    description: The Debian C(libc6) the glibc runtime comes from (C(netboot_deb_pins.libc6)) - C(name),
+      C(version), C(arch), C(url), C(sha256), C(size). Needed only when a binary is glibc-linked.
+    type: dict
+  glibc_url:
+    description: Another URL for O(glibc_pin) (C(netboot_deb_urls.libc6), a mirror); the pin's sha256 still decides.
+    type: str
 extends_documentation_fragment:
   - homelab.alpine_netboot.netboot.attributes
   - homelab.alpine_netboot.netboot.fetch
@@ -66,17 +80,22 @@ stage_input:
   returned: success
   type: str
 binaries:
-  description: One record per binary (name, url, sha256, dest, strip, installed_sha256, size).
+  description: One record per binary (name, url, sha256, dest, strip, installed_sha256, size, runtime).
   returned: always
   type: list
   elements: dict
+glibc_runtime:
+  description: The glibc runtime installed for glibc-linked binaries (package, version, url, sha256, purl, glibc
+    version, every file with its sha256 and size), or null.
+  returned: always
+  type: dict
 fetched:
   description: URLs downloaded by this run (empty when everything came from the cache).
   returned: always
   type: list
   elements: str
 commands:
-  description: External commands run (strip).
+  description: External commands run (strip, patchelf).
   returned: always
   type: list
   elements: str
@@ -87,7 +106,7 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries, _debpkg
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
@@ -100,6 +119,8 @@ ARGUMENT_SPEC = {
     "root": {"type": "path", "required": True},
     "binaries": {"type": "list", "elements": "dict", "default": []},
     "cache_dir": {"type": "path", "required": True},
+    "glibc_pin": {"type": "dict"},
+    "glibc_url": {"type": "str"},
     **FETCH_OPTIONS,
 }
 
@@ -115,12 +136,16 @@ def main() -> None:
     with fail_on_error(module, commands=runner.log):
         binaries = _binaries.parse_binaries(p["binaries"])
         root = Path(p["root"])
+        pin = p["glibc_pin"]
+        glibc_pin = (_debpkg.parse_pin({**pin, **({"url": p["glibc_url"]} if p["glibc_url"] else {})},
+                                       where="netboot_deb_pins.libc6") if pin else None)
         if not root.is_dir():
             raise NetbootError(f"image tree {root} does not exist: run the image stage first")
         result = _binaries.install(root, binaries, Path(p["cache_dir"]),
                                    Fetcher(timeout=p["timeout"], offline=p["offline"], deadline=p["deadline"]), runner,
-                                   check_mode=module.check_mode)
+                                   check_mode=module.check_mode, glibc_pin=glibc_pin)
     module.exit_json(changed=result.changed, binaries=result.records, fetched=result.fetched, commands=runner.log,
+                     glibc_runtime=result.runtime,
                      stage_input=stage_inputs({"binaries": p})["binaries"])
 
 

@@ -110,7 +110,7 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _nodeconf, _noderoles
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries, _nodeconf, _noderoles
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
@@ -147,8 +147,12 @@ def main() -> None:
                                f"({', '.join(r.name for r in roles)})")
         if not root.is_dir():
             raise NetbootError(f"image tree {root} does not exist: run the image stage first")
+        # where netboot_binaries installed each program (its record in the image) comes first
+        pinned = {str(r.get("name")): str(r.get("dest", "")).lstrip("/") for r in _binaries.read_record(root) or []}
         init_scripts = {
-            str(name): (Path(str(path)).read_text(), FALLBACK_BINARIES.get(str(name), (f"usr/bin/{name}",)))
+            str(name): (Path(str(path)).read_text(),
+                        tuple(dict.fromkeys([*([pinned[str(name)]] if str(name) in pinned else []),
+                                             *FALLBACK_BINARIES.get(str(name), (f"usr/bin/{name}",))])))
             for name, path in p["init_scripts"].items()
         }
         spec = _nodeconf.NodeSpec(

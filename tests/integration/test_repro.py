@@ -3,6 +3,7 @@ order, mtimes and build directory are bit-identical; an injected nondeterminism 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.glibc import deb_urls, glibc_probe
 from tests.fixtures.material import REPO
 
 pytestmark = [
@@ -25,7 +27,10 @@ def repro(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_two_builds_are_bit_identical(tmp_path: Path) -> None:
-    r = repro(tmp_path)
+    """With a glibc-linked netboot_binaries entry: its glibc runtime (libc6 from the cache) rebuilds offline
+    byte for byte too (issue 22)."""
+    probe = glibc_probe()
+    r = repro(tmp_path, "--extravars", json.dumps({"netboot_binaries": [probe.entry()], "netboot_deb_urls": deb_urls()}))
     assert r.returncode == 0, r.stdout + r.stderr
     same = next(line for line in r.stdout.splitlines() if "bit-identical: " in line)
     for name in ("initramfs", "boot.ipxe", "manifest.json", "SHA256SUMS", "vmlinuz", "ledger.json"):

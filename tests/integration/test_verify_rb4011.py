@@ -252,17 +252,10 @@ def test_a_failing_verify_fails_the_play_naming_the_file(peer: Peer, lan: VethLa
 
 
 def sid_ipxe(tmp_path: Path) -> Path:
-    """/usr/lib/ipxe of Debian sid's ipxe 2.x .deb (the one the boot-integrity work pins), when the shared test
-    material has it; read only."""
-    import subprocess
+    """/usr/lib/ipxe of Debian sid's ipxe 2.0.0 .deb, exactly the pinned one (tests/fixtures/ipxe_sid.py)."""
+    from tests.fixtures.ipxe_sid import ipxe_binaries
 
-    from tests.fixtures.material import MATERIAL
-
-    debs = sorted((MATERIAL / "ipxe-sid").glob("ipxe_2.*_all.deb"))
-    if not debs:
-        pytest.skip(f"no Debian sid ipxe 2.x .deb under {MATERIAL / 'ipxe-sid'}")
-    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(tmp_path / "sid")], check=True)
-    return tmp_path / "sid/usr/lib/ipxe"
+    return ipxe_binaries()["snponly.efi"].parent
 
 
 def test_sha256sum_command_found_in_debian_sids_ipxe_not_in_bookworms(tmp_path: Path) -> None:

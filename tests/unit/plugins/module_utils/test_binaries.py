@@ -57,12 +57,12 @@ def test_fetched_cached_stripped_and_offline_rebuild_identical(tmp_path: Path, p
     with serve(srv) as http:
         spec = _binaries.parse_binaries([
             {"name": "hello", "url": f"{http.url}/hello-1.0.tar.gz", "sha256": sha(files["hello-1.0.tar.gz"]),
-             "dest": "/usr/bin/hello"},
+             "dest": "/usr/bin/hello", "runtime": "none"},
             {"name": "hello", "url": f"{http.url}/hello.zip", "sha256": sha(files["hello.zip"]),
-             "dest": "/usr/local/bin/hello-zip"},
+             "dest": "/usr/local/bin/hello-zip", "runtime": "none"},
             {"name": "hello", "url": f"{http.url}/hello", "sha256": sha(files["hello"]), "dest": "/opt/hello",
-             "strip": False},
-        ])
+             "strip": False, "runtime": "none"},
+        ])  # the host's glibc program, run on the host below: no private runtime (tests/.../test_glibc.py)
         first = _binaries.install(root, spec, cache, Fetcher(), Runner())
         assert len(first.fetched) == 3 and first.changed
         assert sorted(p.name.split("-", 1)[1] for p in (cache / "binaries").iterdir()) == \
