@@ -22,7 +22,7 @@ description:
     is taken), and follows each answer the way EDK2 and iPXE read it to C(boot.ipxe); an answer that would loop fails.
     Where it cannot ask, the report marks the DHCP check skipped with the reason.
   - Writes the report as JSON to O(report) (not in check mode).
-version_added: "0.3.0"
+version_added: "0.2.0"
 author: homelab.alpine_netboot maintainers (@homelab)
 options:
   host:
@@ -82,6 +82,7 @@ options:
     description: Also read every file with 512-byte blocks (an RFC 1350 client; slow for large files).
     type: bool
     default: false
+    no_log: false
   dhcp:
     description: Ask the router's DHCP server as each client kind would (needs root or CAP_NET_RAW and the boot
       network); false marks the DHCP check skipped.
@@ -167,6 +168,12 @@ report:
   description: The report file written (null in check mode).
   returned: always
   type: str
+commands:
+  description: What was asked of the router - the API reads, each TFTP read (file and block size) and each DHCP
+    question (client kind); nothing is written to it.
+  returned: always
+  type: list
+  elements: str
 """
 
 from pathlib import Path
@@ -193,7 +200,7 @@ ARGUMENT_SPEC = {
     "tftp_port": {"type": "int", "default": 69},
     "tftp_timeout": {"type": "float", "default": 2.0},
     "tftp_retries": {"type": "int", "default": 5},
-    "pass_512": {"type": "bool", "default": False},
+    "pass_512": {"type": "bool", "default": False, "no_log": False},
     "dhcp": {"type": "bool", "default": True},
     "dhcp_interface": {"type": "str"},
     "dhcp_timeout": {"type": "float", "default": 3.0},
@@ -222,6 +229,9 @@ def main() -> None:
     for w in report.warnings:
         module.warn(w)
     result["report"] = written
+    result["commands"] = (["/system/resource/print", "/file/print", "/ip/tftp/print"]
+                          + [f"tftp get {f['request']} blksize {result['tftp_blksize']}" for f in result["files"]]
+                          + [f"dhcp discover as {kind}" for kind in (result["dhcp"].get("answers") or {})])
     if not report.ok:
         module.fail_json(msg=f"{p['host']}: verify failed: " + "; ".join(report.failures), **result)
     module.exit_json(changed=False, **result)
