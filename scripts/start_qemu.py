@@ -29,6 +29,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
     ConfigError,
     NetbootError,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import sha256_file  # noqa: E402
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import (  # noqa: E402
     DEFAULT_KERNEL_ARGS,
     ScriptSpec,
@@ -99,7 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     script.write_text(render_ipxe(ScriptSpec(
                         boot_server_url=server.guest_url, kernel=kernel.name, initramfs=names[-1],
                         microcode=names[0] if len(names) > 1 else "", kernel_args=args.append or DEFAULT_KERNEL_ARGS,
-                        retry_delay=1, failsafe_timeout=30)))
+                        retry_delay=1, failsafe_timeout=30,
+                        # the script checks what it fetched (an iPXE with sha256sum; qemu's ROM boots unchecked)
+                        digests={p.name: sha256_file(p) or "" for p in (kernel, *initrds)})))
                 overrides = {p.name: p for p in (kernel, *initrds)}
                 overrides["boot.ipxe"] = script
                 stage_netboot(dist if dist.is_dir() else tmp, serve, overrides)

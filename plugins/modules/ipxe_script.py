@@ -221,12 +221,15 @@ def main() -> None:
                 raise ConfigError(" ".join(missing))
             for problem in missing:  # check mode: an earlier stage of the same run may write it
                 module.warn(f"{problem} (check mode: fine if an earlier stage writes it)")
-                digests.update({name: "0" * 64 for name in context["artefacts"] if name not in digests})  # type: ignore[attr-defined]
-            spec.digests = digests
+            # check mode only: a placeholder for what does not exist yet (nothing is written)
+            spec.digests = {name: digests.get(name, "0" * 64) for name in context["artefacts"]}  # type: ignore[attr-defined]
         plan = plan_write(p["dest"], render(spec, p["template"]))
         record = boot_record(plan.dest)
         fetched = json.dumps(context["artefacts"], sort_keys=True).encode() + b"\n"
         stale = write_if_changed(record, fetched, check_mode=module.check_mode)
+        if not module.check_mode:
+            apply_write(plan)
+        # after the script: a record never promises the dist stage more than the script on disk checks
         sums = boot_digests_record(plan.dest)
         if digests:
             stale = write_if_changed(sums, json.dumps(digests, indent=1, sort_keys=True).encode() + b"\n",
@@ -235,8 +238,6 @@ def main() -> None:
             stale = True
             if not module.check_mode:
                 sums.unlink()
-        if not module.check_mode:
-            apply_write(plan)
     nodes = [
         {"name": n.name, "mac": n.mac, "hostname": n.hostname, "role": n.role, "kernel_args": n.kernel_args,
          "initrd": n.initrd}

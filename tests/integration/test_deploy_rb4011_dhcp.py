@@ -21,7 +21,8 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp impor
     SETS_MENU,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import ApiOptions, RouterOSError, connect
-from tests.fixtures.ipxe_sid import ipxe_binaries
+from tests.fixtures.apkrepo import serve
+from tests.fixtures.ipxe_sid import ipxe_binaries, pin
 from tests.fixtures.routeros.deploy import HOST, deploy, result
 from tests.fixtures.routeros.dist import make_dist
 from tests.fixtures.routeros.peer import Peer, PeerConfig
@@ -178,3 +179,36 @@ def test_matching_type_on_7_16(tmp_path: Path) -> None:
         assert res.rc == 0, res.stdout
         assert owned(peer, MATCHER_MENU)[0]["matching-type"] == "substring"
         assert deploy(tmp_path / "w", peer, dist, **DHCP, rb4011_dhcp_matching_type="substring").changed(HOST) == 0
+
+
+def test_pinned_ipxe_offline_mismatch_and_own_binaries(peer: Peer, tmp_path: Path) -> None:
+    """The pinned .deb: offline without it in the cache the deploy stops saying how to fill it; a mirror serving
+    other bytes is refused naming both digests (nothing uploaded); binaries of the user's own need no package."""
+    setup_lan(peer)
+    dist = make_dist(tmp_path / "dist", f"tftp://10.0.2.2:{peer.tftp_port}")
+    before = peer.snapshot()
+    res = deploy(tmp_path / "w1", peer, dist, **DHCP, extravars={"netboot_offline": True})
+    msg = " ".join(res.failure_messages())
+    assert res.rc != 0 and "netboot_offline is true. Fill the cache" in msg and pin()["sha256"] in msg, msg
+    assert peer.snapshot() == before
+    # a mirror that serves another file under the pin's name
+    other = tmp_path / "mirror" / "ipxe.deb"
+    other.parent.mkdir()
+    other.write_bytes(b"!<arch>\nnot the pinned package\n")
+    with serve(other.parent) as srv:
+        res = deploy(tmp_path / "w2", peer, dist, **DHCP, extravars={"netboot_deb_urls": {"ipxe": f"{srv.url}/ipxe.deb"}})
+    msg = " ".join(res.failure_messages())
+    assert res.rc != 0 and "sha256 mismatch" in msg and hashlib.sha256(other.read_bytes()).hexdigest() in msg, msg
+    assert not list((tmp_path / "w2" / "cache" / "debs").glob("*.deb")) and peer.snapshot() == before
+    # the user's own binaries: no package fetched (the URL leads nowhere), those bytes are served
+    own = {name: tmp_path / "own" / name for name in ("undionly.kpxe", "snponly.efi", "ipxe.efi")}
+    for name, path in own.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(f"own {name}".encode() * 100)
+    res = deploy(tmp_path / "w3", peer, dist, **DHCP, extravars={"netboot_deb_urls": {"ipxe": "http://127.0.0.1:9/x"}},
+                 rb4011_ipxe_bios=str(own["undionly.kpxe"]), rb4011_ipxe_snp=str(own["snponly.efi"]),
+                 rb4011_ipxe_efi=str(own["ipxe.efi"]))
+    assert res.rc == 0, res.stdout[-3000:]
+    for name, path in own.items():
+        assert tftp_get("127.0.0.1", peer.tftp_port, name) == path.read_bytes()
+    assert not (tmp_path / "w3" / "build" / "ipxe").exists()

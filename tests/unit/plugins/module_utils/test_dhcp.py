@@ -170,8 +170,8 @@ def test_refusals_name_the_cause() -> None:
 
 def test_binaries_and_version_features(tmp_path: Path) -> None:
     missing = DhcpOptions("192.168.88.0/24", ipxe_bios=tmp_path / "nope.kpxe")
-    with pytest.raises(
-        ConfigError, match=r"nope\.kpxe.*netboot_deb_pins\.ipxe.*apt-get install\s+ipxe.*rb4011_ipxe_bios"):
+    want = r"nope\.kpxe.*netboot_deb_pins\.ipxe.*apt-get install\s+ipxe.*rb4011_ipxe_bios"
+    with pytest.raises(ConfigError, match=want):
         missing.binaries()
     with pytest.raises(RouterOSError, match=r"7\.3.*matcher.*7\.4\+"):
         require_version("7.3 (stable)", DhcpOptions("192.168.88.0/24").features(), "r1")
