@@ -82,7 +82,6 @@ options:
     description: Also read every file with 512-byte blocks (an RFC 1350 client; slow for large files).
     type: bool
     default: false
-    no_log: false
   dhcp:
     description: Ask the router's DHCP server as each client kind would (needs root or CAP_NET_RAW and the boot
       network); false marks the DHCP check skipped.
