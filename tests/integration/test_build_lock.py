@@ -6,11 +6,7 @@ against it; ``test_two_builds_at_once`` (slow) runs two real builds of one inven
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,9 +20,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._lock impor
     keep,
     read_holder,
 )
-from tests.fixtures.e2e import NODES, Built
-from tests.fixtures.material import REPO
-from tests.fixtures.playbook import VENV_BIN, run_playbook, write_inventory
+from tests.fixtures.playbook import run_playbook
 
 
 def lock_vars(work: Path) -> dict[str, str]:

@@ -23,7 +23,7 @@ import pytest
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import swap_dir
 from tests.fixtures.material import REPO
 from tests.fixtures.playbook import VENV_BIN, PlaybookResult
-from tests.fixtures.routeros.deploy import HOST, deploy, inventory, result
+from tests.fixtures.routeros.deploy import deploy, inventory, result
 from tests.fixtures.routeros.dist import make_dist
 from tests.fixtures.routeros.peer import Peer
 from tests.fixtures.routeros.tftp import tftp_get
@@ -124,7 +124,12 @@ def test_a_held_lock_makes_a_deploy_wait_with_rb4011_lock_timeout(peer: Peer, tm
     assert res.rc != 0 and time.monotonic() - t >= 2
     assert any("ci-runner-7 (pid 4242, writing generation g-0123456789ab" in m and "after waiting 2s" in m
                for m in res.failure_messages()), res.failure_messages()
-    threading.Timer(2, lambda: peer.menus["/system/script"].rows.clear()).start()  # the other deploy ends
+
+    def other_deploy_ends() -> None:
+        with peer.lock:
+            peer.menus["/system/script"].rows[:] = [r for r in peer.menus["/system/script"].rows if r[".id"] != rid]
+
+    threading.Timer(2, other_deploy_ends).start()
     ok = deploy(tmp_path / "w", peer, dist, rb4011_lock_timeout=30)
     assert ok.rc == 0 and result(ok)["generation"] == gen_of(dist), ok.stdout[-3000:]
     assert rid not in {r[".id"] for r in peer.rows("/system/script")}
