@@ -45,6 +45,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]  # ansible has no type inf
             return {**result, "failed": True, "msg": f"netboot_lock_timeout {args.get('timeout')!r}: give seconds"}
         pid = playbook_process(os.getpid())
         result["lock_files"] = [str(lock_file(p)) for p in paths]
+        result["commands"] = []
         if self._task.check_mode:  # check mode only reads: who holds it, if anyone
             held = {str(p): read_holder(p) for p in paths if is_held(p)}
             result["held_by"] = {p: (h.describe() if h else "unknown") for p, h in held.items()}

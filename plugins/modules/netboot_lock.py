@@ -52,6 +52,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+commands:
+  description: Commands run (none - the lock is taken in Python); kept for the collection's common result shape.
+  returned: always
+  type: list
+  elements: str
 holder:
   description: The holder recorded (host, pid of ansible-playbook, pid_start, boot_id, started, playbook, paths, keeper).
   returned: success, not in check mode
@@ -69,11 +74,14 @@ held_by:
 
 from ansible.module_utils.basic import AnsibleModule
 
+ARGUMENT_SPEC = {
+    "paths": {"type": "list", "elements": "path", "required": True},
+    "timeout": {"type": "float", "default": 0},
+}
+
 
 def main() -> None:
-    module = AnsibleModule(argument_spec={"paths": {"type": "list", "elements": "path", "required": True},
-                                          "timeout": {"type": "float", "default": 0}},
-                           supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     module.fail_json(msg="homelab.alpine_netboot.netboot_lock runs as an action plugin on the controller")
 
 

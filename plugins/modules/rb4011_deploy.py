@@ -18,7 +18,7 @@ description:
     generation, so a node that already fetched the old script keeps getting the old kernel and initramfs.
   - Keeps O(keep) previous generations (never the one live before the switch) and deletes older ones.
   - Holds a lock on the router for the whole write (a C(/system/script) entry RouterOS refuses to add twice, naming
-    the controller, pid, time and generation): a second deploy from any machine fails at once naming it
+    the controller, pid, time and generation); a second deploy from any machine fails at once naming it
     (O(lock_timeout) waits), a lock older than O(lock_stale) is taken over with a warning, and cleanup never removes
     the generation a live lock is writing. dist/ is read once into a snapshot under O(staging_dir) and uploaded from
     there, so a build swapping dist/ meanwhile cannot mix generations.
