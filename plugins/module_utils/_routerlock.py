@@ -135,7 +135,9 @@ class RouterLock:
             mine = Record(controller or socket.gethostname(), pid or os.getpid(), now, now, generation, rb_dir,
                           secrets.token_hex(8))
             try:
-                rid = ros.add(MENU, {"name": name, "source": mine.source(),
+                # policy=read: the entry is never run, and a script may not hold policies its author lacks
+                # [unverified: whether RouterOS refuses or trims a default policy the deploy user's group lacks]
+                rid = ros.add(MENU, {"name": name, "source": mine.source(), "policy": "read",
                                      "comment": f"{OWNER} deploy lock of {rb_dir}: remove only if no deploy runs"})
                 lock = cls(ros, rb_dir, stale, Record(**{**mine.__dict__, "id": rid}), warnings,
                            every=max(min(stale / 4, 30.0), 1.0))
