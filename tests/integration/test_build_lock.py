@@ -6,7 +6,10 @@ against it; ``test_two_builds_at_once`` (slow) runs two real builds of one inven
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +23,9 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._lock impor
     keep,
     read_holder,
 )
-from tests.fixtures.playbook import run_playbook
+from tests.fixtures.e2e import NODES, Built
+from tests.fixtures.material import REPO
+from tests.fixtures.playbook import VENV_BIN, run_playbook, write_inventory
 
 
 def lock_vars(work: Path) -> dict[str, str]:
@@ -93,3 +98,80 @@ def test_the_holder_is_the_playbook_process_and_a_dead_holders_lock_is_taken_ove
     assert holder["playbook"] == "ansible-playbook build.yml" and holder["pid"] != os.getpid()
     assert not cmdline.exists(), "the recorded process is ansible-playbook, gone with the run"
     assert holder["paths"] == [str(p) for p in locked(tmp_path)]
+
+
+# ------------------------------------------------------------------------------------- two real builds (slow)
+
+
+def _digests(d: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*"))
+            if p.is_file()}
+
+
+def _start(work: Path, inventory: Path, extravars: dict[str, object], n: int) -> tuple[subprocess.Popen[bytes], Path]:
+    (work / f"vars-{n}.json").write_text(json.dumps(extravars))
+    log = work / f"run-{n}.log"
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(Path(VENV_BIN) / "ansible-playbook"), "-i", str(inventory), "-e",
+                                 f"@{work / f'vars-{n}.json'}", str(REPO / "playbooks/build.yml")],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=work, env=env, start_new_session=True)
+    return proc, log
+
+
+def _holder_pid(path: Path) -> int:
+    h = read_holder(path)
+    return h.pid if h else 0
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="building the rootfs needs root")
+def test_two_builds_at_once_and_a_killed_builds_lock(tmp_path: Path, e2e_built: Built) -> None:
+    """Two builds of one inventory started together: the second is refused at once naming the first, which
+    publishes the dist/ an undisturbed build of the same inputs publishes (e2e_built's). Then a build SIGKILLed with
+    its keeper leaves its record; the next run takes it over with a warning."""
+    from tests.fixtures.apkrepo import serve
+    from tests.integration.test_sigkill import crash
+
+    work = tmp_path / "site"
+    work.mkdir()
+    shutil.copy(e2e_built.extravars["alpine_lockfile"], work / "alpine-lock.json")
+    extravars = {**e2e_built.extravars, "netboot_cache_dir": str(work / "cache"),
+                 "netboot_build_dir": str(work / "build"), "netboot_dist_dir": str(work / "dist"),
+                 "alpine_lockfile": str(work / "alpine-lock.json")}
+    inventory = write_inventory(work / "hosts.yml", NODES)
+    with serve(e2e_built.mirror.path, e2e_built.mirror_port):
+        first, first_log = _start(work, inventory, extravars, 1)
+        deadline = time.monotonic() + 120
+        while _holder_pid(work / "build") != first.pid:
+            assert first.poll() is None and time.monotonic() < deadline, first_log.read_text()[-3000:]
+            time.sleep(0.05)
+        t = time.monotonic()
+        second = run_playbook("build.yml", work / "second", extravars, inventory=inventory)
+        took = time.monotonic() - t
+        assert first.poll() is None, "the first build was still running when the second was refused"
+        assert second.rc != 0 and took < 60, second.stdout[-3000:]
+        (msg,) = second.failure_messages()
+        assert f"{work / 'build'} is locked by ansible-playbook build.yml (pid {first.pid} on" in msg, msg
+        assert "No such file or directory" not in second.stdout
+        assert first.wait(timeout=1200) == 0, first_log.read_text()[-4000:]
+        assert _digests(work / "dist") == _digests(e2e_built.dist), "dist/ equals an undisturbed build's"
+        # a build killed together with its keeper (a reboot, a cgroup kill): its record stays, without a flock
+        killed, killed_log = _start(work, inventory, extravars, 3)
+        deadline = time.monotonic() + 120
+        while _holder_pid(work / "build") != killed.pid:
+            assert killed.poll() is None and time.monotonic() < deadline, killed_log.read_text()[-3000:]
+            time.sleep(0.05)
+        keeper = read_holder(work / "build").keeper  # type: ignore[union-attr]
+        os.kill(keeper, signal.SIGKILL)
+        crash(killed)
+        assert _holder_pid(work / "build") == killed.pid and not is_held(work / "build")
+        after = run_playbook("build.yml", work / "after", extravars, inventory=inventory)
+    assert after.rc == 0, after.stdout[-4000:]
+    assert f"took over the lock of {work / 'build'} left by ansible-playbook build.yml (pid {killed.pid}" \
+        in after.stdout, after.stdout[-4000:]
+    assert _digests(work / "dist") == _digests(e2e_built.dist)
