@@ -119,6 +119,10 @@ def test_a_held_lock_makes_a_deploy_wait_with_rb4011_lock_timeout(peer: Peer, tm
     source = json.dumps({"controller": "ci-runner-7", "pid": 4242, "since": now, "refreshed": now,
                          "generation": "g-0123456789ab", "dir": "netboot", "token": "x"})
     rid = peer.add_row("/system/script", name=LOCK, source=source)
+    before = peer.snapshot()
+    check = deploy(tmp_path / "w", peer, dist, check=True)  # check mode only reads, and says who holds the lock
+    assert check.rc == 0 and peer.snapshot() == before, check.stdout[-3000:]
+    assert "a deploy holds the lock of netboot: ci-runner-7 (pid 4242" in check.stdout
     t = time.monotonic()
     res = deploy(tmp_path / "w", peer, dist, rb4011_lock_timeout=2)
     assert res.rc != 0 and time.monotonic() - t >= 2
