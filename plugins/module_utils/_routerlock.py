@@ -143,10 +143,11 @@ class RouterLock:
                            every=max(min(stale / 4, 30.0), 1.0))
                 lock._last = time.monotonic()
                 return lock
-            except RouterOSError:
+            except RouterOSError as e:
                 other = read_lock(ros, rb_dir)
-                if other is None:
-                    raise  # refused for another reason (permissions, version): not a held lock
+                if other is None:  # refused for another reason (permissions?): not a held lock
+                    raise RouterOSError(f"{e}. The deploy keeps its lock in {MENU} ({name}): the user's group "
+                                        "needs the write policy. Nothing was changed.") from e
             age = now - other.refreshed
             if age > stale:
                 try:
