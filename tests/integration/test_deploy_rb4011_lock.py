@@ -209,3 +209,32 @@ def test_a_build_swapping_dist_during_a_deploy_does_not_mix_generations(peer: Pe
     again = deploy(tmp_path / "w", peer, dist)  # the next deploy takes the new dist/
     assert again.rc == 0 and result(again)["generation"] == gen_of(dist) != gen
     assert_rules_serve_whole_generations(peer)
+
+
+def test_a_refreshed_lock_is_not_stale_and_a_lost_lock_stops_the_holder(peer: Peer) -> None:
+    """The refresh a long upload does (RouterLock.refresh, called from the SFTP progress), against the peer's API."""
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routerlock import RouterLock, RouterLockHeld
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import ApiOptions, connect
+
+    opts = ApiOptions("127.0.0.1", peer.config.user, peer.config.password, peer.api_port)
+    laptop, ci = connect(opts), connect(opts)
+    try:
+        held = RouterLock.take(laptop, "netboot", generation="g-0123456789ab", stale=60, controller="laptop")
+        peer.clock_offset += 50
+        held.refresh(force=True)  # what the progress callback does every ~15 s with stale=60
+        peer.clock_offset += 50  # 100 s after it was taken, 50 s after the refresh
+        with pytest.raises(RouterLockHeld, match=r"laptop \(pid \d+, writing generation g-0123456789ab, .* last "
+                                                 r"refreshed 5\ds ago\)"):
+            RouterLock.take(ci, "netboot", generation="g-ba9876543210", stale=60, controller="ci")
+        peer.clock_offset += 20  # now stale: taken over, and the old holder stops at its next refresh
+        taken = RouterLock.take(ci, "netboot", generation="g-ba9876543210", stale=60, controller="ci")
+        assert any("took over the deploy lock" in w and "laptop" in w for w in taken.warnings)
+        with pytest.raises(RouterLockHeld, match=r"is not ours any more: held by ci \(pid"):
+            held.refresh(force=True)
+        held.release()  # not ours: left alone
+        assert json.loads(lock_rows(peer)[0]["source"])["controller"] == "ci"
+        taken.release()
+        assert lock_rows(peer) == []
+    finally:
+        laptop.close()
+        ci.close()
