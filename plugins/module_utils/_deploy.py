@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
+import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,10 +31,19 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp impor
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, sha256_file
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._lock import playbook_process
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routerlock import (
+    RouterLock,
+    live_generations,
+    lock_name,
+    read_lock,
+    router_time,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import (
     FEATURES,
     ApiOptions,
     RouterOS,
+    RouterOSError,
     RowChange,
     anchored,
     connect,
@@ -108,31 +119,95 @@ def generation_script(text: str, generation: str) -> str:
     return f"{first}\n{note}\n{rest}" if first.startswith("#!") else f"{note}\n{body}"
 
 
+SNAPSHOT_DIR = "dist-snapshot"
+SNAPSHOT_TRIES = 3
+
+
+class DistChanged(DeployError):
+    """dist/ changed while it was being read (a build published a new one)."""
+
+
 def read_dist(dist_dir: Path, staging: Path) -> Dist:
-    """Check dist/ against its SHA256SUMS and stage the generation's boot script."""
+    """Snapshot dist/ into ``staging/dist-snapshot/<generation>`` and check it against its SHA256SUMS.
+
+    dist/ is opened once as a directory and every file is taken from that directory (hardlinked, else copied): a
+    build swapping dist/ meanwhile (``swap_dir``) leaves the old directory's files to this snapshot, so the upload
+    sends one generation's bytes. A file gone or different mid-read (the build removed the old tree) means dist/
+    changed: it is read again from the start, up to three times."""
+    for attempt in range(1, SNAPSHOT_TRIES + 1):
+        try:
+            return _snapshot(dist_dir, staging)
+        except DistChanged:
+            if attempt == SNAPSHOT_TRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _snapshot(dist_dir: Path, staging: Path) -> Dist:
     sums_path = dist_dir / SUMS
-    if not sums_path.is_file():
-        raise DeployError(f"{sums_path} is missing: build first (ansible-playbook homelab.alpine_netboot.build)")
-    raw = sums_path.read_bytes()
-    sums = parse_sums(raw.decode("utf-8", "replace"), str(sums_path))
-    if STABLE_REQUEST not in sums:
-        raise DeployError(f"{sums_path} does not list {STABLE_REQUEST}: rebuild dist/")
-    gen = generation_id(raw)
-    arts: list[Artefact] = []
-    for name, digest in sorted(sums.items()):
-        local = dist_dir / name
-        got = sha256_file(local)
-        if got is None:
-            raise DeployError(f"{local} is listed in SHA256SUMS but missing: rebuild dist/")
-        if got != digest:
-            raise DeployError(f"{local} does not match SHA256SUMS (sha256 {got}, listed {digest}): rebuild dist/")
-        arts.append(Artefact(name, local.stat().st_size, digest, local))
-    arts.append(Artefact(SUMS, len(raw), hashlib.sha256(raw).hexdigest(), sums_path))
-    script = generation_script((dist_dir / STABLE_REQUEST).read_text(), gen).encode()
+    try:
+        dfd = os.open(dist_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise DeployError(f"{sums_path} is missing: build first (ansible-playbook homelab.alpine_netboot.build)"
+                          ) from None
+    root = staging / SNAPSHOT_DIR
+    tmp = root / f".new-{os.getpid()}"
+    try:
+        try:
+            with open(os.open(SUMS, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dfd), "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            raise DeployError(f"{sums_path} is missing: build first (ansible-playbook homelab.alpine_netboot.build)"
+                              ) from None
+        sums = parse_sums(raw.decode("utf-8", "replace"), str(sums_path))
+        if STABLE_REQUEST not in sums:
+            raise DeployError(f"{sums_path} does not list {STABLE_REQUEST}: rebuild dist/")
+        gen = generation_id(raw)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name, digest in sorted(sums.items()):
+            try:
+                _take(dfd, name, tmp / name)
+            except FileNotFoundError:
+                if not os.path.exists(dist_dir / SUMS) or (dist_dir / SUMS).read_bytes() == raw:
+                    raise DeployError(f"{dist_dir / name} is listed in SHA256SUMS but missing: rebuild dist/"
+                                      ) from None
+                raise DistChanged(f"{dist_dir} changed while the deploy read it") from None
+            got = sha256_file(tmp / name)
+            if got != digest:
+                if (dist_dir / SUMS).is_file() and (dist_dir / SUMS).read_bytes() != raw:
+                    raise DistChanged(f"{dist_dir} changed while the deploy read it")
+                raise DeployError(f"{dist_dir / name} does not match SHA256SUMS (sha256 {got}, listed {digest}): "
+                                  "rebuild dist/")
+        (tmp / SUMS).write_bytes(raw)
+        snap = root / gen
+        shutil.rmtree(snap, ignore_errors=True)
+        os.rename(tmp, snap)
+        for other in root.iterdir():  # one snapshot is kept: the last deploy's
+            if other.name != gen and not other.name.startswith(".new-"):
+                shutil.rmtree(other, ignore_errors=True)
+    finally:
+        os.close(dfd)
+        shutil.rmtree(tmp, ignore_errors=True)
+    arts = [Artefact(name, (snap / name).stat().st_size, digest, snap / name) for name, digest in sorted(sums.items())]
+    arts.append(Artefact(SUMS, len(raw), hashlib.sha256(raw).hexdigest(), snap / SUMS))
+    script = generation_script((snap / STABLE_REQUEST).read_text(), gen).encode()
     staged = staging / gen / GENERATION_SCRIPT
     atomic_write_bytes(staged, script)
     arts.append(Artefact(GENERATION_SCRIPT, len(script), hashlib.sha256(script).hexdigest(), staged))
     return Dist(dist_dir, gen, tuple(arts))
+
+
+def _take(dfd: int, name: str, dest: Path) -> None:
+    """``name`` of the directory ``dfd`` at ``dest``: a hardlink (same file system), else a copy."""
+    try:
+        os.link(name, dest, src_dir_fd=dfd, follow_symlinks=False)
+        return
+    except OSError as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+    with open(os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dfd), "rb") as src, open(dest, "wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
 
 
 # -- router state ----------------------------------------------------------------------------------------------------
@@ -223,6 +298,8 @@ class Options:
     generation: str | None = None
     allow_addresses: tuple[str, ...] = ()
     dhcp: DhcpOptions | None = None  # rb4011_manage_dhcp
+    lock_timeout: float = 0.0  # rb4011_lock_timeout: seconds to wait for another deploy's router lock
+    lock_stale: int = 1800  # rb4011_lock_stale: a router lock not refreshed for longer is taken over
 
     def __post_init__(self) -> None:
         if not self.rb_dir or self.rb_dir.startswith("/") or ".." in self.rb_dir.split("/"):
@@ -236,6 +313,11 @@ class Options:
             raise ConfigError("set either rb4011_rollback or rb4011_generation, not both")
         if self.generation and not GEN_RE.match(self.generation):
             raise ConfigError(f"rb4011_generation {self.generation!r}: give an id like g-0123456789ab")
+        if self.lock_stale < 60:
+            raise ConfigError(f"rb4011_lock_stale {self.lock_stale}: give at least 60 seconds (a live deploy "
+                              "refreshes its lock at most every 30 s)")
+        if self.lock_timeout < 0:
+            raise ConfigError(f"rb4011_lock_timeout {self.lock_timeout}: give 0 or more seconds")
 
 
 @dataclass
@@ -289,8 +371,9 @@ def desired_rule(opts: Options, req: str, real: str, size: int, comment: str) ->
 
 
 def make_plan(state: RouterState, opts: Options, dist: Dist | None, *, chainload: Sequence[Artefact] = (),
-              dhcp_state: DhcpState | None = None) -> Plan:
-    """The plan; with ``opts.dhcp`` also the chainload binaries (``chainload``) and DHCP rows (``dhcp_state``)."""
+              dhcp_state: DhcpState | None = None, protect: Iterable[str] = ()) -> Plan:
+    """The plan; with ``opts.dhcp`` also the chainload binaries (``chainload``) and DHCP rows (``dhcp_state``).
+    ``protect``: generations a live router lock is writing, never removed."""
     rb = opts.rb_dir
     gens = generations(state, rb)
     live = live_generation(state, rb)
@@ -360,7 +443,8 @@ def make_plan(state: RouterState, opts: Options, dist: Dist | None, *, chainload
     others = sorted((v for g, v in complete.items() if g != target), key=lambda v: v.seq, reverse=True)
     kept = [target] + [v.id for v in others[: opts.keep]]
     plan.kept = kept
-    plan.remove_generations = [g for g in gens if g not in kept]
+    protected = set(protect)
+    plan.remove_generations = [g for g in gens if g not in kept and g not in protected]
     if plan.remove_generations:
         doomed = tuple(f"{rb}/{g}" for g in plan.remove_generations)
         plan.remove_ids = [f.id for f in state.files if f.name.startswith(tuple(d + "/" for d in doomed))]
@@ -477,15 +561,35 @@ def deploy(
 ) -> dict[str, Any]:
     """Preflight, plan, and (unless ``check``) upload, verify, switch and prune. Returns the module result."""
     host = target.api.host
+    # dist/ is read once into a snapshot (hardlinks or copies, checked against its SHA256SUMS) and uploaded from
+    # there, so a build swapping dist/ meanwhile cannot put its bytes under this generation's id
     dist = read_dist(dist_dir, staging) if dist_dir is not None and not (opts.rollback or opts.generation) else None
     chainload = chainload_artefacts(opts.dhcp) if opts.dhcp is not None else []
     features = [name for name in FEATURES if FEATURES[name] <= (7, 1)] + (opts.dhcp.features() if opts.dhcp else [])
     ros = connect(target.api)
+    lock: RouterLock | None = None
+    warnings: list[str] = []
     try:
         state = read_state(ros, host, features)
         opts = dataclasses.replace(opts, rb_dir=storage_dir(state, opts.rb_dir))
+        if check:
+            held = read_lock(ros, opts.rb_dir)
+            if held is not None:
+                warnings.append(f"{host}: a deploy holds the lock of {opts.rb_dir}: "
+                                f"{held.describe(router_time(ros))}; this check shows the router as it is now")
+        else:
+            lock = RouterLock.take(ros, opts.rb_dir, generation=dist.generation if dist else (opts.generation or ""),
+                                   stale=opts.lock_stale, timeout=opts.lock_timeout, pid=_playbook_pid())
+            warnings += lock.warnings
+            progress.tick = lock.ticker()
+            state = read_state(ros, host, features)  # as it is now that no other deploy writes
+        protect = live_generations(ros, opts.rb_dir, opts.lock_stale,
+                                   exclude_token=lock.record.token if lock else "")
         dhcp_state = read_dhcp(ros) if opts.dhcp is not None else None
-        plan = make_plan(state, opts, dist, chainload=chainload, dhcp_state=dhcp_state)
+        plan = make_plan(state, opts, dist, chainload=chainload, dhcp_state=dhcp_state, protect=protect)
+        plan.warnings[:0] = warnings
+        if lock is not None and lock.record.generation != plan.target:
+            lock.refresh(generation=plan.target, force=True)
         dhcp_changes = plan.dhcp.changes if plan.dhcp else []
         result: dict[str, Any] = {
             "routeros_version": state.version, "identity": state.identity, "generation": plan.target,
@@ -524,6 +628,8 @@ def deploy(
                 for where, uploads, verify in work:
                     sftp.makedirs("/" + where)
                     for a in verify:
+                        if lock is not None:
+                            lock.refresh()
                         t0 = time.monotonic()
                         ok = sftp.sha256(f"/{where}/{a.name}") == a.sha256
                         progress.line(f"{a.name}: already on the router, sha256 {'matches' if ok else 'DIFFERS'} "
@@ -543,7 +649,19 @@ def deploy(
         progress.line(f"{host}: live generation {plan.target} ({plan.total} bytes, {result['bytes_sent']} sent)")
         return result
     finally:
+        progress.tick = None
+        try:
+            if lock is not None:
+                lock.release()
+        except RouterOSError as e:
+            progress.line(f"{host}: could not remove the deploy lock {lock_name(opts.rb_dir)} ({e}); it is taken "
+                          f"over once older than rb4011_lock_stale ({opts.lock_stale}s)")
         ros.close()
+
+
+def _playbook_pid() -> int:
+    """The ansible-playbook process running this module (its ancestor), for the lock record."""
+    return playbook_process(os.getpid())
 
 
 def _upload(ros: RouterOS, sftp: Sftp, a: Artefact, gen_dir: str, *, verify: str, progress: Progress,
@@ -558,6 +676,8 @@ def _upload(ros: RouterOS, sftp: Sftp, a: Artefact, gen_dir: str, *, verify: str
         raise DeployError(f"{host}: {name} is {sizes.get(name)} bytes on the router after the upload, expected "
                           f"{a.size}; the live generation is unchanged, rerun to resume")
     if verify == "sha256":
+        if progress.tick is not None:
+            progress.tick()  # the read-back of a big file is long too: keep the router lock fresh
         got = sftp.sha256(remote)
         if got != a.sha256:
             raise DeployError(f"{host}: {name} reads back with sha256 {got}, expected {a.sha256}; the live "

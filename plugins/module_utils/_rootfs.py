@@ -47,6 +47,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import (
     MAX_INDEX_BYTES,
+    MAX_UNSIZED_BYTES,
     Fetcher,
     clean_partials,
 )
@@ -87,6 +88,8 @@ class RootfsSpec:
     update_lock: bool = False
     apk_binary: str | None = None
     services: tuple[tuple[str, str], ...] = ()  # (runlevel, service) pairs enabled in OpenRC
+    # alpine_max_package_bytes: a package whose signed size is above it is refused before its download starts
+    max_package_bytes: int = MAX_UNSIZED_BYTES
 
     @property
     def release_dir(self) -> str:
@@ -109,6 +112,8 @@ class RootfsSpec:
         for r in self.repositories:
             if not re.fullmatch(r"[a-z0-9_-]+", r):
                 raise ConfigError(f"alpine_repositories entry {r!r} is not a repository name (main, community, ...)")
+        if self.max_package_bytes < 1:
+            raise ConfigError(f"alpine_max_package_bytes {self.max_package_bytes}: give a size in bytes above 0")
         if not self.packages:
             raise ConfigError("alpine_packages is empty: list the packages the image needs")
         bad = [p for p in self.packages if not _PKG.match(p)]
@@ -338,6 +343,13 @@ class Builder:
                         f"Run online (netboot_offline: false) to fetch a good copy"
                     ) from exc
                 self.warnings.append(f"cached {cached} failed verification ({exc}); removed it and fetching again")
+        if entry.size > self.spec.max_package_bytes:
+            raise NetbootError(
+                f"package {entry.name}-{entry.version} ({repo}): the signed index gives it {entry.size} bytes "
+                f"({entry.size / (1 << 30):.2f} GiB), above alpine_max_package_bytes {self.spec.max_package_bytes} "
+                f"bytes ({self.spec.max_package_bytes / (1 << 30):.2f} GiB); nothing was downloaded. If the package "
+                "is really that big, raise alpine_max_package_bytes"
+            )
         dest = (self._scratch / "pkgs" / entry.filename) if scratch else cached
         self.fetcher.fetch(
             self.spec.repo_urls(repo, entry.filename),
@@ -345,6 +357,7 @@ class Builder:
             lambda p: verify_package(p, self.keyring, entry),
             f"package {entry.name}-{entry.version} ({repo})",
             size=entry.size if entry.size > 0 else None,
+            max_size=self.spec.max_package_bytes,
         )
         return dest
 

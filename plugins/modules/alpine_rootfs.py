@@ -77,6 +77,12 @@ options:
     description: OpenRC services to enable, as a mapping of runlevel to a list of service names.
     type: dict
     default: {}
+  max_package_bytes:
+    description:
+      - A package whose size in the signed index is above this is refused before its download starts (the error
+        names the package and both sizes). Default 2 GiB, the bound of a pinned binary without a pinned size.
+    type: int
+    default: 2147483648
 notes:
   - Needs root (apk runs package scripts chrooted into the rootfs). The kernel's mkinitfs trigger is disabled in the
     rootfs (C(disable_trigger=yes)); the collection builds its own initramfs.
@@ -136,7 +142,11 @@ from pathlib import Path
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import FETCH_OPTIONS, Fetcher
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import (
+    FETCH_OPTIONS,
+    MAX_UNSIZED_BYTES,
+    Fetcher,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs import DEFAULT_MIRROR, RootfsSpec, build
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
@@ -155,6 +165,7 @@ ARGUMENT_SPEC = {
     "update_lock": {"type": "bool", "default": False},
     "apk_binary": {"type": "path"},
     "services": {"type": "dict", "default": {}},
+    "max_package_bytes": {"type": "int", "default": MAX_UNSIZED_BYTES},
     **FETCH_OPTIONS,
 }
 
@@ -182,6 +193,7 @@ def main() -> None:
             update_lock=p["update_lock"],
             apk_binary=p["apk_binary"],
             services=tuple((str(lvl), str(svc)) for lvl, svcs in sorted(p["services"].items()) for svc in svcs or []),
+            max_package_bytes=p["max_package_bytes"],
         )
         out = build(spec, runner, fetcher, module.check_mode)
     for w in out.warnings:

@@ -17,6 +17,11 @@ description:
     one anchored C(/ip/tftp) rule per file; only then switches the single stable C(^boot\.ipxe$) rule to the new
     generation, so a node that already fetched the old script keeps getting the old kernel and initramfs.
   - Keeps O(keep) previous generations (never the one live before the switch) and deletes older ones.
+  - Holds a lock on the router for the whole write (a C(/system/script) entry RouterOS refuses to add twice, naming
+    the controller, pid, time and generation); a second deploy from any machine fails at once naming it
+    (O(lock_timeout) waits), a lock older than O(lock_stale) is taken over with a warning, and cleanup never removes
+    the generation a live lock is writing. dist/ is read once into a snapshot under O(staging_dir) and uploaded from
+    there, so a build swapping dist/ meanwhile cannot mix generations.
   - O(rollback) switches back to the previously live generation, O(generation) pins one that is kept.
   - On a router whose C(/file) list has a C(flash) disk, O(dir) is taken under C(flash/) (the rest is a RAM disk).
   - With O(manage_dhcp), uploads the iPXE binaries (O(ipxe_bios), O(ipxe_snp), O(ipxe_efi)) with one owned TFTP rule
@@ -107,6 +112,18 @@ options:
     description: API and SSH timeout in seconds.
     type: int
     default: 15
+  lock_timeout:
+    description:
+      - Seconds to wait for another deploy's router lock (a C(/system/script) entry named
+        C(homelab.alpine_netboot.lock.<dir>)); 0 fails at once naming the holder, changing nothing.
+    type: float
+    default: 0
+  lock_stale:
+    description:
+      - A router lock not refreshed for this many seconds, by the router's clock, is taken over with a warning (a
+        live deploy refreshes it at most every 30 seconds, also during long uploads).
+    type: int
+    default: 1800
   manage_dhcp:
     description:
       - Manage DHCP chainloading on O(dhcp_network). Off leaves every DHCP row and chainload rule as it is (also the
@@ -284,6 +301,8 @@ ARGUMENT_SPEC = {
     "staging_dir": {"type": "path", "required": True},
     "progress_log": {"type": "path"},
     "timeout": {"type": "int", "default": 15},
+    "lock_timeout": {"type": "float", "default": 0},
+    "lock_stale": {"type": "int", "default": 1800},
     "manage_dhcp": {"type": "bool", "default": False},
     "dhcp_network": {"type": "str"},
     "dhcp_next_server": {"type": "str"},
@@ -319,7 +338,8 @@ def main() -> None:
                            p["dhcp_matcher_value"], p["dhcp_matching_type"], p["dhcp_server"], Path(p["ipxe_bios"]),
                            Path(p["ipxe_efi"]), p["dhcp_uefi_binary"], Path(p["ipxe_snp"])) if p["manage_dhcp"] else None
         opts = Options(p["dir"].strip("/"), p["keep"], p["verify"], p["rollback"], p["generation"] or None,
-                       tuple(p["tftp_allow_addresses"]), dhcp)
+                       tuple(p["tftp_allow_addresses"]), dhcp, lock_timeout=p["lock_timeout"],
+                       lock_stale=p["lock_stale"])
         progress = Progress(Path(p["progress_log"]) if p["progress_log"] and not module.check_mode else None)
         result = deploy(target, opts, Path(p["dist_dir"]) if p["dist_dir"] else None, Path(p["staging_dir"]),
                         check=module.check_mode, progress=progress)

@@ -117,6 +117,22 @@ def test_keep_rollback_and_pin(tmp_path: Path) -> None:
         Options(rollback=True, generation=gens[0])
 
 
+def test_cleanup_never_removes_a_generation_a_live_lock_is_writing(tmp_path: Path) -> None:
+    gens = ["g-000000000001", "g-000000000002", "g-000000000003"]
+    files: list[tuple[str, int]] = [(f"netboot/{gens[0]}", -1), (f"netboot/{gens[0]}/vmlinuz", 50)]  # no rules yet
+    rules: list[dict[str, str]] = []
+    for i, g in enumerate(gens[1:], 2):
+        f, r = installed(g, i, i == 3, {"vmlinuz": 100, GENERATION_SCRIPT: 10})
+        files += f
+        rules += r
+    d = make_dist(tmp_path / "dist", "tftp://10.0.0.1")
+    plain = make_plan(state(files, rules), Options(), read_dist(d, tmp_path / "stage"))
+    assert gens[0] in plain.remove_generations  # an incomplete upload nobody is writing goes
+    held = make_plan(state(files, rules), Options(), read_dist(d, tmp_path / "stage"), protect={gens[0]})
+    assert gens[0] not in held.remove_generations and not any(gens[0] in str(i) for i in held.remove_ids)
+    assert "*1" not in held.remove_ids and "*2" not in held.remove_ids  # its directory and file ids
+
+
 def test_flash_disk_puts_the_directory_under_flash() -> None:
     plain = state([("netboot", -1)])
     assert storage_dir(plain, "netboot") == "netboot"

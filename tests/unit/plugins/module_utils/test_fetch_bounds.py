@@ -20,7 +20,11 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import FetchError, NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import MAX_INDEX_BYTES, Fetcher
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import (
+    MAX_INDEX_BYTES,
+    MAX_UNSIZED_BYTES,
+    Fetcher,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs import Builder, RootfsSpec
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 from tests.fixtures.apkrepo import ARCH, RELEASE, BuiltPackage, Package, SigningKey, build_index, build_package
@@ -195,9 +199,10 @@ def _write_repo(tmp_path: Path, key: SigningKey, built: list[BuiltPackage], clai
     (repo / "APKINDEX.tar.gz").write_bytes(index)
 
 
-def _builder(tmp_path: Path, keys: Path, url: str) -> Builder:
+def _builder(tmp_path: Path, keys: Path, url: str, **spec_args: int) -> Builder:
     spec = RootfsSpec(release="3.23", arch=ARCH, mirrors=(url,), repositories=("main",), packages=("musl",),
-                      root=tmp_path / "build" / "rootfs", cache_dir=tmp_path / "cache", extra_keys_dirs=(keys,))
+                      root=tmp_path / "build" / "rootfs", cache_dir=tmp_path / "cache", extra_keys_dirs=(keys,),
+                      **spec_args)
     b = Builder(spec, Runner(), Fetcher(timeout=5))
     b.load_indexes()
     return b
@@ -230,7 +235,8 @@ def test_a_signed_size_beyond_the_free_space_is_refused_before_downloading(
     (tmp_path / "cache").mkdir()
     claim = shutil.disk_usage(tmp_path / "cache").free + (1 << 40)
     _write_repo(tmp_path, key, [built], claim={"musl": claim})
-    b = _builder(tmp_path, keys, f"{hostile.url}/endless")
+    # alpine_max_package_bytes raised above the claim: the free space is the bound that refuses it
+    b = _builder(tmp_path, keys, f"{hostile.url}/endless", max_package_bytes=claim + 1)
     try:
         before = listing(tmp_path / "cache")
         entry = b.indexes["main"].by_name()["musl"][0]
@@ -241,6 +247,29 @@ def test_a_signed_size_beyond_the_free_space_is_refused_before_downloading(
     text = str(err.value)
     assert f"not enough space for package musl-1.2.5-r10 (main): it is {claim} bytes but {b.spec.repo_dir('main')} has" in text
     assert "bytes free" in text and "tamper" not in text
+    assert not [r for r in hostile.requests if r.endswith(".apk")], "nothing was requested"
+    assert listing(tmp_path / "cache") == before
+
+
+def test_a_signed_size_above_the_package_ceiling_is_refused_before_downloading(
+    tmp_path: Path, hostile: Server, mirror: tuple[Path, SigningKey, BuiltPackage]
+) -> None:
+    """Issue 25: a signed index that claims a 50 GB package; the default ceiling is the unsized-binary bound."""
+    keys, key, built = mirror
+    claim = 50 * 10**9
+    _write_repo(tmp_path, key, [built], claim={"musl": claim})
+    b = _builder(tmp_path, keys, f"{hostile.url}/endless")
+    try:
+        assert b.spec.max_package_bytes == MAX_UNSIZED_BYTES == 2 << 30
+        before = listing(tmp_path / "cache")
+        entry = b.indexes["main"].by_name()["musl"][0]
+        with pytest.raises(NetbootError) as err:
+            b.ensure_package("main", entry)
+    finally:
+        b.close()
+    text = str(err.value)
+    assert f"package musl-1.2.5-r10 (main): the signed index gives it {claim} bytes" in text
+    assert f"above alpine_max_package_bytes {2 << 30} bytes" in text and "raise alpine_max_package_bytes" in text
     assert not [r for r in hostile.requests if r.endswith(".apk")], "nothing was requested"
     assert listing(tmp_path / "cache") == before
 
