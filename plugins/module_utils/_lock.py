@@ -91,8 +91,8 @@ class Holder:
         return None
 
     def same_process(self, other: Holder) -> bool:
-        return (self.host, self.boot_id, self.pid, self.pid_start) == (other.host, other.boot_id, other.pid,
-                                                                        other.pid_start)
+        mine = (self.host, self.boot_id, self.pid, self.pid_start)
+        return mine == (other.host, other.boot_id, other.pid, other.pid_start)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -189,7 +189,8 @@ def acquire(paths: Sequence[Path], holder: Holder, *, timeout: float = 0.0) -> A
         got, busy = _try(ordered)
         if got is not None:
             break
-        assert busy is not None
+        if busy is None:
+            raise NetbootError(f"internal: no lock of {', '.join(map(str, ordered))} was taken and none is busy")
         if time.monotonic() >= deadline:
             other = read_holder(busy)
             who = other.describe() if other else "another run (its record is not written yet)"

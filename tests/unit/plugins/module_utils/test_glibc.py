@@ -41,7 +41,7 @@ def run_in(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_glibc_program_runs_on_the_private_runtime_alone(tmp_path: Path, libc6: _debpkg.Pin,
-                                                          probe: Probe) -> None:
+                                                           probe: Probe) -> None:
     root = tmp_path / "image"
     res = install(root, tmp_path / "cache", [probe.entry()], libc6)
     installed = root / "usr/local/bin/glibc-probe"
