@@ -64,7 +64,14 @@ def _set_meta(path: str, mode: int, like: os.stat_result | None) -> None:
 
 
 def _alive(pid: str) -> bool:
-    return os.path.exists(f"/proc/{pid}")
+    """Whether process ``pid`` can still write: it exists and is not a zombie (a killed writer whose parent died
+    too stays a zombie until init reaps it, which can take a while on a loaded machine)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat.rpartition(b")")[2].split()[:1] not in ([b"Z"], [b"X"])  # the state follows "(comm)"
 
 
 # atomic_path's temp names: ".<dest name>.<writer pid>.<mkstemp's random part>.tmp"

@@ -130,6 +130,7 @@ class RouterLock:
         name = lock_name(rb_dir)
         deadline = time.monotonic() + max(timeout, 0.0)
         warnings: list[str] = []
+        vanished = 0  # adds refused while no lock could be read back: the holder released it in between
         while True:
             now = router_time(ros)
             mine = Record(controller or socket.gethostname(), pid or os.getpid(), now, now, generation, rb_dir,
@@ -145,7 +146,10 @@ class RouterLock:
                 return lock
             except RouterOSError as e:
                 other = read_lock(ros, rb_dir)
-                if other is None:  # refused for another reason (permissions?): not a held lock
+                if other is None and vanished < 2:  # released between the add and the read: add again
+                    vanished += 1
+                    continue
+                if other is None:  # refused again with no lock there: another reason (permissions?)
                     raise RouterOSError(f"{e}. The deploy keeps its lock in {MENU} ({name}): the user's group "
                                         "needs the write policy. Nothing was changed.") from e
             age = now - other.refreshed

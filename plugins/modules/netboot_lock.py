@@ -74,6 +74,8 @@ held_by:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
+
 ARGUMENT_SPEC = {
     "paths": {"type": "list", "elements": "path", "required": True},
     "timeout": {"type": "float", "default": 0},
@@ -82,6 +84,7 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     module.fail_json(msg="homelab.alpine_netboot.netboot_lock runs as an action plugin on the controller")
 
 

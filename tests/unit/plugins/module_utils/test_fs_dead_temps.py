@@ -35,3 +35,18 @@ def test_the_next_atomic_write_cleans_what_a_killed_one_left(tmp_path: Path) -> 
     assert atomic_write_bytes(tmp_path / "initramfs", b"whole")
     assert not left.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["initramfs"]
+
+
+def test_a_zombie_writer_counts_as_gone(tmp_path: Path) -> None:
+    """A SIGKILLed writer stays a zombie until it is reaped: its temp goes all the same."""
+    import time
+
+    proc = subprocess.Popen(["sleep", "60"])
+    proc.kill()
+    while Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":  # not reaped yet
+        time.sleep(0.01)
+    (tmp_path / f".rootfs.new-{proc.pid}").mkdir()
+    try:
+        assert [p.name for p in remove_dead_temps(tmp_path, ".rootfs.new-")] == [f".rootfs.new-{proc.pid}"]
+    finally:
+        proc.wait()
