@@ -152,6 +152,21 @@ def diff_rows(
 
 # -- connection ----------------------------------------------------------------------------------------------------
 
+# The connection options rb4011_deploy and rb4011_verify share (their roles pass one inventory's rb4011_* variables);
+# ``api_options`` turns them into ApiOptions.
+API_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    "host": {"type": "str", "required": True},
+    "user": {"type": "str", "required": True},
+    "password": {"type": "str", "required": True, "no_log": True},
+    "api_port": {"type": "int"},
+    "use_tls": {"type": "bool", "default": False},
+    "ca_path": {"type": "path"},
+    "validate_cert_hostname": {"type": "bool", "default": False},
+    "force_no_cert": {"type": "bool", "default": False},
+    "timeout": {"type": "int", "default": 15},
+}
+
+
 @dataclass(frozen=True)
 class ApiOptions:
     host: str
@@ -320,3 +335,10 @@ def connect(opts: ApiOptions) -> RouterOS:
             f"{'-ssl' if opts.tls else ''} enabled on port {opts.effective_port} and reachable from here?"
         ) from None
     return RouterOS(api, opts.host)
+
+
+def api_options(p: Mapping[str, Any]) -> ApiOptions:
+    """ApiOptions from a module's parameters (API_ARGUMENT_SPEC)."""
+    return ApiOptions(p["host"], p["user"], p["password"], p["api_port"], p["use_tls"], ca_path=p["ca_path"],
+                      validate_cert_hostname=p["validate_cert_hostname"], force_no_cert=p["force_no_cert"],
+                      timeout=p["timeout"])

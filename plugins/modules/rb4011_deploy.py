@@ -276,19 +276,12 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import Options, Target, deploy
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import DhcpOptions
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import ApiOptions
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import API_ARGUMENT_SPEC, api_options
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import Progress, SshOptions
 
 ARGUMENT_SPEC = {
-    "host": {"type": "str", "required": True},
-    "user": {"type": "str", "required": True},
-    "password": {"type": "str", "required": True, "no_log": True},
-    "api_port": {"type": "int"},
+    **API_ARGUMENT_SPEC,
     "ssh_port": {"type": "int", "default": 22},
-    "use_tls": {"type": "bool", "default": False},
-    "ca_path": {"type": "path"},
-    "validate_cert_hostname": {"type": "bool", "default": False},
-    "force_no_cert": {"type": "bool", "default": False},
     "known_hosts": {"type": "path"},
     "host_key_fingerprint": {"type": "str", "no_log": False},  # public: it identifies the key, not a secret
     "dist_dir": {"type": "path"},
@@ -300,7 +293,6 @@ ARGUMENT_SPEC = {
     "tftp_allow_addresses": {"type": "list", "elements": "str", "default": []},
     "staging_dir": {"type": "path", "required": True},
     "progress_log": {"type": "path"},
-    "timeout": {"type": "int", "default": 15},
     "lock_timeout": {"type": "float", "default": 0},
     "lock_stale": {"type": "int", "default": 1800},
     "manage_dhcp": {"type": "bool", "default": False},
@@ -328,9 +320,7 @@ def main() -> None:
     p = module.params
     with fail_on_error(module):
         target = Target(
-            ApiOptions(p["host"], p["user"], p["password"], p["api_port"], p["use_tls"],
-                       ca_path=p["ca_path"], validate_cert_hostname=p["validate_cert_hostname"],
-                       force_no_cert=p["force_no_cert"], timeout=p["timeout"]),
+            api_options(p),
             SshOptions(p["host"], p["user"], p["password"], p["ssh_port"], p["known_hosts"],
                        p["host_key_fingerprint"], timeout=p["timeout"]),
         )

@@ -181,20 +181,12 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, dump_json
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import ApiOptions
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import API_ARGUMENT_SPEC, api_options
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._verify import VerifyOptions, verify
 
 ARGUMENT_SPEC = {
-    "host": {"type": "str", "required": True},
-    "user": {"type": "str", "required": True},
-    "password": {"type": "str", "required": True, "no_log": True},
-    "api_port": {"type": "int"},
-    "use_tls": {"type": "bool", "default": False},
-    "ca_path": {"type": "path"},
-    "validate_cert_hostname": {"type": "bool", "default": False},
-    "force_no_cert": {"type": "bool", "default": False},
+    **API_ARGUMENT_SPEC,
     "dir": {"type": "str", "default": "netboot"},
-    "timeout": {"type": "int", "default": 15},
     "tftp_address": {"type": "str"},
     "tftp_port": {"type": "int", "default": 69},
     "tftp_timeout": {"type": "float", "default": 2.0},
@@ -212,9 +204,7 @@ def main() -> None:
     fail_if_missing(module)
     p = module.params
     with fail_on_error(module, ok=False):
-        api = ApiOptions(p["host"], p["user"], p["password"], p["api_port"], p["use_tls"], ca_path=p["ca_path"],
-                         validate_cert_hostname=p["validate_cert_hostname"], force_no_cert=p["force_no_cert"],
-                         timeout=p["timeout"])
+        api = api_options(p)
         opts = VerifyOptions(p["dir"].strip("/"), p["tftp_address"] or "", p["tftp_port"], p["pass_512"],
                              p["tftp_timeout"], p["tftp_retries"], p["dhcp"], p["dhcp_interface"] or "",
                              p["dhcp_timeout"])
