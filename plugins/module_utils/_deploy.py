@@ -7,6 +7,13 @@ line pointing into it; switching is one ``set`` of the stable ``^boot\\.ipxe$`` 
 of generations lives in the rules' comments (``seq``, raised each time one becomes live), so the router's
 configuration is the only state. On a router with a ``flash`` disk ``rb4011_dir`` is ``flash/<rb4011_dir>`` (the
 rest is a RAM disk). The iPXE binaries go to ``<dir>/ipxe/<12 hex of their sha256>/`` (``_dhcp.py``).
+
+Staged generations and the herd roll (README "Updating the herd"): a staged generation's rules carry ``staged`` in
+their comment (seq 0) and the stable rule stays on the live one; it is always kept. While a roll points some MACs at
+it, the stable rule serves a dispatcher, ``<dir>/dispatch/<live>.<staged>.<12 hex>.ipxe``, that chains those MACs to
+the staged generation's ``generation.ipxe`` and every other client to the live one's: the generation scripts and
+their digests stay as they are. Every generation script sets ``netboot_generation``, which boot.ipxe passes to the
+kernel as ``netboot.generation=``, so a node can tell which generation it booted.
 """
 
 from __future__ import annotations
@@ -63,6 +70,10 @@ SPACE_RESERVE = 4 << 20  # keep some free space for RouterOS itself
 TFTP_MENU = "/ip/tftp"
 FLASH = "flash"  # the persistent disk's name in /file on routers that have a RAM disk besides it
 CHAINLOAD_DIR = "ipxe"
+DISPATCH_DIR = "dispatch"
+STAGED = "staged"  # the flag of a staged generation's rule comments
+GENERATION_VAR = "netboot_generation"  # set by generation.ipxe; boot.ipxe passes it as netboot.generation=
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 class DeployError(NetbootError):
@@ -115,8 +126,40 @@ def generation_script(text: str, generation: str) -> str:
         )
     body = BASE_RE.sub(lambda m: f"{m.group('head')}{m.group('url')}/{generation}", text)
     first, _unused, rest = body.partition("\n")
-    note = f"# {OWNER} generation {generation}: artefact URLs point into the generation directory."
+    note = (f"# {OWNER} generation {generation}: artefact URLs point into the generation directory.\n"
+            f"set {GENERATION_VAR} {generation}")
     return f"{first}\n{note}\n{rest}" if first.startswith("#!") else f"{note}\n{body}"
+
+
+def normal_mac(mac: str) -> str:
+    """``52-54-00-AA-BB-01`` / ``52:54:00:aa:bb:01`` -> ``52:54:00:aa:bb:01``; ConfigError otherwise."""
+    out = str(mac).strip().lower().replace("-", ":")
+    if not MAC_RE.match(out):
+        raise ConfigError(f"{mac!r} is not a MAC address (give it as 52:54:00:aa:bb:01)")
+    return out
+
+
+def dispatch_script(live: str, staged: str, macs: Iterable[str]) -> str:
+    """The stable boot.ipxe while a roll runs: ``macs`` chain ``staged``'s generation.ipxe, every other client the
+    live one's (relative URLs: the same server and protocol as this script)."""
+    wanted = sorted({normal_mac(m) for m in macs})
+    lines = ["#!ipxe",
+             f"# {OWNER} dispatch: {len(wanted)} MAC(s) boot the staged generation {staged}, every other client "
+             f"the live {live} (update_herd.yml).",
+             "goto mac_${netX/mac:hexraw} || goto live"]
+    for mac in wanted:
+        lines += ["", f":mac_{mac.replace(':', '')}", f"chain --autofree {staged}/{GENERATION_SCRIPT} || goto live"]
+    lines += ["", ":live", f"chain --autofree {live}/{GENERATION_SCRIPT}", ""]
+    return "\n".join(lines)
+
+
+def dispatch_path(rb_dir: str, live: str, staged: str, script: str) -> str:
+    return f"{rb_dir}/{DISPATCH_DIR}/{live}.{staged}.{hashlib.sha256(script.encode()).hexdigest()[:12]}.ipxe"
+
+
+def dispatch_macs(script: str) -> list[str]:
+    """The MACs a dispatcher sends to the staged generation (``dispatch_script`` read back)."""
+    return [":".join(m[i:i + 2] for i in range(0, 12, 2)) for m in re.findall(r"^:mac_([0-9a-f]{12})$", script, re.M)]
 
 
 SNAPSHOT_DIR = "dist-snapshot"
@@ -235,27 +278,29 @@ class RouterState:
 class Generation:
     id: str
     files: Mapping[str, RouterFile]  # name inside the generation directory -> file
-    seq: int  # 0: no rules (incomplete upload)
+    seq: int  # 0: no rules (incomplete upload) or staged
     has_rules: bool
+    staged: bool = False  # uploaded with rb4011_stage: kept, not live
 
 
 def chainload_comment(rb_dir: str, name: str) -> str:
     return f"{OWNER} dir={rb_dir} chainload={name}"
 
 
-def rule_comment(rb_dir: str, gen: str | None = None, name: str | None = None, seq: int = 0) -> str:
+def rule_comment(rb_dir: str, gen: str | None = None, name: str | None = None, seq: int = 0,
+                 staged: bool = False) -> str:
     if gen is None:
         return f"{OWNER} dir={rb_dir} {STABLE_REQUEST}"
-    return f"{OWNER} dir={rb_dir} gen={gen} file={name} seq={seq}"
+    return f"{OWNER} dir={rb_dir} gen={gen} file={name} seq={seq}{' ' + STAGED if staged else ''}"
 
 
-def parse_comment(comment: str, rb_dir: str) -> tuple[str, str, int] | None:
-    """``(generation or '', file or 'boot.ipxe', seq)`` of an owned rule of ``rb_dir``, else None."""
+def parse_comment(comment: str, rb_dir: str) -> tuple[str, str, int, bool] | None:
+    """``(generation or '', file or 'boot.ipxe', seq, staged)`` of an owned rule of ``rb_dir``, else None."""
     if comment == rule_comment(rb_dir):
-        return ("", STABLE_REQUEST, 0)
-    m = re.fullmatch(rf"{re.escape(OWNER)} dir={re.escape(rb_dir)} gen=(g-[0-9a-f]{{12}}) file=(\S+) seq=(\d+)",
-                     comment)
-    return (m.group(1), m.group(2), int(m.group(3))) if m else None
+        return ("", STABLE_REQUEST, 0, False)
+    m = re.fullmatch(rf"{re.escape(OWNER)} dir={re.escape(rb_dir)} gen=(g-[0-9a-f]{{12}}) file=(\S+) seq=(\d+)"
+                     rf"( {STAGED})?", comment)
+    return (m.group(1), m.group(2), int(m.group(3)), bool(m.group(4))) if m else None
 
 
 def generations(state: RouterState, rb_dir: str) -> dict[str, Generation]:
@@ -270,21 +315,41 @@ def generations(state: RouterState, rb_dir: str) -> dict[str, Generation]:
             if len(parts) == 2 and f.type != "directory":
                 files[parts[0]][parts[1]] = f
     seqs: dict[str, int] = {}
+    staged: set[str] = set()
     for rule in state.tftp:
         parsed = parse_comment(rule.get("comment", ""), rb_dir)
         if parsed and parsed[0]:
             seqs[parsed[0]] = max(seqs.get(parsed[0], 0), parsed[2])
+            if parsed[3]:
+                staged.add(parsed[0])
     ids = set(files) | set(seqs)
-    return {g: Generation(g, files.get(g, {}), seqs.get(g, 0), g in seqs) for g in sorted(ids)}
+    return {g: Generation(g, files.get(g, {}), seqs.get(g, 0), g in seqs, g in staged) for g in sorted(ids)}
+
+
+@dataclass(frozen=True)
+class Stable:
+    """What the stable boot.ipxe rule serves: the live generation, and while a roll runs the dispatcher."""
+
+    live: str | None
+    staged: str | None = None  # the generation the dispatcher sends some MACs to
+    dispatcher: str | None = None  # its path on the router
+
+
+def stable_target(state: RouterState, rb_dir: str) -> Stable:
+    for rule in state.tftp:
+        if rule.get("comment") == rule_comment(rb_dir):
+            real = rule.get("real-filename", "").lstrip("/")
+            m = re.fullmatch(rf"{re.escape(rb_dir)}/(g-[0-9a-f]{{12}})/{re.escape(GENERATION_SCRIPT)}", real)
+            if m:
+                return Stable(m.group(1))
+            m = re.fullmatch(rf"{re.escape(rb_dir)}/{DISPATCH_DIR}/(g-[0-9a-f]{{12}})\.(g-[0-9a-f]{{12}})\."
+                             rf"[0-9a-f]{{12}}\.ipxe", real)
+            return Stable(m.group(1), m.group(2), real) if m else Stable(None)
+    return Stable(None)
 
 
 def live_generation(state: RouterState, rb_dir: str) -> str | None:
-    for rule in state.tftp:
-        if rule.get("comment") == rule_comment(rb_dir):
-            m = re.fullmatch(rf"/?{re.escape(rb_dir)}/(g-[0-9a-f]{{12}})/{re.escape(GENERATION_SCRIPT)}",
-                             rule.get("real-filename", ""))
-            return m.group(1) if m else None
-    return None
+    return stable_target(state, rb_dir).live
 
 
 # -- plan ------------------------------------------------------------------------------------------------------------
@@ -300,6 +365,10 @@ class Options:
     dhcp: DhcpOptions | None = None  # rb4011_manage_dhcp
     lock_timeout: float = 0.0  # rb4011_lock_timeout: seconds to wait for another deploy's router lock
     lock_stale: int = 1800  # rb4011_lock_stale: a router lock not refreshed for longer is taken over
+    stage: bool = False  # rb4011_stage: upload and keep the generation, do not make it live
+    unstage: tuple[str, ...] = ()  # rb4011_unstage: staged generations to drop (kept no longer)
+    # (staged generation, MACs): the stable boot.ipxe sends those MACs there (update_herd.yml); no MACs: none
+    dispatch: tuple[str, tuple[str, ...]] | None = None
 
     def __post_init__(self) -> None:
         if not self.rb_dir or self.rb_dir.startswith("/") or ".." in self.rb_dir.split("/"):
@@ -318,6 +387,20 @@ class Options:
                               "refreshes its lock at most every 30 s)")
         if self.lock_timeout < 0:
             raise ConfigError(f"rb4011_lock_timeout {self.lock_timeout}: give 0 or more seconds")
+        if self.stage and (self.rollback or self.generation):
+            raise ConfigError("rb4011_stage uploads dist/ as a staged generation: not with rb4011_rollback or "
+                              "rb4011_generation (which make a kept generation live)")
+        for g in self.unstage:
+            if not GEN_RE.match(g):
+                raise ConfigError(f"rb4011_unstage {g!r}: give ids like g-0123456789ab")
+        if self.dispatch is not None:
+            if self.stage or self.rollback or self.generation:
+                raise ConfigError("a dispatch changes only which generation some MACs boot: not with rb4011_stage, "
+                                  "rb4011_rollback or rb4011_generation")
+            if not GEN_RE.match(self.dispatch[0]):
+                raise ConfigError(f"dispatch generation {self.dispatch[0]!r}: give an id like g-0123456789ab")
+            object.__setattr__(self, "dispatch", (self.dispatch[0], tuple(sorted({normal_mac(m)
+                                                                                   for m in self.dispatch[1]}))))
 
 
 @dataclass
@@ -343,11 +426,18 @@ class Plan:
     chainload_verify: list[tuple[str, Artefact]] = field(default_factory=list)
     chainload_changes: list[RowChange] = field(default_factory=list)
     dhcp: DhcpPlan | None = None
+    live_after: str | None = None  # the generation every other client boots after this plan
+    staged: list[str] = field(default_factory=list)  # staged generations after this plan
+    dispatch_upload: tuple[str, bytes] | None = None  # (router path, bytes) of a dispatcher to send
 
     @property
     def changes(self) -> bool:
         return bool(self.uploads or self.rule_changes or self.remove_ids or self.chainload_uploads
-                    or self.chainload_changes or (self.dhcp and self.dhcp.changes))
+                    or self.chainload_changes or (self.dhcp and self.dhcp.changes) or self.dispatch_upload)
+
+
+def staged_note(staged: Sequence[str]) -> str:
+    return f" (staged, kept until live or dropped: {', '.join(staged)})" if staged else ""
 
 
 def rule_line(values: Mapping[str, str]) -> str:
@@ -376,9 +466,18 @@ def make_plan(state: RouterState, opts: Options, dist: Dist | None, *, chainload
     ``protect``: generations a live router lock is writing, never removed."""
     rb = opts.rb_dir
     gens = generations(state, rb)
-    live = live_generation(state, rb)
+    stable_now = stable_target(state, rb)
+    live = stable_now.live
     complete = {g: v for g, v in gens.items() if v.has_rules}
-    if opts.generation:
+    if opts.dispatch is not None:
+        if live is None:
+            raise DeployError(f"{state.host}: nothing is live under {rb}: deploy a generation first")
+        if opts.dispatch[0] == live or opts.dispatch[0] not in complete:
+            raise DeployError(f"{state.host}: generation {opts.dispatch[0]} is {'live' if opts.dispatch[0] == live else 'not kept'} "
+                              f"under {rb}; a roll needs a staged generation (deploy_rb4011.yml with rb4011_stage: "
+                              f"true); kept: {', '.join(sorted(complete)) or 'none'}")
+        target = live
+    elif opts.generation:
         if opts.generation not in complete:
             raise DeployError(f"{state.host}: rb4011_generation {opts.generation} is not kept on the router; kept: "
                               f"{', '.join(sorted(complete)) or 'none'}")
@@ -394,9 +493,19 @@ def make_plan(state: RouterState, opts: Options, dist: Dist | None, *, chainload
         if dist is None:
             raise ConfigError("netboot_dist_dir is needed to deploy a new generation")
         target = dist.generation
+        if opts.stage and live is None:
+            raise DeployError(f"{state.host}: nothing is live under {rb}, so there is nothing to stage beside: deploy "
+                              "without rb4011_stage first")
+    staging = opts.stage and target != live
+    live_after = live if (staging or opts.dispatch is not None) else target
+    staged = sorted(g for g, v in complete.items() if v.staged and g not in opts.unstage and g != live_after)
+    if staging and target not in staged:
+        staged = sorted([*staged, target])
     max_seq = max((v.seq for v in gens.values()), default=0)
-    seq = gens[target].seq if target == live and target in gens else max_seq + 1
-    plan = Plan(target, live, seq, free=state.free)
+    seq = 0 if staging else gens[target].seq if target == live and target in gens else max_seq + 1
+    plan = Plan(target, live, seq, free=state.free, live_after=live_after, staged=staged)
+    if opts.stage and not staging:
+        plan.warnings.append(f"{state.host}: generation {target} is already live: nothing to stage")
 
     # files of the target
     if dist is not None and target == dist.generation:
@@ -436,12 +545,17 @@ def make_plan(state: RouterState, opts: Options, dist: Dist | None, *, chainload
             f"{state.host}: not enough space for generation {target}: it needs {plan.needed} bytes "
             f"({plan.needed / 1e6:.1f} MB) plus a {SPACE_RESERVE >> 20} MiB reserve, free-hdd-space is {state.free} "
             f"bytes ({state.free / 1e6:.1f} MB) of {state.total}, with {len(complete)} generation(s) kept under "
-            f"{rb}. Nothing was changed. Remove files on the router or lower rb4011_keep_generations, then rerun."
+            f"{rb}{staged_note(staged)}. Nothing was changed. Remove files on the router, lower "
+            "rb4011_keep_generations or drop a staged generation (rb4011_unstage), then rerun."
         )
 
-    # which generations stay: the target and the `keep` most recently live others (the live one is the most recent)
-    others = sorted((v for g, v in complete.items() if g != target), key=lambda v: v.seq, reverse=True)
-    kept = [target] + [v.id for v in others[: opts.keep]]
+    # which generations stay: the target, the live one, every staged one, and the `keep` most recently live others
+    # (the live one is the most recent); a dispatch also keeps the generation it sends MACs to
+    others = sorted((v for g, v in complete.items() if g not in (target, live_after) and g not in staged),
+                    key=lambda v: v.seq, reverse=True)
+    kept = list(dict.fromkeys([target, *([live_after] if live_after else []), *staged,
+                               *([opts.dispatch[0]] if opts.dispatch else [])]))
+    kept += [v.id for v in others[: opts.keep]]
     plan.kept = kept
     protected = set(protect)
     plan.remove_generations = [g for g in gens if g not in kept and g not in protected]
@@ -449,20 +563,35 @@ def make_plan(state: RouterState, opts: Options, dist: Dist | None, *, chainload
         doomed = tuple(f"{rb}/{g}" for g in plan.remove_generations)
         plan.remove_ids = [f.id for f in state.files if f.name.startswith(tuple(d + "/" for d in doomed))]
         plan.remove_ids += [f.id for f in state.files if f.name in doomed]
+    # the stable rule: the live generation's script, or while a roll points MACs at a staged one, a dispatcher
+    stable_real = f"{rb}/{live_after}/{GENERATION_SCRIPT}"
+    if opts.dispatch is not None and opts.dispatch[1] and live_after:
+        text = dispatch_script(live_after, opts.dispatch[0], opts.dispatch[1])
+        stable_real = dispatch_path(rb, live_after, opts.dispatch[0], text)
+        sent = {f.name: f.size for f in state.files}.get(stable_real)
+        if sent != len(text.encode()):
+            plan.dispatch_upload = (stable_real, text.encode())
+    plan.remove_ids += [f.id for f in state.files if f.name.startswith(f"{rb}/{DISPATCH_DIR}/")
+                        and f.name != stable_real and f.type != "directory"]
 
     # TFTP rules
     desired: dict[str, dict[str, str]] = {}
     for g in kept:
         files = target_files if g == target else {n: f.size for n, f in gens[g].files.items()}
-        s = seq if g == target else gens[g].seq
+        s = seq if g == target else 0 if g in staged else gens[g].seq
         for name, size in sorted(files.items()):
             if name == STABLE_REQUEST:
                 continue  # dist's own script names unqualified paths; nodes get generation.ipxe instead
             desired[f"{g}/{name}"] = desired_rule(opts, f"{g}/{name}", f"{rb}/{g}/{name}", size,
-                                                  rule_comment(rb, g, name, s))
-    script_size = target_files.get(GENERATION_SCRIPT, 0)
-    stable = {STABLE_REQUEST: desired_rule(opts, STABLE_REQUEST, f"{rb}/{target}/{GENERATION_SCRIPT}", script_size,
-                                           rule_comment(rb))}
+                                                  rule_comment(rb, g, name, s, g in staged))
+    if plan.dispatch_upload is not None:
+        script_size = len(plan.dispatch_upload[1])
+    elif live_after == target:
+        script_size = target_files.get(GENERATION_SCRIPT, 0)
+    else:
+        script_size = gens[live_after].files[GENERATION_SCRIPT].size if live_after in gens and \
+            GENERATION_SCRIPT in gens[live_after].files else 0
+    stable = {STABLE_REQUEST: desired_rule(opts, STABLE_REQUEST, stable_real, script_size, rule_comment(rb))}
 
     def owned(row: Mapping[str, str]) -> str | None:
         parsed = parse_comment(row.get("comment", ""), rb)
@@ -565,13 +694,12 @@ def deploy(
     # there, so a build swapping dist/ meanwhile cannot put its bytes under this generation's id
     dist = read_dist(dist_dir, staging) if dist_dir is not None and not (opts.rollback or opts.generation) else None
     chainload = chainload_artefacts(opts.dhcp) if opts.dhcp is not None else []
-    features = [name for name in FEATURES if FEATURES[name] <= (7, 1)] + (opts.dhcp.features() if opts.dhcp else [])
+    features = base_features() + (opts.dhcp.features() if opts.dhcp else [])
     ros = connect(target.api)
     lock: RouterLock | None = None
-    warnings: list[str] = []
     try:
-        state = read_state(ros, host, features)
-        opts = dataclasses.replace(opts, rb_dir=storage_dir(state, opts.rb_dir))
+        opts = dataclasses.replace(opts, rb_dir=storage_dir(read_state(ros, host, features), opts.rb_dir))
+        warnings: list[str] = []
         if check:
             held = read_lock(ros, opts.rb_dir)
             if held is not None:
@@ -581,8 +709,30 @@ def deploy(
             lock = RouterLock.take(ros, opts.rb_dir, generation=dist.generation if dist else (opts.generation or ""),
                                    stale=opts.lock_stale, timeout=opts.lock_timeout, pid=_playbook_pid())
             warnings += lock.warnings
-            progress.tick = lock.ticker()
-            state = read_state(ros, host, features)  # as it is now that no other deploy writes
+        return run(ros, target, opts, staging, dist=dist, chainload=chainload, features=features, check=check,
+                   progress=progress, lock=lock, warnings=warnings)
+    finally:
+        progress.tick = None
+        try:
+            if lock is not None:
+                lock.release()
+        except RouterOSError as e:
+            progress.line(f"{host}: could not remove the deploy lock {lock_name(opts.rb_dir)} ({e}); it is taken "
+                          f"over once older than rb4011_lock_stale ({opts.lock_stale}s)")
+        ros.close()
+
+
+def run(ros: RouterOS, target: Target, opts: Options, staging: Path, *, dist: Dist | None,
+        chainload: Sequence[Artefact] = (), features: Iterable[str] = (), check: bool, progress: Progress,
+        lock: RouterLock | None, warnings: Sequence[str] = ()) -> dict[str, Any]:
+    """Plan and (unless ``check``) apply on a connected router whose lock the caller holds (``lock``; None in check
+    mode). ``opts.rb_dir`` is already the storage directory. Returns the module result."""
+    host = target.api.host
+    warnings = list(warnings)
+    if lock is not None:
+        progress.tick = lock.ticker()
+    try:
+        state = read_state(ros, host, features)  # as it is now that no other deploy writes
         protect = live_generations(ros, opts.rb_dir, opts.lock_stale,
                                    exclude_token=lock.record.token if lock else "")
         dhcp_state = read_dhcp(ros) if opts.dhcp is not None else None
@@ -593,11 +743,14 @@ def deploy(
         dhcp_changes = plan.dhcp.changes if plan.dhcp else []
         result: dict[str, Any] = {
             "routeros_version": state.version, "identity": state.identity, "generation": plan.target,
-            "dir": opts.rb_dir,
+            "dir": opts.rb_dir, "live": plan.live_after, "staged_generations": plan.staged,
+            "dispatch": ({"generation": opts.dispatch[0], "macs": list(opts.dispatch[1])}
+                         if opts.dispatch and opts.dispatch[1] else None),
             "live_before": plan.live_before, "kept_generations": plan.kept,
             "removed_generations": plan.remove_generations, "generation_bytes": plan.total,
             "free_hdd_space": state.free, "needed_bytes": plan.needed,
-            "planned_uploads": [a.name for a in plan.uploads] + [f"{d}/{a.name}" for d, a in plan.chainload_uploads],
+            "planned_uploads": ([a.name for a in plan.uploads] + [f"{d}/{a.name}" for d, a in plan.chainload_uploads]
+                                + ([plan.dispatch_upload[0]] if plan.dispatch_upload else [])),
             "planned_verifications": [a.name for a in plan.verify],
             "rule_changes": [c.command() for c in [*plan.rule_changes, *plan.chainload_changes]],
             "dhcp_changes": [c.command() for c in dhcp_changes],
@@ -614,6 +767,17 @@ def deploy(
             return result
         rb = opts.rb_dir
         gen_dir = f"{rb}/{plan.target}"
+        if plan.dispatch_upload is not None:
+            where, data = plan.dispatch_upload
+            local = staging / DISPATCH_DIR / where.rsplit("/", 1)[1]
+            atomic_write_bytes(local, data)
+            with Sftp.open(target.ssh) as sftp:
+                sftp.makedirs(f"/{rb}/{DISPATCH_DIR}")
+                result["uploads"].append(_upload(ros, sftp, Artefact(local.name, len(data),
+                                                                     hashlib.sha256(data).hexdigest(), local),
+                                                 f"{rb}/{DISPATCH_DIR}", verify="sha256", progress=progress,
+                                                 host=host))
+            result["changed"] = True
         if plan.uploads or plan.verify or plan.chainload_uploads or plan.chainload_verify:
             progress.line(f"{host}: generation {plan.target}: {len(plan.uploads)} file(s) to send, "
                           f"{plan.needed} bytes; {len(plan.verify)} to verify")
@@ -646,17 +810,22 @@ def deploy(
             ros.apply(change)
         if plan.remove_ids:
             ros.remove("/file", plan.remove_ids)
-        progress.line(f"{host}: live generation {plan.target} ({plan.total} bytes, {result['bytes_sent']} sent)")
+        if opts.dispatch is not None:
+            progress.line(f"{host}: {len(opts.dispatch[1])} MAC(s) boot {opts.dispatch[0]}, every other client "
+                          f"{plan.live_after}")
+        elif plan.live_after != plan.target:
+            progress.line(f"{host}: generation {plan.target} staged ({plan.total} bytes, {result['bytes_sent']} "
+                          f"sent); live stays {plan.live_after}")
+        else:
+            progress.line(f"{host}: live generation {plan.target} ({plan.total} bytes, {result['bytes_sent']} sent)")
         return result
     finally:
         progress.tick = None
-        try:
-            if lock is not None:
-                lock.release()
-        except RouterOSError as e:
-            progress.line(f"{host}: could not remove the deploy lock {lock_name(opts.rb_dir)} ({e}); it is taken "
-                          f"over once older than rb4011_lock_stale ({opts.lock_stale}s)")
-        ros.close()
+
+
+def base_features() -> list[str]:
+    """The RouterOS features every deploy needs (7.1+)."""
+    return [name for name in FEATURES if FEATURES[name] <= (7, 1)]
 
 
 def _playbook_pid() -> int:

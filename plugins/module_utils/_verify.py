@@ -24,17 +24,21 @@ from typing import Any
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _dhcpprobe, _tftp
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import (
     CHAINLOAD_DIR,
+    GENERATION_SCRIPT,
+    GENERATION_VAR,
     OWNER,
     STABLE_REQUEST,
     SUMS,
     DeployError,
     RouterState,
+    dispatch_macs,
+    dispatch_script,
     generation_id,
     generation_script,
-    live_generation,
     parse_comment,
     parse_sums,
     read_state,
+    stable_target,
     storage_dir,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import NETWORK_MENU
@@ -47,7 +51,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros i
     needs_rollover,
 )
 
-NOTE_RE = re.compile(rf"^# {re.escape(OWNER)} generation (g-[0-9a-f]{{12}}): .*\n", re.M)
+NOTE_RE = re.compile(rf"^# {re.escape(OWNER)} generation (g-[0-9a-f]{{12}}): .*\nset {GENERATION_VAR} \1\n", re.M)
 GEN_BASE_RE = re.compile(r"^(?P<head>[ \t]*set[ \t]+base[ \t]+)(?P<url>tftp://\S+?)/(?P<gen>g-[0-9a-f]{12})[ \t]*$",
                          re.M)
 FETCH_RE = re.compile(r"^\s*(?P<cmd>kernel|initrd|imgfetch|module|chain)\s+(?:--\S+\s+)*\$\{base\}/(?P<name>[^\s$]+)",
@@ -339,7 +343,8 @@ def check_router(state: RouterState, opts: VerifyOptions, *, fetch: Fetcher, con
     rb = storage_dir(state, opts.rb_dir)
     rep = Report(state.host, state.version, state.identity, rb, tftp_address=opts.tftp_address or state.host,
                  controller_address=controller)
-    live = live_generation(state, rb)
+    stable = stable_target(state, rb)
+    live = stable.live
     rep.generation = live
     rules = list(state.tftp)
     _gen_rules, chain_rules = owned_rules(state, rb)
@@ -425,7 +430,24 @@ def check_router(state: RouterState, opts: VerifyOptions, *, fetch: Fetcher, con
             sums_chk.expected_sha256 = sums_chk.sha256
             sums_chk.expected_from = "the generation id"
             sums = parse_sums(sums_raw.decode("utf-8", "replace"), f"{live}/{SUMS}")
-    script_chk, script = one(STABLE_REQUEST, "boot script", SCRIPT_LIMIT)
+    script_request = STABLE_REQUEST
+    if stable.dispatcher and stable.staged:
+        # a roll (update_herd.yml) is under way: boot.ipxe is its dispatcher; every other client gets the live script
+        d_chk, data = one(STABLE_REQUEST, "dispatcher", SCRIPT_LIMIT)
+        if d_chk.ok:
+            macs = dispatch_macs(data.decode("utf-8", "replace"))
+            want = dispatch_script(live, stable.staged, macs).encode()
+            d_chk.expected_from = f"the dispatcher of {len(macs)} MAC(s) to {stable.staged}, the rest to {live}"
+            if data == want:
+                d_chk.expected_sha256 = d_chk.sha256
+                rep.warnings.append(f"a roll is under way: {len(macs)} MAC(s) boot the staged generation "
+                                    f"{stable.staged} ({', '.join(macs)}), every other client {live}")
+            else:
+                d_chk.problem = (f"wrong bytes: {STABLE_REQUEST} is not the deploy's dispatcher (sha256 "
+                                 f"{d_chk.sha256}, expected {hashlib.sha256(want).hexdigest()})")
+                rep.failures.append(f"{STABLE_REQUEST}: {d_chk.problem}")
+        script_request = f"{live}/{GENERATION_SCRIPT}"
+    script_chk, script = one(script_request, "boot script", SCRIPT_LIMIT)
     if script_chk.ok and sums:
         problem = check_generation_script(script, live, sums)
         script_chk.expected_from = f"the deploy's rewrite of boot.ipxe listed in {live}/{SUMS}"
@@ -433,7 +455,7 @@ def check_router(state: RouterState, opts: VerifyOptions, *, fetch: Fetcher, con
             script_chk.expected_sha256 = script_chk.sha256
         else:
             script_chk.problem = problem
-            rep.failures.append(f"{STABLE_REQUEST}: {problem}")
+            rep.failures.append(f"{script_request}: {problem}")
     if not sums or not script_chk.ok:
         return rep
     files = script_files(script.decode())

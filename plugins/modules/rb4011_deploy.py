@@ -23,6 +23,9 @@ description:
     the generation a live lock is writing. dist/ is read once into a snapshot under O(staging_dir) and uploaded from
     there, so a build swapping dist/ meanwhile cannot mix generations.
   - O(rollback) switches back to the previously live generation, O(generation) pins one that is kept.
+  - O(stage) uploads and keeps the generation without making it live (its rules carry C(staged)); a staged
+    generation is never removed by cleanup until it is made live (O(generation)) or dropped (O(unstage)).
+    C(playbooks/update_herd.yml) rolls it out node by node.
   - On a router whose C(/file) list has a C(flash) disk, O(dir) is taken under C(flash/) (the rest is a RAM disk).
   - With O(manage_dhcp), uploads the iPXE binaries (O(ipxe_bios), O(ipxe_snp), O(ipxe_efi)) with one owned TFTP rule
     each, sets C(next-server), unsets C(boot-file-name) (iPXE would read it before option 67 and loop) and names the
@@ -96,6 +99,17 @@ options:
   generation:
     description: Switch to this kept generation (C(g-<12 hex>)) instead of deploying O(dist_dir).
     type: str
+  stage:
+    description:
+      - Upload O(dist_dir) as a staged generation - kept, served under its own directory, given to no node - while
+        the live one stays live. Needs a live generation. Already live - nothing is staged (a warning says so).
+    type: bool
+    default: false
+  unstage:
+    description: Staged generations (C(g-<12 hex>)) to keep no longer; cleanup then treats them as any other.
+    type: list
+    elements: str
+    default: []
   tftp_allow_addresses:
     description: Networks allowed to read the TFTP rules (C(ip-addresses)); empty means any.
     type: list
@@ -290,6 +304,8 @@ ARGUMENT_SPEC = {
     "verify": {"type": "str", "choices": ["sha256", "size"], "default": "sha256"},
     "rollback": {"type": "bool", "default": False},
     "generation": {"type": "str"},
+    "stage": {"type": "bool", "default": False},
+    "unstage": {"type": "list", "elements": "str", "default": []},
     "tftp_allow_addresses": {"type": "list", "elements": "str", "default": []},
     "staging_dir": {"type": "path", "required": True},
     "progress_log": {"type": "path"},
@@ -329,7 +345,7 @@ def main() -> None:
                            Path(p["ipxe_efi"]), p["dhcp_uefi_binary"], Path(p["ipxe_snp"])) if p["manage_dhcp"] else None
         opts = Options(p["dir"].strip("/"), p["keep"], p["verify"], p["rollback"], p["generation"] or None,
                        tuple(p["tftp_allow_addresses"]), dhcp, lock_timeout=p["lock_timeout"],
-                       lock_stale=p["lock_stale"])
+                       lock_stale=p["lock_stale"], stage=p["stage"], unstage=tuple(p["unstage"]))
         progress = Progress(Path(p["progress_log"]) if p["progress_log"] and not module.check_mode else None)
         result = deploy(target, opts, Path(p["dist_dir"]) if p["dist_dir"] else None, Path(p["staging_dir"]),
                         check=module.check_mode, progress=progress)

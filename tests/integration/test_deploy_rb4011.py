@@ -263,3 +263,34 @@ def test_flash_disk_router_keeps_the_generation_across_a_reboot(tmp_path: Path) 
             assert fetch(peer, path) == (dist / path.split("/")[-1]).read_bytes()
         again = deploy(tmp_path / "w", peer, dist)
         assert again.rc == 0 and again.changed(HOST) == 0 and result(again)["bytes_sent"] == 0, again.stdout
+
+
+def test_a_staged_generation_is_uploaded_kept_and_given_to_nobody(peer: Peer, tmp_path: Path) -> None:
+    """Issue 21: rb4011_stage uploads a generation without making it live; cleanup keeps it; rb4011_generation
+    makes it live; and each generation script passes its id to the kernel (netboot.generation=)."""
+    a, b, c = (make_dist(tmp_path / n, url(peer), seed=n) for n in "abc")
+    refused = deploy(tmp_path / "w", peer, b, rb4011_stage=True)
+    assert refused.rc != 0 and "nothing to stage beside: deploy without rb4011_stage first" in refused.stdout
+    assert deploy(tmp_path / "w", peer, a).rc == 0
+    live_script = fetch(peer, "boot.ipxe")
+    res = deploy(tmp_path / "w", peer, b, rb4011_stage=True)
+    assert res.rc == 0, res.stdout
+    out = result(res)
+    assert (out["generation"], out["live"], out["staged_generations"]) == (gen_of(b), gen_of(a), [gen_of(b)])
+    assert f"generation {gen_of(b)} staged (live: {gen_of(a)})" in res.stdout
+    assert fetch(peer, "boot.ipxe") == live_script  # nodes keep booting the live one
+    staged = fetch(peer, f"{gen_of(b)}/generation.ipxe").decode()  # served under its own directory
+    assert f"set netboot_generation {gen_of(b)}\n" in staged
+    assert [fetch(peer, p) for p in script_paths(staged.encode())] == [(b / "vmlinuz").read_bytes(),
+                                                                      (b / "initramfs").read_bytes()]
+    assert all(r["comment"].endswith(" staged") for r in owned_rules(peer) if gen_of(b) in r["comment"])
+    again = deploy(tmp_path / "w", peer, b, rb4011_stage=True)
+    assert again.rc == 0 and again.changed(HOST) == 0, again.stdout
+    # a later live deploy keeps it, beyond rb4011_keep_generations 1 (the previous live one is also kept)
+    later = result(deploy(tmp_path / "w", peer, c))
+    assert set(later["kept_generations"]) == {gen_of(c), gen_of(a), gen_of(b)} and later["removed_generations"] == []
+    # made live by id: no longer staged, c kept as the previous one, a pruned
+    live = result(deploy(tmp_path / "w", peer, c, rb4011_generation=gen_of(b)))
+    assert live["live"] == gen_of(b) and live["staged_generations"] == [] and live["removed_generations"] == [gen_of(a)]
+    assert f"set netboot_generation {gen_of(b)}\n" in fetch(peer, "boot.ipxe").decode()
+    assert not any(r["comment"].endswith(" staged") for r in owned_rules(peer))

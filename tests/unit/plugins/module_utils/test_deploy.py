@@ -169,3 +169,74 @@ def test_chainload_binaries_content_addressed_rules_and_stale_removal(tmp_path: 
     # without rb4011_manage_dhcp nothing DHCP-related is planned, owned chainload rules and files stay
     plain = make_plan(st, Options(), d)
     assert plain.chainload_changes == [] and plain.dhcp is None and "*1" not in plain.remove_ids
+
+
+def apply_rules(st: RouterState, plan_rules: list, files: list[tuple[str, int]]) -> RouterState:
+    """The router after a plan's rule changes (added/changed rows by key, removals dropped) and its new files."""
+    rows = {r[".id"]: dict(r) for r in st.tftp}
+    for n, c in enumerate(plan_rules):
+        if c.action == "remove":
+            rows.pop(c.id, None)
+        elif c.action == "add":
+            rows[f"*new{n}"] = {".id": f"*new{n}", **c.values}
+        else:
+            rows[c.id].update(c.values)
+    names = {f.name for f in st.files}
+    extra = [RouterFile(f"*f{i}", n, "file", s) for i, (n, s) in enumerate(files) if n not in names]
+    return RouterState(st.host, st.version, st.identity, st.free, st.total, st.files + tuple(extra),
+                       tuple(rows.values()))
+
+
+def test_a_staged_generation_is_kept_and_only_dispatched_macs_get_it(tmp_path: Path) -> None:
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import (
+        dispatch_macs,
+        dispatch_script,
+        generations,
+        stable_target,
+    )
+    a = read_dist(make_dist(tmp_path / "a", "tftp://r"), tmp_path / "s")
+    b = read_dist(make_dist(tmp_path / "b", "tftp://r", kernel_args="console=ttyS0 b=1"), tmp_path / "s2")
+    files, rules = installed(a.generation, 1, True, {x.name: x.size for x in a.artefacts})
+    st = state(files, rules)
+    with pytest.raises(DeployError, match="nothing to stage beside"):
+        make_plan(state(), Options(stage=True), b)
+    plan = make_plan(st, Options(stage=True), b)
+    assert plan.live_after == a.generation and plan.staged == [b.generation] and plan.seq == 0
+    assert [c.key for c in plan.rule_changes if c.key == "boot.ipxe"] == []  # nobody boots it yet
+    st = apply_rules(st, plan.rule_changes, [(f"netboot/{b.generation}/{x.name}", x.size) for x in b.artefacts])
+    assert generations(st, "netboot")[b.generation].staged and stable_target(st, "netboot").live == a.generation
+    assert not make_plan(st, Options(stage=True), b).changes  # a rerun stages nothing more
+    # a later deploy of another generation (live) keeps the staged one, whatever rb4011_keep_generations says
+    c = read_dist(make_dist(tmp_path / "c", "tftp://r", kernel_args="console=ttyS0 c=1"), tmp_path / "s3")
+    later = make_plan(st, Options(keep=1), c)
+    assert b.generation in later.kept and b.generation not in later.remove_generations
+    assert set(later.kept) == {c.generation, b.generation, a.generation}
+    dropped = make_plan(st, Options(keep=1, unstage=(b.generation,)), c)
+    assert b.generation in dropped.remove_generations  # rb4011_unstage lets cleanup take it
+    # the roll: two MACs get the staged generation through a dispatcher; everyone else the live one
+    with pytest.raises(DeployError, match="is live"):
+        make_plan(st, Options(dispatch=(a.generation, ("52:54:00:00:00:01",))), None)
+    d = make_plan(st, Options(dispatch=(b.generation, ("52-54-00-00-00-02", "52:54:00:00:00:01"))), None)
+    assert d.dispatch_upload is not None and d.live_after == a.generation
+    path, text = d.dispatch_upload
+    assert path.startswith(f"netboot/dispatch/{a.generation}.{b.generation}.")
+    assert text.decode() == dispatch_script(a.generation, b.generation, ["52:54:00:00:00:01", "52:54:00:00:00:02"])
+    assert dispatch_macs(text.decode()) == ["52:54:00:00:00:01", "52:54:00:00:00:02"]
+    assert f"chain --autofree {b.generation}/{GENERATION_SCRIPT}" in text.decode()
+    switch = [c for c in d.rule_changes if c.key == "boot.ipxe"]
+    assert len(switch) == 1 and switch[0].values["real-filename"] == path
+    st = apply_rules(st, d.rule_changes, [(path, len(text))])
+    now = stable_target(st, "netboot")
+    assert (now.live, now.staged, now.dispatcher) == (a.generation, b.generation, path)
+    assert not make_plan(st, Options(dispatch=(b.generation, ("52:54:00:00:00:01", "52:54:00:00:00:02"))),
+                         None).changes
+    # back to nobody: the stable rule serves the live script again and the dispatcher goes
+    back = make_plan(st, Options(dispatch=(b.generation, ())), None)
+    assert [c.values["real-filename"] for c in back.rule_changes if c.key == "boot.ipxe"] == \
+        [f"netboot/{a.generation}/{GENERATION_SCRIPT}"]
+    assert any(f.name == path and f.id in back.remove_ids for f in st.files)
+    # the roll done: rb4011_generation makes it live for all, no longer staged, the old live one kept
+    live = make_plan(st, Options(generation=b.generation), None)
+    assert live.live_after == b.generation and live.staged == [] and a.generation in live.kept
+    assert all(" staged" not in c.values.get("comment", "") for c in live.rule_changes if c.action != "remove")
+    assert any(f.name == path and f.id in live.remove_ids for f in st.files)

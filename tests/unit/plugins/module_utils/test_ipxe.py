@@ -102,7 +102,7 @@ def test_script_dispatches_on_the_booting_nic_and_falls_back_to_cattle() -> None
 def test_script_retries_every_download_then_next_server_then_failsafe() -> None:
     text = render(spec(retries=3, retry_delay=4, failsafe_timeout=45))
     kernel_cmd = ("kernel ${base}/vmlinuz initrd=initramfs ${node_initrd_arg} console=tty0 console=ttyS0,115200 "
-                  "netboot.hostname=${node_hostname} netboot.role=${node_role} ${node_args} && goto s0_initrd0 ||")
+                  "netboot.hostname=${node_hostname} netboot.role=${node_role} netboot.generation=${netboot_generation} ${node_args} && goto s0_initrd0 ||")
     assert text.count(kernel_cmd) == 3
     s0 = text.split(":s0\n", 1)[1].split(":s1\n", 1)[0]
     assert "set base http://10.0.2.2:8080" in s0 and s0.count("goto s1\n") == 4  # kernel, initramfs, node initrd, boot

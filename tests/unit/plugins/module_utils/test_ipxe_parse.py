@@ -131,7 +131,7 @@ def test_every_line_is_exactly_the_intended_command() -> None:
     assert kernel[0].argv == (
         "kernel", "${base}/vmlinuz", "initrd=intel-ucode.img", "initrd=initramfs", "${node_initrd_arg}", "console=tty0",
         "console=ttyS0,115200", "ip=dhcp", "modules=loop,squashfs", "netboot.hostname=${node_hostname}",
-        "netboot.role=${node_role}", "${node_args}",
+        "netboot.role=${node_role}", "netboot.generation=${netboot_generation}", "${node_args}",
     )
     # the host name only ever appears inside its comment line, which holds no command
     lines = [i + 1 for i, ln in enumerate(text.splitlines()) if "n100_a.lab:1@x+y-z" in ln]
@@ -140,7 +140,7 @@ def test_every_line_is_exactly_the_intended_command() -> None:
     # "${" appears only where the template expands iPXE's own settings, never from an inventory value
     expanded = {m for c in cmds for w in c.argv for m in re.findall(r"\$\{([^}]*)\}", w)}
     assert expanded <= {"base", "netX/ip", "netX/mac", "netX/mac:hexraw", "node_hostname", "node_role", "node_args",
-                        "node_initrd", "node_initrd_arg", "reason", "failsafe_action"}
+                        "node_initrd", "node_initrd_arg", "reason", "failsafe_action", "netboot_generation"}
 
 
 HOSTILE_NODES = [

@@ -1,0 +1,325 @@
+#!/usr/bin/python
+"""Ansible module: roll a staged generation out over the herd, node by node, with health checks and rollback."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: herd_update
+short_description: Roll a staged netboot generation out over the nodes, with health checks and rollback
+description:
+  - Runs on the controller for one boot server (RouterOS) and the nodes that boot from it (C(playbooks/update_herd.yml)).
+  - Pre-flight - every node in O(nodes) answers over SSH and is healthy on the live generation (or, after an earlier
+    stopped run, already on the staged one), else it fails naming each node that is not, rebooting nothing. Holds the
+    router's deploy lock for the whole run. A node's address is its DHCP lease on the router (by MAC) unless given.
+  - Works one batch at a time (O(max_unavailable) nodes, O(canary) nodes first) - runs O(pre_reboot_commands) on each
+    node, points the batch's MACs at the staged generation (the stable C(boot.ipxe) serves a dispatcher), reboots
+    them over SSH (key only), then waits until each has booted anew (a new boot id) on the staged generation (its
+    C(netboot.generation=)), with every service of its role started, C(/) a tmpfs and O(health_commands) passing; then
+    runs O(post_boot_commands).
+  - When every node is healthy the staged generation goes live for all clients, unknown MACs included.
+  - A node not healthy within O(boot_timeout) stops the roll - no further node is rebooted, the staged generation does
+    not go live, the failed nodes' MACs point back at the live generation, each is rebooted into it over SSH or, with
+    SSH gone, by O(power_cycle_command) (else the message says to power-cycle it by hand) and waited for; the task fails
+    naming the node, the generation and the first check that failed.
+  - Check mode probes the nodes (read only) and returns the plan; nothing is rebooted or written.
+  - With nothing staged it checks that every node is healthy on the live generation and reports C(changed=false).
+version_added: "0.2.0"
+author: homelab.alpine_netboot maintainers (@homelab)
+options:
+  host:
+    description: Address of the router (API and SSH).
+    type: str
+    required: true
+  user:
+    description: RouterOS user with the api, ssh and ftp policies.
+    type: str
+    required: true
+  password:
+    description: Its password (keep it in Ansible Vault). Never logged.
+    type: str
+    required: true
+  api_port:
+    description: API port; default 8728, or 8729 with O(use_tls).
+    type: int
+  ssh_port:
+    description: The router's SSH/SFTP port (the dispatcher is uploaded over SFTP).
+    type: int
+    default: 22
+  use_tls:
+    description: Use API-SSL with certificate verification against O(ca_path).
+    type: bool
+    default: false
+  ca_path:
+    description: CA bundle that signed the router's API-SSL certificate.
+    type: path
+  validate_cert_hostname:
+    description: Also check the certificate's name against O(host).
+    type: bool
+    default: false
+  force_no_cert:
+    description: Allow API-SSL with anonymous Diffie-Hellman (encrypted, not authenticated). Only when explicitly set.
+    type: bool
+    default: false
+  known_hosts:
+    description: An OpenSSH known_hosts file holding the router's host key. One of O(known_hosts) and
+      O(host_key_fingerprint) is required.
+    type: path
+  host_key_fingerprint:
+    description: The router's SSH host key fingerprint in OpenSSH's C(SHA256:...) form.
+    type: str
+  timeout:
+    description: API and SSH timeout in seconds.
+    type: int
+    default: 15
+  dir:
+    description: Directory on the router holding the generations.
+    type: str
+    default: netboot
+  keep:
+    description: Previous generations kept besides the live one when the staged one goes live.
+    type: int
+    default: 1
+  lock_timeout:
+    description: Seconds to wait for another deploy's router lock; 0 fails at once naming the holder.
+    type: float
+    default: 0
+  lock_stale:
+    description: A router lock not refreshed for this many seconds (router clock) is taken over with a warning.
+    type: int
+    default: 1800
+  staging_dir:
+    description: Local directory for the dispatcher script before its upload.
+    type: path
+    required: true
+  progress_log:
+    description: File each step is appended to (C(tail -f) it).
+    type: path
+  report:
+    description: JSON report written after the roll (also when it fails), not in check mode.
+    type: path
+  generation:
+    description: The staged generation to roll out; default the one staged (or the one an earlier stopped roll used).
+    type: str
+  nodes:
+    description: The nodes, in inventory order - C(name), C(mac) and optionally C(address) (C(ansible_host)).
+    type: list
+    elements: dict
+    required: true
+  canary:
+    description: Names of nodes rolled first, before any other.
+    type: list
+    elements: str
+    default: []
+  max_unavailable:
+    description: Nodes rebooted at once (a batch).
+    type: int
+    default: 1
+  boot_timeout:
+    description: Seconds from a node's reboot until it must be healthy.
+    type: int
+    default: 900
+  poll_interval:
+    description: Seconds between two probes of a node that is not back yet.
+    type: int
+    default: 5
+  pre_reboot_commands:
+    description: Shell commands run on each node before it is rebooted (e.g. drain a Nomad client); one failing stops
+      the roll before that batch reboots.
+    type: list
+    elements: str
+    default: []
+  health_commands:
+    description: Shell commands that must exit 0 on a node for it to count as healthy (retried until O(boot_timeout)).
+    type: list
+    elements: str
+    default: []
+  post_boot_commands:
+    description: Shell commands run on each node once it is healthy (e.g. mark the Nomad node eligible).
+    type: list
+    elements: str
+    default: []
+  power_cycle_command:
+    description:
+      - Run by C(/bin/sh) on the controller to power-cycle a node whose SSH is gone (a smart plug, AMT, Wake-on-LAN),
+        with C(HERD_NODE), C(HERD_MAC) and C(HERD_ADDRESS) in its environment. Empty - the message says to do it by
+        hand.
+    type: str
+    default: ""
+  ssh_user:
+    description: User on the nodes (key-only login).
+    type: str
+    default: root
+  ssh_node_port:
+    description: SSH port of the nodes.
+    type: int
+    default: 22
+  ssh_private_key_file:
+    description: Private key for the nodes; empty uses the controller's ssh agent and default keys.
+    type: path
+  ssh_known_hosts:
+    description:
+      - known_hosts file with the nodes' host keys, checked strictly. Empty - host keys are not checked (the image makes
+        new ones at each boot unless a per-node initrd gives stable ones) and a warning says so.
+    type: path
+  ssh_extra_args:
+    description: More arguments for C(ssh) (e.g. C(-o ProxyJump=bastion)).
+    type: list
+    elements: str
+    default: []
+extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.attributes
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Probes the nodes over SSH (read only) and the router (API only) and returns the plan; reboots nothing.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+    details: Runs on the controller (C(connection=local)); talks to RouterOS over the network and to the nodes over SSH.
+notes:
+  - The nodes need no Python - every check is one POSIX shell command over SSH.
+"""
+
+EXAMPLES = r"""
+- name: Roll the staged generation out, one node at a time, canary first
+  homelab.alpine_netboot.herd_update:
+    host: 192.168.88.1
+    user: netboot
+    password: "{{ rb4011_password }}"
+    host_key_fingerprint: "SHA256:abc..."
+    staging_dir: build/deploy/rb4011
+    nodes:
+      - {name: n100-a, mac: "52:54:00:aa:bb:01"}
+      - {name: n100-b, mac: "52:54:00:aa:bb:02"}
+    canary: [n100-a]
+    pre_reboot_commands: ["nomad node drain -self -enable -yes -deadline 5m"]
+    post_boot_commands: ["nomad node eligibility -self -enable"]
+    power_cycle_command: "curl -fsS http://plug-$HERD_NODE/cycle"
+"""
+
+RETURN = r"""
+generation:
+  description: The staged generation rolled out (the live one when nothing was staged).
+  returned: success
+  type: str
+live_before:
+  description: The generation live before the run.
+  returned: success
+  type: str
+live:
+  description: The generation live after the run.
+  returned: success
+  type: str
+plan:
+  description: The batches, in order, and the switch to live.
+  returned: success
+  type: list
+  elements: str
+nodes:
+  description:
+    - Per node - name, mac, address, before and after (generations), state (skipped, updated, failed, rolled back,
+      not recovered), down_at and up_at (epoch seconds), seconds_down, checks (each step and check) and failure.
+  returned: always
+  type: list
+  elements: dict
+unknown_macs:
+  description: MACs with a DHCP lease on the router that are not in O(nodes) (they boot the live generation at their
+    next boot).
+  returned: success
+  type: list
+  elements: str
+kept_generations:
+  description: Generations kept on the router after the switch to live.
+  returned: when the staged generation went live
+  type: list
+  elements: str
+commands:
+  description: The SSH and power-cycle commands run, as argv lines.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import Options, Target
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._herd import (
+    HerdError,
+    Nodes,
+    RollOptions,
+    SshOptions,
+    parse_nodes,
+    update_herd,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import API_ARGUMENT_SPEC, api_options
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import Progress
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import SshOptions as RouterSsh
+
+ARGUMENT_SPEC = {
+    **API_ARGUMENT_SPEC,
+    "ssh_port": {"type": "int", "default": 22},
+    "known_hosts": {"type": "path"},
+    "host_key_fingerprint": {"type": "str", "no_log": False},  # public: it identifies the key, not a secret
+    "dir": {"type": "str", "default": "netboot"},
+    "keep": {"type": "int", "default": 1},
+    "lock_timeout": {"type": "float", "default": 0},
+    "lock_stale": {"type": "int", "default": 1800},
+    "staging_dir": {"type": "path", "required": True},
+    "progress_log": {"type": "path"},
+    "report": {"type": "path"},
+    "generation": {"type": "str"},
+    "nodes": {"type": "list", "elements": "dict", "required": True},
+    "canary": {"type": "list", "elements": "str", "default": []},
+    "max_unavailable": {"type": "int", "default": 1},
+    "boot_timeout": {"type": "int", "default": 900},
+    "poll_interval": {"type": "int", "default": 5},
+    "pre_reboot_commands": {"type": "list", "elements": "str", "default": []},
+    "health_commands": {"type": "list", "elements": "str", "default": []},
+    "post_boot_commands": {"type": "list", "elements": "str", "default": []},
+    "power_cycle_command": {"type": "str", "default": ""},
+    "ssh_user": {"type": "str", "default": "root"},
+    "ssh_node_port": {"type": "int", "default": 22},
+    "ssh_private_key_file": {"type": "path", "no_log": False},  # a path, not the key
+    "ssh_known_hosts": {"type": "path"},
+    "ssh_extra_args": {"type": "list", "elements": "str", "default": []},
+}
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
+                           required_one_of=[("known_hosts", "host_key_fingerprint")])
+    fail_if_missing(module)
+    p = module.params
+    talk = Nodes(SshOptions(p["ssh_user"], p["ssh_node_port"], p["ssh_private_key_file"] or "",
+                            p["ssh_known_hosts"] or "", tuple(p["ssh_extra_args"])), p["power_cycle_command"])
+    with fail_on_error(module):
+        target = Target(api_options(p), RouterSsh(p["host"], p["user"], p["password"], p["ssh_port"],
+                                                  p["known_hosts"], p["host_key_fingerprint"], timeout=p["timeout"]))
+        opts = Options(p["dir"].strip("/"), p["keep"], lock_timeout=p["lock_timeout"], lock_stale=p["lock_stale"])
+        roll = RollOptions(p["max_unavailable"], tuple(p["canary"]), p["boot_timeout"], p["poll_interval"],
+                           tuple(p["pre_reboot_commands"]), tuple(p["post_boot_commands"]),
+                           tuple(p["health_commands"]))
+        progress = Progress(Path(p["progress_log"]) if p["progress_log"] and not module.check_mode else None)
+        report = Path(p["report"]) if p["report"] and not module.check_mode else None
+        try:
+            result = update_herd(target, opts, Path(p["staging_dir"]), nodes=parse_nodes(p["nodes"]),
+                                 wanted=p["generation"] or None, roll=roll, talk=talk, check=module.check_mode,
+                                 progress=progress, report_path=report)
+        except HerdError as e:
+            got = dict(e.details.get("result") or {})
+            for w in got.pop("warnings", []):
+                module.warn(w)
+            module.fail_json(msg=str(e), **got, commands=talk.runner.log)
+    for w in result.pop("warnings"):
+        module.warn(w)
+    module.exit_json(**result, commands=talk.runner.log)
+
+
+if __name__ == "__main__":
+    main()
