@@ -43,7 +43,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp impor
 
 LEASE_MENU = "/ip/dhcp-server/lease"
 ROOT_FS = "tmpfs"  # what / is on a node running from RAM
-REBOOT = "nohup sh -c 'sleep 1; reboot' >/dev/null 2>&1 </dev/null &"
+REBOOT = "setsid sh -c 'sleep 1; reboot' >/dev/null 2>&1 </dev/null &"  # returns at once; the node reboots 1 s later
 PROBE = r"""echo "boot_id=$(cat /proc/sys/kernel/random/boot_id)"
 for o in $(cat /proc/cmdline); do case "$o" in netboot.generation=*) echo "generation=${o#*=}";; esac; done
 role=$(cat /etc/netboot/role 2>/dev/null); echo "role=$role"
