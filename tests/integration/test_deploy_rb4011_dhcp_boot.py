@@ -14,7 +14,6 @@ import hashlib
 import os
 import re
 import selectors
-import shutil
 import struct
 import subprocess
 import time
@@ -26,7 +25,7 @@ import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _dhcp, _ipxe, _qemu, _testhook, _vm
 from tests.fixtures.bootimage import boot_image
-from tests.fixtures.material import REPO
+from tests.fixtures.netvm import netboot_argv
 from tests.fixtures.routeros.deploy import HOST, deploy, result
 from tests.fixtures.routeros.dhcp import (
     FILE_FIELD_MODES,
@@ -38,6 +37,7 @@ from tests.fixtures.routeros.dhcp import (
     edk2_filename,
     ipxe_filename,
 )
+from tests.fixtures.routeros.dist import checked_dist as checked_dist_of
 from tests.fixtures.routeros.dist import make_dist
 from tests.fixtures.routeros.peer import Peer
 from tests.fixtures.routeros.tftp import tftp_get
@@ -47,8 +47,6 @@ NET = "192.168.88.0/24"
 ROUTER = "192.168.88.1"
 DHCP: dict[str, Any] = {"rb4011_manage_dhcp": True, "rb4011_dhcp_network": NET}
 MODELS = [DhcpModel(f, p) for f in FILE_FIELD_MODES for p in PRECEDENCES]
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE.fd")  # Debian ovmf: no Secure Boot (Debian's iPXE is unsigned)
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS.fd")
 # (client, option 93 architecture, sends iPXE's option 77, how it reads the reply)
 CLIENTS = {
     "uefi-firmware": (7, False, edk2_filename),
@@ -165,25 +163,8 @@ def bootable_dist(tmp_path: Path) -> Path:
 
 def boot(lan: Lan, tmp_path: Path, *, uefi: bool, timeout: float) -> _vm.BootResult:
     accel = _qemu.pick_accel()
-    return _vm.run_vm(vm_argv(lan, tmp_path, uefi=uefi, accel=accel), marker=_testhook.DEFAULT_MARKER,
+    return _vm.run_vm(netboot_argv(lan, tmp_path, uefi=uefi, accel=accel), marker=_testhook.DEFAULT_MARKER,
                       timeout=timeout, accel=accel, console_log=tmp_path / "console.log")
-
-
-def vm_argv(lan: Lan, tmp_path: Path, *, uefi: bool, accel: str) -> list[str]:
-    """qemu in the LAN's namespace, booting from the network: OVMF's own PXE (UEFI) or the NIC's iPXE ROM (BIOS)."""
-    argv = [_qemu.QEMU, *(["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg", "-cpu", "max"]),
-            "-machine", "pc", "-m", "512M", "-nographic", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-            "-netdev", f"tap,id=n0,ifname={lan.tap},script=no,downscript=no",
-            # UEFI: no option ROM, so OVMF's own virtio-net driver and PXE (EDK2 UefiPxeBcDxe) do the first DHCP
-            # and TFTP, as an N100's firmware does (the NIC ROM would put iPXE there instead, skipping snponly.efi);
-            # BIOS: the NIC's default ROM, iPXE (Debian ipxe-qemu)
-            "-device", f"virtio-net-pci,netdev=n0,mac={_qemu.DEFAULT_MAC},bootindex=1{',romfile=' if uefi else ''}",
-            "-boot", "order=n"]
-    if uefi:
-        shutil.copyfile(OVMF_VARS, tmp_path / "OVMF_VARS.fd")  # the firmware writes its variables: a copy per test
-        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
-                 "-drive", f"if=pflash,format=raw,unit=1,file={tmp_path / 'OVMF_VARS.fd'}"]
-    return lan.exec(argv)
 
 
 def served(peer: Peer) -> list[str]:
@@ -255,11 +236,8 @@ def checked_dist(tmp_path: Path, failsafe_timeout: int) -> Path:
     image = boot_image()
     initramfs = _qemu.concat_initrds([image.initramfs, _testhook.hook_cpio([])], tmp_path / "initramfs")
     files = {"vmlinuz": image.kernel.read_bytes(), "initramfs": initramfs.read_bytes()}
-    script = _ipxe.render(_ipxe.ScriptSpec(
-        boot_server_url=f"tftp://{ROUTER}", kernel_args="console=ttyS0", retries=1, retry_delay=0,
-        failsafe_timeout=failsafe_timeout, digests={n: hashlib.sha256(b).hexdigest() for n, b in files.items()},
-    ), REPO / "roles/ipxe/templates/boot.ipxe.j2")
-    return make_dist(tmp_path / "dist", f"tftp://{ROUTER}", files=files, boot_ipxe=script)
+    return checked_dist_of(tmp_path / "dist", f"tftp://{ROUTER}", files, kernel_args="console=ttyS0", retries=1,
+                           retry_delay=0, failsafe_timeout=failsafe_timeout)
 
 
 def run_until(argv: list[str], log: Path, *, until: str, on: dict[str, Any], timeout: float) -> tuple[bool, str]:
@@ -324,7 +302,7 @@ def test_uefi_node_refuses_a_flipped_byte_and_boots_once_restored(peer: Peer, la
 
     t0 = time.monotonic()
     accel = _qemu.pick_accel()
-    ok, console = run_until(vm_argv(lan, tmp_path, uefi=True, accel=accel), tmp_path / "console.log",
+    ok, console = run_until(netboot_argv(lan, tmp_path, uefi=True, accel=accel), tmp_path / "console.log",
                             until=_testhook.DEFAULT_MARKER, on={_ipxe.FAILED_MARKER: restore}, timeout=900)
     got_served = served(peer)
     assert ok, (f"{console[-6000:]}\nDHCP: {[(e.reply.kind, e.reply.file) for e in dhcp.exchanges]}\n"
