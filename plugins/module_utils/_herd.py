@@ -337,8 +337,7 @@ class Herd:
             addr = self.address(node, fresh=True) or rep.address
             probe, why = self.talk.probe(addr) if addr else (None, "no DHCP lease")
             if probe is None:
-                if last.startswith("no SSH"):
-                    last = f"no SSH: no answer since the reboot (the node did not boot, or booted without SSH): {why}"
+                last = f"no SSH: no answer since the reboot (the node did not boot, or booted without SSH): {why}"
             elif probe.boot_id == old_boot:
                 last = "no boot: it is still running the boot from before the reboot"
             else:

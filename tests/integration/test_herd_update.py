@@ -1,0 +1,245 @@
+"""Issue 21: playbooks/update_herd.yml rolls a staged generation out over two real UEFI nodes.
+
+The nodes (qemu + OVMF, tests/fixtures/herd.py) netboot the shared e2e image from the RouterOS peer inside a network
+namespace, and the roll reaches them the way it reaches a real herd: their addresses from the router's DHCP leases
+(over the API), SSH as root with a key (the real OpenSSH client, the image's real tinysshd), reboots that go through
+OVMF's PXE, the router's TFTP and the dispatcher the roll writes. The nodes live for the whole module: each test
+starts from both healthy on the live generation and leaves them so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.e2e import Built
+from tests.fixtures.herd import (
+    NETWORK,
+    NEVER_BOOTS,
+    Node,
+    bridge_lan,
+    herd_dist,
+    lan_network,
+    lease_address,
+    node_mac,
+    ssh,
+    wait_ssh,
+)
+from tests.fixtures.material import REPO
+from tests.fixtures.playbook import PlaybookResult, run_playbook
+from tests.fixtures.routeros.deploy import HOST, deploy, inventory, result
+from tests.fixtures.routeros.peer import Peer
+from tests.fixtures.routeros.tftp import tftp_get
+from tests.fixtures.routeros.udp import BridgeLan
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+FIRST_BOOT = 600  # both nodes at once under TCG
+BOOT_TIMEOUT = 300  # herd_boot_timeout: one node's reboot under TCG, with room
+ROLL = "Roll the staged generation out over the herd"
+
+
+@dataclass
+class Herd:
+    peer: Peer
+    lan: BridgeLan
+    nodes: list[Node]
+    key: Path
+    image: Built
+    work: Path
+    live: str  # the generation both nodes run now
+    staged: str = ""  # the last generation staged
+
+    def address(self, i: int) -> str:
+        found = lease_address(self.peer, self.nodes[i].mac)
+        assert found, f"no lease for {self.nodes[i].mac}"
+        return found
+
+    def sh(self, i: int, command: str) -> str:
+        got = ssh(self.address(i), self.key, command)
+        assert got.returncode == 0, (command, got.returncode, got.stderr)
+        return got.stdout.strip()
+
+    def boot_id(self, i: int) -> str:
+        return self.sh(i, "cat /proc/sys/kernel/random/boot_id")
+
+    def generation(self, i: int) -> str:
+        words = [w for w in self.sh(i, "cat /proc/cmdline").split() if w.startswith("netboot.generation=")]
+        return words[-1].split("=", 1)[1] if words else ""
+
+    def stage(self, name: str, *, role: str = "herd", extra_args: str = "", **hostvars: Any) -> str:
+        """Deploy a dist of the shared image as a staged generation; its id."""
+        dist = herd_dist(self.work / name, self.image, roles=dict.fromkeys((n.mac for n in self.nodes), role),
+                         extra_args=extra_args)
+        res = deploy(self.work / "deploy", self.peer, dist, rb4011_manage_dhcp=True, rb4011_dhcp_network=NETWORK,
+                     rb4011_stage=True, **hostvars)
+        assert res.rc == 0, res.stdout[-4000:]
+        out = result(res)
+        assert out["live"] == self.live and out["generation"] in out["staged_generations"], out
+        self.staged = str(out["generation"])
+        return self.staged
+
+    def roll(self, *, check: bool = False, **extravars: Any) -> PlaybookResult:
+        work = self.work / "herd"
+        work.mkdir(parents=True, exist_ok=True)
+        inv = inventory(work / f"hosts-{len(list(work.glob('hosts-*')))}.yml", self.peer)
+        with inv.open("a") as fh:  # the nodes group: a mac per host, no ansible_host (addresses from the leases)
+            fh.write("    nodes:\n      hosts:\n" + "".join(
+                f"        herd{i}:\n          mac: \"{n.mac.upper().replace(':', '-')}\"\n"
+                for i, n in enumerate(self.nodes)))
+        ev = {"netboot_build_dir": str(work / "build"), "herd_ssh_private_key_file": str(self.key),
+              "herd_boot_timeout": BOOT_TIMEOUT, "herd_poll_interval": 2,
+              # the test's power switch: qemu's system_reset through the node's monitor socket
+              "herd_power_cycle_command": f"cd {REPO} && PYTHONPATH={REPO} {sys.executable} -m tests.fixtures.herd "
+                                          f"power-cycle {self.work}/$HERD_NODE/monitor.sock", **extravars}
+        return run_playbook("update_herd.yml", work, ev, inventory=inv, check=check)
+
+    def script(self) -> str:
+        """boot.ipxe as the router serves it to every client."""
+        return tftp_get("127.0.0.1", self.peer.tftp_port, "boot.ipxe").decode()
+
+
+def report(res: PlaybookResult) -> dict[str, Any]:
+    found = res.task_results(ROLL)
+    assert found, res.stdout[-4000:]
+    return found[-1]
+
+
+def by_name(rep: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n["name"]: n for n in rep["nodes"]}
+
+
+@pytest.fixture(scope="module")
+def herd(e2e_built: Built, herd_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herd]:
+    if os.geteuid() != 0:
+        pytest.skip("a network namespace with a bridge and taps for qemu needs root")
+    work = tmp_path_factory.mktemp("herd")
+    lan = bridge_lan(2).up()
+    peer = Peer(work / "peer").__enter__()
+    nodes: list[Node] = []
+    try:
+        lan_network(peer)
+        macs = [node_mac(0), node_mac(1)]
+        dist = herd_dist(work / "a", e2e_built, roles=dict.fromkeys(macs, "herd"))
+        res = deploy(work / "deploy", peer, dist, rb4011_manage_dhcp=True, rb4011_dhcp_network=NETWORK)
+        assert res.rc == 0, res.stdout[-4000:]
+        peer.serve_lan(lan)
+        # node i's files (monitor socket, console) in work/herd<i>: what the power-cycle command names
+        nodes = [Node(lan, tap, mac, work / f"herd{i}").start()
+                 for i, (tap, mac) in enumerate(zip(lan.taps, macs, strict=True))]
+        h = Herd(peer, lan, nodes, herd_key, e2e_built, work, str(result(res)["generation"]))
+
+        def up(i: int) -> None:
+            deadline = time.monotonic() + FIRST_BOOT
+            while lease_address(peer, nodes[i].mac) is None and time.monotonic() < deadline:
+                time.sleep(1)
+            try:
+                wait_ssh(h.address(i), herd_key, max(deadline - time.monotonic(), 1),
+                         command="rc-service tinysshd status")
+            except (TimeoutError, AssertionError) as exc:
+                raise AssertionError(f"{nodes[i].mac}: {exc}\n{nodes[i].console()[-3000:]}") from exc
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(up, range(2)))
+        yield h
+    finally:
+        for n in nodes:
+            n.stop()
+        peer.__exit__(None, None, None)
+        lan.down()
+
+
+def assert_healthy_on(h: Herd, generation: str) -> None:
+    for i in range(2):
+        assert h.generation(i) == generation
+        assert h.sh(i, "rc-service tinysshd status >/dev/null && echo up") == "up"
+
+
+def test_a_good_generation_rolls_one_node_at_a_time_then_goes_live(herd: Herd) -> None:
+    h = herd
+    before = [h.boot_id(i) for i in range(2)]
+    assert [h.generation(i) for i in range(2)] == [h.live, h.live]  # netboot.generation= from the router
+    new = h.stage("b", extra_args="herd.try=b")
+    live_script = h.script()
+    # --check: the plan, nothing rebooted, nothing written
+    planned = h.roll(check=True)
+    assert planned.rc == 0, planned.stdout[-4000:]
+    assert report(planned)["plan"] == ["batch 1: herd0", "batch 2: herd1", f"then {new} live for every client"]
+    assert [h.boot_id(i) for i in range(2)] == before and h.script() == live_script
+
+    t0 = time.time()
+    res = h.roll()
+    assert res.rc == 0, res.stdout[-6000:]
+    rep = report(res)
+    nodes = by_name(rep)
+    assert [nodes[n]["state"] for n in ("herd0", "herd1")] == ["updated", "updated"], rep
+    assert all((n["before"], n["after"]) == (h.live, new) for n in nodes.values())
+    # one at a time: herd1 went down only after herd0 was back up and healthy
+    assert t0 < nodes["herd0"]["down_at"] < nodes["herd0"]["up_at"] < nodes["herd1"]["down_at"] < nodes["herd1"]["up_at"]
+    assert all(n["seconds_down"] > 0 for n in nodes.values())
+    assert [h.boot_id(i) != b for i, b in enumerate(before)] == [True, True]
+    assert_healthy_on(h, new)
+    # live for every client: boot.ipxe is the new generation's script, no dispatcher left
+    assert f"set netboot_generation {new}\n" in h.script() and rep["live"] == new
+    assert not [r for r in h.peer.rows("/file") if "/dispatch/" in r.get("name", "")]
+    saved = json.loads((h.work / "herd" / "build" / f"herd-{HOST}.json").read_text())
+    assert [n["state"] for n in saved["nodes"]] == ["updated", "updated"]
+    print(f"good roll: herd0 down {nodes['herd0']['seconds_down']}s, herd1 down {nodes['herd1']['seconds_down']}s, "
+          f"whole roll {time.time() - t0:.0f}s")
+    h.live = new
+    # a second run: nothing staged, both healthy on the live one, nothing rebooted
+    again = h.roll()
+    assert again.rc == 0 and again.changed(HOST) == 0, again.stdout[-4000:]
+    assert [n["state"] for n in report(again)["nodes"]] == ["skipped", "skipped"]
+
+
+def test_a_broken_generation_stops_after_the_first_node_and_rolls_it_back(herd: Herd) -> None:
+    h = herd
+    before = [h.boot_id(i) for i in range(2)]
+    broken = h.stage("c", role="herd-broken")  # a role whose service netboot-fail never starts
+    live_script = h.script()
+    t0 = time.time()
+    res = h.roll()
+    assert res.rc != 0
+    rep = report(res)
+    msg = rep["msg"]
+    assert msg.startswith(f"herd0 not healthy on {broken} within herd_boot_timeout"), msg
+    assert "service netboot-fail not started" in msg and f"pointed back at {h.live}" in msg, msg
+    nodes = by_name(rep)
+    assert nodes["herd0"]["state"] == "rolled back" and nodes["herd1"]["state"] == "pending", rep
+    # the second node was never rebooted; the first is back on the live generation, healthy
+    assert h.boot_id(1) == before[1] and h.boot_id(0) != before[0]
+    assert_healthy_on(h, h.live)
+    # the live generation stayed live throughout: boot.ipxe is its script again, the dispatcher gone
+    assert h.script() == live_script
+    print(f"broken generation: stopped and rolled back in {time.time() - t0:.0f}s")
+
+
+def test_a_node_that_never_comes_back_is_power_cycled_into_the_live_generation(herd: Herd) -> None:
+    h = herd
+    before = [h.boot_id(i) for i in range(2)]
+    # a generation whose kernel panics and waits forever (no init); the broken one, still staged, is dropped
+    broken = h.staged
+    never = h.stage("d", extra_args=NEVER_BOOTS, rb4011_unstage=[broken])
+    assert broken not in {r.get("name", "").split("/")[1] for r in h.peer.rows("/file") if "/" in r.get("name", "")}
+    t0 = time.time()
+    res = h.roll(herd_canary=["herd1"])
+    assert res.rc != 0
+    rep = report(res)
+    msg = rep["msg"]
+    assert msg.startswith(f"herd1 not healthy on {never} within herd_boot_timeout ({BOOT_TIMEOUT}s): no SSH"), msg
+    nodes = by_name(rep)
+    assert nodes["herd1"]["state"] == "rolled back" and nodes["herd0"]["state"] == "pending", rep
+    assert any("power-cycled" in c for c in nodes["herd1"]["checks"]), nodes["herd1"]["checks"]
+    assert "Kernel panic" in h.nodes[1].console()
+    assert h.boot_id(0) == before[0] and h.boot_id(1) != before[1]
+    assert_healthy_on(h, h.live)
+    print(f"never back: power-cycled and back on {h.live} after {time.time() - t0:.0f}s")
