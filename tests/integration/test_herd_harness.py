@@ -109,7 +109,7 @@ def test_two_nodes_netboot_answer_ssh_reboot_and_power_cycle(e2e_built: Built, h
                 # several connections in a row: busybox nc -lk serves one tinysshd per connection
                 assert [out(address, herd_key, f"echo {i}") for i in range(3)] == ["0", "1", "2"]
 
-            # a reboot over SSH: the guest resets (no -no-reboot), OVMF netboots again, same lease
+            # a reboot over SSH: qemu ends, the node starts it again, OVMF netboots again, same lease
             t1 = time.monotonic()
             ssh(addresses[0], herd_key, "reboot", timeout=15)
             # a power cycle from the shell, as herd_power_cycle_command runs it
@@ -137,6 +137,8 @@ def test_two_nodes_netboot_answer_ssh_reboot_and_power_cycle(e2e_built: Built, h
             for address in addresses:
                 assert out(address, herd_key, "rc-service tinysshd status; echo rc=$?").endswith("rc=0")
             assert all(n.running for n in nodes)
+            # the guest's reboot and the reset each ended that qemu (-no-reboot), which the node started again cold
+            assert [n.restarts for n in nodes] == [1, 1]
             assert nodes[0].console_log.stat().st_size > 0
         finally:
             for n in nodes:

@@ -181,11 +181,11 @@ def test_audit_fails_the_build_naming_each_file_and_leaves_dist_alone(e2e_built:
     """Issue 10, must show 2 at playbook level: an overlay with a private key, a passworded root and a glibc-linked
     ELF (Debian's /bin/true) fails build.yml at the audit, naming each file; dist/ keeps the previous good image.
     Runs in its own build directory (the session's build stays as it is) on a copy of the session's dist/."""
-    overlay = tmp_path / "overlay"
+    # the session image's own overlay (its roles' init scripts: tests/fixtures/sshd.py) plus what the audit refuses
+    overlay = Path(shutil.copytree(e2e_built.extravars["netboot_overlay_dir"], tmp_path / "overlay"))
     (overlay / "root/.ssh").mkdir(parents=True)
     (overlay / "root/.ssh/id_ed25519").write_bytes(openssh_private_key())
     (overlay / "root/.ssh/id_ed25519").chmod(0o600)
-    (overlay / "etc").mkdir()
     shadow = (e2e_built.build / "image/etc/shadow").read_text()
     root_hash = "$6$netboottest$" + "A" * 86
     (overlay / "etc/shadow").write_text(re.sub(r"^root:[^:]*:", f"root:{root_hash}:", shadow, flags=re.M))
