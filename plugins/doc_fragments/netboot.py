@@ -67,3 +67,59 @@ options:
     type: int
     default: 1800
 """
+
+    # homelab.alpine_netboot.netboot.routeros_api - modules that talk to a RouterOS boot server's API
+    # (_routeros.API_ARGUMENT_SPEC). The RouterOS policies a module's user needs are in the module's notes.
+    ROUTEROS_API = r"""
+options:
+  host:
+    description: Address of the router (API and SSH).
+    type: str
+    required: true
+  user:
+    description: RouterOS user (the policies it needs are in the notes).
+    type: str
+    required: true
+  password:
+    description: Its password (keep it in Ansible Vault). Never logged.
+    type: str
+    required: true
+  api_port:
+    description: API port; default 8728, or 8729 with O(use_tls).
+    type: int
+  use_tls:
+    description: Use API-SSL with certificate verification against O(ca_path).
+    type: bool
+    default: false
+  ca_path:
+    description: CA bundle that signed the router's API-SSL certificate.
+    type: path
+  validate_cert_hostname:
+    description: Also check the certificate's name against O(host).
+    type: bool
+    default: false
+  force_no_cert:
+    description: Allow API-SSL with anonymous Diffie-Hellman (encrypted, not authenticated). Only when explicitly set.
+    type: bool
+    default: false
+  timeout:
+    description: API and SSH timeout in seconds.
+    type: int
+    default: 15
+"""
+
+    # homelab.alpine_netboot.netboot.routeros_sftp - modules that also write files to the router over SFTP.
+    ROUTEROS_SFTP = r"""
+options:
+  ssh_port:
+    description: The router's SSH/SFTP port.
+    type: int
+    default: 22
+  known_hosts:
+    description: An OpenSSH known_hosts file holding the router's host key. One of O(known_hosts) and
+      O(host_key_fingerprint) is required.
+    type: path
+  host_key_fingerprint:
+    description: The router's SSH host key fingerprint in OpenSSH's C(SHA256:...) form.
+    type: str
+"""

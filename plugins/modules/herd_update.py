@@ -27,51 +27,6 @@ description:
 version_added: "0.2.0"
 author: homelab.alpine_netboot maintainers (@homelab)
 options:
-  host:
-    description: Address of the router (API and SSH).
-    type: str
-    required: true
-  user:
-    description: RouterOS user with the api, ssh and ftp policies.
-    type: str
-    required: true
-  password:
-    description: Its password (keep it in Ansible Vault). Never logged.
-    type: str
-    required: true
-  api_port:
-    description: API port; default 8728, or 8729 with O(use_tls).
-    type: int
-  ssh_port:
-    description: The router's SSH/SFTP port (the dispatcher is uploaded over SFTP).
-    type: int
-    default: 22
-  use_tls:
-    description: Use API-SSL with certificate verification against O(ca_path).
-    type: bool
-    default: false
-  ca_path:
-    description: CA bundle that signed the router's API-SSL certificate.
-    type: path
-  validate_cert_hostname:
-    description: Also check the certificate's name against O(host).
-    type: bool
-    default: false
-  force_no_cert:
-    description: Allow API-SSL with anonymous Diffie-Hellman (encrypted, not authenticated). Only when explicitly set.
-    type: bool
-    default: false
-  known_hosts:
-    description: An OpenSSH known_hosts file holding the router's host key. One of O(known_hosts) and
-      O(host_key_fingerprint) is required.
-    type: path
-  host_key_fingerprint:
-    description: The router's SSH host key fingerprint in OpenSSH's C(SHA256:...) form.
-    type: str
-  timeout:
-    description: API and SSH timeout in seconds.
-    type: int
-    default: 15
   dir:
     description: Directory on the router holding the generations.
     type: str
@@ -168,6 +123,8 @@ options:
     elements: str
     default: []
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.routeros_api
+  - homelab.alpine_netboot.netboot.routeros_sftp
   - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
 attributes:
@@ -180,6 +137,7 @@ attributes:
     platforms: posix
     details: Runs on the controller (C(connection=local)); talks to RouterOS over the network and to the nodes over SSH.
 notes:
+  - The RouterOS user needs the api, ssh, ftp, read and write policies, as for M(homelab.alpine_netboot.rb4011_deploy).
   - The nodes need no Python - every check is one POSIX shell command over SSH.
 """
 

@@ -25,44 +25,10 @@ description:
 version_added: "0.2.0"
 author: homelab.alpine_netboot maintainers (@homelab)
 options:
-  host:
-    description: Address of the router (API; and TFTP unless O(tftp_address) is set).
-    type: str
-    required: true
-  user:
-    description: RouterOS user with the api and read policies.
-    type: str
-    required: true
-  password:
-    description: Its password (keep it in Ansible Vault). Never logged.
-    type: str
-    required: true
-  api_port:
-    description: API port; default 8728, or 8729 with O(use_tls).
-    type: int
-  use_tls:
-    description: Use API-SSL with certificate verification against O(ca_path).
-    type: bool
-    default: false
-  ca_path:
-    description: CA bundle that signed the router's API-SSL certificate.
-    type: path
-  validate_cert_hostname:
-    description: Also check the certificate's name against O(host).
-    type: bool
-    default: false
-  force_no_cert:
-    description: Allow API-SSL with anonymous Diffie-Hellman (encrypted, not authenticated). Only when explicitly set.
-    type: bool
-    default: false
   dir:
     description: Directory on the router holding the generations (as for rb4011_deploy).
     type: str
     default: netboot
-  timeout:
-    description: API timeout in seconds.
-    type: int
-    default: 15
   tftp_address:
     description: The router's address nodes fetch from (the DHCP next-server); default O(host).
     type: str
@@ -99,6 +65,7 @@ options:
     description: File the report is written to as JSON (not in check mode).
     type: path
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.routeros_api
   - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
 attributes:
@@ -111,6 +78,7 @@ attributes:
     platforms: posix
     details: Runs on the controller (C(connection=local)) and talks to RouterOS over the network.
 notes:
+  - The RouterOS user needs the api and read policies; nothing is written to the router.
   - Integrity, not authenticity - this proves what the router serves; anyone on the boot LAN can still answer DHCP
     and TFTP.
 """
