@@ -21,6 +21,9 @@ description:
     empty password locked, bash as root's shell when present, a serial getty, C(rc_cgroup_mode="unified"),
     C(/etc/subuid) and C(/etc/subgid), container storage on the tmpfs root, C(/dev/kvm) for group kvm, nomad
     client (and server snippet) settings and a MOTD with the build id.
+  - Then, as root on an image with OpenRC, makes OpenRC's dependency cache (C(rc-depend -u) chrooted into O(root),
+    written to C(/var/cache/rc)) so a node does not compute it at each boot; C(/init) drops it when a per-node
+    initrd brings a newer init script or setting.
 version_added: "0.2.0"
 author:
   - homelab.alpine_netboot maintainers (@homelab)
@@ -116,6 +119,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps impor
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import CATTLE_PREFIX
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import stage_inputs
 
 ARGUMENT_SPEC = {
@@ -140,6 +144,7 @@ def main() -> None:
     p = module.params
     exit_if_missing(module, p["root"], f"write the node roles and settings in {p['root']}", "image")
     root = Path(p["root"])
+    runner = Runner()
     try:
         roles = _noderoles.parse_roles(p["roles"])
         if p["default_role"] not in {r.name for r in roles}:
@@ -166,12 +171,14 @@ def main() -> None:
         _noderoles.check_services(root, [
             _noderoles.Role(r.name, tuple(s for s in r.services if s not in staged)) for r in roles
         ], Path(p["cache_dir"]) if p["cache_dir"] else None)
+        deptree: list[str] = []
         if not module.check_mode:
             _nodeconf.apply_node(plan)
+            deptree = _nodeconf.refresh_deptree(root, runner)
     except (NetbootError, OSError) as exc:
-        module.fail_json(msg=str(exc), commands=[])
-    result = {"changed": plan.changed, "files": plan.paths(), "build_id": plan.build_id,
-              "keep_modules": _noderoles.keep_modules(roles), "commands": [],
+        module.fail_json(msg=str(exc), commands=runner.log)
+    result = {"changed": plan.changed or bool(deptree), "files": plan.paths() + deptree, "build_id": plan.build_id,
+              "keep_modules": _noderoles.keep_modules(roles), "commands": runner.log,
               "stage_input": stage_inputs({"node": p})["node"]}
     if module._diff:
         result["diff"] = plan.diff()

@@ -97,3 +97,38 @@ def test_the_nomad_service_runs_the_binary_where_the_inventory_put_it(alpine: Qu
     bare = subprocess.run(["sh", "-c", '. ./etc/init.d/nomad; echo "$command"'], cwd=root, capture_output=True,
                           text=True, check=True)
     assert bare.stdout.strip() == "/usr/bin/nomad" and not (root / "usr/bin/nomad").exists()
+
+
+def test_openrcs_dependency_cache_is_made_at_build_time(alpine: QuicksandImage, tmp_path: Path) -> None:
+    """rc-depend -u of the image's own OpenRC, chrooted into a copy of the real Alpine rootfs with the node files:
+    the cache lists every init script with its dependencies, a second run changes nothing, and nothing is left in
+    the image (no /run/openrc, no /dev/null)."""
+    import os
+
+    import pytest
+
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+
+    if os.geteuid() != 0:
+        pytest.skip("chroot needs root (the build runs as root: alpine_rootfs)")
+    root = tmp_path / "image"
+    shutil.copytree(alpine.root, root, symlinks=True)
+    shutil.rmtree(root / "dev", ignore_errors=True)
+    (root / "dev").mkdir()
+    # the quicksand image was set up as a container (rc_sys="lxc" in its rc.conf and a /.dockerenv, either of which
+    # drops hostname, fsck, ... from the tree); an image the build makes has neither (the openrc package's rc.conf)
+    (root / ".dockerenv").unlink(missing_ok=True)
+    conf = root / "etc/rc.conf"
+    conf.write_text("".join(ln for ln in conf.read_text().splitlines(True) if not ln.startswith("rc_sys=")))
+    _nodeconf.apply_node(_nodeconf.plan_node(root, spec()))
+    runner = Runner()
+    assert _nodeconf.refresh_deptree(root, runner) == ["var/cache/rc/deptree", "var/cache/rc/depconfig"]
+    tree = (root / "var/cache/rc/deptree").read_text()
+    services = {ln.split("=", 1)[1].strip("'") for ln in tree.splitlines() if "_service=" in ln}
+    assert {"netboot-node", "crond", "hostname", "fsck"} <= services
+    missing = {p.name for p in (root / "etc/init.d").iterdir() if p.is_file()} - services
+    assert not missing, missing
+    assert "/etc/fstab" in (root / "var/cache/rc/depconfig").read_text()
+    assert _nodeconf.refresh_deptree(root, runner) == []
+    assert not (root / "run/openrc").exists() and list((root / "dev").iterdir()) == []
+    assert runner.log[0].endswith(f"chroot {root} /usr/libexec/rc/bin/rc-depend -u")
