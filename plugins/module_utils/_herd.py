@@ -15,7 +15,6 @@ Importable without Ansible. README "Updating the herd" is the user's view. The p
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import time
@@ -31,6 +30,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
     ConfigError,
     NetbootError,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, dump_json
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._lock import playbook_process
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routerlock import (
     RouterLock,
@@ -192,7 +192,8 @@ class Nodes:
     def probe(self, address: str) -> tuple[Probe | None, str]:
         rc, out = self.run(address, PROBE, timeout=30)
         p = parse_probe(out) if rc == 0 else None
-        return p, "" if p else (f"no SSH: {out.strip().splitlines()[-1] if out.strip() else f'ssh rc {rc}'}")
+        last = out.strip().splitlines()[-1] if out.strip() else f"ssh rc {rc}"
+        return p, "" if p else (last if rc != 0 else f"the probe did not run to its end: {last}")
 
     def cycle(self, node: Node, address: str) -> tuple[bool, str]:
         """Run the power-cycle command for ``node`` (env HERD_NODE, HERD_MAC, HERD_ADDRESS): (it exited 0, what
@@ -231,12 +232,8 @@ class NodeReport:
 
 
 def write_report(path: Path | None, data: Mapping[str, Any]) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    if path is not None:
+        atomic_write_bytes(path, dump_json(data))
 
 
 def lease_addresses(rows: Sequence[Mapping[str, str]]) -> dict[str, str]:
@@ -305,7 +302,7 @@ class Herd:
                 continue
             probe, why = self.talk.probe(addr)
             if probe is None:
-                problems.append(f"{node.name} ({addr}): {why}")
+                problems.append(f"{node.name} ({addr}): no SSH: {why}")
                 continue
             rep.before = probe.generation
             want = self.staged if probe.generation == self.staged else self.live

@@ -273,10 +273,10 @@ def main() -> None:
             got = dict(e.details.get("result") or {})
             for w in got.pop("warnings", []):
                 module.warn(w)
-            module.fail_json(msg=str(e), **got, commands=talk.runner.log)
+            module.fail_json(msg=str(e), **got, commands=list(dict.fromkeys(talk.runner.log)))
     for w in result.pop("warnings"):
         module.warn(w)
-    module.exit_json(**result, commands=talk.runner.log)
+    module.exit_json(**result, commands=list(dict.fromkeys(talk.runner.log)))  # each command once
 
 
 if __name__ == "__main__":
