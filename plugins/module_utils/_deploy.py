@@ -399,8 +399,8 @@ class Options:
                                   "rb4011_rollback or rb4011_generation")
             if not GEN_RE.match(self.dispatch[0]):
                 raise ConfigError(f"dispatch generation {self.dispatch[0]!r}: give an id like g-0123456789ab")
-            object.__setattr__(self, "dispatch", (self.dispatch[0], tuple(sorted({normal_mac(m)
-                                                                                   for m in self.dispatch[1]}))))
+            macs = tuple(sorted({normal_mac(m) for m in self.dispatch[1]}))
+            object.__setattr__(self, "dispatch", (self.dispatch[0], macs))
 
 
 @dataclass

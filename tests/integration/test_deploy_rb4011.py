@@ -281,8 +281,8 @@ def test_a_staged_generation_is_uploaded_kept_and_given_to_nobody(peer: Peer, tm
     assert fetch(peer, "boot.ipxe") == live_script  # nodes keep booting the live one
     staged = fetch(peer, f"{gen_of(b)}/generation.ipxe").decode()  # served under its own directory
     assert f"set netboot_generation {gen_of(b)}\n" in staged
-    assert [fetch(peer, p) for p in script_paths(staged.encode())] == [(b / "vmlinuz").read_bytes(),
-                                                                      (b / "initramfs").read_bytes()]
+    want = [(b / "vmlinuz").read_bytes(), (b / "initramfs").read_bytes()]
+    assert [fetch(peer, p) for p in script_paths(staged.encode())] == want
     assert all(r["comment"].endswith(" staged") for r in owned_rules(peer) if gen_of(b) in r["comment"])
     again = deploy(tmp_path / "w", peer, b, rb4011_stage=True)
     assert again.rc == 0 and again.changed(HOST) == 0, again.stdout
