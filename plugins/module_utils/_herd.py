@@ -311,12 +311,14 @@ class Herd:
                 problems.append(f"{node.name} ({addr}): {failed}" + (
                     f" (live is {self.live}, staged {self.staged})" if failed.startswith("wrong") else ""))
                 continue
+            unhealthy = ""
             for cmd in self.opts.health:
                 rc, out = self.talk.run(addr, cmd)
                 if rc != 0:
-                    problems.append(f"{node.name} ({addr}): health command {cmd!r} rc {rc}: {out.strip()[-200:]}")
+                    unhealthy = f"{node.name} ({addr}): health command {cmd!r} rc {rc}: {out.strip()[-200:]}"
+                    problems.append(unhealthy)
                     break
-            if probe.generation == self.staged and not problems:
+            if probe.generation == self.staged and not unhealthy:
                 rep.state, rep.after = "skipped", self.staged
                 rep.check(f"already on {self.staged}: skipped")
                 self.on_staged.append(node.mac)

@@ -89,3 +89,81 @@ def test_ssh_is_key_only_batch_and_checks_host_keys_when_given() -> None:
     assert "UserKnownHostsFile=/kh" in strict and strict[-2:] == ["root@10.0.0.5", "true"]
     loose = Nodes(SshOptions()).argv("10.0.0.5", "true")
     assert "StrictHostKeyChecking=no" in loose and "-i" not in loose
+
+
+# -- the roll's decisions, on scripted nodes (the real ones boot in tests/integration/test_herd_update.py) ----------
+
+LIVE, NEW = "g-111111111111", "g-222222222222"
+
+
+class ScriptedNodes(Nodes):
+    """Nodes that reboot at once into whatever the dispatcher gives their MAC; ``bad``: generations whose role
+    service fails."""
+
+    def __init__(self, nodes: list[Node], on: dict[str, str], bad: set[str]) -> None:
+        super().__init__(SshOptions())
+        self.by_addr = {f"10.0.0.{i}": n for i, n in enumerate(nodes, 1)}
+        self.gen = {n.mac: on[n.name] for n in nodes}
+        self.boots = {n.mac: 1 for n in nodes}
+        self.bad = bad
+        self.dispatched: list[str] = []
+        self.reboots: list[str] = []
+
+    def probe(self, address: str) -> tuple[object, str]:
+        n = self.by_addr[address]
+        gen = self.gen[n.mac]
+        rc = "3" if gen in self.bad else "0"
+        text = (f"boot_id={n.mac}-{self.boots[n.mac]}\ngeneration={gen}\nrole=worker\nroot_fs=tmpfs\nbooting=no\n"
+                f"service=app {rc}\nprobe=done\n")
+        return parse_probe(text), ""
+
+    def run(self, address: str, command: str, timeout: float = 60) -> tuple[int, str]:
+        n = self.by_addr[address]
+        if "reboot" in command:
+            self.reboots.append(n.name)
+            self.boots[n.mac] += 1
+            self.gen[n.mac] = NEW if n.mac in self.dispatched else LIVE
+        return 0, ""
+
+
+def scripted_herd(on: dict[str, str], bad: set[str] = frozenset()) -> tuple[object, ScriptedNodes]:
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._herd import Herd, RollOptions
+
+    herd_nodes = nodes(len(on))
+    talk = ScriptedNodes(herd_nodes, on, set(bad))
+    leases = [{"mac-address": n.mac, "address": a, "status": "bound"} for a, n in talk.by_addr.items()]
+
+    def dispatch(macs: list[str]) -> None:
+        talk.dispatched = list(macs)
+
+    herd = Herd(herd_nodes, LIVE, NEW, RollOptions(boot_timeout=5, poll=0), talk, leases=lambda: leases,
+                dispatch=dispatch, tick=lambda: None, log=lambda _line: None)
+    return herd, talk
+
+
+def test_a_rerun_resumes_with_the_nodes_not_yet_on_the_new_generation() -> None:
+    herd, talk = scripted_herd({"n1": NEW, "n2": LIVE, "n3": LIVE})
+    assert herd.preflight() == []
+    assert herd.on_staged == ["52:54:00:00:00:01"] and herd.reports["n1"].state == "skipped"
+    herd.roll(plan_batches(herd.nodes, [], 1))
+    assert talk.reboots == ["n2", "n3"] and talk.dispatched == [n.mac for n in herd.nodes]
+    assert [herd.reports[n].state for n in ("n1", "n2", "n3")] == ["skipped", "updated", "updated"]
+
+
+def test_a_failed_node_is_pointed_back_and_no_further_node_is_rebooted() -> None:
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._herd import HerdError
+
+    herd, talk = scripted_herd({"n1": LIVE, "n2": LIVE}, bad={NEW})
+    assert herd.preflight() == []
+    with pytest.raises(HerdError, match=rf"^n1 not healthy on {NEW} .*: service app not started .* pointed back at "
+                                        rf"{LIVE} and came back healthy on it"):
+        herd.roll(plan_batches(herd.nodes, [], 1))
+    assert talk.reboots == ["n1", "n1"] and talk.dispatched == []  # into NEW, then back; n2 never
+    assert talk.gen == {"52:54:00:00:00:01": LIVE, "52:54:00:00:00:02": LIVE}
+    assert herd.reports["n1"].state == "rolled back" and herd.reports["n2"].state == "pending"
+
+
+def test_preflight_names_every_node_that_is_not_ready() -> None:
+    herd, _talk = scripted_herd({"n1": "g-333333333333", "n2": LIVE})
+    assert herd.preflight() == [f"n1 (10.0.0.1): wrong generation: booted g-333333333333, expected {LIVE} "
+                                f"(live is {LIVE}, staged {NEW})"]
