@@ -352,6 +352,8 @@ def refresh_deptree(root: Path, runner: Runner) -> list[str]:
     made_run = not run.exists()
     null = resolve_in_root(root, "dev/null", follow_last=False)
     made_null = not null.exists() and not null.is_symlink()
+    # the scratch entries leave /run and /dev as they were, mtimes included (a rerun changes nothing in the tree)
+    times = {d: (d.stat().st_atime_ns, d.stat().st_mtime_ns) for d in (run.parent, null.parent) if d.is_dir()}
     try:
         run.mkdir(parents=True, exist_ok=True)
         if made_null:  # a script's >/dev/null must not create a file in the image
@@ -376,3 +378,5 @@ def refresh_deptree(root: Path, runner: Runner) -> list[str]:
         else:
             for name in RC_CACHE_FILES:
                 (run / name).unlink(missing_ok=True)
+        for d, (atime, mtime) in times.items():
+            os.utime(d, ns=(atime, mtime))

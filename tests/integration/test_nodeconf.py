@@ -129,6 +129,8 @@ def test_openrcs_dependency_cache_is_made_at_build_time(alpine: QuicksandImage, 
     missing = {p.name for p in (root / "etc/init.d").iterdir() if p.is_file()} - services
     assert not missing, missing
     assert "/etc/fstab" in (root / "var/cache/rc/depconfig").read_text()
+    before = {d: (root / d).stat().st_mtime_ns for d in ("run", "dev")}
     assert _nodeconf.refresh_deptree(root, runner) == []
+    assert {d: (root / d).stat().st_mtime_ns for d in ("run", "dev")} == before  # a rerun leaves the tree as it was
     assert not (root / "run/openrc").exists() and list((root / "dev").iterdir()) == []
     assert runner.log[0].endswith(f"chroot {root} /usr/libexec/rc/bin/rc-depend -u")
