@@ -47,12 +47,14 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routerlock
     router_time,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import (
+    API_ARGUMENT_SPEC,
     FEATURES,
     ApiOptions,
     RouterOS,
     RouterOSError,
     RowChange,
     anchored,
+    api_options,
     connect,
     diff_rows,
     needs_rollover,
@@ -677,6 +679,23 @@ def chainload_artefacts(dhcp: DhcpOptions) -> list[Artefact]:
 class Target:
     api: ApiOptions
     ssh: SshOptions
+
+
+# the options of a module that reads the router over the API and writes files over SFTP (rb4011_deploy,
+# herd_update; documented by the doc fragments netboot.routeros_api and netboot.routeros_sftp)
+TARGET_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    **API_ARGUMENT_SPEC,
+    "ssh_port": {"type": "int", "default": 22},
+    "known_hosts": {"type": "path"},
+    "host_key_fingerprint": {"type": "str", "no_log": False},  # public: it identifies the key, not a secret
+}
+TARGET_REQUIRED_ONE_OF = [("known_hosts", "host_key_fingerprint")]  # the router's host key is always pinned
+
+
+def target_options(p: Mapping[str, Any]) -> Target:
+    """The router's API and SFTP options from a module's parameters (TARGET_ARGUMENT_SPEC)."""
+    return Target(api_options(p), SshOptions(p["host"], p["user"], p["password"], p["ssh_port"], p["known_hosts"],
+                                             p["host_key_fingerprint"], timeout=p["timeout"]))
 
 
 def deploy(

@@ -205,7 +205,12 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import Options, Target
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import (
+    TARGET_ARGUMENT_SPEC,
+    TARGET_REQUIRED_ONE_OF,
+    Options,
+    target_options,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._herd import (
     HerdError,
@@ -215,15 +220,10 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._herd impor
     parse_nodes,
     update_herd,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import API_ARGUMENT_SPEC, api_options
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import Progress
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import SshOptions as RouterSsh
 
 ARGUMENT_SPEC = {
-    **API_ARGUMENT_SPEC,
-    "ssh_port": {"type": "int", "default": 22},
-    "known_hosts": {"type": "path"},
-    "host_key_fingerprint": {"type": "str", "no_log": False},  # public: it identifies the key, not a secret
+    **TARGET_ARGUMENT_SPEC,
     "dir": {"type": "str", "default": "netboot"},
     "keep": {"type": "int", "default": 1},
     "lock_timeout": {"type": "float", "default": 0},
@@ -251,14 +251,13 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
-                           required_one_of=[("known_hosts", "host_key_fingerprint")])
+                           required_one_of=TARGET_REQUIRED_ONE_OF)
     fail_if_missing(module)
     p = module.params
     talk = Nodes(SshOptions(p["ssh_user"], p["ssh_node_port"], p["ssh_private_key_file"] or "",
                             p["ssh_known_hosts"] or "", tuple(p["ssh_extra_args"])), p["power_cycle_command"])
     with fail_on_error(module):
-        target = Target(api_options(p), RouterSsh(p["host"], p["user"], p["password"], p["ssh_port"],
-                                                  p["known_hosts"], p["host_key_fingerprint"], timeout=p["timeout"]))
+        target = target_options(p)
         opts = Options(p["dir"].strip("/"), p["keep"], lock_timeout=p["lock_timeout"], lock_stale=p["lock_stale"])
         roll = RollOptions(p["max_unavailable"], tuple(p["canary"]), p["boot_timeout"], p["poll_interval"],
                            tuple(p["pre_reboot_commands"]), tuple(p["post_boot_commands"]),

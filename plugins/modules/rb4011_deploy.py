@@ -245,17 +245,19 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import Options, Target, deploy
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import (
+    TARGET_ARGUMENT_SPEC,
+    TARGET_REQUIRED_ONE_OF,
+    Options,
+    deploy,
+    target_options,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import DhcpOptions
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import API_ARGUMENT_SPEC, api_options
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import Progress, SshOptions
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import Progress
 
 ARGUMENT_SPEC = {
-    **API_ARGUMENT_SPEC,
-    "ssh_port": {"type": "int", "default": 22},
-    "known_hosts": {"type": "path"},
-    "host_key_fingerprint": {"type": "str", "no_log": False},  # public: it identifies the key, not a secret
+    **TARGET_ARGUMENT_SPEC,
     "dist_dir": {"type": "path"},
     "dir": {"type": "str", "default": "netboot"},
     "keep": {"type": "int", "default": 1},
@@ -287,17 +289,13 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
-        required_one_of=[("known_hosts", "host_key_fingerprint")],
+        required_one_of=TARGET_REQUIRED_ONE_OF,
         required_if=[("manage_dhcp", True, ("dhcp_network",))],
     )
     fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     p = module.params
     with fail_on_error(module):
-        target = Target(
-            api_options(p),
-            SshOptions(p["host"], p["user"], p["password"], p["ssh_port"], p["known_hosts"],
-                       p["host_key_fingerprint"], timeout=p["timeout"]),
-        )
+        target = target_options(p)
         dhcp = DhcpOptions(p["dhcp_network"], p["dhcp_next_server"] or "", p["dhcp_firmware"],
                            p["dhcp_matcher_value"], p["dhcp_matching_type"], p["dhcp_server"], Path(p["ipxe_bios"]),
                            Path(p["ipxe_efi"]), p["dhcp_uefi_binary"], Path(p["ipxe_snp"])) if p["manage_dhcp"] else None
