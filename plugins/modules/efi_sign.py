@@ -38,7 +38,8 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Reports which files would be signed (C(sbverify) runs on the existing ones); writes nothing.
+    details: Reports which files would be signed (C(sbverify) runs on the existing ones); writes nothing. When a
+      source or the certificate is not made yet (check mode did not run its stage) it reports C(changed).
   diff_mode:
     support: none
 requirements:
@@ -71,6 +72,7 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _secureboot
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
@@ -86,8 +88,12 @@ def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     p = module.params
+    exit_if_missing(module, p["cert"], "sign the EFI binaries", "Secure Boot keys", signed=[])
+    for item in p["files"]:
+        if isinstance(item, dict) and item.get("src"):
+            exit_if_missing(module, str(item["src"]), "sign the EFI binaries", "build", signed=[])
     runner = Runner()
-    signed = []
+    signed: list[dict[str, object]] = []
     with fail_on_error(module, commands=runner.log, signed=signed):
         for i, item in enumerate(p["files"]):
             if not isinstance(item, dict) or not item.get("src") or not item.get("dest"):

@@ -58,7 +58,8 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Builds the image in memory and reports whether O(dest) would change; writes nothing.
+    details: Builds the image in memory and reports whether O(dest) would change; writes nothing. When an input
+      is not made yet (an earlier stage only planned in check mode) it reports C(changed) and says so.
   diff_mode:
     support: none
 requirements:
@@ -116,6 +117,7 @@ from pathlib import Path
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _uki
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
@@ -135,6 +137,10 @@ def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     p = module.params
+    inputs = [(p["stub"], "systemd-boot-efi"), (p["kernel"], "kernel"), (p["cert"], "Secure Boot keys"),
+              *((i, "initramfs") for i in p["initrds"])]
+    for path, producer in inputs:
+        exit_if_missing(module, path, f"build and sign the UKI {p['dest']}", producer, dest=p["dest"])
     runner = Runner()
     with fail_on_error(module, commands=runner.log, dest=p["dest"]):
         out = _uki.build_signed_uki(

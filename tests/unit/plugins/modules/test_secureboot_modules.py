@@ -43,6 +43,11 @@ def test_secure_boot_keys_module(tmp_path: Path) -> None:
 @needs_sbsign
 def test_efi_sign_and_netboot_uki_modules(tmp_path: Path) -> None:
     keys = tmp_path / "secureboot"
+    # a --check run of a fresh build: no keys yet -> planned, not failed
+    rc, res = run_module("efi_sign", tmp_path / "w", {"files": [{"src": "/x.efi", "dest": str(tmp_path / "y.efi")}],
+                                                       "key": "not-a-real-key-text", "cert": str(keys / "db.crt")},
+                         check=True)
+    assert rc == 0 and res["changed"] and "cannot say more" in res["msg"] and str(keys / "db.crt") in res["msg"], res
     assert run_module("secure_boot_keys", tmp_path / "w", {"dir": str(keys)})[0] == 0
     key = (keys / "db.key").read_text()
     stub, dist = stub_path(), tmp_path / "dist"
@@ -78,6 +83,8 @@ def test_efi_sign_and_netboot_uki_modules(tmp_path: Path) -> None:
     assert rc == 0 and not res["changed"] and uki.stat().st_mtime_ns == mtime, res
     rc, res = run_module("netboot_uki", tmp_path / "w", {**uki_args, "cmdline": "quiet"}, check=True)
     assert rc == 0 and res["changed"] and uki.stat().st_mtime_ns == mtime, res
+    rc, res = run_module("netboot_uki", tmp_path / "w", {**uki_args, "kernel": str(tmp_path / "none")}, check=True)
+    assert rc == 0 and res["changed"] and "cannot say more" in res["msg"], res
     rc, res = run_module("netboot_uki", tmp_path / "w", {**uki_args, "stub": str(alpine.initrd)})
     assert rc == 1 and "is not a PE/EFI file" in res["msg"] and uki.stat().st_mtime_ns == mtime, res
 
