@@ -157,10 +157,10 @@ def authenticated_write(name: str, esl: bytes, signer_cert: x509.Certificate, si
     """The ``.auth`` file of variable ``name``: EFI_VARIABLE_AUTHENTICATION_2 (EFI_TIME + WIN_CERTIFICATE_UEFI_GUID
     with a detached DER PKCS#7 SHA-256 signature, no signed attributes) followed by ``esl``."""
     timestamp = efi_time(when)
+    options = [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary, pkcs7.PKCS7Options.NoAttributes]
     signature = (pkcs7.PKCS7SignatureBuilder().set_data(signed_payload(name, timestamp, esl))
                  .add_signer(signer_cert, signer_key, hashes.SHA256())
-                 .sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.DetachedSignature,
-                                                   pkcs7.PKCS7Options.Binary, pkcs7.PKCS7Options.NoAttributes]))
+                 .sign(serialization.Encoding.DER, options))
     header = struct.pack("<IHH", 24 + len(signature), WIN_CERT_REVISION, WIN_CERT_TYPE_EFI_GUID)
     return timestamp + header + EFI_CERT_TYPE_PKCS7.bytes_le + signature + esl
 
@@ -307,7 +307,7 @@ def _existing_auth_ok(path: Path, esl: bytes, signer: x509.Certificate) -> bool:
     if raw is None:
         return False
     try:
-        _, signature, payload = parse_auth(raw)
+        signature, payload = parse_auth(raw)[1:]
         carried = pkcs7.load_der_pkcs7_certificates(signature)
     except (SecureBootError, ValueError):
         return False

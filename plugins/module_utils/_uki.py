@@ -128,7 +128,8 @@ def parse_pe(path: Path, data: bytes | None = None) -> PeImage:
     pe = struct.unpack_from("<I", raw, 0x3C)[0]
     if pe + 24 > len(raw) or raw[pe:pe + 4] != b"PE\0\0":
         raise UkiError(f"{path} is not a PE/EFI file (no PE signature at 0x{pe:x}); give linuxx64.efi.stub")
-    machine, count, _, _, _, opt_size, _ = struct.unpack_from("<HHIIIHH", raw, pe + 4)
+    machine, count = struct.unpack_from("<HH", raw, pe + 4)
+    (opt_size,) = struct.unpack_from("<H", raw, pe + 20)
     opt = pe + 24
     if machine != MACHINE_AMD64:
         raise UkiError(f"{path} is for PE machine 0x{machine:04x}, not x86-64 (0x8664); only x86-64 UKIs are "

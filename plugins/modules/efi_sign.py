@@ -27,7 +27,6 @@ options:
     description: The db private key, PEM text (e.g. the C(file) lookup of a vault-encrypted key file). Never logged.
     type: str
     required: true
-    no_log: true
   cert:
     description: The db certificate (PEM) matching O(key).
     type: path

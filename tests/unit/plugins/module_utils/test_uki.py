@@ -153,8 +153,8 @@ def test_signed_uki_verifies_and_a_flipped_byte_fails(stub: Path, kernel: Path, 
     keys = _secureboot.ensure_keys(tmp_path / "keys", "test")
     runner = Runner()
     dest = tmp_path / "dist" / "netboot.efi"
-    args: dict[str, Any] = {"cmdline": "console=ttyS0", "osrel": _uki.uki_osrel("1"), "dest": dest, "key_pem": keys.private["db"],
-            "cert": keys.certs["db"], "runner": runner}
+    args: dict[str, Any] = {"cmdline": "console=ttyS0", "osrel": _uki.uki_osrel("1"), "dest": dest,
+                            "key_pem": keys.private["db"], "cert": keys.certs["db"], "runner": runner}
     out = _uki.build_signed_uki(stub, kernel, [initramfs], **args)
     assert out.changed and out.size == dest.stat().st_size
     assert out.sha256 == hashlib.sha256(dest.read_bytes()).hexdigest()

@@ -31,8 +31,8 @@ def test_secure_boot_keys_module(tmp_path: Path) -> None:
     assert set(res["fingerprints"]) == {"PK", "KEK", "db"} and res["owner_guid"] and res["commands"] == []
     _no_secret(res, keys)
     given = {n: (keys / f"{n}.key").read_text() for n in ("PK", "KEK", "db")}
-    rc, res = run_module("secure_boot_keys", tmp_path / "w", {"dir": str(keys), "name_prefix": "lab",
-                                                               "private_keys": given})
+    args = {"dir": str(keys), "name_prefix": "lab", "private_keys": given}
+    rc, res = run_module("secure_boot_keys", tmp_path / "w", args)
     assert rc == 0 and not res["changed"] and res["created"] == [], res
     _no_secret(res, keys)
     (keys / "db.key").chmod(0o644)
@@ -44,9 +44,9 @@ def test_secure_boot_keys_module(tmp_path: Path) -> None:
 def test_efi_sign_and_netboot_uki_modules(tmp_path: Path) -> None:
     keys = tmp_path / "secureboot"
     # a --check run of a fresh build: no keys yet -> planned, not failed
-    rc, res = run_module("efi_sign", tmp_path / "w", {"files": [{"src": "/x.efi", "dest": str(tmp_path / "y.efi")}],
-                                                       "key": "not-a-real-key-text", "cert": str(keys / "db.crt")},
-                         check=True)
+    planned = {"files": [{"src": "/x.efi", "dest": str(tmp_path / "y.efi")}], "key": "not-a-real-key-text",
+               "cert": str(keys / "db.crt")}
+    rc, res = run_module("efi_sign", tmp_path / "w", planned, check=True)
     assert rc == 0 and res["changed"] and "cannot say more" in res["msg"] and str(keys / "db.crt") in res["msg"], res
     assert run_module("secure_boot_keys", tmp_path / "w", {"dir": str(keys)})[0] == 0
     key = (keys / "db.key").read_text()
@@ -87,4 +87,3 @@ def test_efi_sign_and_netboot_uki_modules(tmp_path: Path) -> None:
     assert rc == 0 and res["changed"] and "cannot say more" in res["msg"], res
     rc, res = run_module("netboot_uki", tmp_path / "w", {**uki_args, "stub": str(alpine.initrd)})
     assert rc == 1 and "is not a PE/EFI file" in res["msg"] and uki.stat().st_mtime_ns == mtime, res
-
