@@ -120,9 +120,18 @@ def _align(value: int, alignment: int) -> int:
     return (value + alignment - 1) // alignment * alignment if alignment else value
 
 
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise UkiError(f"the {what} {path} does not exist; build or fetch it first") from exc
+    except IsADirectoryError as exc:
+        raise UkiError(f"the {what} {path} is a directory; give the file") from exc
+
+
 def parse_pe(path: Path, data: bytes | None = None) -> PeImage:
     """The headers of PE32+ x86-64 file ``path``; ``UkiError`` naming it when it is anything else."""
-    raw = path.read_bytes() if data is None else data
+    raw = _read(path, "EFI stub") if data is None else data
     if len(raw) < 0x40 or raw[:2] != b"MZ":
         raise UkiError(f"{path} is not a PE/EFI file (no MZ header); give systemd-boot's linuxx64.efi.stub")
     pe = struct.unpack_from("<I", raw, 0x3C)[0]
@@ -227,9 +236,9 @@ def build_uki_bytes(stub: Path, kernel: Path, initrds: Sequence[Path], *, cmdlin
     if clash:
         raise UkiError(f"{stub} already has section(s) {', '.join(clash)}: it is a UKI, not the bare stub; give "
                        "linuxx64.efi.stub")
-    kernel_bytes = kernel.read_bytes()
+    kernel_bytes = _read(kernel, "kernel")
     _check_kernel(kernel, kernel_bytes)
-    initrd = b"".join(Path(p).read_bytes() for p in initrds)
+    initrd = b"".join(_read(Path(p), "initrd") for p in initrds)
     payloads = {".osrel": osrel.encode(), ".cmdline": cmdline.encode(), ".linux": kernel_bytes, ".initrd": initrd}
 
     falign, salign = image.file_alignment, image.section_alignment

@@ -266,6 +266,8 @@ def test_refusals_name_the_file(stub: Path, tmp_path: Path) -> None:
     not_kernel.write_bytes(b"\0" * 4096)
     with pytest.raises(_uki.UkiError, match=rf"{re.escape(str(not_kernel))} is not an x86 Linux kernel"):
         _uki.build_uki_bytes(stub, not_kernel, [], cmdline="", osrel="")
+    with pytest.raises(_uki.UkiError, match=rf"the initrd {re.escape(str(tmp_path / 'gone'))} does not exist"):
+        _uki.build_uki_bytes(stub, kernel, [tmp_path / "gone"], cmdline="", osrel="")
     uki = tmp_path / "uki.efi"
     _uki.build_uki(stub, kernel, [], cmdline="", osrel="", dest=uki)
     with pytest.raises(_uki.UkiError, match=r"already has section\(s\) .cmdline, .initrd, .linux, .osrel"):
