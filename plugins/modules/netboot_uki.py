@@ -23,9 +23,15 @@ options:
     type: path
     required: true
   kernel:
-    description: The x86 Linux kernel (bzImage).
+    description: The x86 Linux kernel (bzImage). One of O(kernel) and O(rootfs) is required.
     type: path
-    required: true
+  rootfs:
+    description: An image tree whose C(boot/) holds the kernel (the one the dist stage publishes), instead of
+      O(kernel).
+    type: path
+  rootfs_kernel:
+    description: The kernel in O(rootfs) (a name in C(boot/) or a path); default the single C(boot/vmlinuz*).
+    type: str
   initrds:
     description: Initrd files, concatenated in this order into C(.initrd).
     type: list
@@ -36,9 +42,10 @@ options:
     type: str
     default: ""
   osrel:
-    description: The C(.osrel) text (os-release format).
+    description: The C(.osrel) text (os-release format); default the image's C(etc/os-release) with O(rootfs),
+      else a minimal one.
     type: str
-    required: true
+    default: ""
   dest:
     description: The signed UKI.
     type: path
@@ -118,14 +125,18 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _uki
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import resolve_in_root
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import find_kernel
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
 ARGUMENT_SPEC = {
     "stub": {"type": "path", "required": True},
-    "kernel": {"type": "path", "required": True},
+    "kernel": {"type": "path"},
+    "rootfs": {"type": "path"},
+    "rootfs_kernel": {"type": "str"},
     "initrds": {"type": "list", "elements": "path", "default": []},
     "cmdline": {"type": "str", "default": ""},
-    "osrel": {"type": "str", "required": True},
+    "osrel": {"type": "str", "default": ""},
     "dest": {"type": "path", "required": True},
     "key": {"type": "str", "required": True, "no_log": True},
     "cert": {"type": "path", "required": True},
@@ -133,9 +144,18 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
+                           required_one_of=[("kernel", "rootfs")], mutually_exclusive=[("kernel", "rootfs")])
     fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     p = module.params
+    if p["rootfs"]:
+        exit_if_missing(module, p["rootfs"], f"build and sign the UKI {p['dest']}", "image", dest=p["dest"])
+        with fail_on_error(module, dest=p["dest"]):
+            p["kernel"] = str(find_kernel(p["rootfs"], p["rootfs_kernel"] or None))
+            if not p["osrel"]:
+                release = resolve_in_root(Path(p["rootfs"]), "etc/os-release")
+                p["osrel"] = release.read_text() if release.is_file() else ""
+    p["osrel"] = p["osrel"] or _uki.uki_osrel("unknown")
     inputs = [(p["stub"], "systemd-boot-efi"), (p["kernel"], "kernel"), (p["cert"], "Secure Boot keys"),
               *((i, "initramfs") for i in p["initrds"])]
     for path, producer in inputs:
