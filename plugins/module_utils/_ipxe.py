@@ -220,6 +220,20 @@ class ScriptSpec:
     # artefact name (as fetched, relative to the boot server URL) -> sha256 the script checks before ``boot``;
     # None renders a script without checks (a caller that does not have the files)
     digests: Mapping[str, str] | None = None
+    # Secure Boot (README "Secure Boot"): the signed unified kernel image boot.ipxe boots instead of kernel +
+    # initrds; its command line (kernel_args, the node's hostname and role) is fixed inside it, so the script
+    # passes none and per-node kernel_args or initrds are refused
+    uki: str = ""
+
+
+UKI_KIND = "UKI (signed kernel, initramfs and command line)"
+
+
+def uki_image_name() -> str:
+    """The name boot.ipxe gives the UKI it fetches: ``netboot-<generation>.efi``. iPXE hands the firmware this name as
+    the image's file path, systemd-stub records it in the EFI variable ``LoaderImageIdentifier``, and the image reads
+    its generation back from there (the UKI's command line cannot carry ``netboot.generation=``)."""
+    return "netboot-${netboot_generation}.efi"
 
 
 def build_context(spec: ScriptSpec) -> dict[str, object]:
@@ -234,6 +248,8 @@ def build_context(spec: ScriptSpec) -> dict[str, object]:
         raise ConfigError(f"failsafe timeout must be 1..86400 seconds, got {spec.failsafe_timeout!r}")
     urls = validate_urls(spec.boot_server_url)
     nodes = parse_nodes(spec.nodes, default_role=spec.default_role)
+    if spec.uki:
+        return _uki_context(spec, urls, nodes)
     initrds = []
     if spec.microcode:
         initrds.append(_artefact(spec.microcode, what="microcode"))
@@ -256,6 +272,13 @@ def build_context(spec: ScriptSpec) -> dict[str, object]:
         # the BIOS path ignores it (no comma: not an initrdmem= address).
         "initrd_args": " ".join(f"initrd={name.rsplit('/', 1)[-1]}" for name in initrds),
         "kernel_args": " ".join(a for a in (base_args, extra_args) if a),
+        **_shared_context(spec),
+        "uki": "",
+    }
+
+
+def _shared_context(spec: ScriptSpec) -> dict[str, object]:
+    return {
         "default_role": spec.default_role,
         "cattle_prefix": CATTLE_PREFIX,
         "retries": spec.retries,
@@ -265,6 +288,35 @@ def build_context(spec: ScriptSpec) -> dict[str, object]:
         "mismatch_marker": MISMATCH_MARKER,
         "unchecked_marker": UNCHECKED_MARKER,
         "extra": dict(spec.extra),
+    }
+
+
+def _uki_context(spec: ScriptSpec, urls: list[str], nodes: list[Node]) -> dict[str, object]:
+    """The context of a Secure Boot script: one signed UKI, no command line, no initrds."""
+    uki = _artefact(spec.uki, what="UKI")
+    for node in nodes:
+        if node.initrd:
+            raise ConfigError(f"host {node.name}: initrd {node.initrd} cannot be booted with netboot_secure_boot: the "
+                              "firmware only runs the signed UKI, which holds the one initramfs; put the files in "
+                              "the image (overlay/) or turn Secure Boot off")
+        if node.kernel_args:
+            raise ConfigError(f"host {node.name}: kernel_args {node.kernel_args!r} cannot reach the kernel with "
+                              "netboot_secure_boot: the UKI's command line is fixed and signed; put them in "
+                              "ipxe_kernel_args (every node) or turn Secure Boot off")
+    artefacts = {uki: UKI_KIND}
+    digests = check_digests(spec.digests, artefacts) if spec.digests is not None else None
+    return {
+        "urls": urls,
+        "nodes": nodes,
+        "kernel": uki,
+        "uki": uki,
+        "artefacts": artefacts,
+        "digests": digests,
+        "image_name": lambda name: uki_image_name() if name == uki else image_name(name),
+        "initrds": [],
+        "initrd_args": "",
+        "kernel_args": "",
+        **_shared_context(spec),
     }
 
 

@@ -101,6 +101,16 @@ options:
     description: The kernel in O(rootfs) (a name in C(boot/) or a path), as the dist stage's C(kernel) option;
       default the single C(boot/vmlinuz*).
     type: str
+  uki:
+    description:
+      - Secure Boot (README "Secure Boot") - the signed unified kernel image to boot instead of O(kernel) and the
+        initrds, by its name relative to the boot server URL (C(netboot.efi)). The script then passes no command
+        line (the UKI's is fixed and signed), names the image C(netboot-<generation>.efi) so the node can read its
+        generation back, and refuses a node with C(kernel_args) or an C(initrd).
+      - Empty (the default) - kernel, initrds and command line as usual.
+    type: str
+    default: ""
+    version_added: 0.2.0
 extends_documentation_fragment:
   - homelab.alpine_netboot.netboot.attributes
   - homelab.alpine_netboot.netboot.nodes
@@ -193,6 +203,7 @@ ARGUMENT_SPEC = {
     "artefact_dir": {"type": "path"},
     "rootfs": {"type": "path"},
     "rootfs_kernel": {"type": "str"},
+    "uki": {"type": "str", "default": ""},
 }
 
 
@@ -204,7 +215,7 @@ def main() -> None:
         boot_server_url=p["boot_server_url"], nodes=p["nodes"] or [], kernel=p["kernel"], initramfs=p["initramfs"],
         microcode=p["microcode"] or "", kernel_args=p["kernel_args"], extra_kernel_args=p["extra_kernel_args"],
         default_role=p["default_role"], retries=p["retries"], retry_delay=p["retry_delay"],
-        failsafe_timeout=p["failsafe_timeout"], extra=p["variables"],
+        failsafe_timeout=p["failsafe_timeout"], extra=p["variables"], uki=p["uki"],
     )
     with fail_on_error(module):
         context = build_context(spec)

@@ -217,3 +217,36 @@ def test_digests_refused_when_missing_or_malformed_or_names_clash() -> None:
                            digests={"vmlinuz": "1" * 64, "initramfs": "2" * 64, "x/initramfs": "4" * 64}))
     # without digests (a caller without the files) the script has no check at all
     assert "sha256sum" not in render(spec())
+
+
+def test_secure_boot_script_boots_the_signed_uki_by_its_generation_name_with_no_command_line() -> None:
+    """netboot_secure_boot: one image, the UKI, fetched under netboot-<generation>.efi, checked, booted; no initrd, no
+    kernel arguments (the UKI's are fixed and signed), a failed boot says the firmware may have refused it."""
+    nodes = [{"name": "n100-01", "mac": "AA-BB-CC-00-00-01", "hostname": "alpha", "role": "storage"}]
+    uki_digest = "9" * 64
+    text = render(spec(nodes=nodes, uki="netboot.efi", digests={"netboot.efi": uki_digest}))
+    s0 = text.split(":s0\n", 1)[1].split(":s1\n", 1)[0]
+    name = "netboot-${netboot_generation}.efi"
+    assert f"kernel --name {name} ${{base}}/netboot.efi && goto s0_check ||" in s0
+    assert "initrd " not in text and "netboot.hostname=" not in text and "console=" not in text
+    check = s0.split(":s0_check\n", 1)[1].split(":s0_boot\n", 1)[0]
+    assert f"set check_want {uki_digest}\nclear check_got\nsha256sum --set check_got {name} ||" in check
+    assert "node_initrd_image" not in check
+    assert "refused by the firmware's Secure Boot check" in s0.split(":s0_boot\n", 1)[1]
+    # the MAC dispatch still names the node in the console; the image finds its identity itself
+    assert "set node_hostname alpha\nset node_role storage\n" in text
+    labels = set(re.findall(r"^:(\S+)$", text, re.M))
+    assert set(re.findall(r"goto (\w+)", text)) - {"mac_"} <= labels
+    assert build_context(spec(nodes=nodes, uki="netboot.efi"))["artefacts"] == {"netboot.efi": "UKI (signed kernel, initramfs and "
+                                                                   "command line)"}
+
+
+@pytest.mark.parametrize(("extra", "match"), [
+    ({"initrd": "nodes/alpha.cpio"}, r"host n100-01: initrd nodes/alpha.cpio cannot be booted with "
+                                     r"netboot_secure_boot"),
+    ({"kernel_args": "quiet"}, r"host n100-01: kernel_args 'quiet' cannot reach the kernel with netboot_secure_boot"),
+])
+def test_secure_boot_refuses_what_a_signed_uki_cannot_carry(extra: dict[str, str], match: str) -> None:
+    nodes = [{"name": "n100-01", "mac": "AA-BB-CC-00-00-01", **extra}]
+    with pytest.raises(ConfigError, match=match):
+        build_context(spec(nodes=nodes, uki="netboot.efi"))
