@@ -4,7 +4,8 @@ Importable without Ansible. README "Updating the herd" is the user's view. The p
 
 - ``plan_batches``: canaries first, then the inventory's order, ``max_unavailable`` nodes at a time (pure).
 - ``PROBE``: one POSIX shell command a node runs over SSH (no Python on the node) printing ``key=value`` lines:
-  boot id, the ``netboot.generation=`` its generation script passed, its role, the file system of ``/``, whether
+  boot id, the generation it booted (``netboot.generation=``, which its generation script passed, else
+  ``/run/netboot/generation``: a Secure Boot node reads it from its UKI's name), its role, the file system of ``/``, whether
   OpenRC is still starting services, and each of the role's services' ``rc-service status``. ``parse_probe`` reads
   it and ``judge`` says what is wrong, and whether waiting can still help.
 - ``Herd``: the roll itself on a connected router whose lock it holds: the router side goes through
@@ -45,7 +46,8 @@ LEASE_MENU = "/ip/dhcp-server/lease"
 ROOT_FS = "tmpfs"  # what / is on a node running from RAM
 REBOOT = "setsid sh -c 'sleep 1; reboot' >/dev/null 2>&1 </dev/null &"  # returns at once; the node reboots 1 s later
 PROBE = r"""echo "boot_id=$(cat /proc/sys/kernel/random/boot_id)"
-for o in $(cat /proc/cmdline); do case "$o" in netboot.generation=*) echo "generation=${o#*=}";; esac; done
+g=; for o in $(cat /proc/cmdline); do case "$o" in netboot.generation=*) g=${o#*=};; esac; done
+[ -n "$g" ] || g=$(cat /run/netboot/generation 2>/dev/null); [ -z "$g" ] || echo "generation=$g"
 role=$(cat /etc/netboot/role 2>/dev/null); echo "role=$role"
 echo "root_fs=$(awk '$2 == "/" {t = $3} END {print t}' /proc/mounts)"
 if pidof openrc >/dev/null 2>&1; then echo booting=yes; else echo booting=no; fi
@@ -140,7 +142,7 @@ def parse_probe(text: str) -> Probe | None:
 def judge(p: Probe, generation: str) -> tuple[str, bool]:
     """(the first failed check or "", whether waiting may still fix it) for a node that should run ``generation``."""
     if p.generation != generation:
-        shown = p.generation or "none (no netboot.generation= on its kernel command line)"
+        shown = p.generation or "none (no netboot.generation= on its kernel command line, no /run/netboot/generation)"
         return f"wrong generation: booted {shown}, expected {generation}", False
     if p.booting:
         return "still starting its services", True

@@ -192,6 +192,19 @@ class NodeSpec:
     serial_tty: str = "ttyS0"
     serial_baud: int = 115200
     init_scripts: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)  # name -> (body, binaries)
+    # Secure Boot: the inventory's nodes baked into the image as (mac, hostname, role), how a node booted from a signed
+    # UKI (whose command line names no node) finds its identity; None: no table (boot.ipxe names the node)
+    node_table: tuple[tuple[str, str, str], ...] | None = None
+
+
+NODE_TABLE = "etc/netboot/nodes"  # read by the netboot-node service (roles/node/files/netboot-node)
+
+
+def node_table(rows: Sequence[tuple[str, str, str]]) -> str:
+    """``/etc/netboot/nodes``: one ``mac hostname role`` line per known node, sorted by MAC."""
+    head = ("# Written by homelab.alpine_netboot (node_config) from the inventory's nodes: mac hostname role.\n"
+            "# netboot-node names the machine by the first wired NIC listed here; an unlisted machine is cattle.\n")
+    return head + "".join(f"{mac} {host} {role}\n" for mac, host, role in sorted(rows))
 
 
 @dataclass
@@ -263,6 +276,8 @@ def plan_node(root: Path, spec: NodeSpec) -> NodePlan:
             if "${" + var in body:
                 put(f"etc/conf.d/{name}", f"# Written by homelab.alpine_netboot: where netboot_binaries put {name}.\n"
                                           f"{var}=/{found.lstrip('/')}\n")
+    if spec.node_table is not None:
+        put(NODE_TABLE, node_table(spec.node_table))
     put("etc/ssh/sshd_config", sshd_config())
     keys = authorized_keys(spec.authorized_keys)
     if keys:
@@ -303,6 +318,8 @@ def plan_node(root: Path, spec: NodeSpec) -> NodePlan:
             if stale.name not in keep:
                 changes.append(Change(f"{_noderoles.ROLE_DIR}/{stale.name}", _read(root, str(stale.relative_to(root))),
                                       None))
+    if spec.node_table is None and _read(root, NODE_TABLE) is not None:  # Secure Boot turned off: names from boot.ipxe
+        changes.append(Change(NODE_TABLE, _read(root, NODE_TABLE), None))
     link = root / "etc/runlevels/boot/netboot-node"
     if not link.is_symlink() or os.readlink(link) != "/etc/init.d/netboot-node":
         changes.append(Change("etc/runlevels/boot/netboot-node", None, None, link="/etc/init.d/netboot-node"))

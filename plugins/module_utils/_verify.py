@@ -54,8 +54,9 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros i
 NOTE_RE = re.compile(rf"^# {re.escape(OWNER)} generation (g-[0-9a-f]{{12}}): .*\nset {GENERATION_VAR} \1\n", re.M)
 GEN_BASE_RE = re.compile(r"^(?P<head>[ \t]*set[ \t]+base[ \t]+)(?P<url>tftp://\S+?)/(?P<gen>g-[0-9a-f]{12})[ \t]*$",
                          re.M)
-FETCH_RE = re.compile(r"^\s*(?P<cmd>kernel|initrd|imgfetch|module|chain)\s+(?:--\S+\s+)*\$\{base\}/(?P<name>[^\s$]+)",
-                      re.M)
+# options before the URL: a flag, or --name/-n with its value (the Secure Boot script names the UKI by generation)
+FETCH_RE = re.compile(r"^\s*(?P<cmd>kernel|initrd|imgfetch|module|chain)\s+(?:(?:--name|-n)\s+\S+\s+|--\S+\s+)*"
+                      r"\$\{base\}/(?P<name>[^\s$]+)", re.M)
 NODE_INITRD_RE = re.compile(r"^\s*set\s+node_initrd\s+(?P<name>\S+)\s*$", re.M)
 IPXE_SUFFIXES = (".efi", ".kpxe", ".kkpxe", ".pxe", ".lkrn")
 # iPXE's command table holds each command's name as a NUL-terminated string; sha256sum is in Debian's ipxe 2.0.0

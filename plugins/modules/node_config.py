@@ -66,6 +66,16 @@ options:
     description: Serial port that gets a login getty.
     type: str
     default: ttyS0
+  node_table:
+    description:
+      - Secure Boot (README "Secure Boot") - the inventory's nodes (C(name), C(mac), C(hostname), C(role), as the ipxe
+        role collects them), written to C(/etc/netboot/nodes). A node booted from the signed UKI, whose command line
+        names no node, takes its hostname and role from the line of its first wired NIC's MAC; other MACs are cattle.
+        The kernel module efivarfs is then kept too (how the node reads its generation).
+      - Omitted - no table (boot.ipxe names each node on the kernel command line); an old table is removed.
+    type: list
+    elements: dict
+    version_added: 0.2.0
 extends_documentation_fragment:
   - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
@@ -113,12 +123,11 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries, _nodeconf, _noderoles
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries, _ipxe, _nodeconf, _noderoles
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import CATTLE_PREFIX
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import stage_inputs
 
@@ -132,6 +141,7 @@ ARGUMENT_SPEC = {
     "init_scripts": {"type": "dict", "default": {}},
     "cache_dir": {"type": "path"},
     "serial_tty": {"type": "str", "default": "ttyS0"},
+    "node_table": {"type": "list", "elements": "dict"},
 }
 
 FALLBACK_BINARIES = {"nomad": ("usr/bin/nomad", "usr/local/bin/nomad")}
@@ -161,9 +171,11 @@ def main() -> None:
             for name, path in p["init_scripts"].items()
         }
         spec = _nodeconf.NodeSpec(
-            roles=tuple(roles), default_role=p["default_role"], cattle_prefix=CATTLE_PREFIX,
+            roles=tuple(roles), default_role=p["default_role"], cattle_prefix=_ipxe.CATTLE_PREFIX,
             boot_script=Path(p["boot_script"]).read_text(), authorized_keys=tuple(p["authorized_keys"]),
             nomad_servers=tuple(p["nomad_servers"]), serial_tty=p["serial_tty"], init_scripts=init_scripts,
+            node_table=None if p["node_table"] is None else tuple(
+                (n.mac, n.hostname, n.role) for n in _ipxe.parse_nodes(p["node_table"], default_role=p["default_role"])),
         )
         plan = _nodeconf.plan_node(root, spec)
         # the init scripts this run installs count as present
@@ -178,7 +190,9 @@ def main() -> None:
     except (NetbootError, OSError) as exc:
         module.fail_json(msg=str(exc), commands=runner.log)
     result = {"changed": plan.changed or bool(deptree), "files": plan.paths() + deptree, "build_id": plan.build_id,
-              "keep_modules": _noderoles.keep_modules(roles), "commands": runner.log,
+              # efivarfs: how a Secure Boot node reads its generation (netboot-node, LoaderImageIdentifier)
+              "keep_modules": _noderoles.keep_modules(roles) + (["efivarfs"] if p["node_table"] is not None else []),
+              "commands": runner.log,
               "stage_input": stage_inputs({"node": p})["node"]}
     if module._diff:
         result["diff"] = plan.diff()

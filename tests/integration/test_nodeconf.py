@@ -134,3 +134,22 @@ def test_openrcs_dependency_cache_is_made_at_build_time(alpine: QuicksandImage, 
     assert {d: (root / d).stat().st_mtime_ns for d in ("run", "dev")} == before  # a rerun leaves the tree as it was
     assert not (root / "run/openrc").exists() and list((root / "dev").iterdir()) == []
     assert runner.log[0].endswith(f"chroot {root} /usr/libexec/rc/bin/rc-depend -u")
+
+
+def test_secure_boot_node_table_is_baked_in_and_removed_when_off(alpine: QuicksandImage, tmp_path: Path) -> None:
+    """Issue 26: with Secure Boot the image carries the inventory's nodes (the UKI's command line names none); the
+    image changes with the table (build id), a rerun changes nothing, Secure Boot off removes it."""
+    root = image(alpine, tmp_path)
+    rows = (("52:54:00:aa:bb:02", "n100-beta", "server"), ("52:54:00:aa:bb:01", "n100-alpha", "worker"))
+    plain = _nodeconf.plan_node(root, spec())
+    plan = _nodeconf.plan_node(root, spec(node_table=rows))
+    assert plan.build_id != plain.build_id
+    _nodeconf.apply_node(plan)
+    lines = (root / _nodeconf.NODE_TABLE).read_text().splitlines()
+    assert [ln for ln in lines if not ln.startswith("#")] == ["52:54:00:aa:bb:01 n100-alpha worker",
+                                                             "52:54:00:aa:bb:02 n100-beta server"]
+    assert _nodeconf.plan_node(root, spec(node_table=rows)).changes == []
+    off = _nodeconf.plan_node(root, spec())
+    assert [(c.path, c.after) for c in off.changes if c.path == _nodeconf.NODE_TABLE] == [(_nodeconf.NODE_TABLE, None)]
+    _nodeconf.apply_node(off)
+    assert not (root / _nodeconf.NODE_TABLE).exists()

@@ -106,6 +106,11 @@ def test_the_roles_template_is_read() -> None:
     f = script_files(render(spec))
     assert f.kernel == ("vmlinuz",) and f.initrds == ("intel-ucode.img", "initramfs")
     assert f.node_initrds == ("n1.cpio",)
+    # Secure Boot: the one signed UKI, fetched under the generation's name, is what every node loads
+    uki = ScriptSpec("tftp://192.168.88.1", uki="netboot.efi",
+                     nodes=[{"name": "n1", "mac": "52:54:00:00:00:01", "hostname": "n1", "role": "worker"}])
+    f = script_files(render(uki))
+    assert f.kernel == ("netboot.efi",) and f.initrds == () and f.node_initrds == ()
 
 
 @pytest.mark.parametrize("name", ["snponly.efi", "ipxe.efi", "undionly.kpxe"])
