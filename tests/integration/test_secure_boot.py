@@ -3,10 +3,13 @@
 OVMF's Secure Boot build (q35 + SMM, ``OVMF_CODE_4M.secboot.fd``) with the test PK/KEK/db enrolled
 (tests/fixtures/secureboot.py) netboots through the RouterOS peer's DHCP and TFTP inside a network namespace, as
 tests/integration/test_deploy_rb4011_dhcp_boot.py does: its own PXE -> the pinned sid ``snponly.efi`` signed with
-the db key -> ``boot.ipxe`` -> ``netboot.efi``, a UKI (the pinned systemd-boot-efi stub + the small test image's
+the db key (dist/'s, which the deploy hands out with ``netboot_secure_boot``) -> ``boot.ipxe`` (the ipxe role's
+template in UKI mode) -> ``netboot.efi``, a UKI (the pinned systemd-boot-efi stub + the small test image's
 kernel, initramfs and command line) signed with the db key, which iPXE hands to the firmware's LoadImage. The
 firmware is what refuses: a UKI with one byte of its kernel flipped (boot.ipxe's sha256 is the flipped file's, so
 iPXE's own check passes), an unsigned UKI, one signed by a key no store enrolls, and an unsigned ``snponly.efi``.
+Keys, UKI and signatures are the collection's own (``_secureboot.ensure_keys``, ``_uki.build_uki``,
+``_secureboot.sign_efi``); the key no store enrolls and the enrolled variable store are test material.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from tests.fixtures.netvm import netboot_argv
 from tests.fixtures.playbook import PlaybookResult
 from tests.fixtures.routeros.deploy import deploy, result
 from tests.fixtures.routeros.dhcp import DhcpModel
-from tests.fixtures.routeros.dist import checked_dist
+from tests.fixtures.routeros.dist import uki_dist
 from tests.fixtures.routeros.peer import Peer
 from tests.fixtures.routeros.udp import Lan
 
@@ -38,6 +41,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.root]
 NET = "192.168.88.0/24"
 ROUTER = "192.168.88.1"
 DHCP = {"rb4011_manage_dhcp": True, "rb4011_dhcp_network": NET}
+# the deploy hands out dist/'s iPXE binaries (the build's, signed) instead of the pinned package's
+SECURE = {"netboot_secure_boot": True}
 UKI = "netboot.efi"
 # the UKI's own command line (its .cmdline section): what the kernel must get, whatever iPXE passes
 UKI_CMDLINE = "console=ttyS0 panic=-1 netboot.hostname=sb-node netboot.sb=uki-cmdline"
@@ -59,6 +64,7 @@ class Material:
     keys: secureboot.Keys
     snp_signed: Path
     snp_unsigned: Path
+    efi_signed: Path  # ipxe.efi, which dist/ holds beside snponly.efi (the deploy uploads both)
     uki_unsigned: Path
     uki_signed: Path
 
@@ -74,7 +80,8 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> Material:
                                      d / "initramfs")
     uki = secureboot.build_uki(image.kernel, [initramfs], UKI_CMDLINE, d / "netboot.unsigned.efi")
     snp = ipxe_binaries()["snponly.efi"]
-    return Material(keys, secureboot.sign(snp, d / "snponly.signed.efi", keys), snp, uki,
+    return Material(keys, secureboot.sign(snp, d / "snponly.signed.efi", keys), snp,
+                    secureboot.sign(ipxe_binaries()["ipxe.efi"], d / "ipxe.signed.efi", keys), uki,
                     secureboot.sign(uki, d / "netboot.signed.efi", keys))
 
 
@@ -87,13 +94,6 @@ def efivarfs_cpio() -> bytes:
     return _cpio.archive_bytes(_cpio.finalize(entries, source_date_epoch=0))
 
 
-def uki_dist(dest: Path, uki: bytes) -> Path:
-    """A dist/ for the router's TFTP with ``uki`` as netboot.efi and the ipxe role's boot.ipxe in Secure Boot mode
-    (``uki=``): fetch it, check its sha256 (this file's), boot it with no command line."""
-    return checked_dist(dest, f"tftp://{ROUTER}", {UKI: uki}, uki=UKI, retries=1, retry_delay=0,
-                        failsafe_timeout=60)
-
-
 @dataclass
 class Boot:
     deploy: PlaybookResult
@@ -102,14 +102,18 @@ class Boot:
     seconds: float
 
 
-def netboot(tmp: Path, index: int, snp: Path, uki: bytes, *, marker: str, timeout: float) -> Boot:
-    """One Secure Boot node behind its own peer router in its own namespace: deploy a dist/ with ``uki`` and
-    ``snp`` as the UEFI iPXE binary, then boot until ``marker``."""
+def netboot(tmp: Path, index: int, material: Material, snp: Path, uki: bytes, *, marker: str,
+            timeout: float) -> Boot:
+    """One Secure Boot node behind its own peer router in its own namespace: deploy (netboot_secure_boot) a dist/
+    with ``uki`` and ``snp`` as its snponly.efi, which the deploy hands out, then boot until ``marker``."""
     tmp.mkdir(parents=True, exist_ok=True)
     lan = Lan(f"nb26-{os.getpid()}-{index}")
     with Peer(tmp / "peer") as peer:
         peer.add_row("/ip/dhcp-server/network", address=NET, gateway=ROUTER, **{"dns-server": ROUTER})
-        res = deploy(tmp / "w", peer, uki_dist(tmp / "dist", uki), **DHCP, rb4011_ipxe_snp=str(snp))
+        dist = uki_dist(tmp / "dist", f"tftp://{ROUTER}", uki,
+                        {"snponly.efi": snp.read_bytes(), "ipxe.efi": material.efi_signed.read_bytes()},
+                        name=UKI, retries=1, retry_delay=0, failsafe_timeout=60)
+        res = deploy(tmp / "w", peer, dist, **DHCP, extravars=SECURE)
         assert res.rc == 0, res.stdout[-4000:]
         result(res)
         try:
@@ -128,8 +132,8 @@ def netboot(tmp: Path, index: int, snp: Path, uki: bytes, *, marker: str, timeou
 
 
 def test_signed_ipxe_and_signed_uki_boot_with_the_ukis_command_line(material: Material, tmp_path: Path) -> None:
-    b = netboot(tmp_path, 0, material.snp_signed, material.uki_signed.read_bytes(), marker=_testhook.DEFAULT_MARKER,
-                timeout=BOOT_TIMEOUT)
+    b = netboot(tmp_path, 0, material, material.snp_signed, material.uki_signed.read_bytes(),
+                marker=_testhook.DEFAULT_MARKER, timeout=BOOT_TIMEOUT)
     assert b.out.ok, f"{b.out.reason}\n{b.out.tail(60)}\nTFTP: {b.served}"
     assert IPXE_BANNER in b.out.console and "netboot: sha256 of every image checked" in b.out.console
     assert secureboot.IPXE_REFUSED not in b.out.console and secureboot.BDS_REFUSED not in b.out.console
@@ -201,7 +205,7 @@ def test_the_firmware_refuses_what_the_db_key_did_not_sign(material: Material, t
 
     def one(i: int, case: Refusal) -> None:
         try:
-            got[case.name] = netboot(tmp_path / case.name, i + 1, case.snp, case.uki, marker=case.marker,
+            got[case.name] = netboot(tmp_path / case.name, i + 1, material, case.snp, case.uki, marker=case.marker,
                                      timeout=REFUSE_TIMEOUT)
         except BaseException as exc:  # noqa: BLE001 - reported below, per case
             got[case.name] = exc
