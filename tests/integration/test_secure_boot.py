@@ -165,7 +165,9 @@ class Refusal:
 def refusals(material: Material, tmp: Path) -> list[Refusal]:
     flipped = bytearray(material.uki_signed.read_bytes())
     offset, size = secureboot.section_range(bytes(flipped), ".linux")
-    flipped[offset + size // 2] ^= 0x01
+    kernel = boot_image().kernel.read_bytes()
+    assert flipped[offset:offset + len(kernel)] == kernel and size >= len(kernel)  # the byte is the kernel's
+    flipped[offset + len(kernel) // 2] ^= 0x01
     other = secureboot.sign(material.uki_unsigned, tmp / "netboot.other.efi", secureboot.other_key(tmp / "other"))
     good = material.uki_signed.read_bytes()
     return [
