@@ -157,10 +157,10 @@ def authenticated_write(name: str, esl: bytes, signer_cert: x509.Certificate, si
     """The ``.auth`` file of variable ``name``: EFI_VARIABLE_AUTHENTICATION_2 (EFI_TIME + WIN_CERTIFICATE_UEFI_GUID
     with a detached DER PKCS#7 SHA-256 signature, no signed attributes) followed by ``esl``."""
     timestamp = efi_time(when)
+    options = [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary, pkcs7.PKCS7Options.NoAttributes]
     signature = (pkcs7.PKCS7SignatureBuilder().set_data(signed_payload(name, timestamp, esl))
                  .add_signer(signer_cert, signer_key, hashes.SHA256())
-                 .sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.DetachedSignature,
-                                                   pkcs7.PKCS7Options.Binary, pkcs7.PKCS7Options.NoAttributes]))
+                 .sign(serialization.Encoding.DER, options))
     header = struct.pack("<IHH", 24 + len(signature), WIN_CERT_REVISION, WIN_CERT_TYPE_EFI_GUID)
     return timestamp + header + EFI_CERT_TYPE_PKCS7.bytes_le + signature + esl
 
@@ -307,7 +307,7 @@ def _existing_auth_ok(path: Path, esl: bytes, signer: x509.Certificate) -> bool:
     if raw is None:
         return False
     try:
-        _, signature, payload = parse_auth(raw)
+        signature, payload = parse_auth(raw)[1:]
         carried = pkcs7.load_der_pkcs7_certificates(signature)
     except (SecureBootError, ValueError):
         return False
@@ -392,15 +392,18 @@ def unsigned_body(data: bytes) -> bytes | None:
     return bytes(body)
 
 
-def verify_efi(path: str | os.PathLike[str], cert: str | os.PathLike[str], runner: Runner) -> None:
-    """``SignatureError`` naming ``path`` unless ``sbverify --cert cert`` accepts it."""
+def verify_efi(path: str | os.PathLike[str], cert: str | os.PathLike[str], runner: Runner, *,
+               shown: str | None = None) -> None:
+    """``SignatureError`` naming ``path`` (or ``shown``, what it will become) unless ``sbverify --cert cert``
+    accepts it."""
     _need_sbsigntool()
     proc = runner.run(["sbverify", "--cert", os.fspath(cert), os.fspath(path)], check=False, what="sbverify")
     if proc.returncode != 0:
         why = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise SignatureError(f"{os.fspath(path)} is not validly signed by the key of {os.fspath(cert)} "
-                             f"(sbverify: {' / '.join(why)}); sign it again with that key's pair",
-                             path=os.fspath(path))
+        name = shown or os.fspath(path)
+        raise SignatureError(f"{name} is not validly signed by the key of {os.fspath(cert)} "
+                             f"(sbverify: {' / '.join(why)}); sign it again with that key's pair "
+                             "(a key that does not match the certificate signs nothing it accepts)", path=name)
 
 
 def signed_copy_current(src_data: bytes, dest: str | os.PathLike[str], cert: str | os.PathLike[str],
@@ -450,7 +453,7 @@ def sign_efi(src: str | os.PathLike[str], dest: str | os.PathLike[str], key_pem:
         with atomic_path(dest, 0o644) as tmp:
             runner.run(["sbsign", "--key", key_file, "--cert", os.fspath(cert), "--output", str(tmp),
                         os.fspath(src)], what=f"sbsign of {os.fspath(src)}")
-            verify_efi(tmp, cert, runner)
+            verify_efi(tmp, cert, runner, shown=f"{os.fspath(dest)} (signed from {os.fspath(src)})")
     finally:
         shutil.rmtree(private, ignore_errors=True)
     return True

@@ -120,15 +120,25 @@ def _align(value: int, alignment: int) -> int:
     return (value + alignment - 1) // alignment * alignment if alignment else value
 
 
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise UkiError(f"the {what} {path} does not exist; build or fetch it first") from exc
+    except IsADirectoryError as exc:
+        raise UkiError(f"the {what} {path} is a directory; give the file") from exc
+
+
 def parse_pe(path: Path, data: bytes | None = None) -> PeImage:
     """The headers of PE32+ x86-64 file ``path``; ``UkiError`` naming it when it is anything else."""
-    raw = path.read_bytes() if data is None else data
+    raw = _read(path, "EFI stub") if data is None else data
     if len(raw) < 0x40 or raw[:2] != b"MZ":
         raise UkiError(f"{path} is not a PE/EFI file (no MZ header); give systemd-boot's linuxx64.efi.stub")
     pe = struct.unpack_from("<I", raw, 0x3C)[0]
     if pe + 24 > len(raw) or raw[pe:pe + 4] != b"PE\0\0":
         raise UkiError(f"{path} is not a PE/EFI file (no PE signature at 0x{pe:x}); give linuxx64.efi.stub")
-    machine, count, _, _, _, opt_size, _ = struct.unpack_from("<HHIIIHH", raw, pe + 4)
+    machine, count = struct.unpack_from("<HH", raw, pe + 4)
+    (opt_size,) = struct.unpack_from("<H", raw, pe + 20)
     opt = pe + 24
     if machine != MACHINE_AMD64:
         raise UkiError(f"{path} is for PE machine 0x{machine:04x}, not x86-64 (0x8664); only x86-64 UKIs are "
@@ -226,9 +236,9 @@ def build_uki_bytes(stub: Path, kernel: Path, initrds: Sequence[Path], *, cmdlin
     if clash:
         raise UkiError(f"{stub} already has section(s) {', '.join(clash)}: it is a UKI, not the bare stub; give "
                        "linuxx64.efi.stub")
-    kernel_bytes = kernel.read_bytes()
+    kernel_bytes = _read(kernel, "kernel")
     _check_kernel(kernel, kernel_bytes)
-    initrd = b"".join(Path(p).read_bytes() for p in initrds)
+    initrd = b"".join(_read(Path(p), "initrd") for p in initrds)
     payloads = {".osrel": osrel.encode(), ".cmdline": cmdline.encode(), ".linux": kernel_bytes, ".initrd": initrd}
 
     falign, salign = image.file_alignment, image.section_alignment

@@ -133,8 +133,8 @@ def test_signed_uki_verifies_and_a_flipped_byte_fails(stub: Path, kernel: Path, 
     keys = _secureboot.ensure_keys(tmp_path / "keys", "test")
     runner = Runner()
     dest = tmp_path / "dist" / "netboot.efi"
-    args: dict[str, Any] = {"cmdline": "console=ttyS0", "osrel": _uki.uki_osrel("1"), "dest": dest, "key_pem": keys.private["db"],
-            "cert": keys.certs["db"], "runner": runner}
+    args: dict[str, Any] = {"cmdline": "console=ttyS0", "osrel": _uki.uki_osrel("1"), "dest": dest,
+                            "key_pem": keys.private["db"], "cert": keys.certs["db"], "runner": runner}
     out = _uki.build_signed_uki(stub, kernel, [initramfs], **args)
     assert out.changed and out.size == dest.stat().st_size
     assert out.sha256 == hashlib.sha256(dest.read_bytes()).hexdigest()
@@ -246,6 +246,8 @@ def test_refusals_name_the_file(stub: Path, tmp_path: Path) -> None:
     not_kernel.write_bytes(b"\0" * 4096)
     with pytest.raises(_uki.UkiError, match=rf"{re.escape(str(not_kernel))} is not an x86 Linux kernel"):
         _uki.build_uki_bytes(stub, not_kernel, [], cmdline="", osrel="")
+    with pytest.raises(_uki.UkiError, match=rf"the initrd {re.escape(str(tmp_path / 'gone'))} does not exist"):
+        _uki.build_uki_bytes(stub, kernel, [tmp_path / "gone"], cmdline="", osrel="")
     uki = tmp_path / "uki.efi"
     _uki.build_uki(stub, kernel, [], cmdline="", osrel="", dest=uki)
     with pytest.raises(_uki.UkiError, match=r"already has section\(s\) .cmdline, .initrd, .linux, .osrel"):

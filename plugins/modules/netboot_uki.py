@@ -1,0 +1,155 @@
+#!/usr/bin/python
+"""Ansible module: a signed unified kernel image (thin module; logic in module_utils/_uki.py and _secureboot.py)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: netboot_uki
+short_description: Build a unified kernel image (stub, kernel, initrds, command line) signed with the db key
+description:
+  - Adds the sections C(.osrel) (O(osrel)), C(.cmdline) (O(cmdline)), C(.linux) (O(kernel)) and C(.initrd)
+    (O(initrds) concatenated in order, e.g. the microcode cpio first) to systemd-boot's EFI stub O(stub)
+    (PE32+ x86-64, unsigned), in pure Python, with the PE checksum recomputed; the same inputs give the same bytes.
+  - Signs the image with C(sbsign) (O(key), O(cert)) under a temporary name beside O(dest), checks it with
+    C(sbverify --cert) and renames it over O(dest).
+  - O(dest) is left alone (C(changed=false)) when it already is this image signed by O(cert)'s key.
+  - With Secure Boot on, the stub ignores a command line given by the boot loader; the signed O(cmdline) is the one.
+version_added: "0.2.0"
+author: homelab.alpine_netboot maintainers (@homelab)
+options:
+  stub:
+    description: systemd-boot's C(linuxx64.efi.stub) (Debian's C(systemd-boot-efi) package).
+    type: path
+    required: true
+  kernel:
+    description: The x86 Linux kernel (bzImage).
+    type: path
+    required: true
+  initrds:
+    description: Initrd files, concatenated in this order into C(.initrd).
+    type: list
+    elements: path
+    default: []
+  cmdline:
+    description: The kernel command line (fixed and signed).
+    type: str
+    default: ""
+  osrel:
+    description: The C(.osrel) text (os-release format).
+    type: str
+    required: true
+  dest:
+    description: The signed UKI.
+    type: path
+    required: true
+  key:
+    description: The db private key, PEM text (e.g. the C(file) lookup of a vault-encrypted key file). Never logged.
+    type: str
+    required: true
+  cert:
+    description: The db certificate (PEM) matching O(key).
+    type: path
+    required: true
+extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.attributes
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Builds the image in memory and reports whether O(dest) would change; writes nothing. When an input
+      is not made yet (an earlier stage only planned in check mode) it reports C(changed) and says so.
+  diff_mode:
+    support: none
+requirements:
+  - sbsigntool (C(sbsign), C(sbverify)) on the host the module runs on
+"""
+
+EXAMPLES = r"""
+- name: Build and sign the UKI
+  homelab.alpine_netboot.netboot_uki:
+    stub: /var/tmp/netboot/build/systemd-boot-efi/linuxx64.efi.stub
+    kernel: /var/tmp/netboot/dist/vmlinuz
+    initrds:
+      - /var/tmp/netboot/dist/intel-ucode.img
+      - /var/tmp/netboot/dist/initramfs
+    cmdline: console=tty0 console=ttyS0,115200
+    osrel: |
+      NAME="Alpine netboot"
+      ID=alpine-netboot
+      VERSION_ID="1"
+    dest: /var/tmp/netboot/dist/netboot.efi
+    key: "{{ lookup('file', secureboot_dir ~ '/db.key') }}"
+    cert: "{{ secureboot_dir }}/db.crt"
+"""
+
+RETURN = r"""
+dest:
+  description: The signed UKI.
+  returned: always
+  type: str
+size:
+  description: Bytes of the signed UKI at O(dest) (in check mode, when it would change, of the unsigned image).
+  returned: success
+  type: int
+sha256:
+  description: SHA-256 of the signed UKI at O(dest) (in check mode, when it would change, of the unsigned image).
+  returned: success
+  type: str
+sections:
+  description: Added section name -> its size in bytes (C(.osrel), C(.cmdline), C(.linux), C(.initrd)).
+  returned: success
+  type: dict
+stub_bytes:
+  description: Bytes of the image that come from the stub (headers and its own sections).
+  returned: success
+  type: int
+commands:
+  description: The sbsign and sbverify commands run.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _uki
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+
+ARGUMENT_SPEC = {
+    "stub": {"type": "path", "required": True},
+    "kernel": {"type": "path", "required": True},
+    "initrds": {"type": "list", "elements": "path", "default": []},
+    "cmdline": {"type": "str", "default": ""},
+    "osrel": {"type": "str", "required": True},
+    "dest": {"type": "path", "required": True},
+    "key": {"type": "str", "required": True, "no_log": True},
+    "cert": {"type": "path", "required": True},
+}
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
+    p = module.params
+    inputs = [(p["stub"], "systemd-boot-efi"), (p["kernel"], "kernel"), (p["cert"], "Secure Boot keys"),
+              *((i, "initramfs") for i in p["initrds"])]
+    for path, producer in inputs:
+        exit_if_missing(module, path, f"build and sign the UKI {p['dest']}", producer, dest=p["dest"])
+    runner = Runner()
+    with fail_on_error(module, commands=runner.log, dest=p["dest"]):
+        out = _uki.build_signed_uki(
+            Path(p["stub"]), Path(p["kernel"]), [Path(i) for i in p["initrds"]],
+            cmdline=p["cmdline"], osrel=p["osrel"], dest=Path(p["dest"]), key_pem=p["key"], cert=Path(p["cert"]),
+            runner=runner, check_mode=module.check_mode,
+        )
+    module.exit_json(changed=out.changed, dest=p["dest"], size=out.size, sha256=out.sha256,
+                     sections=out.uki.sections, stub_bytes=out.uki.stub_bytes, commands=runner.log)
+
+
+if __name__ == "__main__":
+    main()
