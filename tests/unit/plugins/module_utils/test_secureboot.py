@@ -27,7 +27,8 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _sec
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import CommandError, SignatureError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._secureboot import SecureBootError
-from tests.unit.plugins.module_utils.test_uki import needs_sbsign, stub_path
+from tests.fixtures.secureboot import stub_path
+from tests.unit.plugins.module_utils.test_uki import needs_sbsign
 
 # spelled out here, not taken from the code under test
 GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"

