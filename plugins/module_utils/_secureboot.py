@@ -256,6 +256,9 @@ def _owner(directory: Path, check_mode: bool, written: list[Path]) -> uuid.UUID 
     return owner
 
 
+OFFLINE_OK = ("PK", "KEK")  # keys a build does not need once enroll/ is written: the user may keep them offline
+
+
 def _pair(keyset: KeySet, name: str, prefix: str, given: bytes | None, *, check_mode: bool) -> tuple[x509.Certificate | None, rsa.RSAPrivateKey | None]:
     """The certificate and key of ``name`` (made when missing); (None, None) in check mode for one to be made."""
     key_path, crt_path = keyset.keys[name], keyset.certs[name]
@@ -271,6 +274,9 @@ def _pair(keyset: KeySet, name: str, prefix: str, given: bytes | None, *, check_
     elif on_disk is not None:
         key = _load_key(on_disk, str(key_path))
         key_where = str(key_path)
+    elif crt_path.exists() and name in OFFLINE_OK:
+        # kept offline (README "Secure Boot"): needed only to sign a new .auth, which the caller checks
+        return _load_cert(crt_path), None
     elif crt_path.exists():
         raise SecureBootError(f"{crt_path} has no private key: {key_path} is missing and private_keys.{name} is not "
                               f"given; put the key back (or pass it), or remove {crt_path} to have a new {name} made "
@@ -361,6 +367,11 @@ def ensure_keys(directory: str | os.PathLike[str], prefix: str = "homelab netboo
                 keyset.written.append(files[ext])
         if not _existing_auth_ok(files["auth"], esl, certs[signer]):
             keyset.written.append(files["auth"])
+            if signer not in keys and not check_mode:
+                raise SecureBootError(
+                    f"{files['auth']} must be signed again by the {signer} key, which is not here "
+                    f"({keyset.keys[signer]} is missing): put it back for this run, or pass it as "
+                    f"private_keys.{signer} (e.g. from a vault-encrypted copy), then move it offline again")
             if not check_mode:
                 write_if_changed(files["auth"], authenticated_write(name, esl, certs[signer], keys[signer], when),
                                  0o644)

@@ -1,7 +1,10 @@
-"""Issue 21: playbooks/update_herd.yml rolls a staged generation out over two real UEFI nodes.
+"""Issue 21: playbooks/update_herd.yml rolls a staged generation out over two real UEFI nodes - with Secure Boot on
+(issue 26): signed artefacts, including the staged and the rolled-back generations.
 
-The nodes (qemu + OVMF, tests/fixtures/herd.py) netboot the shared e2e image from the RouterOS peer inside a network
-namespace, and the roll reaches them the way it reaches a real herd: their addresses from the router's DHCP leases
+The nodes (qemu + OVMF's Secure Boot build with the test keys enrolled, tests/fixtures/herd.py) netboot from the
+RouterOS peer inside a network namespace: the signed snponly.efi, then the signed UKI of the shared e2e image built
+again with ``netboot_secure_boot`` (tests/fixtures/e2e.py ``secure_boot_build``: its node table names the herd's
+MACs, so each node finds its hostname and role itself), and the roll reaches them the way it reaches a real herd: their addresses from the router's DHCP leases
 (over the API), SSH as root with a key (the real OpenSSH client, the image's real tinysshd), reboots that go through
 OVMF's PXE, the router's TFTP and the dispatcher the roll writes. The nodes live for the whole module: each test
 starts from both healthy on the live generation and leaves them so.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -21,30 +25,53 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.e2e import Built
+from tests.fixtures.e2e import Built, secure_boot_build
 from tests.fixtures.herd import (
     NETWORK,
     NEVER_BOOTS,
+    ROUTER,
     Node,
     bridge_lan,
-    herd_dist,
     lan_network,
     lease_address,
     node_mac,
+    secure_herd_dist,
     ssh,
     wait_ssh,
 )
+from tests.fixtures.ipxe_sid import deb_urls as ipxe_deb_urls
 from tests.fixtures.material import REPO
 from tests.fixtures.playbook import PlaybookResult, run_playbook
 from tests.fixtures.routeros.deploy import HOST, deploy, inventory, result
 from tests.fixtures.routeros.peer import Peer
 from tests.fixtures.routeros.tftp import tftp_get
 from tests.fixtures.routeros.udp import BridgeLan
+from tests.fixtures.secureboot import Keys, enrolled_vars, test_keys
+from tests.fixtures.secureboot import deb_urls as stub_deb_urls
 
 pytestmark = [pytest.mark.slow, pytest.mark.root]
 FIRST_BOOT = 600  # both nodes at once under TCG
 BOOT_TIMEOUT = 180  # herd_boot_timeout: one node's reboot under TCG (about 60 s), with room
 ROLL = "Roll the staged generation out over the herd"
+# the deploy hands out dist/'s signed snponly.efi (rb4011_ipxe_snp's Secure Boot default); the BIOS binary still comes
+# from the pinned iPXE .deb
+SECURE_DEPLOY: dict[str, Any] = {"netboot_secure_boot": True, "netboot_deb_urls": ipxe_deb_urls()}
+HERD_NODES = "".join(f"        herd{i}:\n          mac: \"{node_mac(i).upper()}\"\n          hostname: herd-{i}\n"
+                     "          role: herd\n" for i in range(2))
+
+
+@pytest.fixture(scope="module")
+def secure_image(e2e_built: Built, tmp_path_factory: pytest.TempPathFactory) -> tuple[Built, Keys]:
+    """build.yml with netboot_secure_boot on the shared image (the herd's nodes in its inventory) and its keys."""
+    keys = test_keys()
+    urls = {**e2e_built.extravars.get("netboot_deb_urls", {}), **ipxe_deb_urls(), **stub_deb_urls()}
+    t0 = time.monotonic()
+    built = secure_boot_build(e2e_built, tmp_path_factory.mktemp("secure") / "work",
+                              nodes=f"  children:\n    nodes:\n      hosts:\n{HERD_NODES}",
+                              netboot_secure_boot_dir=str(keys.dir), netboot_deb_urls=urls,
+                              boot_server_url=f"tftp://{ROUTER}")
+    print(f"Secure Boot build on the shared image: {time.monotonic() - t0:.0f}s")
+    return built, keys
 
 
 @dataclass
@@ -53,7 +80,8 @@ class Herd:
     lan: BridgeLan
     nodes: list[Node]
     key: Path
-    image: Built
+    image: Built  # built with netboot_secure_boot
+    keys: Keys  # its keys, enrolled in the nodes' firmware
     work: Path
     live: str  # the generation both nodes run now
     staged: str = ""  # the last generation staged
@@ -72,15 +100,16 @@ class Herd:
         return self.sh(i, "cat /proc/sys/kernel/random/boot_id")
 
     def generation(self, i: int) -> str:
-        words = [w for w in self.sh(i, "cat /proc/cmdline").split() if w.startswith("netboot.generation=")]
-        return words[-1].split("=", 1)[1] if words else ""
+        """The generation node i booted, as it read it from its UKI's name (no netboot.generation= on a signed
+        command line)."""
+        assert "netboot.generation=" not in self.sh(i, "cat /proc/cmdline")
+        return self.sh(i, "cat /run/netboot/generation")
 
-    def stage(self, name: str, *, role: str = "herd", extra_args: str = "", **hostvars: Any) -> str:
-        """Deploy a dist of the shared image as a staged generation; its id."""
-        dist = herd_dist(self.work / name, self.image, roles=dict.fromkeys((n.mac for n in self.nodes), role),
-                         extra_args=extra_args)
+    def stage(self, name: str, *, role: str = "", extra_args: str = "", **hostvars: Any) -> str:
+        """Deploy a signed dist of the Secure Boot image as a staged generation; its id."""
+        dist = secure_herd_dist(self.work / name, self.image, self.keys, role=role, extra_args=extra_args)
         res = deploy(self.work / "deploy", self.peer, dist, rb4011_manage_dhcp=True, rb4011_dhcp_network=NETWORK,
-                     rb4011_stage=True, **hostvars)
+                     rb4011_stage=True, extravars=SECURE_DEPLOY, **hostvars)
         assert res.rc == 0, res.stdout[-4000:]
         out = result(res)
         assert out["live"] == self.live and out["generation"] in out["staged_generations"], out
@@ -118,7 +147,7 @@ def by_name(rep: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def herd(e2e_built: Built, herd_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herd]:
+def herd(secure_image: tuple[Built, Keys], herd_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herd]:
     if os.geteuid() != 0:
         pytest.skip("a network namespace with a bridge and taps for qemu needs root")
     work = tmp_path_factory.mktemp("herd")
@@ -128,14 +157,17 @@ def herd(e2e_built: Built, herd_key: Path, tmp_path_factory: pytest.TempPathFact
     try:
         lan_network(peer)
         macs = [node_mac(0), node_mac(1)]
-        dist = herd_dist(work / "a", e2e_built, roles=dict.fromkeys(macs, "herd"))
-        res = deploy(work / "deploy", peer, dist, rb4011_manage_dhcp=True, rb4011_dhcp_network=NETWORK)
+        image, keys = secure_image
+        # the first generation is build.yml's own dist/: its signed UKI and iPXE, verified after the deploy
+        res = deploy(work / "deploy", peer, image.dist, rb4011_manage_dhcp=True, rb4011_dhcp_network=NETWORK,
+                     extravars=SECURE_DEPLOY)
         assert res.rc == 0, res.stdout[-4000:]
         peer.serve_lan(lan)
         # node i's files (monitor socket, console) in work/herd<i>: what the power-cycle command names
-        nodes = [Node(lan, tap, mac, work / f"herd{i}").start()
+        nodes = [Node(lan, tap, mac, work / f"herd{i}",
+                      secure_vars=enrolled_vars(keys, work / f"herd{i}" / "OVMF_VARS_4M.fd")).start()
                  for i, (tap, mac) in enumerate(zip(lan.taps, macs, strict=True))]
-        h = Herd(peer, lan, nodes, herd_key, e2e_built, work, str(result(res)["generation"]))
+        h = Herd(peer, lan, nodes, herd_key, image, keys, work, str(result(res)["generation"]))
 
         def up(i: int) -> None:
             deadline = time.monotonic() + FIRST_BOOT
@@ -149,14 +181,49 @@ def herd(e2e_built: Built, herd_key: Path, tmp_path_factory: pytest.TempPathFact
 
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(up, range(2)))
-        for n in nodes:  # OpenRC used the dependency cache the build made (node_config), not one made at boot
+        for i, n in enumerate(nodes):
+            # OpenRC used the dependency cache the build made (node_config), not one made at boot
             assert "OpenRC" in n.console() and "Caching service dependencies" not in n.console(), n.console()[-3000:]
+            # the firmware enforced Secure Boot, and the node found its name and role by its MAC in the image
+            assert "Secure boot enabled" in n.console(), n.console()[-3000:]
+            assert h.sh(i, "hostname; cat /etc/netboot/role").split() == [f"herd-{i}", "herd"]
         yield h
     finally:
         for n in nodes:
             n.stop()
         peer.__exit__(None, None, None)
         lan.down()
+
+
+def test_the_secure_boot_build_signs_the_chain_and_keeps_the_keys_home(secure_image: tuple[Built, Keys]) -> None:
+    """Issue 26 through build.yml: dist/ holds the UKI and both iPXE binaries signed with the db key (sbverify), a
+    boot.ipxe that boots the UKI, no private key anywhere in dist/ or the image; the image carries the node table;
+    the keys' directory holds the enrollment files; a second run of the Secure Boot stage changes nothing."""
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _uki
+
+    image, keys = secure_image
+    dist = Path(image.dist)
+    for name in ("netboot.efi", "snponly.efi", "ipxe.efi"):
+        ok = subprocess.run(["sbverify", "--cert", str(keys.db_crt), str(dist / name)], capture_output=True, text=True,
+                            check=False)
+        assert ok.returncode == 0, (name, ok.stdout, ok.stderr)
+    sections = _uki.read_sections(dist / "netboot.efi")
+    assert sections[".cmdline"].rstrip(b"\0").decode() == "console=tty0 console=ttyS0,115200"
+    assert sections[".linux"] == (dist / "vmlinuz").read_bytes()
+    assert sections[".initrd"] == (dist / "initramfs").read_bytes()
+    script = (dist / "boot.ipxe").read_text()
+    assert "kernel --name netboot-${netboot_generation}.efi ${base}/netboot.efi" in script and "initrd " not in script
+    private = [k.read_bytes().split(b"\n")[1] for k in keys.dir.glob("*.key")]  # a line of each key's body
+    leaked = [str(p) for root in (dist, image.build / "image") for p in root.rglob("*")
+              if p.is_file() and not p.is_symlink() and any(line in p.read_bytes() for line in private)]
+    assert leaked == []
+    rows = [ln.split() for ln in (image.build / "image/etc/netboot/nodes").read_text().splitlines()
+            if not ln.startswith("#")]
+    assert rows == [[node_mac(i), f"herd-{i}", "herd"] for i in range(2)]
+    enroll = sorted(p.name for p in (keys.dir / "enroll").iterdir())
+    assert {f"{n}.{x}" for n in ("PK", "KEK", "db") for x in ("auth", "cer", "esl")} <= set(enroll), enroll
+    again = image.run(tags="secureboot")
+    assert again.rc == 0 and again.changed("localhost") == 0, again.stdout[-4000:]
 
 
 def assert_healthy_on(h: Herd, generation: str) -> None:
@@ -168,8 +235,9 @@ def assert_healthy_on(h: Herd, generation: str) -> None:
 def test_a_good_generation_rolls_one_node_at_a_time_then_goes_live(herd: Herd) -> None:
     h = herd
     before = [h.boot_id(i) for i in range(2)]
-    assert [h.generation(i) for i in range(2)] == [h.live, h.live]  # netboot.generation= from the router
+    assert [h.generation(i) for i in range(2)] == [h.live, h.live]  # the UKI's name, from the router's script
     new = h.stage("b", extra_args="herd.try=b")
+    assert "herd.try=b" not in h.sh(0, "cat /proc/cmdline")  # not before the roll
     live_script = h.script()
     # --check: the plan, nothing rebooted, nothing written
     planned = h.roll(check=True)

@@ -248,3 +248,26 @@ def test_unsigned_body_ignores_only_signature_fields(tmp_path: Path) -> None:
     changed[0x500] ^= 1
     assert _secureboot.unsigned_body(bytes(changed)) != body
     assert _secureboot.unsigned_body(b"not a PE") is None
+
+
+def test_pk_and_kek_keys_may_live_offline_until_an_auth_must_be_signed_again(tmp_path: Path) -> None:
+    """README "Secure Boot": once enroll/ is written a build needs only the db key; PK.key and KEK.key may be moved
+    offline. Re-signing an .auth (here db.auth, by the KEK) names the missing key and how to give it; the db key is
+    always needed."""
+    keys = tmp_path / "keys"
+    _secureboot.ensure_keys(keys, "t")
+    for name in ("PK", "KEK"):
+        (keys / f"{name}.key").rename(tmp_path / f"{name}.key.offline")
+    mtimes = {p: p.stat().st_mtime_ns for p in keys.rglob("*")}
+    assert not _secureboot.ensure_keys(keys, "t").changed
+    assert {p: p.stat().st_mtime_ns for p in keys.rglob("*")} == mtimes
+    (keys / "enroll/db.auth").unlink()
+    with pytest.raises(_secureboot.SecureBootError, match=r"db\.auth must be signed again by the KEK key, which is "
+                                                          r"not here .*KEK\.key is missing.*private_keys\.KEK"):
+        _secureboot.ensure_keys(keys, "t")
+    kek = (tmp_path / "KEK.key.offline").read_bytes()
+    _secureboot.ensure_keys(keys, "t", {"KEK": kek})
+    assert (keys / "enroll/db.auth").is_file() and not (keys / "KEK.key").exists()  # a given key is not written
+    (keys / "db.key").unlink()
+    with pytest.raises(_secureboot.SecureBootError, match=r"db\.crt has no private key"):
+        _secureboot.ensure_keys(keys, "t")
