@@ -5,7 +5,8 @@ from __future__ import annotations
 import runpy
 import sys
 
-BENCHMARKS = ["bench.prune_decompress", "bench.initramfs", "bench.build_noop", "bench.deploy", "bench.default_image"]
+BENCHMARKS = ["bench.prune_decompress", "bench.initramfs", "bench.build_noop", "bench.deploy", "bench.default_image",
+              "bench.secureboot"]
 
 if __name__ == "__main__":
     worst = 0
