@@ -224,6 +224,10 @@ def test_the_secure_boot_build_signs_the_chain_and_keeps_the_keys_home(secure_im
     assert {f"{n}.{x}" for n in ("PK", "KEK", "db") for x in ("auth", "cer", "esl")} <= set(enroll), enroll
     again = image.run(tags="secureboot")
     assert again.rc == 0 and again.changed("localhost") == 0, again.stdout[-4000:]
+    uki = again.task_results("Build and sign the unified kernel image")  # the stage ran, and found nothing to do
+    assert [(r["changed"], r["size"]) for r in uki] == [(False, (dist / "netboot.efi").stat().st_size)], uki
+    checked = image.run(tags="secureboot", check=True)
+    assert checked.rc == 0 and checked.changed("localhost") == 0, checked.stdout[-4000:]
 
 
 def assert_healthy_on(h: Herd, generation: str) -> None:

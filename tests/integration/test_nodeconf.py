@@ -146,8 +146,8 @@ def test_secure_boot_node_table_is_baked_in_and_removed_when_off(alpine: Quicksa
     assert plan.build_id != plain.build_id
     _nodeconf.apply_node(plan)
     lines = (root / _nodeconf.NODE_TABLE).read_text().splitlines()
-    assert [ln for ln in lines if not ln.startswith("#")] == ["52:54:00:aa:bb:01 n100-alpha worker",
-                                                             "52:54:00:aa:bb:02 n100-beta server"]
+    want = ["52:54:00:aa:bb:01 n100-alpha worker", "52:54:00:aa:bb:02 n100-beta server"]
+    assert [ln for ln in lines if not ln.startswith("#")] == want
     assert _nodeconf.plan_node(root, spec(node_table=rows)).changes == []
     off = _nodeconf.plan_node(root, spec())
     assert [(c.path, c.after) for c in off.changes if c.path == _nodeconf.NODE_TABLE] == [(_nodeconf.NODE_TABLE, None)]

@@ -237,8 +237,8 @@ def test_secure_boot_script_boots_the_signed_uki_by_its_generation_name_with_no_
     assert "set node_hostname alpha\nset node_role storage\n" in text
     labels = set(re.findall(r"^:(\S+)$", text, re.M))
     assert set(re.findall(r"goto (\w+)", text)) - {"mac_"} <= labels
-    assert build_context(spec(nodes=nodes, uki="netboot.efi"))["artefacts"] == {"netboot.efi": "UKI (signed kernel, initramfs and "
-                                                                   "command line)"}
+    kind = "UKI (signed kernel, initramfs and command line)"
+    assert build_context(spec(nodes=nodes, uki="netboot.efi"))["artefacts"] == {"netboot.efi": kind}
 
 
 @pytest.mark.parametrize(("extra", "match"), [
