@@ -4,7 +4,9 @@ Keys dir (mode 0700), one pair per name of ``NAMES``:
 
 * ``<NAME>.key`` - PEM private key, RSA 2048, mode 0600. It may be vault-encrypted (it starts with
   ``$ANSIBLE_VAULT;``): it is then never parsed here, and the caller passes its plaintext (Ansible's file lookup
-  decrypts it) in ``private``. A plaintext key file readable by group or others is refused.
+  decrypts it) in ``private``. A plaintext key file readable by group or others is refused. ``PK.key`` and
+  ``KEK.key`` may be absent (kept offline) while their certificates are here: they are needed only when an
+  ``.auth`` they sign must be written again, and the error then says which key to bring back.
 * ``<NAME>.crt`` - PEM self-signed X.509, CN ``<prefix> <NAME>``, 20 years, random serial, SHA-256/RSA.
 * ``owner.guid`` - the SignatureOwner of the signature lists, generated once.
 * ``enroll/<NAME>.cer`` (DER), ``enroll/<NAME>.esl`` (EFI_SIGNATURE_LIST with one EFI_CERT_X509 entry) and
