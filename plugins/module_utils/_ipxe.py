@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -248,37 +248,38 @@ def build_context(spec: ScriptSpec) -> dict[str, object]:
         raise ConfigError(f"failsafe timeout must be 1..86400 seconds, got {spec.failsafe_timeout!r}")
     urls = validate_urls(spec.boot_server_url)
     nodes = parse_nodes(spec.nodes, default_role=spec.default_role)
-    if spec.uki:
-        return _uki_context(spec, urls, nodes)
-    initrds = []
-    if spec.microcode:
-        initrds.append(_artefact(spec.microcode, what="microcode"))
-    initrds.append(_artefact(spec.initramfs, what="initramfs"))
-    base_args = _args_text(spec.kernel_args, what="ipxe_kernel_args")
-    extra_args = _args_text(spec.extra_kernel_args, what="extra kernel args")
-    kernel = _artefact(spec.kernel, what="kernel")
-    artefacts = referenced_artefacts(kernel, spec.microcode and initrds[0], initrds[-1], nodes)
+    initrds: list[str] = []
+    if spec.uki:  # one signed image; its command line is inside it
+        kernel = _artefact(spec.uki, what="UKI")
+        _refuse_per_node_boot_files(nodes)
+        artefacts = {kernel: UKI_KIND}
+        args: tuple[str, ...] = ()
+        names = _uki_names(kernel)
+    else:
+        if spec.microcode:
+            initrds.append(_artefact(spec.microcode, what="microcode"))
+        initrds.append(_artefact(spec.initramfs, what="initramfs"))
+        args = (_args_text(spec.kernel_args, what="ipxe_kernel_args"),
+                _args_text(spec.extra_kernel_args, what="extra kernel args"))
+        kernel = _artefact(spec.kernel, what="kernel")
+        artefacts = referenced_artefacts(kernel, spec.microcode and initrds[0], initrds[-1], nodes)
+        names = image_name
     digests = check_digests(spec.digests, artefacts) if spec.digests is not None else None
     return {
         "urls": urls,
         "nodes": nodes,
         "kernel": kernel,
+        "uki": kernel if spec.uki else "",
         "artefacts": artefacts,
-        # sha256 per fetched file, and the name iPXE gives its image (the URL's last path segment)
+        # sha256 per fetched file, and the name iPXE gives its image (the URL's last path segment; the UKI's carries
+        # the generation)
         "digests": digests,
-        "image_name": image_name,
+        "image_name": names,
         "initrds": initrds,
         # initrd=NAME per initrd: a UEFI kernel stub finds iPXE's images by name when iPXE lacks LoadFile2;
         # the BIOS path ignores it (no comma: not an initrdmem= address).
         "initrd_args": " ".join(f"initrd={name.rsplit('/', 1)[-1]}" for name in initrds),
-        "kernel_args": " ".join(a for a in (base_args, extra_args) if a),
-        **_shared_context(spec),
-        "uki": "",
-    }
-
-
-def _shared_context(spec: ScriptSpec) -> dict[str, object]:
-    return {
+        "kernel_args": " ".join(a for a in args if a),
         "default_role": spec.default_role,
         "cattle_prefix": CATTLE_PREFIX,
         "retries": spec.retries,
@@ -291,9 +292,15 @@ def _shared_context(spec: ScriptSpec) -> dict[str, object]:
     }
 
 
-def _uki_context(spec: ScriptSpec, urls: list[str], nodes: list[Node]) -> dict[str, object]:
-    """The context of a Secure Boot script: one signed UKI, no command line, no initrds."""
-    uki = _artefact(spec.uki, what="UKI")
+def _uki_names(uki: str) -> Callable[[str], str]:
+    """iPXE's image names in a Secure Boot script: the UKI's carries the generation (``uki_image_name``)."""
+    def name(artefact: str) -> str:
+        return uki_image_name() if artefact == uki else image_name(artefact)
+    return name
+
+
+def _refuse_per_node_boot_files(nodes: Sequence[Node]) -> None:
+    """Secure Boot: the firmware runs only the signed UKI, so a node's own initrd or kernel_args cannot reach it."""
     for node in nodes:
         if node.initrd:
             raise ConfigError(f"host {node.name}: initrd {node.initrd} cannot be booted with netboot_secure_boot: the "
@@ -303,21 +310,6 @@ def _uki_context(spec: ScriptSpec, urls: list[str], nodes: list[Node]) -> dict[s
             raise ConfigError(f"host {node.name}: kernel_args {node.kernel_args!r} cannot reach the kernel with "
                               "netboot_secure_boot: the UKI's command line is fixed and signed; put them in "
                               "ipxe_kernel_args (every node) or turn Secure Boot off")
-    artefacts = {uki: UKI_KIND}
-    digests = check_digests(spec.digests, artefacts) if spec.digests is not None else None
-    return {
-        "urls": urls,
-        "nodes": nodes,
-        "kernel": uki,
-        "uki": uki,
-        "artefacts": artefacts,
-        "digests": digests,
-        "image_name": lambda name: uki_image_name() if name == uki else image_name(name),
-        "initrds": [],
-        "initrd_args": "",
-        "kernel_args": "",
-        **_shared_context(spec),
-    }
 
 
 def referenced_artefacts(kernel: str, microcode: str, initramfs: str, nodes: Sequence[Node]) -> dict[str, str]:
