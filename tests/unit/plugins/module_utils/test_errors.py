@@ -34,10 +34,9 @@ def test_the_message_is_exactly_what_the_user_reads_details_never_leak_into_it()
 
 
 def test_an_unexpected_traceback_shows_the_class_and_the_message() -> None:
-    try:
+    with pytest.raises(NetbootError) as info:
         raise SignatureError("APKINDEX.tar.gz: signature by unknown key x.rsa.pub", key="x.rsa.pub")
-    except NetbootError as exc:
-        line = traceback.format_exception_only(type(exc), exc)[-1]
+    line = traceback.format_exception_only(info.type, info.value)[-1]
     assert line.endswith("._errors.SignatureError: APKINDEX.tar.gz: signature by unknown key x.rsa.pub\n")
 
 
@@ -62,7 +61,7 @@ def test_command_error_keeps_argv_rc_and_output_as_attributes_and_details() -> N
 def test_each_kind_is_caught_as_a_netboot_error_and_not_as_another_kind(cls: type[NetbootError]) -> None:
     with pytest.raises(NetbootError) as info:
         raise cls("msg", path="/x")
-    assert type(info.value) is cls and str(info.value) == "msg" and info.value.details == {"path": "/x"}
+    assert info.type is cls and str(info.value) == "msg" and info.value.details == {"path": "/x"}
     assert not any(issubclass(cls, other) for other in [*SUBCLASSES, CommandError] if other is not cls)
 
 
