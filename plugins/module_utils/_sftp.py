@@ -161,9 +161,13 @@ class Sftp:
         size = os.path.getsize(local)
 
         def put() -> int:
+            # pipelined writes drop the router's failed-write replies (a full disk): the stored size tells
             with open(local, "rb") as fh:
-                attrs = self.client.putfo(fh, remote, file_size=size, callback=progress, confirm=False)
-            return int(attrs.st_size if attrs.st_size is not None else size)
+                self.client.putfo(fh, remote, file_size=size, callback=progress, confirm=False)
+            stored = self.client.stat(remote).st_size
+            if stored != size:
+                raise OSError(f"the router stored {stored} of {size} bytes (is its disk full? see /system/resource)")
+            return size
 
         self._guard(f"upload of {local.name} to {remote}", put)
         return size
