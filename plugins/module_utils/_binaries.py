@@ -8,7 +8,6 @@ in the image records each with its URL and sha256; the dist manifest lists it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import tarfile
@@ -25,6 +24,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
     dump_json,
+    load_json_object,
     resolve_in_root,
     sha256_file,
     write_if_changed,
@@ -228,11 +228,6 @@ def install(root: Path, binaries: Sequence[Binary], cache_dir: Path, fetcher: Fe
 
 
 def read_record(root: str | os.PathLike[str]) -> list[dict[str, Any]] | None:
-    try:
-        data = json.loads((Path(root) / RECORD).read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise ConfigError(f"{Path(root) / RECORD} is not valid JSON ({exc}); rerun the node stage") from exc
-    items = data.get("binaries") if isinstance(data, dict) else None
+    data = load_json_object(Path(root) / RECORD, "the binaries record", "rerun the node stage", error=ConfigError)
+    items = data.get("binaries") if data is not None else None
     return list(items) if isinstance(items, list) else None

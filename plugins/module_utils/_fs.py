@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import PathEscapeError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError, PathEscapeError
 
 MAX_LINKS = 40
 
@@ -209,13 +209,36 @@ def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return parse_json_object(raw)
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any] | None:
-    """``read_json_object`` for bytes already read (a file inside an image)."""
+def parse_json_object(raw: bytes | str) -> dict[str, Any] | None:
+    """``read_json_object`` for bytes or text already read (a file inside an image, a router's script)."""
+    with contextlib.suppress(NetbootError):
+        return strict_json_object(raw, "")
+    return None
+
+
+def load_json_object(path: str | os.PathLike[str], what: str, fix: str, *,
+                     error: type[NetbootError] = NetbootError) -> dict[str, Any] | None:
+    """The JSON object in ``path`` (None: no such file); unreadable, not JSON or not an object raises ``error``."""
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except ValueError:  # UnicodeDecodeError and JSONDecodeError both are
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
         return None
-    return data if isinstance(data, dict) else None
+    except OSError as exc:
+        raise error(f"cannot read {what} {os.fspath(path)}: {exc.strerror}; {fix}") from exc
+    return strict_json_object(raw, f"{what} {os.fspath(path)}", fix, error=error)
+
+
+def strict_json_object(raw: bytes | str, name: str, fix: str = "", *,
+                       error: type[NetbootError] = NetbootError) -> dict[str, Any]:
+    """``load_json_object`` for bytes or text already read, ``name`` naming where they came from."""
+    try:
+        data = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError both are
+        raise error(f"{name} is not valid JSON ({exc}){fix and '; '}{fix}") from exc
+    if not isinstance(data, dict):
+        raise error(f"{name} is not a JSON object{fix and '; '}{fix}")
+    return data
 
 
 def dump_json(data: Mapping[str, Any], *, indent: int = 2, ensure_ascii: bool = False) -> bytes:

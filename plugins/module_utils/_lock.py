@@ -22,9 +22,9 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import parse_json_object
 
 SUFFIX = ".netboot-lock"
 POLL = 0.2
@@ -106,8 +106,8 @@ def read_holder(path: Path) -> Holder | None:
         return None
     if not text.strip():
         return None
+    data = parse_json_object(text) or {}  # not JSON, not an object or no "host": an unknown holder
     try:
-        data: Any = json.loads(text)
         return Holder(str(data["host"]), int(data["pid"]), str(data.get("pid_start", "")),
                       str(data.get("boot_id", "")), str(data.get("started", "")), str(data.get("playbook", "")),
                       tuple(str(p) for p in data.get("paths", ())), int(data.get("keeper", 0)))

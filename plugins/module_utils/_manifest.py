@@ -7,7 +7,6 @@ inputs rewrites nothing and reports ``changed=false``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -23,6 +22,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
     atomic_write_bytes,
     dump_json,
+    load_json_object,
     read_json_object,
     read_or_none,
     remove_dead_temps,
@@ -47,30 +47,14 @@ def read_rootfs_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The rootfs manifest (``<root>/ROOTFS_MANIFEST``, or a path given), or None when there is none. Unreadable or
     damaged (not a JSON object) is an error naming the file: nothing can be trusted about that tree."""
     fix = f"delete {path} and run the rootfs stage again (playbooks/build.yml --tags rootfs) to rebuild the tree"
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise NetbootError(f"the rootfs manifest {path} is not valid JSON ({exc}); {fix}") from exc
-    except OSError as exc:
-        raise NetbootError(f"cannot read the rootfs manifest {path}: {exc.strerror}; {fix}") from exc
-    if not isinstance(data, dict):
-        raise NetbootError(f"the rootfs manifest {path} is not a JSON object; {fix}")
-    return data
+    return load_json_object(path, "the rootfs manifest", fix)
 
 
 def read_prune_report(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
-    """The kernel stage's prune report; None when there is none or it is not a JSON object. Unreadable is an error."""
+    """The kernel stage's prune report; None when there is none. Unreadable or not a JSON object is an error."""
     if not path or not os.path.isfile(path):
         return None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise NetbootError(f"cannot read the prune report {path}: {exc}; rerun the kernel stage") from exc
-    return data if isinstance(data, dict) else None
+    return load_json_object(path, "the prune report", "rerun the kernel stage")
 
 
 def apk_installed(root: str | os.PathLike[str]) -> list[dict[str, Any]]:

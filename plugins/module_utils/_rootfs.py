@@ -54,6 +54,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch impo
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
     atomic_write_bytes,
     dump_json,
+    load_json_object,
     read_json_object,
     remove_dead_temps,
 )
@@ -234,11 +235,8 @@ class Builder:
         lf = self.spec.lockfile
         if lf is None or not lf.is_file():
             return None
-        try:
-            data = json.loads(lf.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"lockfile {lf} is not valid JSON ({exc}); fix it or delete it to re-resolve") from exc
-        if not isinstance(data, dict) or data.get("format") != LOCK_FORMAT or not isinstance(data.get("packages"), list):
+        data = load_json_object(lf, "lockfile", "fix it or delete it to re-resolve", error=ConfigError)
+        if data is None or data.get("format") != LOCK_FORMAT or not isinstance(data.get("packages"), list):
             raise ConfigError(f"lockfile {lf} has an unknown format; delete it or set alpine_update_lock: true")
         return data
 

@@ -19,9 +19,9 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import parse_json_object
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import RouterOS, RouterOSError
 
 OWNER = "homelab.alpine_netboot"
@@ -81,8 +81,8 @@ class Record:
 
     @classmethod
     def parse(cls, row: dict[str, str]) -> Record:
+        data = parse_json_object(row.get("source", "")) or {}
         try:
-            data: Any = json.loads(row.get("source", ""))
             return cls(str(data["controller"]), int(data["pid"]), int(data["since"]), int(data["refreshed"]),
                        str(data.get("generation", "")), str(data.get("dir", "")), str(data.get("token", "")),
                        row.get(".id", ""))

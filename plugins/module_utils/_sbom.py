@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import os
 import re
 import uuid
@@ -22,8 +21,10 @@ from typing import Any
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb, _binaries, _deps, _glibc
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
+    dump_json,
     inside,
     read_json_object,
+    strict_json_object,
     write_if_changed,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
@@ -207,7 +208,7 @@ def build_document(
     text = JsonV1Dot6(bom).output_as_string(indent=1)
     validate(text)
     # stable formatting (sorted keys) and a trailing newline
-    return json.dumps(json.loads(text), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    return dump_json(strict_json_object(text, "the SBOM"), indent=1).decode()
 
 
 def validate(text: str) -> None:
@@ -234,7 +235,7 @@ def write_sbom(
     blob = text.encode()
     path = Path(dest, SBOM_NAME)
     changed = write_if_changed(path, blob, check_mode=check_mode)
-    doc = json.loads(text)
+    doc = strict_json_object(text, "the SBOM")
     return {
         "changed": changed,
         "dest": str(path),

@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _fs as fs
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import PathEscapeError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
+    ConfigError,
+    NetbootError,
+    PathEscapeError,
+)
 
 
 class Boom(Exception):
@@ -146,3 +150,32 @@ def test_swap_dir_puts_the_new_tree_in_one_rename_and_removes_the_old(tmp_path: 
     (new / "b").write_text("second")
     fs.swap_dir(new, dest)
     assert [p.name for p in dest.iterdir()] == ["b"] and sorted(p.name for p in tmp_path.iterdir()) == ["dist"]
+
+
+def test_the_strict_reader_names_the_file_and_the_fault(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.json"
+    assert fs.load_json_object(rec, "the record", "rerun it") is None  # absent: nothing to read
+    rec.write_text('{"a": 1}')
+    assert fs.load_json_object(rec, "the record", "rerun it") == {"a": 1}
+    for body, fault in (('{"a": ', "is not valid JSON"), ("[1, 2]", "is not a JSON object"),
+                        ("\udcff", "is not valid JSON")):
+        rec.write_bytes(body.encode("utf-8", "surrogateescape"))
+        with pytest.raises(NetbootError, match=f"^the record {rec} {fault}.*; rerun it$"):
+            fs.load_json_object(rec, "the record", "rerun it")
+    with pytest.raises(ConfigError, match=f"^cannot read the record {tmp_path}: .*; rerun it$"):
+        fs.load_json_object(tmp_path, "the record", "rerun it", error=ConfigError)  # a directory
+    with pytest.raises(NetbootError, match=r"^the SBOM is not a JSON object$"):
+        fs.strict_json_object("1", "the SBOM")
+    assert fs.strict_json_object(b'{"b": [2]}', "x") == {"b": [2]}
+
+
+def test_the_lenient_reader_returns_none_for_anything_but_an_object(tmp_path: Path) -> None:
+    rec = tmp_path / "cache.json"
+    assert fs.read_json_object(rec) is None
+    assert fs.read_json_object(tmp_path) is None
+    for body in (b'{"a": ', b"[1]", b"\xff{}", b""):
+        rec.write_bytes(body)
+        assert fs.read_json_object(rec) is None
+    rec.write_bytes(b'{"a": 1}')
+    assert fs.read_json_object(rec) == {"a": 1}
+    assert fs.parse_json_object('{"a": 2}') == {"a": 2} and fs.parse_json_object("nope") is None
