@@ -201,12 +201,9 @@ def read_or_none(path: str | os.PathLike[str]) -> bytes | None:
 def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The JSON object in ``path``; None when it is absent, unreadable, not JSON or not an object (a record that is
     simply rewritten)."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError:
-        return None
-    return parse_json_object(raw)
+    with contextlib.suppress(NetbootError):
+        return load_json_object(path, "", "")
+    return None
 
 
 def parse_json_object(raw: bytes | str) -> dict[str, Any] | None:
