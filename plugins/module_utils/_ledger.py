@@ -27,7 +27,8 @@ from typing import IO, Any, BinaryIO, cast
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb, _binaries, _deps, _glibc
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ledger_render as render
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
     dump_json,
     parse_json_object,
@@ -43,7 +44,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest i
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._minram import minimum_ram
 
-_deps.lazy("matplotlib")  # imported where used
 _deps.lazy("zstandard")  # imported where used
 
 LEDGER_FORMAT = "homelab.alpine_netboot/ledger/1"
@@ -51,14 +51,7 @@ JSON_NAME = LEDGER_NAME
 MD_NAME = "ledger.md"
 SVG_NAME = "ledger.svg"
 TOLERANCE = 0.10  # |raw sum of groups compressed alone - real size| / real size
-TOP = 5  # contributors named in a budget failure
-CHART_BARS = 20
-DEFAULT_SERVER_GENERATIONS = 2  # live + 1 kept (rb4011_keep_generations when the deploy role defines it)
-BUDGETS = ("netboot_budget_image_bytes", "netboot_budget_node_ram_bytes", "netboot_budget_server_bytes")
 _CHUNK = 1 << 20
-
-
-# --------------------------------------------------------------------------------------------- reading the image
 
 
 @dataclass(frozen=True)
@@ -143,9 +136,6 @@ class _Rest(io.RawIOBase):
         return len(data)
 
 
-# -------------------------------------------------------------------------------------------------- grouping
-
-
 @dataclass(frozen=True)
 class Classifier:
     owners: dict[str, str]
@@ -179,9 +169,6 @@ def overlay_files(overlay_dir: str | os.PathLike[str] | None) -> frozenset[str]:
     return frozenset(found)
 
 
-# ------------------------------------------------------------------------------------------------ measuring
-
-
 def compressed_size(spec: compress.CompressionSpec, path: str | os.PathLike[str]) -> int:
     """Bytes of ``path``'s contents compressed alone with ``spec``.
 
@@ -203,10 +190,6 @@ def compressed_size(spec: compress.CompressionSpec, path: str | os.PathLike[str]
         while chunk := fh.read(_CHUNK):
             comp.write(chunk)
     return sink.count
-
-
-def _workers(spec: compress.CompressionSpec) -> int:
-    return spec.threads or os.cpu_count() or 1
 
 
 def _largest_remainder(shares: Mapping[str, float], total: int) -> dict[str, int]:
@@ -259,55 +242,53 @@ def image_packages(m: Measure) -> list[_apkdb.InstalledPackage]:
     return found + ([_glibc.as_package(runtime)] if runtime is not None else [])
 
 
-def measure(m: Measure) -> dict[str, Any]:
-    """Walk and measure the image: groups (partition of the cpio), packages, totals and the estimate check."""
-    real = os.path.getsize(m.image)
-    packages = image_packages(m)
-    owners = _apkdb.owner_map(packages)
-    classifier = Classifier(owners, overlay_files(m.overlay_dir))
+def _spool(m: Measure, classifier: Classifier, tmp: str) -> tuple[dict[tuple[str, str], _Group], int, int]:
+    """One walk of the image: each member's exact bytes into its group's spool ``tmp/<i>.bin``. Returns the groups,
+    the bytes of plain (uncompressed) segments and the number of compressed entries."""
     groups: dict[tuple[str, str], _Group] = {}
     plain = 0
     entries = 0
-    with tempfile.TemporaryDirectory(prefix="ledger-", dir=m.spool_dir) as tmp:
-        spools: dict[tuple[str, str], BinaryIO] = {}
-        try:
-            for mem in iter_image(m.image):
-                if not mem.compressed_segment:
-                    plain += len(mem.raw)
-                    key = ("microcode", "early microcode (uncompressed cpio)")
-                elif mem.name == os.fsdecode(cpio.TRAILER):
-                    key = ("other", "cpio trailer")
-                else:
-                    entries += 1
-                    key = classifier.group(mem.name)
-                g = groups.get(key)
-                if g is None:
-                    g = groups[key] = _Group(key[0], key[1])
-                    spools[key] = open(Path(tmp, f"{len(spools)}.bin"), "wb")
-                g.unpacked += len(mem.raw)
-                g.files += 1
-                g.members.append((mem.name, len(mem.raw)))
-                spools[key].write(mem.raw)
-        finally:
-            for fh in spools.values():
-                fh.close()
-        jobs = {key: Path(tmp, f"{i}.bin") for i, key in enumerate(groups) if key[0] != "microcode"}
-        # largest first, so the pool ends together; compression releases the GIL
-        order = sorted(jobs, key=lambda k: -groups[k].unpacked)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=_workers(m.spec)) as pool:
-            for key, size in zip(order, pool.map(lambda k: compressed_size(m.spec, jobs[k]), order), strict=True):
-                groups[key].raw = size
-        for key, g in groups.items():
-            if key[0] == "microcode":
-                g.raw = g.unpacked
-    compressed_real = real - plain
-    raw_sum = sum(g.raw for k, g in groups.items() if k[0] != "microcode")
-    scaled = {f"{k[0]}\0{k[1]}": (g.raw * compressed_real / raw_sum if raw_sum else 0.0)
-              for k, g in groups.items() if k[0] != "microcode"}
-    rounded = _largest_remainder(scaled, compressed_real)
-    for k, g in groups.items():
-        g.estimate = g.unpacked if k[0] == "microcode" else rounded[f"{k[0]}\0{k[1]}"]
-    # file shares -> packages (a file of no package counts under its group's name)
+    spools: dict[tuple[str, str], BinaryIO] = {}
+    try:
+        for mem in iter_image(m.image):
+            if not mem.compressed_segment:
+                plain += len(mem.raw)
+                key = ("microcode", "early microcode (uncompressed cpio)")
+            elif mem.name == os.fsdecode(cpio.TRAILER):
+                key = ("other", "cpio trailer")
+            else:
+                entries += 1
+                key = classifier.group(mem.name)
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = _Group(key[0], key[1])
+                spools[key] = open(Path(tmp, f"{len(spools)}.bin"), "wb")
+            g.unpacked += len(mem.raw)
+            g.files += 1
+            g.members.append((mem.name, len(mem.raw)))
+            spools[key].write(mem.raw)
+    finally:
+        for fh in spools.values():
+            fh.close()
+    return groups, plain, entries
+
+
+def _compress_groups(spec: compress.CompressionSpec, groups: dict[tuple[str, str], _Group], tmp: str) -> None:
+    """Each group's ``raw``: its spool compressed alone (microcode: as stored)."""
+    jobs = {key: Path(tmp, f"{i}.bin") for i, key in enumerate(groups) if key[0] != "microcode"}
+    # largest first, so the pool ends together; compression releases the GIL
+    order = sorted(jobs, key=lambda k: -groups[k].unpacked)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=spec.threads or os.cpu_count() or 1) as pool:
+        for key, size in zip(order, pool.map(lambda k: compressed_size(spec, jobs[k]), order), strict=True):
+            groups[key].raw = size
+    for key, g in groups.items():
+        if key[0] == "microcode":
+            g.raw = g.unpacked
+
+
+def _package_rows(groups: Mapping[tuple[str, str], _Group], packages: Sequence[_apkdb.InstalledPackage],
+                  owners: dict[str, str], real: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """File shares summed per package, and per group for files of no package: (packages, unowned)."""
     versions = {p.name: p.version for p in packages}
     pkg_unpacked: dict[str, int] = {}
     pkg_share: dict[str, float] = {}
@@ -320,12 +301,28 @@ def measure(m: Measure) -> dict[str, Any]:
             pkg_share[label] = pkg_share.get(label, 0.0) + (g.estimate * size / g.unpacked if g.unpacked else 0.0)
             pkg_files[label] = pkg_files.get(label, 0) + 1
     pkg_est = _largest_remainder(pkg_share, real)
-    package_rows: list[dict[str, Any]] = [
-        {"name": n, "version": versions[n], "unpacked_bytes": pkg_unpacked.get(n, 0),
-         "compressed_bytes_estimate": pkg_est.get(n, 0), "files": pkg_files.get(n, 0)} for n in versions]
-    unowned: list[dict[str, Any]] = [
-        {"name": n, "unpacked_bytes": pkg_unpacked[n], "compressed_bytes_estimate": pkg_est[n], "files": pkg_files[n]}
-        for n in pkg_unpacked if n not in versions]
+    return ([{"name": n, "version": versions[n], "unpacked_bytes": pkg_unpacked.get(n, 0),
+              "compressed_bytes_estimate": pkg_est.get(n, 0), "files": pkg_files.get(n, 0)} for n in versions],
+            [{"name": n, "unpacked_bytes": pkg_unpacked[n], "compressed_bytes_estimate": pkg_est[n],
+              "files": pkg_files[n]} for n in pkg_unpacked if n not in versions])
+
+
+def measure(m: Measure) -> dict[str, Any]:
+    """Walk and measure the image: groups (partition of the cpio), packages, totals and the estimate check."""
+    real = os.path.getsize(m.image)
+    packages = image_packages(m)
+    owners = _apkdb.owner_map(packages)
+    with tempfile.TemporaryDirectory(prefix="ledger-", dir=m.spool_dir) as tmp:
+        groups, plain, entries = _spool(m, Classifier(owners, overlay_files(m.overlay_dir)), tmp)
+        _compress_groups(m.spec, groups, tmp)
+    compressed_real = real - plain
+    raw_sum = sum(g.raw for k, g in groups.items() if k[0] != "microcode")
+    scaled = {f"{k[0]}\0{k[1]}": (g.raw * compressed_real / raw_sum if raw_sum else 0.0)
+              for k, g in groups.items() if k[0] != "microcode"}
+    rounded = _largest_remainder(scaled, compressed_real)
+    for k, g in groups.items():
+        g.estimate = g.unpacked if k[0] == "microcode" else rounded[f"{k[0]}\0{k[1]}"]
+    package_rows, unowned = _package_rows(groups, packages, owners, real)
     group_rows: list[dict[str, Any]] = [
         {"kind": g.kind, "name": g.name, "unpacked_bytes": g.unpacked, "files": g.files,
          "compressed_alone_bytes": g.raw, "compressed_bytes_estimate": g.estimate} for g in groups.values()]
@@ -352,229 +349,6 @@ def measure(m: Measure) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------------------------------------------- delta
-
-
-def _index(rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> dict[str, Mapping[str, Any]]:
-    return {"/".join(str(r.get(k, "")) for k in key): r for r in rows}
-
-
-def delta(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> dict[str, Any]:
-    """What grew, shrank, is new or left since ``previous`` (packages and groups, by compressed estimate)."""
-    if not previous:
-        return {"previous": None}
-    out: dict[str, Any] = {
-        "previous": {"image_sha256": previous.get("image_sha256"),
-                     "total_compressed_bytes": previous.get("total_compressed_bytes")},
-        "total_compressed_bytes": int(current["total_compressed_bytes"]) - int(previous.get("total_compressed_bytes") or 0),
-    }
-    for view, key in (("packages", ("name",)), ("groups", ("kind", "name"))):
-        old = _index(previous.get(view) or [], key)
-        new = _index(current.get(view) or [], key)
-        est = "compressed_bytes_estimate"
-        grew, shrank = [], []
-        for name in sorted(set(old) & set(new)):
-            d = int(new[name].get(est, 0)) - int(old[name].get(est, 0))
-            row = {"name": name, "bytes": d, "before": int(old[name].get(est, 0)), "after": int(new[name].get(est, 0))}
-            if "version" in new[name] and old[name].get("version") != new[name].get("version"):
-                row["version"] = f"{old[name].get('version')} -> {new[name].get('version')}"
-            if d > 0:
-                grew.append(row)
-            elif d < 0:
-                shrank.append(row)
-        out[view] = {
-            "new": [{"name": n, "bytes": int(new[n].get(est, 0)), **({"version": new[n]["version"]}
-                                                                     if "version" in new[n] else {})}
-                    for n in sorted(set(new) - set(old))],
-            "left": [{"name": n, "bytes": int(old[n].get(est, 0))} for n in sorted(set(old) - set(new))],
-            "grew": sorted(grew, key=lambda r: (-r["bytes"], r["name"])),
-            "shrank": sorted(shrank, key=lambda r: (r["bytes"], r["name"])),
-        }
-    return out
-
-
-# -------------------------------------------------------------------------------------------------- budgets
-
-
-@dataclass(frozen=True)
-class Budgets:
-    image_bytes: int = 0
-    node_ram_bytes: int = 0
-    server_bytes: int = 0
-    server_generations: int = DEFAULT_SERVER_GENERATIONS
-
-    def __post_init__(self) -> None:
-        for name in ("image_bytes", "node_ram_bytes", "server_bytes"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"netboot_budget_{name} = {getattr(self, name)} is negative; use 0 for no budget")
-        if self.server_generations < 1:
-            raise ConfigError(f"server generations = {self.server_generations}: the server keeps at least the live one")
-
-
-def figures(ledger: Mapping[str, Any], budgets: Budgets) -> dict[str, int]:
-    download = int(ledger["download_bytes"])
-    return {
-        "netboot_budget_image_bytes": download,
-        "netboot_budget_node_ram_bytes": int(ledger["node_ram"]["minimum_mib"]) * 1024 * 1024,
-        "netboot_budget_server_bytes": download * budgets.server_generations,
-    }
-
-
-def _fmt(n: float) -> str:
-    return f"{n / 1e6:.2f} MB"
-
-
-def top_contributors(ledger: Mapping[str, Any], budget: str, count: int = TOP) -> list[tuple[str, int, float]]:
-    """(name, bytes, share of the figure) of the largest parts behind a budget's figure."""
-    if budget == "netboot_budget_node_ram_bytes":
-        rows = [(f"{g['name']} (unpacked)", int(g["unpacked_bytes"])) for g in ledger["groups"]]
-        total = int(ledger["node_ram"]["minimum_mib"]) * 1024 * 1024
-    else:
-        rows = [(str(g["name"]), int(g["compressed_bytes_estimate"])) for g in ledger["groups"]]
-        rows += [(f"{name} (artefact)", int(size)) for name, size in ledger["artefacts"].items()
-                 if name != ledger.get("image_name")]
-        total = int(ledger["download_bytes"])
-    rows.sort(key=lambda r: (-r[1], r[0]))
-    return [(n, b, b / total if total else 0.0) for n, b in rows[:count]]
-
-
-def check_budgets(ledger: Mapping[str, Any], budgets: Budgets) -> list[dict[str, Any]]:
-    """One entry per budget: the limit (0 = none), the figure, ok, and the message for a failure."""
-    limits = {"netboot_budget_image_bytes": budgets.image_bytes,
-              "netboot_budget_node_ram_bytes": budgets.node_ram_bytes,
-              "netboot_budget_server_bytes": budgets.server_bytes}
-    what = {"netboot_budget_image_bytes": "the artefacts a node downloads",
-            "netboot_budget_node_ram_bytes": "the RAM a node needs to boot (minimum_ram)",
-            "netboot_budget_server_bytes": f"what the boot server stores ({budgets.server_generations} generations)"}
-    figs = figures(ledger, budgets)
-    out = []
-    for name in BUDGETS:
-        limit, figure = limits[name], figs[name]
-        ok = limit == 0 or figure <= limit
-        entry: dict[str, Any] = {"budget": name, "limit": limit, "figure": figure, "ok": ok}
-        if not ok:
-            tops = "; ".join(f"{n} {_fmt(b)} ({share:.1%})" for n, b, share in top_contributors(ledger, name))
-            entry["message"] = (
-                f"{name} = {limit} exceeded: {what[name]} is {figure} bytes ({_fmt(figure)}, {figure - limit} over). "
-                f"Top contributors: {tops}. Prune (kernel_prune_profiles, alpine_packages) or raise {name}; "
-                "see ledger.md in the dist directory."
-            )
-        out.append(entry)
-    return out
-
-
-# ------------------------------------------------------------------------------------------------ rendering
-
-
-def render_markdown(ledger: Mapping[str, Any], top: int = 25) -> str:
-    est = ledger["estimate"]
-    lines = [
-        "# Image size ledger",
-        "",
-        f"Initramfs **{_fmt(ledger['total_compressed_bytes'])}** compressed ({est['compression']}), "
-        f"{_fmt(ledger['total_unpacked_bytes'])} unpacked, {ledger['files']} entries. A node downloads "
-        f"**{_fmt(ledger['download_bytes'])}** ("
-        + ", ".join(f"{n} {_fmt(s)}" for n, s in sorted(ledger["artefacts"].items())) + "); "
-        f"it needs at least **{ledger['node_ram']['minimum_mib']} MiB** of RAM to boot.",
-        "",
-        f"Estimate: {est['method']}. Groups compressed alone sum to {_fmt(est['compressed_alone_sum'])} against "
-        f"{_fmt(est['real_compressed_bytes'])} real ({est['deviation']:+.1%}; tolerance ±{est['tolerance']:.0%}: "
-        f"{'within' if est['within_tolerance'] else 'OUTSIDE'}).",
-        "",
-        f"## Top {top} contributors (compressed estimate)",
-        "",
-        "| # | group | kind | compressed | share | unpacked | files |",
-        "|---:|---|---|---:|---:|---:|---:|",
-    ]
-    total = max(1, int(ledger["total_compressed_bytes"]))
-    for i, g in enumerate(ledger["groups"][:top], start=1):
-        lines.append(f"| {i} | {g['name']} | {g['kind']} | {_fmt(g['compressed_bytes_estimate'])} | "
-                     f"{g['compressed_bytes_estimate'] / total:.1%} | {_fmt(g['unpacked_bytes'])} | {g['files']} |")
-    lines += ["", "## Packages (all their files, kernel modules and firmware included)", "",
-              "| package | version | compressed | share | unpacked |", "|---|---|---:|---:|---:|"]
-    for p in ledger["packages"]:
-        lines.append(f"| {p['name']} | {p['version']} | {_fmt(p['compressed_bytes_estimate'])} | "
-                     f"{p['compressed_bytes_estimate'] / total:.1%} | {_fmt(p['unpacked_bytes'])} |")
-    for kind, title in (("modules", "Kernel-module directories"), ("firmware", "Firmware directories")):
-        rows = [g for g in ledger["groups"] if g["kind"] == kind]
-        if rows:
-            lines += ["", f"## {title}", "", "| directory | compressed | unpacked | files |", "|---|---:|---:|---:|"]
-            lines += [f"| {g['name']} | {_fmt(g['compressed_bytes_estimate'])} | {_fmt(g['unpacked_bytes'])} | "
-                      f"{g['files']} |" for g in rows[:top]]
-    if ledger.get("unowned"):
-        lines += ["", "## Not from a package (overlay, /init, generated)", "", "| part | compressed | unpacked |",
-                  "|---|---:|---:|"]
-        lines += [f"| {u['name']} | {_fmt(u['compressed_bytes_estimate'])} | {_fmt(u['unpacked_bytes'])} |"
-                  for u in ledger["unowned"][:top]]
-    d = ledger.get("delta") or {}
-    lines += ["", "## Since the previous build", ""]
-    if not d.get("previous"):
-        lines.append("No previous ledger.")
-    else:
-        lines.append(f"Total: {d['total_compressed_bytes']:+d} bytes.")
-        for what in ("new", "left", "grew", "shrank"):
-            rows = d["packages"][what]
-            if rows:
-                lines.append(f"- packages {what}: " + ", ".join(
-                    f"{r['name']} ({r['bytes']:+d} B{', ' + r['version'] if 'version' in r else ''})" for r in rows))
-        for what in ("new", "left", "grew", "shrank"):
-            rows = d["groups"][what][:10]
-            if rows:
-                lines.append(f"- groups {what}: " + ", ".join(f"{r['name']} ({r['bytes']:+d} B)" for r in rows))
-    pruned = ledger.get("pruned")
-    if pruned:
-        lines += ["", "## Removed by prune_kernel (unpacked)", "", "| rule | bytes | files |", "|---|---:|---:|"]
-        lines += [f"| {r['rule']} | {_fmt(r['bytes'])} | {r['count']} |" for r in pruned[:top]]
-    return "\n".join(lines) + "\n"
-
-
-COLORS = {"package": "#4c72b0", "modules": "#dd8452", "firmware": "#55a868", "overlay": "#8172b3",
-          "other": "#937860", "microcode": "#da8bc3"}
-
-
-def _bars(ax: Any, rows: Sequence[Mapping[str, Any]], total: int, title: str) -> None:
-    rows = list(rows)[::-1]
-    values = [int(r["compressed_bytes_estimate"]) / 1e6 for r in rows]
-    ax.barh(range(len(rows)), values, color=[COLORS.get(str(r.get("kind", "package")), "#999999") for r in rows])
-    ax.set_yticks(range(len(rows)), [str(r["name"]) for r in rows])
-    for i, r in enumerate(rows):
-        ax.text(values[i], i, f" {values[i]:.2f} MB ({int(r['compressed_bytes_estimate']) / total:.1%})",
-                va="center", fontsize=8)
-    ax.set_xlim(0, max(values, default=1) * 1.35)
-    ax.set_xlabel("compressed MB (estimate)")
-    ax.set_title(title, fontsize=10)
-
-
-def render_svg(ledger: Mapping[str, Any], bars: int = CHART_BARS, fmt: str = "svg") -> bytes:
-    """Two sorted bar charts - the largest packages and the largest groups (kernel-module and firmware directories
-    split out) - drawn with matplotlib's Agg backend; reproducible bytes (fixed hash salt, no date)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    total = max(1, int(ledger["total_compressed_bytes"]))
-    packages = [p for p in ledger["packages"] if int(p["compressed_bytes_estimate"]) > 0][: bars // 2]
-    groups = list(ledger["groups"][:bars])
-    with matplotlib.rc_context({"svg.hashsalt": "homelab.alpine_netboot-ledger", "svg.fonttype": "none",
-                                "font.family": "DejaVu Sans", "font.size": 9}):
-        fig = Figure(figsize=(10, 0.3 * (len(packages) + len(groups)) + 2.6))
-        top, bottom = fig.subplots(2, 1, height_ratios=[max(1, len(packages)), max(1, len(groups))])
-        _bars(top, packages, total, f"Largest packages (all their files) - initramfs {total / 1e6:.2f} MB, "
-                                    f"{ledger['estimate']['compression']}")
-        _bars(bottom, groups, total, "Largest groups (kernel-module and firmware directories split out)")
-        kinds = sorted({str(r["kind"]) for r in groups})
-        bottom.legend(handles=[Patch(color=COLORS.get(k, "#999999"), label=k) for k in kinds], loc="lower right")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
-    return buf.getvalue()
-
-
-# ---------------------------------------------------------------------------------------------------- files
-
-
 def pruned_summary(report: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     if not report:
         return []
@@ -588,9 +362,6 @@ def inputs_digest(parts: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-# ----------------------------------------------------------------------------------------------- the module
-
-
 @dataclass(frozen=True)
 class LedgerRequest:
     image: Path  # dist/initramfs
@@ -601,7 +372,7 @@ class LedgerRequest:
     microcode: Path | None = None  # dist/intel-ucode.img when a node loads it first
     prune_report: Path | None = None
     overlay_dir: Path | None = None
-    budgets: Budgets = Budgets()
+    budgets: render.Budgets = field(default_factory=render.Budgets)
     cmdline: str = ""
     spool_dir: Path | None = None
 
@@ -621,6 +392,35 @@ def _report_digest(path: Path | None, tree: Path) -> str | None:
     return hashlib.sha256(json.dumps(publishable(data, str(tree.absolute())), sort_keys=True).encode()).hexdigest()
 
 
+def _new_ledger(req: LedgerRequest, kernel: Path, microcode: Path | None, *, report_path: Path | None,
+                image_sha: str | None, digest: str, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Measure the image; add what a node downloads and needs, what prune_kernel removed and the delta."""
+    artefacts = {"vmlinuz": kernel.stat().st_size, req.image.name: req.image.stat().st_size}
+    if microcode is not None:
+        artefacts[microcode.name] = microcode.stat().st_size
+    ledger = measure(Measure(image=req.image, spec=req.spec, apk_db_root=req.rootfs, overlay_dir=req.overlay_dir,
+                             spool_dir=req.spool_dir))
+    ram = minimum_ram(kernel, [p for p in (microcode, req.image) if p is not None], req.cmdline)
+    report = read_prune_report(report_path)
+    ledger.update({
+        "format": LEDGER_FORMAT,
+        "inputs_digest": digest,
+        "image_name": req.image.name,
+        "image_sha256": image_sha,
+        "artefacts": artefacts,
+        "download_bytes": sum(artefacts.values()),
+        "node_ram": {k: ram[k] for k in ("minimum_mib", "limited_by", "unpacked_bytes", "decoder_window",
+                                         "kernel_init_size") if k in ram},
+        "kernel_version": report.get("kernel_version") if report else None,
+        "pruned": pruned_summary(report),
+    })
+    if previous is not None and previous.get("image_sha256") == image_sha and "delta" in previous:
+        ledger["delta"] = previous["delta"]  # same image: the delta still refers to the build before it
+    else:
+        ledger["delta"] = render.delta(previous, ledger)
+    return ledger
+
+
 def build_ledger(req: LedgerRequest, *, check_mode: bool = False) -> dict[str, Any]:
     """Measure (or reuse) the ledger, write ledger.json/.md/.svg, check the budgets.
 
@@ -632,54 +432,30 @@ def build_ledger(req: LedgerRequest, *, check_mode: bool = False) -> dict[str, A
         raise NetbootError(f"{req.image} does not exist: build it first (playbooks/build.yml --tags initramfs)")
     kernel = find_kernel(req.rootfs, req.kernel)
     microcode = req.microcode if req.microcode is not None and req.microcode.is_file() else None
-    artefacts = {"vmlinuz": kernel.stat().st_size, req.image.name: req.image.stat().st_size}
-    if microcode is not None:
-        artefacts[microcode.name] = microcode.stat().st_size
     report_path = req.prune_report if req.prune_report is not None and req.prune_report.is_file() else None
-    overlay = sorted(overlay_files(req.overlay_dir))
     image_sha = _sha(req.image)
     digest = inputs_digest({
         "format": LEDGER_FORMAT, "image": image_sha, "kernel": _sha(kernel), "microcode": _sha(microcode),
-        "compression": req.spec.describe(), "prune_report": _report_digest(report_path, req.rootfs), "overlay": overlay,
-        "cmdline": req.cmdline, "tolerance": TOLERANCE,
+        "compression": req.spec.describe(), "prune_report": _report_digest(report_path, req.rootfs),
+        "overlay": sorted(overlay_files(req.overlay_dir)), "cmdline": req.cmdline, "tolerance": TOLERANCE,
     })
     paths = {n: req.dest / n for n in (JSON_NAME, MD_NAME, SVG_NAME)}
     previous = read_json_object(paths[JSON_NAME])  # unreadable: only the delta is lost
     if previous is not None and previous.get("inputs_digest") == digest and all(p.is_file() for p in paths.values()):
-        ledger = previous
-        changed = False
+        ledger, changed = previous, False
     else:
-        ledger = measure(Measure(image=req.image, spec=req.spec, apk_db_root=req.rootfs, overlay_dir=req.overlay_dir,
-                                 spool_dir=req.spool_dir))
-        ram = minimum_ram(kernel, [p for p in (microcode, req.image) if p is not None], req.cmdline)
-        report = read_prune_report(report_path)
-        ledger.update({
-            "format": LEDGER_FORMAT,
-            "inputs_digest": digest,
-            "image_name": req.image.name,
-            "image_sha256": image_sha,
-            "artefacts": artefacts,
-            "download_bytes": sum(artefacts.values()),
-            "node_ram": {k: ram[k] for k in ("minimum_mib", "limited_by", "unpacked_bytes", "decoder_window",
-                                             "kernel_init_size") if k in ram},
-            "kernel_version": report.get("kernel_version") if report else None,
-            "pruned": pruned_summary(report),
-        })
-        if previous is not None and previous.get("image_sha256") == image_sha and "delta" in previous:
-            ledger["delta"] = previous["delta"]  # same image: the delta still refers to the build before it
-        else:
-            ledger["delta"] = delta(previous, ledger)
-        blobs = {JSON_NAME: dump_json(ledger, indent=1), MD_NAME: render_markdown(ledger).encode(),
-                 SVG_NAME: render_svg(ledger)}
-        written = [write_if_changed(paths[n], b, check_mode=check_mode) for n, b in blobs.items()]  # every file
-        changed = any(written)
-    budgets = check_budgets(ledger, req.budgets)  # not stored: the files describe the image, not the limits
+        ledger = _new_ledger(req, kernel, microcode, report_path=report_path, image_sha=image_sha, digest=digest,
+                             previous=previous)
+        blobs = {JSON_NAME: dump_json(ledger, indent=1), MD_NAME: render.render_markdown(ledger).encode(),
+                 SVG_NAME: render.render_svg(ledger)}
+        changed = any([write_if_changed(paths[n], b, check_mode=check_mode) for n, b in blobs.items()])  # every file
+    budgets = render.check_budgets(ledger, req.budgets)  # not stored: the files describe the image, not the limits
     before = previous.get("total_compressed_bytes") if previous else None
     return {
         "changed": changed,
         "ledger": {k: ledger[k] for k in ("total_compressed_bytes", "total_unpacked_bytes", "download_bytes",
                                           "node_ram", "estimate", "delta")},
-        "top": ledger["groups"][:TOP],
+        "top": ledger["groups"][:render.TOP],
         "budgets": budgets,
         "failures": [str(b["message"]) for b in budgets if not b["ok"]],
         "files": {n: str(p) for n, p in paths.items()},

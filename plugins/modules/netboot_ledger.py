@@ -140,7 +140,7 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _ledger
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _ledger, _ledger_render
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing, stage_result
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 
@@ -160,7 +160,7 @@ ARGUMENT_SPEC = {
     "budget_image_bytes": {"type": "int", "default": 0},
     "budget_node_ram_bytes": {"type": "int", "default": 0},
     "budget_server_bytes": {"type": "int", "default": 0},
-    "server_generations": {"type": "int", "default": _ledger.DEFAULT_SERVER_GENERATIONS},
+    "server_generations": {"type": "int", "default": _ledger_render.DEFAULT_SERVER_GENERATIONS},
 }
 
 
@@ -179,7 +179,7 @@ def main() -> None:
             microcode=Path(p["microcode"]) if p["microcode"] else None,
             prune_report=Path(p["prune_report"]) if p["prune_report"] else None,
             overlay_dir=Path(p["overlay_dir"]) if p["overlay_dir"] else None,
-            budgets=_ledger.Budgets(
+            budgets=_ledger_render.Budgets(
                 image_bytes=p["budget_image_bytes"],
                 node_ram_bytes=p["budget_node_ram_bytes"],
                 server_bytes=p["budget_server_bytes"],

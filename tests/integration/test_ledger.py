@@ -14,6 +14,7 @@ import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _initramfs
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ledger as ledger
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ledger_render as render
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkdb import read_installed
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import sha256_file
@@ -68,7 +69,7 @@ def test_every_installed_package_is_listed_with_its_version(alpine: QuicksandIma
 
 
 def test_delta_names_new_left_grew_and_shrank(measured: dict[str, Any]) -> None:
-    assert ledger.delta(None, measured) == {"previous": None}
+    assert render.delta(None, measured) == {"previous": None}
     before = copy.deepcopy(measured)
     before["packages"] = [p for p in before["packages"] if p["name"] != "curl"]
     before["packages"].append({"name": "gone", "version": "1-r0", "compressed_bytes_estimate": 5})
@@ -77,7 +78,7 @@ def test_delta_names_new_left_grew_and_shrank(measured: dict[str, Any]) -> None:
             p["compressed_bytes_estimate"] -= 100
         if p["name"] == "musl":
             p["compressed_bytes_estimate"] += 7
-    d = ledger.delta(before, measured)
+    d = render.delta(before, measured)
     assert [r["name"] for r in d["packages"]["new"]] == ["curl"]
     assert d["packages"]["new"][0]["version"]
     assert [r["name"] for r in d["packages"]["left"]] == ["gone"]
@@ -95,12 +96,12 @@ def with_figures(measured: dict[str, Any]) -> dict[str, Any]:
 def test_a_budget_one_byte_short_fails_naming_the_top_contributors(measured: dict[str, Any]) -> None:
     led = with_figures(measured)
     download = led["download_bytes"]
-    ok = ledger.check_budgets(led, ledger.Budgets(image_bytes=download, node_ram_bytes=300 << 20,
+    ok = render.check_budgets(led, render.Budgets(image_bytes=download, node_ram_bytes=300 << 20,
                                                   server_bytes=2 * download))
     assert all(b["ok"] for b in ok)
-    none = ledger.check_budgets(led, ledger.Budgets())
+    none = render.check_budgets(led, render.Budgets())
     assert all(b["ok"] and b["limit"] == 0 for b in none)
-    bad = {b["budget"]: b for b in ledger.check_budgets(led, ledger.Budgets(
+    bad = {b["budget"]: b for b in render.check_budgets(led, render.Budgets(
         image_bytes=download - 1, node_ram_bytes=(300 << 20) - 1, server_bytes=3 * download - 1,
         server_generations=3))}
     msg = bad["netboot_budget_image_bytes"]["message"]
@@ -113,19 +114,19 @@ def test_a_budget_one_byte_short_fails_naming_the_top_contributors(measured: dic
     assert "(unpacked)" in bad["netboot_budget_node_ram_bytes"]["message"]
     assert "3 generations" in bad["netboot_budget_server_bytes"]["message"]
     with pytest.raises(ConfigError, match="negative"):
-        ledger.Budgets(image_bytes=-1)
+        render.Budgets(image_bytes=-1)
 
 
 def test_the_chart_renders_reproducibly_with_the_top_names(measured: dict[str, Any]) -> None:
     led = with_figures(measured)
-    svg = ledger.render_svg(led)
-    assert svg == ledger.render_svg(led)
+    svg = render.render_svg(led)
+    assert svg == render.render_svg(led)
     root = ET.fromstring(svg)
     assert root.tag.endswith("svg")
     texts = " ".join(t.text or "" for t in root.iter() if t.tag.endswith("text"))
     for row in measured["packages"][:3] + measured["groups"][:3]:
         assert row["name"] in texts
-    md = ledger.render_markdown(dict(led, delta={"previous": None}))
+    md = render.render_markdown(dict(led, delta={"previous": None}))
     assert "| 1 | " + measured["groups"][0]["name"] in md and "linux-virt" in md
 
 
@@ -175,7 +176,7 @@ def test_build_ledger_writes_once_and_reuses(alpine: QuicksandImage, tmp_path: P
     # a budget failure reports and leaves the files alone
     tight = ledger.build_ledger(ledger.LedgerRequest(
         image=image, rootfs=req.rootfs, dest=dist, spec=SPEC,
-        budgets=ledger.Budgets(image_bytes=data["download_bytes"] - 1)))
+        budgets=render.Budgets(image_bytes=data["download_bytes"] - 1)))
     assert not tight["changed"] and "netboot_budget_image_bytes" in tight["failures"][0]
     assert {n: (dist / n).stat().st_mtime_ns for n in stamps} == stamps
 
