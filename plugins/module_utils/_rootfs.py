@@ -13,7 +13,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apk import
     bootstrap_static,
     suspect_members,
     user_apk,
-    world_entries,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkformat import (
     PKG_NAME,
@@ -47,7 +45,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import (
     MAX_INDEX_BYTES,
-    MAX_UNSIZED_BYTES,
     Fetcher,
     clean_partials,
 )
@@ -55,7 +52,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import 
     atomic_write_bytes,
     dump_json,
     load_json_object,
-    read_json_object,
     remove_dead_temps,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
@@ -63,93 +59,18 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest i
     read_rootfs_manifest,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._overlay import copy_overlay, overlay_digest
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs_spec import (
+    LOCK_FORMAT,
+    Locked,
+    RootfsSpec,
+    lock_differs,
+    lock_document,
+    package_lines,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs_tree import finish_tree, seed_tree
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
-LOCK_FORMAT = 1
 BUILDER_VERSION = "1"  # bump when the way a rootfs is assembled changes (forces a rebuild)
-_RELEASE = re.compile(r"^(?:v?(\d+\.\d+)|(edge))$")
-_PKG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:-]*(?:[<>=~]{1,2}[A-Za-z0-9_.+-]+)?$")
-DEFAULT_MIRROR = "https://dl-cdn.alpinelinux.org/alpine"
-MKINITFS_CONF = "etc/mkinitfs/mkinitfs.conf"
-
-
-@dataclass(frozen=True)
-class RootfsSpec:
-    release: str
-    arch: str
-    mirrors: tuple[str, ...]
-    repositories: tuple[str, ...]
-    packages: tuple[str, ...]
-    root: Path
-    cache_dir: Path
-    overlay_dir: Path | None = None
-    extra_keys_dirs: tuple[Path, ...] = ()
-    offline: bool = False
-    lockfile: Path | None = None
-    update_lock: bool = False
-    apk_binary: str | None = None
-    services: tuple[tuple[str, str], ...] = ()  # (runlevel, service) pairs enabled in OpenRC
-    # alpine_max_package_bytes: a package whose signed size is above it is refused before its download starts
-    max_package_bytes: int = MAX_UNSIZED_BYTES
-
-    @property
-    def release_dir(self) -> str:
-        m = _RELEASE.match(self.release.strip())
-        if not m:
-            raise ConfigError(
-                f"alpine_release {self.release!r} is not an Alpine release: use a version like '3.23' or 'edge'"
-            )
-        return f"v{m.group(1)}" if m.group(1) else "edge"
-
-    def validate(self) -> None:
-        _unused = self.release_dir  # raises ConfigError naming a bad alpine_release
-        if not self.mirrors:
-            raise ConfigError("alpine_mirror is empty: give at least one mirror URL")
-        for m in self.mirrors:
-            if not re.match(r"^(https?|file)://", m):
-                raise ConfigError(f"alpine_mirror {m!r} must be an http://, https:// or file:// URL")
-        if not self.repositories:
-            raise ConfigError("alpine_repositories is empty: use at least [main]")
-        for r in self.repositories:
-            if not re.fullmatch(r"[a-z0-9_-]+", r):
-                raise ConfigError(f"alpine_repositories entry {r!r} is not a repository name (main, community, ...)")
-        if self.max_package_bytes < 1:
-            raise ConfigError(f"alpine_max_package_bytes {self.max_package_bytes}: give a size in bytes above 0")
-        if not self.packages:
-            raise ConfigError("alpine_packages is empty: list the packages the image needs")
-        bad = [p for p in self.packages if not _PKG.match(p)]
-        if bad:
-            raise ConfigError(f"alpine_packages has invalid entries: {', '.join(bad)}")
-        if not self.root.is_absolute() or not self.cache_dir.is_absolute():
-            raise ConfigError("root and cache_dir must be absolute paths")
-        if self.root.resolve() in (Path("/"), self.cache_dir.resolve()):
-            raise ConfigError(f"refusing to build a rootfs at {self.root}")
-
-    def repo_dir(self, repo: str) -> Path:
-        return self.cache_dir / "alpine" / self.release_dir / repo / self.arch
-
-    def repo_urls(self, repo: str, filename: str) -> list[str]:
-        return [f"{m.rstrip('/')}/{self.release_dir}/{repo}/{self.arch}/{filename}" for m in self.mirrors]
-
-
-@dataclass(frozen=True)
-class Locked:
-    name: str
-    version: str
-    checksum: str
-    repository: str
-    size: int
-    build_time: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "checksum": self.checksum,
-            "repository": self.repository,
-            "size": self.size,
-            "build_time": self.build_time,
-        }
 
 
 @dataclass
@@ -261,14 +182,8 @@ class Builder:
 
     def lock_matches(self, lock: dict[str, Any]) -> str | None:
         """None when the lock fits the request; else why it does not."""
-        want = {
-            "release": self.spec.release_dir,
-            "arch": self.spec.arch,
-            "repositories": list(self.spec.repositories),
-            "requested": sorted(set(self.spec.packages)),
-        }
-        for k, v in want.items():
-            if lock.get(k) != v:
+        for k, v in lock_document(self.spec, []).items():
+            if k not in ("format", "packages") and lock.get(k) != v:
                 return f"{k} changed ({lock.get(k)!r} -> {v!r})"
         return None
 
@@ -394,8 +309,7 @@ class Builder:
             src = self.entry_for(p)
             if isinstance(src, IndexEntry) and not (self.spec.repo_dir(p.repository) / src.filename).is_file():
                 missing.append(f"{p.name}-{p.version}")
-        manifest = self.manifest(pkgs)
-        return pkgs, lock_dirty, manifest, missing
+        return pkgs, lock_dirty, self.manifest(pkgs), missing
 
     def manifest(self, pkgs: list[Locked]) -> dict[str, Any]:
         newest = max((p.build_time for p in pkgs), default=0)
@@ -440,12 +354,12 @@ class Builder:
         for leftover in (f".{root.name}.new-", f".{root.name}.old-"):  # of a killed run (a live build's stay)
             remove_dead_temps(root.parent, leftover)
         try:
-            _seed(new)
+            seed_tree(new)
             try:
                 apk.install(self._apk_context(new), targets)
             except CommandError as exc:
                 raise self._refused(exc, pkgs) from exc
-            _finish(new, self.spec, self.keyring, manifest, self.warnings)
+            finish_tree(new, self.spec, self.keyring, int(manifest["source_date_epoch"]), self.warnings)
             overlay = copy_overlay(self.spec.overlay_dir, new) if self.spec.overlay_dir else None
             atomic_write_bytes(new / ROOTFS_MANIFEST, dump_json(manifest, ensure_ascii=True))
             if root.exists():
@@ -501,95 +415,6 @@ def require_root() -> None:
         )
 
 
-def _seed(new: Path) -> None:
-    """Before apk runs: keep mkinitfs' trigger from building an initramfs inside the rootfs (we make our own)."""
-    conf = new / MKINITFS_CONF
-    conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text("disable_trigger=yes\n")
-
-
-def _finish(root: Path, spec: RootfsSpec, keyring: Keyring, manifest: dict[str, Any], warnings: list[str]) -> None:
-    """After apk: world = what was asked for, repositories = the real mirrors, reproducible leftovers cleaned."""
-    (root / "etc/apk/world").write_text(world_entries(list(spec.packages)))
-    (root / "etc/apk/repositories").write_text(
-        "".join(f"{spec.mirrors[0].rstrip('/')}/{spec.release_dir}/{r}\n" for r in spec.repositories)
-    )
-    keys = root / "etc/apk/keys"
-    keys.mkdir(parents=True, exist_ok=True)
-    for k in keyring.keys.values():
-        if k.origin != "pinned":
-            (keys / k.name).write_bytes(k.pem)
-    conf = root / MKINITFS_CONF
-    new_conf = conf.with_name(conf.name + ".apk-new")
-    if new_conf.exists():
-        body = "".join(ln + "\n" for ln in new_conf.read_text().splitlines() if not ln.startswith("disable_trigger="))
-        conf.write_text(body + "disable_trigger=yes\n")
-        new_conf.unlink()
-    for img in (root / "boot").glob("initramfs-*"):
-        warnings.append(f"removed {img.name} that a package script generated inside the rootfs")
-        img.unlink()
-    with contextlib.suppress(FileNotFoundError):
-        (root / "var/log/apk.log").unlink()
-    _clamp_shadow(root / "etc/shadow", int(manifest["source_date_epoch"]))
-    enable_services(root, spec.services)
-
-
-RUNLEVELS = ("sysinit", "boot", "default", "shutdown", "nonetwork")
-
-
-def enable_services(root: Path, services: tuple[tuple[str, str], ...]) -> None:
-    """Enable OpenRC services (``rc-update add`` without running anything in the rootfs)."""
-    for level, svc in services:
-        if level not in RUNLEVELS:
-            raise ConfigError(f"alpine_services: unknown runlevel {level!r} (use one of {', '.join(RUNLEVELS)})")
-        if not (root / "etc/init.d" / svc).is_file():
-            raise ConfigError(
-                f"alpine_services: no init script /etc/init.d/{svc} in the rootfs for runlevel {level}; "
-                f"add the package that ships it to alpine_packages"
-            )
-        link = root / "etc/runlevels" / level / svc
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.is_symlink():
-            link.symlink_to(f"/etc/init.d/{svc}")
-
-
-def _clamp_shadow(shadow: Path, epoch: int) -> None:
-    """Account creation stamps 'days since 1970' of today into /etc/shadow; pin it for a reproducible tree."""
-    if not shadow.is_file() or epoch <= 0:
-        return
-    day = str(epoch // 86400)
-    lines = []
-    for line in shadow.read_text().splitlines():
-        f = line.split(":")
-        if len(f) >= 3 and f[2].isdigit():
-            f[2] = day
-        lines.append(":".join(f))
-    shadow.write_text("".join(ln + "\n" for ln in lines))
-
-
-def lock_document(spec: RootfsSpec, pkgs: list[Locked]) -> dict[str, Any]:
-    return {
-        "format": LOCK_FORMAT,
-        "release": spec.release_dir,
-        "arch": spec.arch,
-        "repositories": list(spec.repositories),
-        "requested": sorted(set(spec.packages)),
-        "packages": [p.as_dict() for p in pkgs],
-    }
-
-
-def lock_differs(path: Path, doc: dict[str, Any]) -> bool:
-    return read_json_object(path) != doc
-
-
-def package_lines(pkgs: list[dict[str, Any]] | list[Locked]) -> list[str]:
-    out = []
-    for p in pkgs:
-        d = p.as_dict() if isinstance(p, Locked) else p
-        out.append(f"{d['name']}-{d['version']}")
-    return sorted(out)
-
-
 def build(spec: RootfsSpec, runner: Runner, fetcher: Fetcher, check_mode: bool) -> Outcome:
     if not check_mode:
         require_root()
@@ -609,16 +434,8 @@ def build(spec: RootfsSpec, runner: Runner, fetcher: Fetcher, check_mode: bool) 
                 overlay_files = builder.apply(pkgs, manifest)
             if lock_changed and spec.lockfile is not None:
                 atomic_write_bytes(spec.lockfile, dump_json(lock_doc, ensure_ascii=True))
-        return Outcome(
-            changed=changed or lock_changed,
-            packages=pkgs,
-            manifest=manifest,
-            before=before,
-            after=after,
-            to_fetch=missing,
-            lock_changed=lock_changed,
-            warnings=builder.warnings,
-            overlay_files=overlay_files,
-        )
+        return Outcome(changed=changed or lock_changed, packages=pkgs, manifest=manifest, before=before, after=after,
+                       to_fetch=missing, lock_changed=lock_changed, warnings=builder.warnings,
+                       overlay_files=overlay_files)
     finally:
         builder.close()

@@ -148,7 +148,8 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch impo
     Fetcher,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs import DEFAULT_MIRROR, RootfsSpec, build
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs import build
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs_spec import DEFAULT_MIRROR, RootfsSpec
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
 ARGUMENT_SPEC = {

@@ -25,16 +25,11 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors imp
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import ROOTFS_MANIFEST
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs import (
-    Builder,
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs import Builder, build
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs_spec import (
     Locked,
     RootfsSpec,
-    _clamp_shadow,
-    build,
-    enable_services,
-    lock_differs,
     lock_document,
-    package_lines,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 from tests.fixtures.apkrepo import ARCH, RELEASE, BuiltPackage, Package, SigningKey, build_package, serve, write_repo
@@ -114,53 +109,6 @@ def builder(tmp_path: Path, repo: Repo) -> Iterator[Builder]:
         yield b
     finally:
         b.close()
-
-
-# --------------------------------------------------------------------------------------------- the request
-
-
-@pytest.mark.parametrize(("release", "expected"), [("3.23", "v3.23"), ("v3.23", "v3.23"), (" edge ", "edge")])
-def test_release_dir(tmp_path: Path, repo: Repo, release: str, expected: str) -> None:
-    assert make_spec(tmp_path, repo, release=release).release_dir == expected
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"release": "3"}, "alpine_release '3' is not an Alpine release: use a version like '3.23' or 'edge'"),
-        ({"release": "latest-stable"}, "alpine_release 'latest-stable' is not an Alpine release"),
-        ({"mirrors": ()}, "alpine_mirror is empty: give at least one mirror URL"),
-        ({"mirrors": ("dl-cdn.alpinelinux.org/alpine",)},
-         "alpine_mirror 'dl-cdn.alpinelinux.org/alpine' must be an http://, https:// or file:// URL"),
-        ({"repositories": ()}, "alpine_repositories is empty: use at least [main]"),
-        ({"repositories": ("main", "Community/x")},
-         "alpine_repositories entry 'Community/x' is not a repository name (main, community, ...)"),
-        ({"packages": ()}, "alpine_packages is empty: list the packages the image needs"),
-        ({"packages": ("busybox", "open ssh", "musl>=1.2", "bad;rm")},
-         "alpine_packages has invalid entries: open ssh, bad;rm"),
-        ({"root": Path("build/rootfs")}, "root and cache_dir must be absolute paths"),
-        ({"root": Path("/")}, "refusing to build a rootfs at /"),
-    ],
-)
-def test_invalid_requests_name_the_option(tmp_path: Path, repo: Repo, change: dict[str, object], message: str) -> None:
-    spec = make_spec(tmp_path, repo, **change)
-    with pytest.raises(ConfigError) as err:
-        Builder(spec, Runner(), Fetcher())
-    assert str(err.value).startswith(message)
-
-
-def test_root_equal_to_the_cache_is_refused(tmp_path: Path, repo: Repo) -> None:
-    with pytest.raises(ConfigError, match="refusing to build a rootfs at"):
-        make_spec(tmp_path, repo, root=tmp_path / "cache").validate()
-
-
-def test_repository_urls_and_cache_layout(tmp_path: Path, repo: Repo) -> None:
-    spec = make_spec(tmp_path, repo, mirrors=("https://a.example/alpine/", "http://b.example/alpine"))
-    assert spec.repo_urls("community", "APKINDEX.tar.gz") == [
-        "https://a.example/alpine/v3.23/community/x86_64/APKINDEX.tar.gz",
-        "http://b.example/alpine/v3.23/community/x86_64/APKINDEX.tar.gz",
-    ]
-    assert spec.repo_dir("main") == tmp_path / "cache/alpine/v3.23/main/x86_64"
 
 
 # ---------------------------------------------------------------------------------------------- indexes
@@ -290,21 +238,6 @@ def test_a_damaged_lockfile_names_the_file(builder: Builder) -> None:
         builder.read_lock()
     lf.unlink()
     assert builder.read_lock() is None
-
-
-def test_lock_document_and_rewrite_decision(tmp_path: Path, repo: Repo) -> None:
-    spec = make_spec(tmp_path, repo, packages=("busybox", "alpine-baselayout", "busybox"))
-    doc = lock_document(spec, [locked(repo, "busybox")])
-    assert doc["requested"] == ["alpine-baselayout", "busybox"] and doc["release"] == "v3.23"
-    path = tmp_path / "lock.json"
-    assert lock_differs(path, doc)  # missing
-    path.write_text(json.dumps(doc, indent=7))
-    assert not lock_differs(path, doc)  # formatting is not a difference
-    path.write_text("{broken")
-    assert lock_differs(path, doc)
-    assert package_lines([locked(repo, "musl"), locked(repo, "busybox")]) == ["busybox-1.37.0-r30",
-                                                                              "musl-1.2.5-r10"]
-    assert package_lines([{"name": "a", "version": "1-r0"}]) == ["a-1-r0"]
 
 
 # ----------------------------------------------------------------------------------- where a package comes from
@@ -455,44 +388,6 @@ def test_a_damaged_rootfs_manifest_stops_the_plan_naming_it(tmp_path: Path, repo
     (spec.root / ROOTFS_MANIFEST).write_text("{")
     with pytest.raises(NetbootError, match=f"the rootfs manifest {spec.root / ROOTFS_MANIFEST} is not valid JSON"):
         build(spec, Runner(), Fetcher(offline=True), check_mode=True)
-
-
-# ----------------------------------------------------------------------------------------- tree finishing
-
-
-def test_enable_services_links_init_scripts_once(tmp_path: Path) -> None:
-    root = tmp_path / "rootfs"
-    (root / "etc/init.d").mkdir(parents=True)
-    (root / "etc/init.d/sshd").write_text("#!/sbin/openrc-run\n")
-    enable_services(root, (("default", "sshd"),))
-    enable_services(root, (("default", "sshd"),))  # again: no error, same link
-    link = root / "etc/runlevels/default/sshd"
-    assert link.is_symlink() and str(link.readlink()) == "/etc/init.d/sshd"
-
-
-def test_enable_services_errors_name_the_service_and_the_fix(tmp_path: Path) -> None:
-    root = tmp_path / "rootfs"
-    (root / "etc/init.d").mkdir(parents=True)
-    (root / "etc/init.d/sshd").write_text("#!/sbin/openrc-run\n")
-    with pytest.raises(ConfigError, match=r"alpine_services: unknown runlevel 'multiuser' \(use one of sysinit, boot, "
-                                          r"default, shutdown, nonetwork\)"):
-        enable_services(root, (("multiuser", "sshd"),))
-    with pytest.raises(ConfigError) as err:
-        enable_services(root, (("default", "chronyd"),))
-    assert str(err.value) == ("alpine_services: no init script /etc/init.d/chronyd in the rootfs for runlevel "
-                              "default; add the package that ships it to alpine_packages")
-    assert not (root / "etc/runlevels").exists()
-
-
-def test_shadow_change_dates_are_pinned_to_the_build_time(tmp_path: Path) -> None:
-    shadow = tmp_path / "shadow"
-    shadow.write_text("root:*:20400:0:::::\nnode:!:20411:0:99999:7:::\nbroken-line\nhalt:*::::::\n")
-    _clamp_shadow(shadow, 1_700_000_500)
-    day = str(1_700_000_500 // 86400)
-    assert shadow.read_text() == f"root:*:{day}:0:::::\nnode:!:{day}:0:99999:7:::\nbroken-line\nhalt:*::::::\n"
-    before = shadow.read_text()
-    _clamp_shadow(shadow, 0)  # no build time known: leave it
-    assert shadow.read_text() == before
 
 
 @pytest.mark.parametrize(
