@@ -217,8 +217,7 @@ def load_json_object(path: str | os.PathLike[str], what: str, fix: str, *,
                      error: type[NetbootError] = NetbootError) -> dict[str, Any] | None:
     """The JSON object in ``path`` (None: no such file); unreadable, not JSON or not an object raises ``error``."""
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         return None
     except OSError as exc:

@@ -17,6 +17,7 @@ TOP = 5  # contributors named in a budget failure
 CHART_BARS = 20
 DEFAULT_SERVER_GENERATIONS = 2  # live + 1 kept (rb4011_keep_generations when the deploy role defines it)
 
+
 def _index(rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> dict[str, Mapping[str, Any]]:
     return {"/".join(str(r.get(k, "")) for k in key): r for r in rows}
 
