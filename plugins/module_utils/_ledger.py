@@ -162,11 +162,8 @@ class Classifier:
 def overlay_files(overlay_dir: str | os.PathLike[str] | None) -> frozenset[str]:
     if not overlay_dir or not os.path.isdir(overlay_dir):
         return frozenset()
-    found = set()
-    for dirpath, dirnames, filenames in os.walk(overlay_dir):
-        for name in dirnames + filenames:
-            found.add(os.path.relpath(os.path.join(dirpath, name), overlay_dir))
-    return frozenset(found)
+    return frozenset(os.path.relpath(os.path.join(dirpath, name), overlay_dir)
+                     for dirpath, dirnames, filenames in os.walk(overlay_dir) for name in dirnames + filenames)
 
 
 def compressed_size(spec: compress.CompressionSpec, path: str | os.PathLike[str]) -> int:
@@ -448,7 +445,8 @@ def build_ledger(req: LedgerRequest, *, check_mode: bool = False) -> dict[str, A
                              previous=previous)
         blobs = {JSON_NAME: dump_json(ledger, indent=1), MD_NAME: render.render_markdown(ledger).encode(),
                  SVG_NAME: render.render_svg(ledger)}
-        changed = any([write_if_changed(paths[n], b, check_mode=check_mode) for n, b in blobs.items()])  # every file
+        written = [write_if_changed(paths[n], b, check_mode=check_mode) for n, b in blobs.items()]  # every file
+        changed = any(written)
     budgets = render.check_budgets(ledger, req.budgets)  # not stored: the files describe the image, not the limits
     before = previous.get("total_compressed_bytes") if previous else None
     return {

@@ -83,6 +83,5 @@ def test_lock_document_and_rewrite_decision(tmp_path: Path) -> None:
     assert not lock_differs(path, doc)  # formatting is not a difference
     path.write_text("{broken")
     assert lock_differs(path, doc)
-    assert package_lines([MUSL, BUSYBOX]) == ["busybox-1.37.0-r30",
-                                                                              "musl-1.2.5-r10"]
+    assert package_lines([MUSL, BUSYBOX]) == ["busybox-1.37.0-r30", "musl-1.2.5-r10"]
     assert package_lines([{"name": "a", "version": "1-r0"}]) == ["a-1-r0"]
