@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _deploy
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import normal_mac
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploydist import normal_mac
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deployplan import (
+    Options,
+    RouterState,
+    generations,
+    stable_target,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
     CommandError,
     ConfigError,
@@ -483,13 +489,13 @@ class Herd:
 
 # -- on the router ---------------------------------------------------------------------------------------------------
 
-def pick_staged(state: _deploy.RouterState, rb: str, wanted: str | None) -> tuple[str, str | None]:
+def pick_staged(state: RouterState, rb: str, wanted: str | None) -> tuple[str, str | None]:
     """(live, staged generation to roll): ``wanted``, else the one staged generation; None: nothing to roll (none
     staged, or ``wanted`` is live already)."""
-    stable = _deploy.stable_target(state, rb)
+    stable = stable_target(state, rb)
     if stable.live is None:
         raise HerdError(f"{state.host}: nothing is live under {rb}: deploy a generation first")
-    gens = _deploy.generations(state, rb)
+    gens = generations(state, rb)
     staged = sorted(g for g, v in gens.items() if v.staged and v.has_rules)
     if wanted:
         if wanted == stable.live:
@@ -508,7 +514,7 @@ def pick_staged(state: _deploy.RouterState, rb: str, wanted: str | None) -> tupl
     return stable.live, staged[0]
 
 
-def update_herd(target: _deploy.Target, opts: _deploy.Options, staging: Path, *, nodes: Sequence[Node],
+def update_herd(target: _deploy.Target, opts: Options, staging: Path, *, nodes: Sequence[Node],
                 wanted: str | None, roll: RollOptions, talk: Nodes, check: bool, progress: Progress,
                 report_path: Path | None) -> dict[str, Any]:
     """Pre-flight, plan, and (unless ``check``) the roll and the switch to live. Returns the module result; a

@@ -22,24 +22,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _dhcpprobe, _tftp
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import (
-    CHAINLOAD_DIR,
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import read_state, storage_dir
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploydist import (
     GENERATION_SCRIPT,
     GENERATION_VAR,
     OWNER,
     STABLE_REQUEST,
     SUMS,
     DeployError,
-    RouterState,
     dispatch_macs,
     dispatch_script,
     generation_id,
     generation_script,
-    parse_comment,
     parse_sums,
-    read_state,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deployplan import (
+    CHAINLOAD_DIR,
+    RouterState,
+    parse_comment,
     stable_target,
-    storage_dir,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import NETWORK_MENU
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError

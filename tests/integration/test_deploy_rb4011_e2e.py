@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _qemu, _testhook, _vm
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import parse_sums
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploydist import parse_sums
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import sha256_file
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import sha256sums_text
 from tests.fixtures.e2e import Built

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _tftp
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploydist import generation_script
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deployplan import (
     RouterFile,
     RouterState,
     chainload_comment,
-    generation_script,
     rule_comment,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._verify import (
