@@ -17,7 +17,7 @@ import ipaddress
 import re
 import socket
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,21 +25,17 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _dhc
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import read_state, storage_dir
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploydist import (
     GENERATION_SCRIPT,
-    GENERATION_VAR,
-    OWNER,
     STABLE_REQUEST,
     SUMS,
-    DeployError,
     dispatch_macs,
     dispatch_script,
     generation_id,
-    generation_script,
     parse_sums,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deployplan import (
     CHAINLOAD_DIR,
     RouterState,
-    parse_comment,
+    Stable,
     stable_target,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import NETWORK_MENU
@@ -51,14 +47,14 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros i
     connect,
     needs_rollover,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._verifyrules import (
+    check_generation_script,
+    diagnose,
+    owned_rules,
+    pick_rule,
+    script_files,
+)
 
-NOTE_RE = re.compile(rf"^# {re.escape(OWNER)} generation (g-[0-9a-f]{{12}}): .*\nset {GENERATION_VAR} \1\n", re.M)
-GEN_BASE_RE = re.compile(r"^(?P<head>[ \t]*set[ \t]+base[ \t]+)(?P<url>tftp://\S+?)/(?P<gen>g-[0-9a-f]{12})[ \t]*$",
-                         re.M)
-# options before the URL: a flag, or --name/-n with its value (the Secure Boot script names the UKI by generation)
-FETCH_RE = re.compile(r"^\s*(?P<cmd>kernel|initrd|imgfetch|module|chain)\s+(?:(?:--name|-n)\s+\S+\s+|--\S+\s+)*"
-                      r"\$\{base\}/(?P<name>[^\s$]+)", re.M)
-NODE_INITRD_RE = re.compile(r"^\s*set\s+node_initrd\s+(?P<name>\S+)\s*$", re.M)
 IPXE_SUFFIXES = (".efi", ".kpxe", ".kkpxe", ".pxe", ".lkrn")
 # iPXE's command table holds each command's name as a NUL-terminated string; sha256sum is in Debian's ipxe 2.0.0
 # (trixie/sid) snponly.efi and ipxe.efi, not in bookworm's, nor readable in the compressed undionly.kpxe
@@ -89,131 +85,6 @@ class VerifyOptions:
                                   "that nodes fetch from (the DHCP next-server)") from None
         if self.timeout <= 0 or self.retries < 0:
             raise ConfigError("rb4011_verify_timeout must be > 0 and rb4011_verify_retries >= 0")
-
-
-# -- rules ----------------------------------------------------------------------------------------------------------
-
-def in_addresses(client: str, ip_addresses: str) -> bool:
-    """Whether ``client`` may use a rule whose ``ip-addresses`` is this RouterOS list (empty: anyone)."""
-    nets = [n.strip() for n in ip_addresses.split(",") if n.strip()]
-    if not nets:
-        return True
-    addr = ipaddress.ip_address(client)
-    for n in nets:
-        try:
-            if addr in ipaddress.ip_network(n, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
-def name_matches(rule: Mapping[str, str], request: str) -> bool:
-    try:
-        return re.search(rule.get("req-filename", ".*") or ".*", request) is not None
-    except re.error:
-        return False
-
-
-def enabled(rule: Mapping[str, str]) -> bool:
-    return rule.get("disabled") not in ("true", "yes")
-
-
-def pick_rule(rules: Sequence[Mapping[str, str]], request: str, client: str) -> Mapping[str, str] | None:
-    """The rule RouterOS serves ``request`` to ``client`` by: the first enabled one whose regex and addresses match."""
-    for r in rules:
-        if enabled(r) and name_matches(r, request) and in_addresses(client, r.get("ip-addresses", "")):
-            return r
-    return None
-
-
-def diagnose(rules: Sequence[Mapping[str, str]], request: str, client: str, error: _tftp.TftpError | None,
-             size: int | None = None) -> str:
-    """Why ``request`` failed (or would fail) for ``client``: the rules first, then what the TFTP exchange showed."""
-    by_name = [r for r in rules if enabled(r) and name_matches(r, request)]
-    if not by_name:
-        return f"no rule: no enabled /ip/tftp rule's req-filename matches {request}"
-    rule = pick_rule(rules, request, client)
-    if rule is None:
-        allowed = sorted({r.get("ip-addresses", "") for r in by_name})
-        return (f"outside ip-addresses: the controller's address {client} is outside the ip-addresses "
-                f"({'; '.join(allowed)}) of the rule for {request}, so the router refuses it. Add {client} (or its "
-                "network) to rb4011_tftp_allow_addresses and deploy again, or run the verify from an address inside "
-                "(this says nothing about the nodes)")
-    if rule.get("allow") in ("false", "no"):
-        return f"refused: the first rule matching {request} ({rule.get('req-filename')}) has allow=no"
-    real = rule.get("real-filename") or request
-    rollover = rule.get("allow-rollover") in ("true", "yes")
-    if isinstance(error, _tftp.TftpRefused) and error.code == 1:
-        return f"file not found: the rule for {request} names {real}, which the router does not have"
-    if error is not None and error.blocks >= 65535 and not rollover:
-        return (f"too big without rollover: {request} stopped at block {error.blocks} (the 16-bit counter's end); "
-                f"its rule has allow-rollover=no: deploy again (the deploy sets it from the size) or set "
-                "allow-rollover=yes on the rule")
-    if isinstance(error, _tftp.TftpTimeout):
-        if not error.answered:
-            return (f"timeout: the router did not answer a TFTP read of {request} from {client} (its rule allows "
-                    "that address): a firewall (/ip firewall filter, input chain, or one on the way) may drop UDP "
-                    "69 or the replies to the client's port; accept udp dst-port=69 from the boot network")
-        return (f"timeout: {request} stopped after {error.blocks} blocks: a firewall may drop the replies (they come "
-                "from a new router port, not 69), or the link loses packets")
-    if error is not None:
-        return f"refused: {error}"
-    if size is not None and needs_rollover(size, _tftp.IPXE_BLKSIZE) and not rollover:
-        return f"too big without rollover: {request} is {size} bytes, more than 65,535 blocks of 1432 bytes"
-    return ""
-
-
-# -- what the generation's script fetches ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ScriptFiles:
-    kernel: tuple[str, ...]  # names in the generation directory, as the script orders them
-    initrds: tuple[str, ...]  # microcode, initramfs (every node)
-    node_initrds: tuple[str, ...]  # per-node (one of them, at most, per node)
-
-
-def script_files(text: str) -> ScriptFiles:
-    kernel: list[str] = []
-    initrds: list[str] = []
-    for m in FETCH_RE.finditer(text):
-        name = m.group("name")
-        target = kernel if m.group("cmd") in ("kernel", "chain") else initrds
-        if name not in target:
-            target.append(name)
-    nodes: list[str] = []
-    for m in NODE_INITRD_RE.finditer(text):
-        if m.group("name") not in nodes:
-            nodes.append(m.group("name"))
-    return ScriptFiles(tuple(kernel), tuple(initrds), tuple(nodes))
-
-
-def original_script(generation_text: str, gen: str) -> str:
-    """dist's boot.ipxe back from the deploy's ``generation.ipxe`` (``_deploy.generation_script`` undone)."""
-    body = NOTE_RE.sub("", generation_text, count=1)
-    return GEN_BASE_RE.sub(lambda m: m.group("head") + m.group("url") if m.group("gen") == gen else m.group(0), body)
-
-
-def check_generation_script(data: bytes, gen: str, sums: Mapping[str, str]) -> str:
-    """"" when ``data`` is exactly what the deploy made of the boot.ipxe listed in ``gen``'s SHA256SUMS."""
-    try:
-        text = data.decode()
-    except UnicodeDecodeError:
-        return "wrong bytes: not text"
-    orig = original_script(text, gen)
-    want = sums.get(STABLE_REQUEST, "")
-    got = hashlib.sha256(orig.encode()).hexdigest()
-    if got != want:
-        return (f"wrong bytes: boot.ipxe is not generation {gen}'s script: the boot.ipxe it was made from has sha256 "
-                f"{got}, SHA256SUMS lists {want}")
-    try:
-        again = generation_script(orig, gen)
-    except DeployError as e:
-        return f"wrong bytes: {e}"
-    if again.encode() != data:
-        return (f"wrong bytes: boot.ipxe has sha256 {hashlib.sha256(data).hexdigest()}, the deploy's rewrite of "
-                f"generation {gen}'s boot.ipxe {hashlib.sha256(again.encode()).hexdigest()}")
-    return ""
 
 
 def has_digest_command(data: bytes) -> bool:
@@ -322,21 +193,6 @@ Fetcher = Callable[[str, int, int], _tftp.Fetched]  # (request, blksize, keep) -
 Prober = Callable[[str, _dhcpprobe.ClientKind], _dhcpprobe.Answer]  # (interface, kind)
 
 
-def owned_rules(state: RouterState, rb: str) -> tuple[dict[str, Mapping[str, str]], dict[str, Mapping[str, str]]]:
-    """(generation rules by request, chainload rules by request) the deploy made under ``rb``."""
-    gen_rules: dict[str, Mapping[str, str]] = {}
-    chain: dict[str, Mapping[str, str]] = {}
-    prefix = f"{OWNER} dir={rb} chainload="
-    for r in state.tftp:
-        c = r.get("comment", "")
-        parsed = parse_comment(c, rb)
-        if parsed and parsed[0]:
-            gen_rules[f"{parsed[0]}/{parsed[1]}"] = r
-        elif c.startswith(prefix):
-            chain[c[len(prefix):]] = r
-    return gen_rules, chain
-
-
 def check_router(state: RouterState, opts: VerifyOptions, *, fetch: Fetcher, controller: str,
                  probe: Prober | None, dhcp_skip: str, interface: str,
                  networks: Sequence[Mapping[str, str]] = ()) -> Report:
@@ -348,12 +204,45 @@ def check_router(state: RouterState, opts: VerifyOptions, *, fetch: Fetcher, con
     stable = stable_target(state, rb)
     live = stable.live
     rep.generation = live
-    rules = list(state.tftp)
     _gen_rules, chain_rules = owned_rules(state, rb)
-    sizes = {f.name: f.size for f in state.files}
-
     # DHCP first: it names the iPXE binaries clients fetch
     followed = _check_dhcp(rep, probe, dhcp_skip, interface, set(chain_rules))
+    _warn_boot_file_names(rep, networks, chain_rules)
+    if live is None:
+        rep.failures.append(f"no rule: nothing is live under {rb} (no /ip/tftp rule '{STABLE_REQUEST}' with the "
+                            f"collection's comment naming a generation): deploy first")
+        return rep
+    reads = _Reads(rep, fetch, list(state.tftp), controller, {f.name: f.size for f in state.files}, opts.pass_512)
+    binaries = _check_binaries(reads, chain_rules, followed)
+    _boot_checked(rep)
+    sums = _check_sums(reads, live)
+    script_request = _check_dispatcher(reads, stable, live) if stable.dispatcher and stable.staged else STABLE_REQUEST
+    script_chk, script = reads.one(script_request, "boot script", SCRIPT_LIMIT)
+    if script_chk.ok and sums:
+        problem = check_generation_script(script, live, sums)
+        script_chk.expected_from = f"the deploy's rewrite of boot.ipxe listed in {live}/{SUMS}"
+        if not problem:
+            script_chk.expected_sha256 = script_chk.sha256
+        else:
+            script_chk.problem = problem
+            rep.failures.append(f"{script_request}: {problem}")
+    if not sums or not script_chk.ok:
+        return rep
+    boot, node_checks = _check_boot_files(reads, live, script.decode(), sums)
+    _sum_one_boot(rep, binaries, [script_chk, *boot], node_checks)
+    if rep.dhcp.get("status") == "checked":
+        for chain in rep.dhcp.get("chains", []):
+            ns = chain.get("next_server")
+            if ns and ns not in (rep.tftp_address, "0.0.0.0"):
+                rep.warnings.append(f"DHCP sends {chain['client']} to next-server {ns}, the TFTP checks read "
+                                    f"{rep.tftp_address} (set rb4011_verify_tftp_address: {ns})")
+                break
+    return rep
+
+
+def _warn_boot_file_names(rep: Report, networks: Sequence[Mapping[str, str]],
+                          chain_rules: Mapping[str, Mapping[str, str]]) -> None:
+    """A warning for each DHCP network whose boot-file-name names an iPXE binary (a loop on some RouterOS)."""
     for net in networks:
         bfn = net.get("boot-file-name", "")
         if bfn and (bfn in chain_rules or bfn.lower().endswith(IPXE_SUFFIXES)):
@@ -365,22 +254,31 @@ def check_router(state: RouterState, opts: VerifyOptions, *, fetch: Fetcher, con
                 f"file field before option 67, so it fetches {bfn} again on a RouterOS that keeps the field beside "
                 f"a matched option 67 ({seen}); unset it (rb4011_manage_dhcp does)")
 
-    if live is None:
-        rep.failures.append(f"no rule: nothing is live under {rb} (no /ip/tftp rule '{STABLE_REQUEST}' with the "
-                            f"collection's comment naming a generation): deploy first")
-        return rep
 
-    def one(request: str, role: str, keep: int = 0, expected: str = "", *,
-            expected_from: str = "", real: str = "") -> tuple[FileCheck, bytes]:
+@dataclass
+class _Reads:
+    """One router's TFTP reads: each is checked and added to ``rep`` (a failure also to its failures)."""
+
+    rep: Report
+    fetch: Fetcher
+    rules: Sequence[Mapping[str, str]]
+    controller: str
+    sizes: Mapping[str, int]  # /file: name -> size
+    pass_512: bool
+
+    def one(self, request: str, role: str, keep: int = 0, expected: str = "", *,
+            expected_from: str = "") -> tuple[FileCheck, bytes]:
+        """``request`` read (its first ``keep`` bytes returned) and checked against ``expected`` (a sha256 or its
+        prefix), the size /file lists and its rule's rollover."""
         chk = FileCheck(request, role, expected_sha256=expected, expected_from=expected_from)
-        rule = pick_rule(rules, request, controller)
-        chk.real_filename = (rule or {}).get("real-filename", "") or real
+        rule = pick_rule(self.rules, request, self.controller)
+        chk.real_filename = (rule or {}).get("real-filename", "")
         chk.rollover_allowed = (rule or {}).get("allow-rollover") in ("true", "yes")
         head = b""
         try:
-            got = fetch(request, _tftp.IPXE_BLKSIZE, keep)
+            got = self.fetch(request, _tftp.IPXE_BLKSIZE, keep)
         except _tftp.TftpError as e:
-            chk.problem = diagnose(rules, request, controller, e) or f"refused: {e}"
+            chk.problem = diagnose(self.rules, request, self.controller, e) or f"refused: {e}"
         else:
             head = got.head
             chk.size, chk.sha256, chk.seconds = got.size, got.sha256, round(got.seconds, 4)
@@ -389,90 +287,98 @@ def check_router(state: RouterState, opts: VerifyOptions, *, fetch: Fetcher, con
             if expected and not got.sha256.startswith(expected):
                 chk.problem = (f"wrong bytes: {request} (router file {chk.real_filename}) has sha256 {got.sha256}, "
                                f"expected {expected} ({expected_from})")
-            on_router = sizes.get(chk.real_filename.lstrip("/"))
+            on_router = self.sizes.get(chk.real_filename.lstrip("/"))
             if not chk.problem and on_router is not None and on_router != got.size:
                 chk.problem = (f"wrong bytes: {request} read {got.size} bytes over TFTP, /file lists "
                                f"{chk.real_filename} with {on_router}")
             if not chk.problem and chk.rollover_512_needed and not chk.rollover_allowed:
                 chk.problem = (f"too big without rollover: {request} is {got.size} bytes, more than 65,535 blocks "
                                f"for a 512-byte client, and its rule has allow-rollover=no; deploy again")
-            if opts.pass_512:
-                chk.pass_512 = _pass_512(fetch, request, got.sha256, rules, controller)
+            if self.pass_512:
+                chk.pass_512 = _pass_512(self.fetch, request, got.sha256, self.rules, self.controller)
                 if chk.pass_512.get("problem") and not chk.problem:
                     chk.problem = f"512-byte pass: {chk.pass_512['problem']}"
-        rep.files.append(chk)
+        self.rep.files.append(chk)
         if chk.problem:
-            rep.failures.append(f"{request}: {chk.problem}")
+            self.rep.failures.append(f"{request}: {chk.problem}")
         return chk, head
 
-    # the iPXE binaries: the collection's, and any other a DHCP answer sends a client to
+
+def _check_binaries(reads: _Reads, chain_rules: Mapping[str, Mapping[str, str]],
+                    followed: Iterable[str]) -> dict[str, FileCheck]:
+    """The iPXE binaries: the collection's, and any other a DHCP answer sends a client to."""
     binaries: dict[str, FileCheck] = {}
     others = {n for n in followed if n != STABLE_REQUEST and n.lower().endswith(IPXE_SUFFIXES)}
     for name in sorted(set(chain_rules) | others):
         rule = chain_rules.get(name)
         m = re.search(rf"/{CHAINLOAD_DIR}/([0-9a-f]{{12}})/", "/" + (rule or {}).get("real-filename", ""))
-        chk, data = one(name, "ipxe binary", BINARY_LIMIT, m.group(1) if m else "",
-                        expected_from="the 12 hex of its sha256 naming its directory" if m else "")
+        chk, data = reads.one(name, "ipxe binary", BINARY_LIMIT, m.group(1) if m else "",
+                              expected_from="the 12 hex of its sha256 naming its directory" if m else "")
         if not m:
             chk.expected_from = "not the collection's binary: no digest to compare"
         binaries[name] = chk
         if chk.ok:
-            rep.clients.setdefault("ipxe_binaries", {})[name] = {
+            reads.rep.clients.setdefault("ipxe_binaries", {})[name] = {
                 "sha256sum_command": has_digest_command(data), "bytes": chk.size}
-    _boot_checked(rep)
+    return binaries
 
-    sums_chk, sums_raw = one(f"{live}/{SUMS}", "SHA256SUMS", SCRIPT_LIMIT)
-    sums: dict[str, str] = {}
-    if sums_chk.ok:
-        if generation_id(sums_raw) != live:
-            sums_chk.problem = (f"wrong bytes: {live}/{SUMS} hashes to {generation_id(sums_raw)}, not to the "
-                                f"generation id {live}")
-            rep.failures.append(f"{sums_chk.request}: {sums_chk.problem}")
+
+def _check_sums(reads: _Reads, live: str) -> dict[str, str]:
+    """The live generation's SHA256SUMS, checked against its id; empty if it cannot be trusted."""
+    sums_chk, sums_raw = reads.one(f"{live}/{SUMS}", "SHA256SUMS", SCRIPT_LIMIT)
+    if not sums_chk.ok:
+        return {}
+    if generation_id(sums_raw) != live:
+        sums_chk.problem = (f"wrong bytes: {live}/{SUMS} hashes to {generation_id(sums_raw)}, not to the "
+                            f"generation id {live}")
+        reads.rep.failures.append(f"{sums_chk.request}: {sums_chk.problem}")
+        return {}
+    sums_chk.expected_sha256 = sums_chk.sha256
+    sums_chk.expected_from = "the generation id"
+    return parse_sums(sums_raw.decode("utf-8", "replace"), f"{live}/{SUMS}")
+
+
+def _check_dispatcher(reads: _Reads, stable: Stable, live: str) -> str:
+    """A roll (update_herd.yml) is under way: boot.ipxe is its dispatcher; every other client gets the live script,
+    whose request is returned."""
+    rep, staged = reads.rep, stable.staged or ""
+    d_chk, data = reads.one(STABLE_REQUEST, "dispatcher", SCRIPT_LIMIT)
+    if d_chk.ok:
+        macs = dispatch_macs(data.decode("utf-8", "replace"))
+        want = dispatch_script(live, staged, macs).encode()
+        d_chk.expected_from = f"the dispatcher of {len(macs)} MAC(s) to {staged}, the rest to {live}"
+        if data == want:
+            d_chk.expected_sha256 = d_chk.sha256
+            rep.warnings.append(f"a roll is under way: {len(macs)} MAC(s) boot the staged generation "
+                                f"{staged} ({', '.join(macs)}), every other client {live}")
         else:
-            sums_chk.expected_sha256 = sums_chk.sha256
-            sums_chk.expected_from = "the generation id"
-            sums = parse_sums(sums_raw.decode("utf-8", "replace"), f"{live}/{SUMS}")
-    script_request = STABLE_REQUEST
-    if stable.dispatcher and stable.staged:
-        # a roll (update_herd.yml) is under way: boot.ipxe is its dispatcher; every other client gets the live script
-        d_chk, data = one(STABLE_REQUEST, "dispatcher", SCRIPT_LIMIT)
-        if d_chk.ok:
-            macs = dispatch_macs(data.decode("utf-8", "replace"))
-            want = dispatch_script(live, stable.staged, macs).encode()
-            d_chk.expected_from = f"the dispatcher of {len(macs)} MAC(s) to {stable.staged}, the rest to {live}"
-            if data == want:
-                d_chk.expected_sha256 = d_chk.sha256
-                rep.warnings.append(f"a roll is under way: {len(macs)} MAC(s) boot the staged generation "
-                                    f"{stable.staged} ({', '.join(macs)}), every other client {live}")
-            else:
-                d_chk.problem = (f"wrong bytes: {STABLE_REQUEST} is not the deploy's dispatcher (sha256 "
-                                 f"{d_chk.sha256}, expected {hashlib.sha256(want).hexdigest()})")
-                rep.failures.append(f"{STABLE_REQUEST}: {d_chk.problem}")
-        script_request = f"{live}/{GENERATION_SCRIPT}"
-    script_chk, script = one(script_request, "boot script", SCRIPT_LIMIT)
-    if script_chk.ok and sums:
-        problem = check_generation_script(script, live, sums)
-        script_chk.expected_from = f"the deploy's rewrite of boot.ipxe listed in {live}/{SUMS}"
-        if not problem:
-            script_chk.expected_sha256 = script_chk.sha256
-        else:
-            script_chk.problem = problem
-            rep.failures.append(f"{script_request}: {problem}")
-    if not sums or not script_chk.ok:
-        return rep
-    files = script_files(script.decode())
-    boot: list[FileCheck] = [script_chk]
+            d_chk.problem = (f"wrong bytes: {STABLE_REQUEST} is not the deploy's dispatcher (sha256 "
+                             f"{d_chk.sha256}, expected {hashlib.sha256(want).hexdigest()})")
+            rep.failures.append(f"{STABLE_REQUEST}: {d_chk.problem}")
+    return f"{live}/{GENERATION_SCRIPT}"
+
+
+def _check_boot_files(reads: _Reads, live: str, script: str,
+                      sums: Mapping[str, str]) -> tuple[list[FileCheck], list[FileCheck]]:
+    """The kernel and initrds the script fetches, and the per-node initrds, against the generation's SHA256SUMS."""
+    files = script_files(script)
+    boot: list[FileCheck] = []
     node_checks: list[FileCheck] = []
     for role, names in (("kernel", files.kernel), ("initrd", files.initrds), ("node initrd", files.node_initrds)):
         for name in names:
             request = f"{live}/{name}"
             if name not in sums:
-                rep.failures.append(f"{request}: boot.ipxe fetches {name}, which {live}/{SUMS} does not list")
+                reads.rep.failures.append(f"{request}: boot.ipxe fetches {name}, which {live}/{SUMS} does not list")
                 continue
-            chk, _unused = one(request, role, 0, sums[name], expected_from=f"{live}/{SUMS}")
+            chk, _unused = reads.one(request, role, 0, sums[name], expected_from=f"{live}/{SUMS}")
             (node_checks if role == "node initrd" else boot).append(chk)
-    # one node's boot: one iPXE binary (the slowest of those the DHCP answers give firmware, else of all served), the
-    # script, kernel, initrds, and the largest per-node initrd
+    return boot, node_checks
+
+
+def _sum_one_boot(rep: Report, binaries: Mapping[str, FileCheck], boot: list[FileCheck],
+                  node_checks: Sequence[FileCheck]) -> None:
+    """One node's boot: one iPXE binary (the slowest of those the DHCP answers give firmware, else of all served),
+    the script, kernel, initrds, and the largest per-node initrd."""
     fetched_bins = [c for c in binaries.values() if c.ok]
     firmware_gets = {c["steps"][0]["file"].lstrip("/") for c in rep.dhcp.get("chains", [])
                      if c["steps"] and not c["client"].startswith("ipxe-")}
@@ -485,14 +391,6 @@ def check_router(state: RouterState, opts: VerifyOptions, *, fetch: Fetcher, con
     rep.boot_files = [c.request for c in boot]
     rep.boot_bytes = sum(c.size or 0 for c in boot)
     rep.boot_seconds = round(sum(c.seconds for c in boot), 3)
-    if rep.dhcp.get("status") == "checked":
-        for chain in rep.dhcp.get("chains", []):
-            ns = chain.get("next_server")
-            if ns and ns not in (rep.tftp_address, "0.0.0.0"):
-                rep.warnings.append(f"DHCP sends {chain['client']} to next-server {ns}, the TFTP checks read "
-                                    f"{rep.tftp_address} (set rb4011_verify_tftp_address: {ns})")
-                break
-    return rep
 
 
 def _pass_512(fetch: Fetcher, request: str, want: str, rules: Sequence[Mapping[str, str]],
