@@ -8,15 +8,13 @@ Importable without Ansible. README "Updating the herd" is the user's view. The p
   ``/run/netboot/generation``: a Secure Boot node reads it from its UKI's name), its role, the file system of ``/``, whether
   OpenRC is still starting services, and each of the role's services' ``rc-service status``. ``parse_probe`` reads
   it and ``judge`` says what is wrong, and whether waiting can still help.
-- ``Herd``: the roll itself on a connected router whose lock it holds: the router side goes through
+- ``Herd``: the roll itself on a connected router whose lock it holds (``_herdupdate``): the router side goes through
   ``_deploy.run`` (a dispatch to the staged generation for the MACs rolled so far, then live for all), the node side
   through ``ssh`` (``_run``, the one place that runs commands), the power-cycle command through ``/bin/sh``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,31 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _deploy
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploydist import normal_mac
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deployplan import (
-    Options,
-    RouterState,
-    generations,
-    stable_target,
-)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
     CommandError,
     ConfigError,
     NetbootError,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, dump_json
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._lock import playbook_process
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routerlock import (
-    RouterLock,
-    read_lock,
-    router_time,
-)
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import RouterOSError, connect
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import Progress
 
-LEASE_MENU = "/ip/dhcp-server/lease"
 ROOT_FS = "tmpfs"  # what / is on a node running from RAM
 REBOOT = "setsid sh -c 'sleep 1; reboot' >/dev/null 2>&1 </dev/null &"  # returns at once; the node reboots 1 s later
 PROBE = r"""echo "boot_id=$(cat /proc/sys/kernel/random/boot_id)"
@@ -485,124 +467,3 @@ class Herd:
 
     def summary(self) -> list[dict[str, Any]]:
         return [dict(r.__dict__) for r in self.reports.values()]
-
-
-# -- on the router ---------------------------------------------------------------------------------------------------
-
-def pick_staged(state: RouterState, rb: str, wanted: str | None) -> tuple[str, str | None]:
-    """(live, staged generation to roll): ``wanted``, else the one staged generation; None: nothing to roll (none
-    staged, or ``wanted`` is live already)."""
-    stable = stable_target(state, rb)
-    if stable.live is None:
-        raise HerdError(f"{state.host}: nothing is live under {rb}: deploy a generation first")
-    gens = generations(state, rb)
-    staged = sorted(g for g, v in gens.items() if v.staged and v.has_rules)
-    if wanted:
-        if wanted == stable.live:
-            return stable.live, None
-        if wanted not in gens or not gens[wanted].has_rules:
-            raise HerdError(f"{state.host}: herd_generation {wanted} is not kept under {rb}; staged: "
-                            f"{', '.join(staged) or 'none'}")
-        return stable.live, wanted
-    if stable.staged:  # an earlier roll stopped with some MACs on it: that one
-        return stable.live, stable.staged
-    if not staged:
-        return stable.live, None
-    if len(staged) > 1:
-        raise HerdError(f"{state.host}: several generations are staged under {rb} ({', '.join(staged)}): set "
-                        "herd_generation to the one to roll out")
-    return stable.live, staged[0]
-
-
-def update_herd(target: _deploy.Target, opts: Options, staging: Path, *, nodes: Sequence[Node],
-                wanted: str | None, roll: RollOptions, talk: Nodes, check: bool, progress: Progress,
-                report_path: Path | None) -> dict[str, Any]:
-    """Pre-flight, plan, and (unless ``check``) the roll and the switch to live. Returns the module result; a
-    failed roll raises ``HerdError`` after writing the report (``report_path``)."""
-    host = target.api.host
-    features = _deploy.base_features()
-    batches = plan_batches(nodes, roll.canary, roll.max_unavailable)
-    ros = connect(target.api)
-    lock: RouterLock | None = None
-    result: dict[str, Any] = {"changed": False, "warnings": []}
-    try:
-        state = _deploy.read_state(ros, host, features)
-        opts = dataclasses.replace(opts, rb_dir=_deploy.storage_dir(state, opts.rb_dir))
-        rb = opts.rb_dir
-        if check:
-            held = read_lock(ros, rb)
-            if held is not None:
-                result["warnings"].append(f"{host}: a deploy holds the lock of {rb}: {held.describe(router_time(ros))}")
-        else:
-            lock = RouterLock.take(ros, rb, generation="", stale=opts.lock_stale, timeout=opts.lock_timeout,
-                                   pid=playbook_process(os.getpid()))
-            result["warnings"] += lock.warnings
-            state = _deploy.read_state(ros, host, features)
-        live, picked = pick_staged(state, rb, wanted)
-        staged = picked or live  # nothing staged: a health check of the herd on the live generation
-        if lock is not None:
-            lock.refresh(generation=staged, force=True)
-        if not talk.ssh.known_hosts:
-            result["warnings"].append("node SSH host keys are not checked (herd_ssh_known_hosts is empty; the image "
-                                      "makes new ones at each boot unless a per-node initrd gives stable ones)")
-
-        def dispatch(macs: Sequence[str]) -> None:
-            _deploy.run(ros, target, dataclasses.replace(opts, dispatch=(staged, tuple(macs))), staging,
-                        dist=None, features=features, check=False, progress=progress, lock=lock)
-
-        herd = Herd(list(nodes), live, staged, roll, talk, leases=lambda: ros.print(LEASE_MENU), dispatch=dispatch,
-                    tick=lock.refresh if lock else (lambda: None), log=progress.line)
-        progress.line(f"{host}: rolling {staged} over {len(nodes)} node(s), live {live}")
-        problems = herd.preflight()
-        result.update({"live_before": live, "live": live, "generation": staged, "dir": rb,
-                       "batches": [[n.name for n in b] for b in batches]})
-        known = {n.mac for n in nodes}
-        leases = lease_addresses(ros.print(LEASE_MENU))
-        result["unknown_macs"] = sorted(m for m in leases if m not in known)
-        if problems:
-            result["nodes"] = herd.summary()
-            write_report(report_path, result)
-            raise HerdError(f"pre-flight: {len(problems)} node(s) not ready, nothing was rebooted and {staged} is not "
-                            f"live: " + "; ".join(problems))
-        if picked is None:
-            for r in herd.reports.values():
-                r.state, r.after = "skipped", live
-            result["nodes"] = herd.summary()
-            result["plan"] = [f"nothing staged under {rb}: every node is healthy on the live {live}"]
-            progress.line(f"{host}: nothing staged; {len(nodes)} node(s) healthy on {live}")
-            write_report(report_path, result)
-            return result
-        pending = [n.name for n in nodes if herd.reports[n.name].state == "pending"]
-        result["plan"] = [f"batch {i}: {', '.join(n.name for n in b if n.name in pending) or '(already on it)'}"
-                          for i, b in enumerate(batches, 1)] + [f"then {staged} live for every client"]
-        result["changed"] = True  # at least the switch to live
-        if check:
-            result["nodes"] = herd.summary()
-            return result
-        try:
-            herd.roll(batches)
-        finally:
-            result["nodes"] = herd.summary()
-            write_report(report_path, result)
-        # every node healthy on it: live for all, unknown MACs included
-        live_res = _deploy.run(ros, target, dataclasses.replace(opts, generation=staged), staging, dist=None,
-                               features=features, check=False, progress=progress, lock=lock)
-        result["changed"] = True
-        result["live"] = live_res["live"]
-        result["kept_generations"] = live_res["kept_generations"]
-        result["removed_generations"] = live_res["removed_generations"]
-        result["unknown_macs_on_old"] = [f"{m} ({leases[m]}): runs {live} until it reboots" for m in
-                                         result["unknown_macs"]]
-        progress.line(f"{host}: {staged} live for all nodes")
-        write_report(report_path, result)
-        return result
-    except HerdError as e:
-        e.details["result"] = result  # the module fails with the per-node report
-        raise
-    finally:
-        try:
-            if lock is not None:
-                lock.release()
-        except RouterOSError as e:
-            progress.line(f"{host}: could not remove the router lock ({e}); it is taken over once stale")
-        ros.close()

@@ -218,8 +218,8 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._herd impor
     RollOptions,
     SshOptions,
     parse_nodes,
-    update_herd,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._herdupdate import update_herd
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import Progress
 
 ARGUMENT_SPEC = {
