@@ -13,7 +13,8 @@ import hashlib
 import socket
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 
@@ -96,6 +97,64 @@ def _oack(pkt: bytes) -> dict[str, str]:
     return {f[i].decode(errors="replace").lower(): f[i + 1].decode(errors="replace") for i in range(0, len(f) - 1, 2)}
 
 
+@dataclass
+class _Transfer:
+    """One read's state: what was received so far, from which server port (its TID)."""
+
+    request: str
+    host: str
+    keep: int
+    digest: Any = field(default_factory=hashlib.sha256)
+    head: bytearray = field(default_factory=bytearray)
+    size: int = 0
+    blocks: int = 0
+    expected: int = 1  # the absolute number of the next block
+    blksize: int = DEFAULT_BLKSIZE
+    announced: int | None = None
+    server: tuple[str, int] | None = None
+    rolled: bool = False
+    finished: bool = False
+
+    def receive(self, s: socket.socket) -> tuple[bytes, tuple[str, int]]:
+        """The next packet from the server; another TID gets error 5 and no abort (RFC 1350)."""
+        while True:
+            pkt, frm = s.recvfrom(65536)
+            if (self.server is None and frm[0] == self.host) or self.server == frm:
+                return pkt, frm
+            if self.server is not None and frm != self.server:
+                s.sendto(struct.pack("!HH", ERROR, 5) + b"Unknown transfer ID\0", frm)
+
+    def options(self, pkt: bytes, asked: int | None, s: socket.socket, dest: tuple[str, int]) -> None:
+        """The server's OACK: its block size (refused if larger than ``asked``) and the announced size."""
+        opts = _oack(pkt)
+        if "blksize" in opts:
+            self.blksize = int(opts["blksize"])
+            if asked is None or self.blksize > asked or self.blksize < 8:
+                s.sendto(struct.pack("!HH", ERROR, 8) + b"blksize not as asked\0", dest)
+                raise TftpProtocolError(f"TFTP {self.request}: the server chose blksize {self.blksize}, asked "
+                                        f"for {asked}", request=self.request)
+        if "tsize" in opts and opts["tsize"].isdigit():
+            self.announced = int(opts["tsize"])
+
+    def data(self, pkt: bytes) -> bytes | None:
+        """The ACK of a DATA packet if it is the next block (a short one finishes the read); None for a duplicate
+        of the previous block (whose ACK is sent again)."""
+        n = struct.unpack("!H", pkt[2:4])[0]
+        if n != self.expected % 65536:
+            return None
+        data = pkt[4:]
+        self.digest.update(data)
+        if len(self.head) < self.keep:
+            self.head += data[: self.keep - len(self.head)]
+        self.size += len(data)
+        self.blocks += 1
+        if self.expected >= 65536 and n == 0:
+            self.rolled = True
+        self.expected += 1
+        self.finished = len(data) < self.blksize
+        return struct.pack("!HH", ACK, n)
+
+
 def fetch(host: str, request: str, *, port: int = PORT, blksize: int | None = IPXE_BLKSIZE, tsize: bool = True,
           timeout: float = 2.0, retries: int = 5, keep: int = 0) -> Fetched:
     """Read ``request`` from ``host``; ``blksize`` None or 512 asks for no block size option (RFC 1350 only).
@@ -106,14 +165,7 @@ def fetch(host: str, request: str, *, port: int = PORT, blksize: int | None = IP
     host = socket.gethostbyname(host)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(timeout)
-    digest = hashlib.sha256()
-    head = bytearray()
-    size = blocks = 0
-    expected = 1  # the absolute number of the next block
-    size_in_use = DEFAULT_BLKSIZE
-    announced: int | None = None
-    server: tuple[str, int] | None = None
-    rolled = False
+    t = _Transfer(request, host, keep)
     t0 = time.monotonic()
     last = _rrq(request, blksize, tsize)
     dest: tuple[str, int] = (host, port)
@@ -122,16 +174,11 @@ def fetch(host: str, request: str, *, port: int = PORT, blksize: int | None = IP
         while True:
             s.sendto(last, dest)
             try:
-                while True:
-                    pkt, frm = s.recvfrom(65536)
-                    if (server is None and frm[0] == host) or server == frm:
-                        break
-                    if server is not None and frm != server:  # RFC 1350: another TID gets error 5, no abort
-                        s.sendto(struct.pack("!HH", ERROR, 5) + b"Unknown transfer ID\0", frm)
+                pkt, frm = t.receive(s)
             except TimeoutError:
                 tries += 1
                 if tries > retries:
-                    raise TftpTimeout(request, timeout * (retries + 1), blocks, server is not None) from None
+                    raise TftpTimeout(request, timeout * (retries + 1), t.blocks, t.server is not None) from None
                 continue
             tries = 0
             if len(pkt) < 4:
@@ -139,41 +186,18 @@ def fetch(host: str, request: str, *, port: int = PORT, blksize: int | None = IP
             op = struct.unpack("!H", pkt[:2])[0]
             if op == ERROR:
                 code = struct.unpack("!H", pkt[2:4])[0]
-                raise TftpRefused(request, code, pkt[4:].split(b"\0")[0].decode(errors="replace"), blocks)
-            if server is None:
-                server = frm
-                dest = frm
-            if op == OACK and blocks == 0:
-                opts = _oack(pkt)
-                if "blksize" in opts:
-                    size_in_use = int(opts["blksize"])
-                    if blksize is None or size_in_use > blksize or size_in_use < 8:
-                        s.sendto(struct.pack("!HH", ERROR, 8) + b"blksize not as asked\0", dest)
-                        raise TftpProtocolError(f"TFTP {request}: the server chose blksize {size_in_use}, asked "
-                                                f"for {blksize}", request=request)
-                if "tsize" in opts and opts["tsize"].isdigit():
-                    announced = int(opts["tsize"])
+                raise TftpRefused(request, code, pkt[4:].split(b"\0")[0].decode(errors="replace"), t.blocks)
+            if t.server is None:
+                t.server = dest = frm
+            if op == OACK and t.blocks == 0:
+                t.options(pkt, blksize, s, dest)
                 last = struct.pack("!HH", ACK, 0)
-                continue
-            if op != DATA:
-                continue
-            n = struct.unpack("!H", pkt[2:4])[0]
-            if n == expected % 65536:
-                data = pkt[4:]
-                digest.update(data)
-                if len(head) < keep:
-                    head += data[: keep - len(head)]
-                size += len(data)
-                blocks += 1
-                if expected >= 65536 and n == 0:
-                    rolled = True
-                expected += 1
-                last = struct.pack("!HH", ACK, n)
-                if len(data) < size_in_use:
+            elif op == DATA and (ack := t.data(pkt)) is not None:
+                last = ack
+                if t.finished:
                     s.sendto(last, dest)
-                    return Fetched(request, size, digest.hexdigest(), size_in_use, blocks,
-                                   time.monotonic() - t0, rolled, announced, bytes(head))
-            # a duplicate of the previous block: ACK it again (``last`` already is that ACK)
+                    return Fetched(request, t.size, t.digest.hexdigest(), t.blksize, t.blocks,
+                                   time.monotonic() - t0, t.rolled, t.announced, bytes(t.head))
     finally:
         s.close()
 
