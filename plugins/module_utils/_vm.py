@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._bootserver import BootServer
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
@@ -105,6 +105,94 @@ def clean_console(raw: bytes) -> str:
     return _ANSI.sub("", text)
 
 
+@dataclass
+class _Console:
+    """What qemu's serial console showed so far, and why the wait ended."""
+
+    marker: str
+    start: float
+    raw: bytearray = field(default_factory=bytearray)
+    t_kernel: float | None = None
+    t_marker: float | None = None
+    reason: str = ""
+    ok: bool = False
+    grace_until: float | None = None
+    fatal_reason: str = ""
+    fatal_pattern: str = ""
+
+    def scan(self) -> bool:
+        """After new output: the kernel's start, a fatal line, the marker (True: seen, the wait is over)."""
+        text = clean_console(bytes(self.raw))
+        now = time.monotonic()
+        if self.t_kernel is None and re.search(r"Linux version \d", text):
+            self.t_kernel = now
+        if self.grace_until is None:
+            for pattern, why in FATAL_PATTERNS:
+                if text.find(pattern) >= 0:
+                    self.fatal_reason, self.fatal_pattern = why, pattern
+                    self.grace_until = now + 1.5  # let the rest of the message (call trace, reason) arrive
+                    break
+        if self.grace_until is None and self.marker in text:
+            self.t_marker, self.ok, self.reason = now, True, "marker seen"
+            return True
+        return False
+
+    def exited(self, proc: subprocess.Popen[bytes], stdout: IO[bytes]) -> None:
+        """qemu's output ended or it exited: the rest of its output, then the marker or why it stopped."""
+        self.raw += stdout.read() or b""
+        if self.grace_until is None and self.marker in clean_console(bytes(self.raw)):
+            self.t_marker = time.monotonic()
+            self.ok, self.reason = True, "marker seen"
+        elif self.grace_until is None:
+            rc = proc.wait()
+            why = "qemu failed to start" if rc else "the guest reset or powered off (too little RAM?)"
+            self.reason = f"qemu exited (rc {rc}) before {self.marker!r} appeared: {why}"
+
+    def result(self, argv: Sequence[str], accel: str, checks: Sequence[str]) -> BootResult:
+        console = clean_console(bytes(self.raw))
+        end = time.monotonic()
+        line, reason = "", self.reason
+        if self.fatal_pattern:
+            line = console[console.find(self.fatal_pattern) :].split("\n", 1)[0].strip()
+            reason = f"{self.fatal_reason}: {line}"
+        t_marker, start = self.t_marker, self.start
+        return BootResult(
+            ok=self.ok,
+            reason=reason,
+            console=console,
+            accel=accel,
+            argv=list(argv),
+            seconds_to_marker=round(t_marker - start, 2) if t_marker else None,
+            kernel_to_marker=round(t_marker - self.t_kernel, 2) if t_marker and self.t_kernel else None,
+            seconds=end - start,
+            checks=parse_checks(console, checks) if checks else [],
+            fatal_line=line,
+        )
+
+
+def _read_output(sel: selectors.BaseSelector, stdout: IO[bytes], raw: bytearray, log_fh: BinaryIO | None) -> bool:
+    """What qemu printed within 0.2 s, appended to ``raw`` (and the console log); True at the end of its output."""
+    for _key, _unused in sel.select(timeout=0.2):
+        chunk = stdout.read(65536)
+        if not chunk:
+            return True
+        raw += chunk
+        if log_fh:
+            log_fh.write(chunk)
+            log_fh.flush()
+    return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def run_vm(
     argv: Sequence[str],
     *,
@@ -118,14 +206,7 @@ def run_vm(
     """Run qemu (serial console on stdout) until ``marker``, a fatal line, qemu's exit or ``timeout``."""
     if runner is not None:
         runner.log.append(shlex.join(argv))
-    raw = bytearray()
-    start = time.monotonic()
-    t_kernel: float | None = None
-    t_marker: float | None = None
-    reason = ""
-    ok = False
-    grace_until: float | None = None
-    fatal_reason = fatal_pattern = ""
+    con = _Console(marker, time.monotonic())
     log_fh: BinaryIO | None = open(console_log, "wb") if console_log else None
     try:
         proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -136,89 +217,31 @@ def run_vm(
         raise NetbootError(f"cannot run {argv[0]!r}: {exc.strerror}; install qemu-system-x86") from exc
     if proc.stdout is None:  # stdout=PIPE always gives one; checked for the type checker
         raise NetbootError(f"{argv[0]!r} started without an output pipe")
+    stdout = proc.stdout
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    os.set_blocking(proc.stdout.fileno(), False)
+    sel.register(stdout, selectors.EVENT_READ)
+    os.set_blocking(stdout.fileno(), False)
     try:
         while True:
             now = time.monotonic()
-            if grace_until is not None and now >= grace_until:
+            if con.grace_until is not None and now >= con.grace_until:
                 break
-            if now - start > timeout:
-                reason = f"timeout: no {marker!r} on the console within {timeout:.0f} s"
+            if now - con.start > timeout:
+                con.reason = f"timeout: no {marker!r} on the console within {timeout:.0f} s"
                 break
-            events = sel.select(timeout=0.2)
-            eof = False
-            for _key, _unused in events:
-                chunk = proc.stdout.read(65536)
-                if not chunk:
-                    eof = True
-                    break
-                raw += chunk
-                if log_fh:
-                    log_fh.write(chunk)
-                    log_fh.flush()
-            text = clean_console(bytes(raw))
-            now = time.monotonic()
-            if t_kernel is None and re.search(r"Linux version \d", text):
-                t_kernel = now
-            if grace_until is None:
-                for pattern, why in FATAL_PATTERNS:
-                    idx = text.find(pattern)
-                    if idx >= 0:
-                        fatal_reason = why
-                        fatal_pattern = pattern
-                        grace_until = now + 1.5  # let the rest of the message (call trace, reason) arrive
-                        break
-            if grace_until is None and marker in text:
-                t_marker = now
-                ok = True
-                reason = "marker seen"
+            eof = _read_output(sel, stdout, con.raw, log_fh)
+            if con.scan():
                 break
             if eof or proc.poll() is not None:
-                rest = proc.stdout.read() or b""
-                raw += rest
-                text = clean_console(bytes(raw))
-                if grace_until is None and marker in text:
-                    t_marker = time.monotonic()
-                    ok, reason = True, "marker seen"
-                elif grace_until is not None:
-                    pass
-                else:
-                    rc = proc.wait()
-                    why = "qemu failed to start" if rc else "the guest reset or powered off (too little RAM?)"
-                    reason = f"qemu exited (rc {rc}) before {marker!r} appeared: {why}"
+                con.exited(proc, stdout)
                 break
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(proc)
         sel.close()
-        proc.stdout.close()
+        stdout.close()
         if log_fh:
             log_fh.close()
-    console = clean_console(bytes(raw))
-    end = time.monotonic()
-    line = ""
-    if fatal_pattern:
-        line = console[console.find(fatal_pattern) :].split("\n", 1)[0].strip()
-        reason = f"{fatal_reason}: {line}"
-    return BootResult(
-        ok=ok,
-        reason=reason,
-        console=console,
-        accel=accel,
-        argv=list(argv),
-        seconds_to_marker=round(t_marker - start, 2) if t_marker else None,
-        kernel_to_marker=round(t_marker - t_kernel, 2) if t_marker and t_kernel else None,
-        seconds=end - start,
-        checks=parse_checks(console, checks) if checks else [],
-        fatal_line=line,
-    )
+    return con.result(argv, accel, checks)
 
 
 @dataclass
