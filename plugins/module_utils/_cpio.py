@@ -24,11 +24,12 @@ Nothing here imports Ansible.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -198,43 +199,16 @@ def scan_tree(
         raise ConfigError(f"owner={owner!r} is not one of auto, keep, root")
     if mtime not in ("epoch", "clamp"):
         raise ConfigError(f"mtime={mtime!r} is not one of epoch, clamp")
+    ids = _Owners(owner, top.st_uid if owner == "auto" and top.st_uid != 0 else None,
+                  top.st_gid if owner == "auto" and top.st_gid != 0 else None)
     clamp = mtime == "clamp"
-    squash_uid = top.st_uid if owner == "auto" and top.st_uid != 0 else None
-    squash_gid = top.st_gid if owner == "auto" and top.st_gid != 0 else None
 
-    def ids(st: os.stat_result) -> tuple[int, int]:
-        if owner == "root":
-            return 0, 0
-        uid = 0 if st.st_uid == squash_uid else st.st_uid
-        gid = 0 if st.st_gid == squash_gid else st.st_gid
-        return uid, gid
-
-    out: list[Entry] = []
-
-    def add(rel: bytes, full: bytes, st: os.stat_result) -> None:
-        uid, gid = ids(st)
+    def add(rel: bytes, full: bytes, st: os.stat_result) -> Entry:
         when = max(0, min(int(st.st_mtime), source_date_epoch)) if clamp else source_date_epoch
-        mode = st.st_mode
-        e = Entry(path=rel, mode=mode, uid=uid, gid=gid, mtime=when)
-        if stat.S_ISREG(mode):
-            e.size = st.st_size
-            e.source = full
-            e.identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            if st.st_nlink > 1:
-                e.link_key = (st.st_dev, st.st_ino)
-        elif stat.S_ISLNK(mode):
-            try:
-                e.data = os.readlink(full)
-            except OSError as exc:
-                raise NetbootError(f"cannot read symlink {os.fsdecode(full)}: {exc.strerror}") from exc
-            e.size = len(e.data)
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            e.rdevmajor, e.rdevminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-        out.append(e)
+        return _tree_entry(rel, full, st, *ids.of(st), mtime=when)
 
-    add(b".", root_b, top)
     # the image's / is always root-owned 0755, whatever umask or user created the build directory
-    out[0].mode, out[0].uid, out[0].gid = stat.S_IFDIR | 0o755, 0, 0
+    out = [dataclasses.replace(add(b".", root_b, top), mode=stat.S_IFDIR | 0o755, uid=0, gid=0)]
     stack = [(b"", root_b)]
     while stack:
         rel_dir, full_dir = stack.pop()
@@ -248,10 +222,45 @@ def scan_tree(
             if exclude and _excluded(rel, exclude):
                 continue
             st = child.stat(follow_symlinks=False)
-            add(rel, child.path, st)
+            out.append(add(rel, child.path, st))
             if stat.S_ISDIR(st.st_mode):
                 stack.append((rel, child.path))
     return out
+
+
+@dataclass(frozen=True)
+class _Owners:
+    """The numeric owner an entry gets: 0:0 (``root``), the ids on disk (``keep``), or with ``auto`` those with the
+    builder's own uid/gid (``squash_uid``/``squash_gid``, when not 0) as 0."""
+
+    owner: str
+    squash_uid: int | None
+    squash_gid: int | None
+
+    def of(self, st: os.stat_result) -> tuple[int, int]:
+        if self.owner == "root":
+            return 0, 0
+        return (0 if st.st_uid == self.squash_uid else st.st_uid, 0 if st.st_gid == self.squash_gid else st.st_gid)
+
+
+def _tree_entry(rel: bytes, full: bytes, st: os.stat_result, uid: int, gid: int, *, mtime: int) -> Entry:
+    """The entry of one path of the tree: a file's source and identity, a symlink's target, a device's numbers."""
+    e = Entry(path=rel, mode=st.st_mode, uid=uid, gid=gid, mtime=mtime)
+    if stat.S_ISREG(st.st_mode):
+        e.size = st.st_size
+        e.source = full
+        e.identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if st.st_nlink > 1:
+            e.link_key = (st.st_dev, st.st_ino)
+    elif stat.S_ISLNK(st.st_mode):
+        try:
+            e.data = os.readlink(full)
+        except OSError as exc:
+            raise NetbootError(f"cannot read symlink {os.fsdecode(full)}: {exc.strerror}") from exc
+        e.size = len(e.data)
+    elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        e.rdevmajor, e.rdevminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    return e
 
 
 def spec_entries(specs: Iterable[Mapping[str, object]], *, source_date_epoch: int) -> list[Entry]:
@@ -474,108 +483,3 @@ def archive_bytes(plan: Plan | Sequence[Entry]) -> bytes:
     bio = io.BytesIO()
     write_newc(plan, bio)
     return bio.getvalue()
-
-
-# ---------------------------------------------------------------------------------------------------- reading
-
-
-class Stream:
-    """A binary reader with a look-ahead buffer (an offset into it, so small reads copy only what they return), for
-    walking concatenated archives: ``peek`` at a magic, ``skip_zeros`` between archives, ``rest`` once done."""
-
-    def __init__(self, fh: IO[bytes], first: bytes = b"") -> None:
-        self.fh = fh
-        self.buf = bytearray(first)
-        self.off = 0
-        self.pos = 0  # bytes consumed
-
-    def _fill(self, n: int) -> None:
-        if self.off and self.off >= len(self.buf) // 2:
-            del self.buf[: self.off]
-            self.off = 0
-        while len(self.buf) - self.off < n:
-            more = self.fh.read(max(n - (len(self.buf) - self.off), CHUNK))
-            if not more:
-                break
-            self.buf += more
-
-    def peek(self, n: int) -> bytes:
-        self._fill(n)
-        return bytes(self.buf[self.off: self.off + n])
-
-    def read(self, n: int) -> bytes:
-        out = self.peek(n)
-        self.off += len(out)
-        self.pos += len(out)
-        return out
-
-    def rest(self) -> bytes:
-        """The bytes read ahead from ``fh`` but not consumed."""
-        return bytes(self.buf[self.off:])
-
-    def skip_zeros(self) -> int:
-        skipped = 0
-        while True:
-            self._fill(1)
-            if self.off >= len(self.buf) or self.buf[self.off] != 0:
-                return skipped
-            self.off += 1
-            self.pos += 1
-            skipped += 1
-
-
-@dataclass(frozen=True)
-class Member:
-    name: str
-    mode: int
-    uid: int
-    gid: int
-    nlink: int
-    mtime: int
-    ino: int
-    devmajor: int
-    devminor: int
-    rdevmajor: int
-    rdevminor: int
-    data: bytes
-    head: bytes  # the exact header, name and name padding as read
-
-    @property
-    def raw(self) -> bytes:
-        """The member's newc bytes: header, name, padding, body, padding."""
-        return self.head + self.data + b"\0" * (_pad4(len(self.data)) - len(self.data))
-
-
-def read_newc(fh: IO[bytes] | Stream, *, what: str = "cpio archive", trailer: bool = False) -> Iterator[Member]:
-    """Members of one newc archive, read from ``fh`` exactly up to the end of ``TRAILER!!!`` (yielded only when
-    ``trailer``), so that what follows it stays unread. One member's body is in memory at a time."""
-    offset = 0
-
-    def read_exact(n: int) -> bytes:
-        nonlocal offset
-        b = fh.read(n)
-        while len(b) < n:  # decompressors may return less than asked
-            more = fh.read(n - len(b))
-            if not more:
-                raise NetbootError(f"{what}: truncated cpio archive at byte {offset + len(b)}; rebuild it")
-            b += more
-        offset += n
-        return b
-
-    while True:
-        hdr = read_exact(110)
-        if hdr[:6] not in MAGICS:
-            raise NetbootError(f"{what}: not a newc cpio archive (magic {hdr[:6]!r} at byte {offset - 110})")
-        f = [int(hdr[6 + 8 * i: 14 + 8 * i], 16) for i in range(13)]
-        namesize, size = f[11], f[6]
-        head = hdr + read_exact(_pad4(110 + namesize) - 110)  # name, its NUL and the padding to 4 bytes
-        name = head[110: 110 + namesize - 1]
-        data = read_exact(size)
-        read_exact(_pad4(size) - size)
-        if name != TRAILER or trailer:
-            yield Member(
-                name=os.fsdecode(name), mode=f[1], uid=f[2], gid=f[3], nlink=f[4], mtime=f[5], ino=f[0],
-                devmajor=f[7], devminor=f[8], rdevmajor=f[9], rdevminor=f[10], data=data, head=head,
-            )
-        if name == TRAILER:
-            return

@@ -18,6 +18,7 @@ from typing import IO, Any, cast
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpioread as cpioread
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
     atomic_output,
@@ -83,7 +84,7 @@ def _is_intel_microcode(blob: bytes) -> bool:
 
 def _from_cpio(path: Path) -> bytes | None:
     with open(path, "rb") as fh:
-        for member in cpio.read_newc(fh):
+        for member in cpioread.read_newc(fh):
             if member.name.lstrip("./") == MICROCODE_PATH:
                 return member.data
     return None

@@ -27,6 +27,7 @@ from typing import IO, Any, BinaryIO, cast
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb, _binaries, _deps, _glibc
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpioread as cpioread
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ledger_render as render
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
@@ -56,7 +57,7 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class Member:
-    entry: cpio.Member | None  # None: zeros between archives
+    entry: cpioread.Member | None  # None: zeros between archives
     raw: bytes  # the member's exact newc bytes (header, name, padding, body, padding), or the zeros
     compressed_segment: bool  # False: a plain cpio segment (early microcode), stored as is
 
@@ -65,7 +66,7 @@ class Member:
         return self.entry.name if self.entry else ""
 
 
-def _members(src: cpio.Stream, path: Path, compressed: bool) -> Iterator[Member]:
+def _members(src: cpioread.Stream, path: Path, compressed: bool) -> Iterator[Member]:
     """Members of concatenated newc archives in ``src`` up to its end (or a non-cpio byte for a plain segment)."""
     while True:
         pad = src.skip_zeros()
@@ -76,7 +77,7 @@ def _members(src: cpio.Stream, path: Path, compressed: bool) -> Iterator[Member]
             if not head or not compressed:
                 return
             raise NetbootError(f"{path}: not a newc cpio inside the compressed image (found {head!r}); rebuild it")
-        for m in cpio.read_newc(src, what=f"{path} (unpacked)", trailer=True):
+        for m in cpioread.read_newc(src, what=f"{path} (unpacked)", trailer=True):
             yield Member(m, m.raw, compressed)
 
 
@@ -88,7 +89,7 @@ def iter_image(path: str | os.PathLike[str]) -> Iterator[Member]:
     except OSError as exc:
         raise NetbootError(f"cannot read the initramfs {p}: {exc.strerror}; build it first") from exc
     with raw:
-        outer = cpio.Stream(raw)
+        outer = cpioread.Stream(raw)
         while True:
             pad = outer.skip_zeros()
             if pad:
@@ -115,16 +116,16 @@ def iter_image(path: str | os.PathLike[str]) -> Iterator[Member]:
             else:
                 inner = cast(IO[bytes], lzma.LZMAFile(rest, "rb"))
             try:
-                yield from _members(cpio.Stream(inner), p, compressed=True)
+                yield from _members(cpioread.Stream(inner), p, compressed=True)
             except (OSError, EOFError, lzma.LZMAError) as exc:
                 raise NetbootError(f"{p}: cannot decompress the initramfs ({exc}); rebuild it") from exc
             return
 
 
 class _Rest(io.RawIOBase):
-    """The unread part of a ``cpio.Stream`` as a raw stream."""
+    """The unread part of a ``cpioread.Stream`` as a raw stream."""
 
-    def __init__(self, src: cpio.Stream) -> None:
+    def __init__(self, src: cpioread.Stream) -> None:
         self.src = src
 
     def readable(self) -> bool:

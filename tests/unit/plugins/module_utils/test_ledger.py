@@ -11,6 +11,7 @@ import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio as cpio
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpioread as cpioread
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ledger as ledger
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkdb import INSTALLED_DB
 
@@ -30,9 +31,9 @@ def archive() -> bytes:
 def test_every_name_padding_reads_back_exactly() -> None:
     data = archive()
     assert sorted((110 + len(n) + 1) % 4 for n in FILES) == [0, 1, 2, 3]  # every padding length is exercised
-    members = {m.name: m for m in cpio.read_newc(io.BytesIO(data))}
+    members = {m.name: m for m in cpioread.read_newc(io.BytesIO(data))}
     assert {n: members[n].data for n in FILES} == FILES
-    assert b"".join(m.raw for m in cpio.read_newc(io.BytesIO(data), trailer=True)) == data
+    assert b"".join(m.raw for m in cpioread.read_newc(io.BytesIO(data), trailer=True)) == data
 
 
 @pytest.mark.parametrize("method", ["none", "zstd"])
