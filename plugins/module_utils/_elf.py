@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
@@ -220,12 +220,51 @@ def _verdef(data: Data, e: str, at: int, count: int, string: Callable[[int], str
     return out
 
 
+@dataclass
+class _DynamicTags:
+    """The entries of PT_DYNAMIC that ``dynamic`` reads: string table offsets, and addresses."""
+
+    needed: list[int] = field(default_factory=list)
+    strtab: int | None = None
+    rpath: int | None = None
+    runpath: int | None = None
+    ver: dict[int, int] = field(default_factory=dict)  # DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM
+
+
+def _dynamic_tags(data: Data, e: str, is64: bool, off: int, size: int) -> _DynamicTags:
+    tags = _DynamicTags()
+    entsize, fmt_d = (16, e + "qQ") if is64 else (8, e + "iI")
+    for pos in range(off, off + size - entsize + 1, entsize):
+        tag, val = struct.unpack_from(fmt_d, data, pos)
+        if tag == DT_NULL:
+            break
+        if tag == DT_NEEDED:
+            tags.needed.append(val)
+        elif tag == DT_STRTAB:
+            tags.strtab = val
+        elif tag == DT_RPATH:
+            tags.rpath = val
+        elif tag == DT_RUNPATH:
+            tags.runpath = val
+        elif tag in (DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM):
+            tags.ver[tag] = val
+    return tags
+
+
+def _file_offset(loads: list[tuple[int, int, int]], addr: int | None) -> int | None:
+    """The file offset of virtual address ``addr`` in one of the PT_LOAD segments ``(vaddr, offset, filesz)``."""
+    for vaddr, poff, filesz in loads:
+        if addr is not None and vaddr <= addr < vaddr + filesz:
+            return poff + (addr - vaddr)
+    return None
+
+
 def dynamic(data: Data) -> Dynamic | None:
     """The dynamic-linking view of an ELF image; None if ``data`` is not ELF (or too damaged to read)."""
     hdr = _header(data)
     if hdr is None:
         return None
-    e, is64 = hdr.endian, hdr.is64
+    e = hdr.endian
     try:
         loads: list[tuple[int, int, int]] = []  # (vaddr, offset, filesz)
         dyn: tuple[int, int] | None = None
@@ -237,58 +276,23 @@ def dynamic(data: Data) -> Dynamic | None:
                 dyn = (poff, pfilesz)
             elif ptype == PT_INTERP:
                 interp = _interp(data, poff, pfilesz)
-        needed_off: list[int] = []
-        rpath_off: int | None = None
-        runpath_off: int | None = None
-        strtab_addr: int | None = None
-        ver: dict[int, int] = {}
-        if dyn is not None:
-            off, size = dyn
-            entsize, fmt_d = (16, e + "qQ") if is64 else (8, e + "iI")
-            for pos in range(off, off + size - entsize + 1, entsize):
-                tag, val = struct.unpack_from(fmt_d, data, pos)
-                if tag == DT_NULL:
-                    break
-                if tag == DT_NEEDED:
-                    needed_off.append(val)
-                elif tag == DT_STRTAB:
-                    strtab_addr = val
-                elif tag == DT_RPATH:
-                    rpath_off = val
-                elif tag == DT_RUNPATH:
-                    runpath_off = val
-                elif tag in (DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM):
-                    ver[tag] = val
+        tags = _dynamic_tags(data, e, hdr.is64, *dyn) if dyn is not None else _DynamicTags()
+        strtab = _file_offset(loads, tags.strtab)
+        if strtab is None:
+            return Dynamic(hdr.elf_type, hdr.machine, interp, (), (), (), ())
+        table = strtab
 
-        def offset(addr: int | None) -> int | None:
-            for vaddr, poff, filesz in loads:
-                if addr is not None and vaddr <= addr < vaddr + filesz:
-                    return poff + (addr - vaddr)
-            return None
-
-        strtab = offset(strtab_addr)
-
-        def string(table: int, at: int) -> str:
+        def string(at: int) -> str:
             start = table + at
             end = data.find(b"\0", start)
             return bytes(data[start:end if end >= 0 else len(data)]).decode("latin-1")
 
-        needed: tuple[str, ...] = ()
-        rpath: tuple[str, ...] = ()
-        vn: tuple[tuple[str, str], ...] = ()
-        vd: tuple[str, ...] = ()
-        if strtab is not None:
-            needed = tuple(string(strtab, o) for o in needed_off)
-            chosen = runpath_off if runpath_off is not None else rpath_off
-            if chosen is not None:
-                rpath = tuple(p for p in string(strtab, chosen).split(":") if p)
-            table = strtab
-            vneed = offset(ver.get(DT_VERNEED))
-            vdef = offset(ver.get(DT_VERDEF))
-            if vneed is not None:
-                vn = tuple(_verneed(data, e, vneed, ver.get(DT_VERNEEDNUM, 0), lambda o: string(table, o)))
-            if vdef is not None:
-                vd = tuple(_verdef(data, e, vdef, ver.get(DT_VERDEFNUM, 0), lambda o: string(table, o)))
+        chosen = tags.runpath if tags.runpath is not None else tags.rpath
+        rpath = tuple(p for p in string(chosen).split(":") if p) if chosen is not None else ()
+        vneed = _file_offset(loads, tags.ver.get(DT_VERNEED))
+        vdef = _file_offset(loads, tags.ver.get(DT_VERDEF))
+        vn = tuple(_verneed(data, e, vneed, tags.ver.get(DT_VERNEEDNUM, 0), string)) if vneed is not None else ()
+        vd = tuple(_verdef(data, e, vdef, tags.ver.get(DT_VERDEFNUM, 0), string)) if vdef is not None else ()
+        return Dynamic(hdr.elf_type, hdr.machine, interp, tuple(string(o) for o in tags.needed), rpath, vn, vd)
     except struct.error:
         return None
-    return Dynamic(hdr.elf_type, hdr.machine, interp, needed, rpath, vn, vd)
