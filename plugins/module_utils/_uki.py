@@ -228,62 +228,14 @@ def build_uki_bytes(stub: Path, kernel: Path, initrds: Sequence[Path], *, cmdlin
                     osrel: str) -> tuple[bytes, UkiInfo]:
     """The unified kernel image's bytes (see the module docstring) and its description."""
     image = parse_pe(stub)
-    sec_rva, sec_size = image.directory(DIR_SECURITY)
-    if sec_rva or sec_size:
-        raise UkiError(f"{stub} already has a certificate table (it is signed); a UKI must be built from the unsigned "
-                       "stub - give the stub as Debian ships it (sbattach --remove on a copy drops a signature)")
-    clash = sorted({s.name for s in image.sections} & set(UKI_SECTIONS))
-    if clash:
-        raise UkiError(f"{stub} already has section(s) {', '.join(clash)}: it is a UKI, not the bare stub; give "
-                       "linuxx64.efi.stub")
+    _check_stub(image)
     kernel_bytes = _read(kernel, "kernel")
     _check_kernel(kernel, kernel_bytes)
     initrd = b"".join(_read(Path(p), "initrd") for p in initrds)
     payloads = {".osrel": osrel.encode(), ".cmdline": cmdline.encode(), ".linux": kernel_bytes, ".initrd": initrd}
-
-    falign, salign = image.file_alignment, image.section_alignment
-    if not falign or not salign or falign & (falign - 1) or salign & (salign - 1):
-        raise UkiError(f"{stub} has invalid alignments (FileAlignment {falign}, SectionAlignment {salign})")
-    table_end = image.sections_at + SECTION_HEADER * (len(image.sections) + len(payloads))
-    shift = 0
-    if table_end > image.size_of_headers:
-        header_block, sections, shift = _grow_headers(image, table_end)
-    else:
-        header_block, sections = bytearray(image.data[:image.size_of_headers]), list(image.sections)
-    # the stub's section data, as it lies in the file (moved by ``shift``)
-    end_raw = max((s.raw_pointer + s.raw_size for s in sections if s.raw_size), default=len(header_block))
-    end_raw = max(end_raw, len(header_block))
-    body = bytearray(end_raw)
-    body[:len(header_block)] = header_block
-    for old, new in zip(image.sections, sections, strict=True):
-        if old.raw_size:
-            body[new.raw_pointer:new.raw_pointer + new.raw_size] = image.data[old.raw_pointer:old.raw_pointer
-                                                                              + old.raw_size]
+    body, sections, shift = _stub_body(image, len(payloads))
     stub_bytes = len(body)
-    if shift:  # the debug directory's entries point at file offsets too
-        dbg_rva, dbg_size = image.directory(DIR_DEBUG)
-        at = image.rva_to_offset(dbg_rva) if dbg_rva else None
-        if at is not None:
-            for i in range(dbg_size // DEBUG_ENTRY):
-                field_at = at + shift + i * DEBUG_ENTRY + 24
-                (pointer,) = struct.unpack_from("<I", body, field_at)
-                if pointer:
-                    struct.pack_into("<I", body, field_at, pointer + shift)
-
-    vend = max((s.virtual_address + max(s.virtual_size, s.raw_size) for s in sections), default=0)
-    next_va = _align(vend, salign)
-    next_raw = _align(len(body), falign)
-    body.extend(bytes(next_raw - len(body)))
-    sizes: dict[str, int] = {}
-    for name, payload in payloads.items():
-        raw_size = _align(len(payload), falign)
-        sections.append(Section(name, len(payload), next_va, raw_size, next_raw if raw_size else 0, DATA_RO))
-        body.extend(payload)
-        body.extend(bytes(raw_size - len(payload)))
-        sizes[name] = len(payload)
-        next_raw += raw_size
-        next_va = _align(next_va + max(len(payload), 1), salign)
-
+    next_va = _append_sections(body, sections, payloads, image.file_alignment, image.section_alignment)
     # headers: section table, counts and sizes, no COFF symbol table, checksum
     for i, s in enumerate(sections):
         body[image.sections_at + i * SECTION_HEADER:image.sections_at + (i + 1) * SECTION_HEADER] = s.pack()
@@ -295,9 +247,72 @@ def build_uki_bytes(stub: Path, kernel: Path, initrds: Sequence[Path], *, cmdlin
     struct.pack_into("<I", body, image.opt + 56, next_va)  # SizeOfImage
     struct.pack_into("<I", body, image.opt + 64, pe_checksum(body, image.opt + 64))
     data = bytes(body)
-    info = UkiInfo(size=len(data), sha256=hashlib.sha256(data).hexdigest(), sections=sizes, stub_bytes=stub_bytes,
-                   grew_headers=bool(shift))
+    info = UkiInfo(size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                   sections={n: len(p) for n, p in payloads.items()}, stub_bytes=stub_bytes, grew_headers=bool(shift))
     return data, info
+
+
+def _check_stub(image: PeImage) -> None:
+    """The bare stub: not signed, not already a UKI."""
+    sec_rva, sec_size = image.directory(DIR_SECURITY)
+    if sec_rva or sec_size:
+        raise UkiError(f"{image.path} already has a certificate table (it is signed); a UKI must be built from the "
+                       "unsigned stub - give the stub as Debian ships it (sbattach --remove on a copy drops a "
+                       "signature)")
+    clash = sorted({s.name for s in image.sections} & set(UKI_SECTIONS))
+    if clash:
+        raise UkiError(f"{image.path} already has section(s) {', '.join(clash)}: it is a UKI, not the bare stub; give "
+                       "linuxx64.efi.stub")
+
+
+def _stub_body(image: PeImage, added: int) -> tuple[bytearray, list[Section], int]:
+    """The stub's headers and section data as they lie in the file, with room for ``added`` more section headers
+    (the data moved by the returned shift when the headers had to grow), and its sections."""
+    falign, salign = image.file_alignment, image.section_alignment
+    if not falign or not salign or falign & (falign - 1) or salign & (salign - 1):
+        raise UkiError(f"{image.path} has invalid alignments (FileAlignment {falign}, SectionAlignment {salign})")
+    table_end = image.sections_at + SECTION_HEADER * (len(image.sections) + added)
+    shift = 0
+    if table_end > image.size_of_headers:
+        header_block, sections, shift = _grow_headers(image, table_end)
+    else:
+        header_block, sections = bytearray(image.data[:image.size_of_headers]), list(image.sections)
+    end_raw = max((s.raw_pointer + s.raw_size for s in sections if s.raw_size), default=len(header_block))
+    end_raw = max(end_raw, len(header_block))
+    body = bytearray(end_raw)
+    body[:len(header_block)] = header_block
+    for old, new in zip(image.sections, sections, strict=True):
+        if old.raw_size:
+            body[new.raw_pointer:new.raw_pointer + new.raw_size] = image.data[old.raw_pointer:old.raw_pointer
+                                                                              + old.raw_size]
+    if shift:  # the debug directory's entries point at file offsets too
+        dbg_rva, dbg_size = image.directory(DIR_DEBUG)
+        at = image.rva_to_offset(dbg_rva) if dbg_rva else None
+        if at is not None:
+            for i in range(dbg_size // DEBUG_ENTRY):
+                field_at = at + shift + i * DEBUG_ENTRY + 24
+                (pointer,) = struct.unpack_from("<I", body, field_at)
+                if pointer:
+                    struct.pack_into("<I", body, field_at, pointer + shift)
+    return body, sections, shift
+
+
+def _append_sections(body: bytearray, sections: list[Section], payloads: Mapping[str, bytes], falign: int,
+                     salign: int) -> int:
+    """``payloads`` appended to ``body`` as new sections after the last one (added to ``sections``); returns the
+    image's new SizeOfImage."""
+    vend = max((s.virtual_address + max(s.virtual_size, s.raw_size) for s in sections), default=0)
+    next_va = _align(vend, salign)
+    next_raw = _align(len(body), falign)
+    body.extend(bytes(next_raw - len(body)))
+    for name, payload in payloads.items():
+        raw_size = _align(len(payload), falign)
+        sections.append(Section(name, len(payload), next_va, raw_size, next_raw if raw_size else 0, DATA_RO))
+        body.extend(payload)
+        body.extend(bytes(raw_size - len(payload)))
+        next_raw += raw_size
+        next_va = _align(next_va + max(len(payload), 1), salign)
+    return next_va
 
 
 def build_uki(stub: Path, kernel: Path, initrds: Sequence[Path], *, cmdline: str, osrel: str, dest: Path) -> UkiInfo:
