@@ -256,7 +256,8 @@ def build_id(root: Path, spec_text: str) -> str:
     return h.hexdigest()[:12]
 
 
-def plan_node(root: Path, spec: NodeSpec) -> NodePlan:
+def _wanted_files(root: Path, spec: NodeSpec) -> dict[str, tuple[bytes, int]]:
+    """Path in the image -> (bytes, mode) of every file the node configuration writes, but the motd."""
     want: dict[str, tuple[bytes, int]] = {}
 
     def put(rel: str, text: str, mode: int = 0o644) -> None:
@@ -300,9 +301,15 @@ def plan_node(root: Path, spec: NodeSpec) -> NodePlan:
     passwd = _read(root, "etc/passwd")
     if passwd is not None and resolve_in_root(root, "bin/bash").exists():
         put("etc/passwd", root_shell(passwd.decode(), "/bin/bash"))
+    return want
+
+
+def plan_node(root: Path, spec: NodeSpec) -> NodePlan:
+    want = _wanted_files(root, spec)
     settings = json.dumps({k: [v[0].decode(), v[1]] for k, v in sorted(want.items())}, sort_keys=True)
     bid = build_id(root, settings)
-    put("etc/motd", f"homelab.alpine_netboot image, build {bid}\nRuns from RAM: changes are lost at reboot.\n")
+    want["etc/motd"] = (f"homelab.alpine_netboot image, build {bid}\nRuns from RAM: changes are lost at reboot.\n"
+                        .encode(), 0o644)
 
     changes: list[Change] = []
     for rel, (data, mode) in sorted(want.items()):
@@ -324,7 +331,7 @@ def plan_node(root: Path, spec: NodeSpec) -> NodePlan:
     if not link.is_symlink() or os.readlink(link) != "/etc/init.d/netboot-node":
         changes.append(Change("etc/runlevels/boot/netboot-node", None, None, link="/etc/init.d/netboot-node"))
     ssh_dir = root / "root/.ssh"
-    if keys and (not ssh_dir.is_dir() or stat.S_IMODE(ssh_dir.stat().st_mode) != 0o700):
+    if "root/.ssh/authorized_keys" in want and (not ssh_dir.is_dir() or stat.S_IMODE(ssh_dir.stat().st_mode) != 0o700):
         changes.insert(0, Change("root/.ssh/", None, None, 0o700))
     return NodePlan(root, changes, bid)
 
