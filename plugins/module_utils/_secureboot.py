@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _deps
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _deps, _pe
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError, SignatureError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
     atomic_path,
@@ -391,16 +391,17 @@ def unsigned_body(data: bytes) -> bytes | None:
     """A PE image's bytes without its certificate table, with the CheckSum and the security directory entry zeroed
     and the end padded to 8 bytes (as sbsign pads before the table): equal for an image and its signed copy.
     None when ``data`` is not a PE32+ file."""
-    if len(data) < 0x40 or data[:2] != b"MZ":
+    try:
+        _unused, opt = _pe.headers(data)
+    except _pe.PeFormatError:
         return None
-    pe = struct.unpack_from("<I", data, 0x3C)[0]
-    opt = pe + 24
-    if data[pe:pe + 4] != b"PE\0\0" or opt + 152 > len(data) or struct.unpack_from("<H", data, opt)[0] != 0x20B:
+    security = opt + _pe.DIRECTORIES + 8 * _pe.DIR_SECURITY
+    if security + 8 > len(data) or not _pe.is_pe32_plus(data, opt):
         return None
-    offset, size = struct.unpack_from("<II", data, opt + 144)
+    offset, size = struct.unpack_from("<II", data, security)
     body = bytearray(data[:offset] if offset and size and offset + size <= len(data) else data)
-    body[opt + 64:opt + 68] = b"\0\0\0\0"
-    body[opt + 144:opt + 152] = bytes(8)
+    body[opt + _pe.CHECKSUM:opt + _pe.CHECKSUM + 4] = b"\0\0\0\0"
+    body[security:security + 8] = bytes(8)
     body.extend(bytes(-len(body) % 8))
     return bytes(body)
 

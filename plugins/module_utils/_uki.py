@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _secureboot
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _pe, _secureboot
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_output, sha256_file
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
@@ -40,11 +40,8 @@ class UkiError(NetbootError):
 
 
 MACHINE_AMD64 = 0x8664
-PE32_PLUS = 0x20B
 SECTION_HEADER = 40
 DEBUG_ENTRY = 28
-DIR_SECURITY = 4
-DIR_DEBUG = 6
 # IMAGE_SCN_CNT_INITIALIZED_DATA | IMAGE_SCN_MEM_READ
 DATA_RO = 0x00000040 | 0x40000000
 UKI_SECTIONS = (".osrel", ".cmdline", ".linux", ".initrd")
@@ -96,7 +93,7 @@ class PeImage:
         count = self.u32(self.opt + 108)
         if index >= count:
             return 0, 0
-        rva, size = struct.unpack_from("<II", self.data, self.opt + 112 + 8 * index)
+        rva, size = struct.unpack_from("<II", self.data, self.opt + _pe.DIRECTORIES + 8 * index)
         return int(rva), int(size)
 
     def rva_to_offset(self, rva: int) -> int | None:
@@ -132,18 +129,16 @@ def _read(path: Path, what: str) -> bytes:
 def parse_pe(path: Path, data: bytes | None = None) -> PeImage:
     """The headers of PE32+ x86-64 file ``path``; ``UkiError`` naming it when it is anything else."""
     raw = _read(path, "EFI stub") if data is None else data
-    if len(raw) < 0x40 or raw[:2] != b"MZ":
-        raise UkiError(f"{path} is not a PE/EFI file (no MZ header); give systemd-boot's linuxx64.efi.stub")
-    pe = struct.unpack_from("<I", raw, 0x3C)[0]
-    if pe + 24 > len(raw) or raw[pe:pe + 4] != b"PE\0\0":
-        raise UkiError(f"{path} is not a PE/EFI file (no PE signature at 0x{pe:x}); give linuxx64.efi.stub")
+    try:
+        pe, opt = _pe.headers(raw)
+    except _pe.PeFormatError as e:
+        raise UkiError(f"{path} is not a PE/EFI file ({e}); give systemd-boot's linuxx64.efi.stub") from None
     machine, count = struct.unpack_from("<HH", raw, pe + 4)
     (opt_size,) = struct.unpack_from("<H", raw, pe + 20)
-    opt = pe + 24
     if machine != MACHINE_AMD64:
         raise UkiError(f"{path} is for PE machine 0x{machine:04x}, not x86-64 (0x8664); only x86-64 UKIs are "
                        "built: give the x86-64 stub (linuxx64.efi.stub)")
-    if opt + 2 > len(raw) or struct.unpack_from("<H", raw, opt)[0] != PE32_PLUS:
+    if not _pe.is_pe32_plus(raw, opt):
         raise UkiError(f"{path} is not PE32+ (optional header magic is not 0x20b); give linuxx64.efi.stub")
     table = opt + opt_size
     if table + count * SECTION_HEADER > len(raw):
@@ -245,7 +240,7 @@ def build_uki_bytes(stub: Path, kernel: Path, initrds: Sequence[Path], *, cmdlin
     added_raw = sum(s.raw_size for s in sections[len(image.sections):])
     struct.pack_into("<I", body, image.opt + 8, (init_data + added_raw) & 0xFFFFFFFF)
     struct.pack_into("<I", body, image.opt + 56, next_va)  # SizeOfImage
-    struct.pack_into("<I", body, image.opt + 64, pe_checksum(body, image.opt + 64))
+    struct.pack_into("<I", body, image.opt + _pe.CHECKSUM, pe_checksum(body, image.opt + _pe.CHECKSUM))
     data = bytes(body)
     info = UkiInfo(size=len(data), sha256=hashlib.sha256(data).hexdigest(),
                    sections={n: len(p) for n, p in payloads.items()}, stub_bytes=stub_bytes, grew_headers=bool(shift))
@@ -254,7 +249,7 @@ def build_uki_bytes(stub: Path, kernel: Path, initrds: Sequence[Path], *, cmdlin
 
 def _check_stub(image: PeImage) -> None:
     """The bare stub: not signed, not already a UKI."""
-    sec_rva, sec_size = image.directory(DIR_SECURITY)
+    sec_rva, sec_size = image.directory(_pe.DIR_SECURITY)
     if sec_rva or sec_size:
         raise UkiError(f"{image.path} already has a certificate table (it is signed); a UKI must be built from the "
                        "unsigned stub - give the stub as Debian ships it (sbattach --remove on a copy drops a "
@@ -286,7 +281,7 @@ def _stub_body(image: PeImage, added: int) -> tuple[bytearray, list[Section], in
             body[new.raw_pointer:new.raw_pointer + new.raw_size] = image.data[old.raw_pointer:old.raw_pointer
                                                                               + old.raw_size]
     if shift:  # the debug directory's entries point at file offsets too
-        dbg_rva, dbg_size = image.directory(DIR_DEBUG)
+        dbg_rva, dbg_size = image.directory(_pe.DIR_DEBUG)
         at = image.rva_to_offset(dbg_rva) if dbg_rva else None
         if at is not None:
             for i in range(dbg_size // DEBUG_ENTRY):
