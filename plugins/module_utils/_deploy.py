@@ -18,11 +18,12 @@ kernel as ``netboot.generation=``, so a node can tell which generation it booted
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,12 +137,24 @@ def deploy(
     progress: Progress,
 ) -> dict[str, Any]:
     """Preflight, plan, and (unless ``check``) upload, verify, switch and prune. Returns the module result."""
-    host = target.api.host
     # dist/ is read once into a snapshot (hardlinks or copies, checked against its SHA256SUMS) and uploaded from
     # there, so a build swapping dist/ meanwhile cannot put its bytes under this generation's id
     dist = read_dist(dist_dir, staging) if dist_dir is not None and not (opts.rollback or opts.generation) else None
     chainload = chainload_artefacts(opts.dhcp) if opts.dhcp is not None else []
     features = base_features() + (opts.dhcp.features() if opts.dhcp else [])
+    generation = dist.generation if dist else (opts.generation or "")
+    with locked_router(target, opts, features, check=check, generation=generation, progress=progress) as (
+            ros, stored, lock, warnings):
+        return run(ros, target, stored, staging, dist=dist, chainload=chainload, features=features, check=check,
+                   progress=progress, lock=lock, warnings=warnings)
+
+
+@contextlib.contextmanager
+def locked_router(target: Target, opts: Options, features: Sequence[str], *, check: bool, generation: str,
+                  progress: Progress) -> Iterator[tuple[RouterOS, Options, RouterLock | None, list[str]]]:
+    """The connected router, ``opts`` with its storage directory, and unless ``check`` the lock of that directory
+    (taken for ``generation``, released at the end), with warnings (in check mode: a deploy holding the lock)."""
+    host = target.api.host
     ros = connect(target.api)
     lock: RouterLock | None = None
     try:
@@ -153,11 +166,10 @@ def deploy(
                 warnings.append(f"{host}: a deploy holds the lock of {opts.rb_dir}: "
                                 f"{held.describe(router_time(ros))}; this check shows the router as it is now")
         else:
-            lock = RouterLock.take(ros, opts.rb_dir, generation=dist.generation if dist else (opts.generation or ""),
-                                   stale=opts.lock_stale, timeout=opts.lock_timeout, pid=_playbook_pid())
+            lock = RouterLock.take(ros, opts.rb_dir, generation=generation, stale=opts.lock_stale,
+                                   timeout=opts.lock_timeout, pid=playbook_process(os.getpid()))
             warnings += lock.warnings
-        return run(ros, target, opts, staging, dist=dist, chainload=chainload, features=features, check=check,
-                   progress=progress, lock=lock, warnings=warnings)
+        yield ros, opts, lock, warnings
     finally:
         progress.tick = None
         try:
@@ -290,11 +302,6 @@ def _send_files(ros: RouterOS, target: Target, opts: Options, plan: Plan, *, res
 def base_features() -> list[str]:
     """The RouterOS features every deploy needs (7.1+)."""
     return [name for name in FEATURES if FEATURES[name] <= (7, 1)]
-
-
-def _playbook_pid() -> int:
-    """The ansible-playbook process running this module (its ancestor), for the lock record."""
-    return playbook_process(os.getpid())
 
 
 def _upload(ros: RouterOS, sftp: Sftp, a: Artefact, gen_dir: str, *, verify: str, progress: Progress,

@@ -4,7 +4,6 @@ roll (``_herd.Herd``) run with ``_deploy.run`` as its router side, then the stag
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +12,9 @@ from typing import Any
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import (
     Target,
     base_features,
+    locked_router,
     read_state,
     run,
-    storage_dir,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deployplan import (
     Options,
@@ -33,13 +32,8 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._herd impor
     plan_batches,
     write_report,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._lock import playbook_process
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routerlock import (
-    RouterLock,
-    read_lock,
-    router_time,
-)
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import RouterOS, RouterOSError, connect
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routerlock import RouterLock
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import RouterOS
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import Progress
 
 LEASE_MENU = "/ip/dhcp-server/lease"
@@ -95,42 +89,25 @@ def update_herd(target: Target, opts: Options, staging: Path, *, nodes: Sequence
     host = target.api.host
     features = base_features()
     batches = plan_batches(nodes, roll.canary, roll.max_unavailable)
-    ros = connect(target.api)
-    lock: RouterLock | None = None
     result: dict[str, Any] = {"changed": False, "warnings": []}
     try:
-        state = read_state(ros, host, features)
-        opts = dataclasses.replace(opts, rb_dir=storage_dir(state, opts.rb_dir))
-        rb = opts.rb_dir
-        if check:
-            held = read_lock(ros, rb)
-            if held is not None:
-                result["warnings"].append(f"{host}: a deploy holds the lock of {rb}: {held.describe(router_time(ros))}")
-        else:
-            lock = RouterLock.take(ros, rb, generation="", stale=opts.lock_stale, timeout=opts.lock_timeout,
-                                   pid=playbook_process(os.getpid()))
-            result["warnings"] += lock.warnings
-            state = read_state(ros, host, features)
-        live, picked = pick_staged(state, rb, wanted)
-        staged = picked or live  # nothing staged: a health check of the herd on the live generation
-        if lock is not None:
-            lock.refresh(generation=staged, force=True)
-        if not talk.ssh.known_hosts:
-            result["warnings"].append("node SSH host keys are not checked (herd_ssh_known_hosts is empty; the image "
-                                      "makes new ones at each boot unless a per-node initrd gives stable ones)")
-        router = _Router(ros, target, opts, staging, features, progress, lock)
-        return _roll(router, nodes, live, picked, batches=batches, roll=roll, talk=talk, check=check,
-                     result=result, report_path=report_path)
+        with locked_router(target, opts, features, check=check, generation="", progress=progress) as (
+                ros, stored, lock, warnings):
+            result["warnings"] += warnings
+            live, picked = pick_staged(read_state(ros, host, features), stored.rb_dir, wanted)
+            staged = picked or live  # nothing staged: a health check of the herd on the live generation
+            if lock is not None:
+                lock.refresh(generation=staged, force=True)
+            if not talk.ssh.known_hosts:
+                result["warnings"].append("node SSH host keys are not checked (herd_ssh_known_hosts is empty; the "
+                                          "image makes new ones at each boot unless a per-node initrd gives stable "
+                                          "ones)")
+            router = _Router(ros, target, stored, staging, features, progress, lock)
+            return _roll(router, nodes, live, picked, batches=batches, roll=roll, talk=talk, check=check,
+                         result=result, report_path=report_path)
     except HerdError as e:
         e.details["result"] = result  # the module fails with the per-node report
         raise
-    finally:
-        try:
-            if lock is not None:
-                lock.release()
-        except RouterOSError as e:
-            progress.line(f"{host}: could not remove the router lock ({e}); it is taken over once stale")
-        ros.close()
 
 
 def _roll(router: _Router, nodes: Sequence[Node], live: str, picked: str | None, *, batches: list[list[Node]],
