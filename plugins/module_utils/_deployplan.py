@@ -73,6 +73,12 @@ def chainload_comment(rb_dir: str, name: str) -> str:
     return f"{OWNER} dir={rb_dir} chainload={name}"
 
 
+def chainloaded(row: Mapping[str, str], rb_dir: str) -> str | None:
+    """The binary an owned chainload rule of ``rb_dir`` serves (``chainload_comment`` read back); None for others."""
+    m = re.fullmatch(rf"{re.escape(OWNER)} dir={re.escape(rb_dir)} chainload=(\S+)", row.get("comment", ""))
+    return m.group(1) if m else None
+
+
 def rule_comment(rb_dir: str, gen: str | None = None, name: str | None = None, seq: int = 0,
                  staged: bool = False) -> str:
     if gen is None:
@@ -132,10 +138,6 @@ def stable_target(state: RouterState, rb_dir: str) -> Stable:
                              rf"[0-9a-f]{{12}}\.ipxe", real)
             return Stable(m.group(1), m.group(2), real) if m else Stable(None)
     return Stable(None)
-
-
-def live_generation(state: RouterState, rb_dir: str) -> str | None:
-    return stable_target(state, rb_dir).live
 
 
 # -- plan ------------------------------------------------------------------------------------------------------------
@@ -456,13 +458,8 @@ def _plan_dhcp(plan: Plan, state: RouterState, rb: str, dhcp: DhcpOptions, *, dh
     """With rb4011_manage_dhcp: the chainload rules, the stale binaries to remove and the DHCP rows."""
     if dhcp_state is None:
         raise DeployError("internal: rb4011_manage_dhcp needs the router's DHCP menus")
-
-    def chainloaded(row: Mapping[str, str]) -> str | None:
-        m = re.fullmatch(rf"{re.escape(OWNER)} dir={re.escape(rb)} chainload=(\S+)", row.get("comment", ""))
-        return m.group(1) if m else None
-
-    rows = [r for r in state.tftp if chainloaded(r) is not None]
-    plan.chainload_changes = diff_rows(TFTP_MENU, rows, chainload_rules, chainloaded)
+    rows = [r for r in state.tftp if chainloaded(r, rb) is not None]
+    plan.chainload_changes = diff_rows(TFTP_MENU, rows, chainload_rules, lambda r: chainloaded(r, rb))
     plan.rules_before += sorted(rule_line(r) for r in rows)
     plan.rules_after += sorted(rule_line(v) for v in chainload_rules.values())
     chainload_dirs = {v["real-filename"].rsplit("/", 1)[0] for v in chainload_rules.values()}

@@ -36,6 +36,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deployplan
     CHAINLOAD_DIR,
     RouterState,
     Stable,
+    chainloaded,
     stable_target,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import NETWORK_MENU
@@ -50,7 +51,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros i
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._verifyrules import (
     check_generation_script,
     diagnose,
-    owned_rules,
     pick_rule,
     script_files,
 )
@@ -204,7 +204,7 @@ def check_router(state: RouterState, opts: VerifyOptions, *, fetch: Fetcher, con
     stable = stable_target(state, rb)
     live = stable.live
     rep.generation = live
-    _gen_rules, chain_rules = owned_rules(state, rb)
+    chain_rules = {name: r for r in state.tftp if (name := chainloaded(r, rb))}
     # DHCP first: it names the iPXE binaries clients fetch
     followed = _check_dhcp(rep, probe, dhcp_skip, interface, set(chain_rules))
     _warn_boot_file_names(rep, networks, chain_rules)

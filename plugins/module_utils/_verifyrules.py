@@ -1,5 +1,5 @@
-"""What the router check reads without the network: the owned /ip/tftp rules, which rule serves a request and why a
-read failed, and what a generation's script fetches and whether it is the deploy's rewrite (``_verify``)."""
+"""What the router check reads without the network: which /ip/tftp rule serves a request and why a read failed, and
+what a generation's script fetches and whether it is the deploy's rewrite (``_verify``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploydist
     DeployError,
     generation_script,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deployplan import RouterState, parse_comment
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import needs_rollover
 
 NOTE_RE = re.compile(rf"^# {re.escape(OWNER)} generation (g-[0-9a-f]{{12}}): .*\nset {GENERATION_VAR} \1\n", re.M)
@@ -152,18 +151,3 @@ def check_generation_script(data: bytes, gen: str, sums: Mapping[str, str]) -> s
         return (f"wrong bytes: boot.ipxe has sha256 {hashlib.sha256(data).hexdigest()}, the deploy's rewrite of "
                 f"generation {gen}'s boot.ipxe {hashlib.sha256(again.encode()).hexdigest()}")
     return ""
-
-
-def owned_rules(state: RouterState, rb: str) -> tuple[dict[str, Mapping[str, str]], dict[str, Mapping[str, str]]]:
-    """(generation rules by request, chainload rules by request) the deploy made under ``rb``."""
-    gen_rules: dict[str, Mapping[str, str]] = {}
-    chain: dict[str, Mapping[str, str]] = {}
-    prefix = f"{OWNER} dir={rb} chainload="
-    for r in state.tftp:
-        c = r.get("comment", "")
-        parsed = parse_comment(c, rb)
-        if parsed and parsed[0]:
-            gen_rules[f"{parsed[0]}/{parsed[1]}"] = r
-        elif c.startswith(prefix):
-            chain[c[len(prefix):]] = r
-    return gen_rules, chain

@@ -18,6 +18,8 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deployplan
     Options,
     RouterFile,
     RouterState,
+    chainload_comment,
+    chainloaded,
     generations,
     make_plan,
     rule_comment,
@@ -208,3 +210,9 @@ def test_a_staged_generation_is_kept_and_only_dispatched_macs_get_it(tmp_path: P
     assert live.live_after == b.generation and live.staged == [] and a.generation in live.kept
     assert all(" staged" not in c.values.get("comment", "") for c in live.rule_changes if c.action != "remove")
     assert any(f.name == path and f.id in live.remove_ids for f in st.files)
+
+
+def test_owned_chainload_rules_are_read_back_for_their_directory_only() -> None:
+    assert chainloaded({"comment": chainload_comment("netboot", "ipxe.efi")}, "netboot") == "ipxe.efi"
+    assert chainloaded({"comment": chainload_comment("other", "ipxe.efi")}, "netboot") is None
+    assert chainloaded({"comment": rule_comment("netboot")}, "netboot") is None and chainloaded({}, "netboot") is None

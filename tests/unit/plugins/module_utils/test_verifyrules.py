@@ -1,5 +1,5 @@
-"""_verifyrules: rules as RouterOS applies them, the diagnosis of a failed read, the owned rules, the generation script
-check and what the script fetches."""
+"""_verifyrules: rules as RouterOS applies them, the diagnosis of a failed read, the generation script check and what
+the script fetches."""
 
 from __future__ import annotations
 
@@ -7,17 +7,11 @@ import hashlib
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _tftp
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploydist import generation_script
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deployplan import (
-    RouterState,
-    chainload_comment,
-    rule_comment,
-)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._verifyrules import (
     check_generation_script,
     diagnose,
     in_addresses,
     original_script,
-    owned_rules,
     pick_rule,
     script_files,
 )
@@ -103,12 +97,3 @@ def test_the_roles_template_is_read() -> None:
                      nodes=[{"name": "n1", "mac": "52:54:00:00:00:01", "hostname": "n1", "role": "worker"}])
     f = script_files(render(uki))
     assert f.kernel == ("netboot.efi",) and f.initrds == () and f.node_initrds == ()
-
-
-def test_owned_rules_split_generation_and_chainload_rules_of_one_directory() -> None:
-    mine = [{".id": "*1", "comment": rule_comment("netboot", GEN, "vmlinuz", 1)},
-            {".id": "*2", "comment": chainload_comment("netboot", "ipxe.efi")},
-            {".id": "*3", "comment": rule_comment("netboot")}]
-    other = [{".id": "*4", "comment": rule_comment("other", GEN, "vmlinuz", 1)}, {".id": "*5", "comment": "mine"}]
-    gen_rules, chain = owned_rules(RouterState("r", "7.16", "rb", 0, 0, (), tuple(mine + other)), "netboot")
-    assert gen_rules == {f"{GEN}/vmlinuz": mine[0]} and chain == {"ipxe.efi": mine[1]}
