@@ -1,4 +1,5 @@
-"""Deploy ``dist/`` to a RouterOS boot server as one generation: plan (pure) and apply.
+"""Deploy ``dist/`` to a RouterOS boot server as one generation: dist/ is read by ``_deploydist``, the plan (pure)
+is ``_deployplan``'s, the apply is here.
 
 The layout on the router, the owned TFTP rules, the order of a deploy and the DHCP rows are README's "What the deploy
 changes on the router" and "DHCP chainloading". What the code relies on: a generation ``g-<12 hex>`` is named by the
