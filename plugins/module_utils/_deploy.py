@@ -240,8 +240,8 @@ def _apply(ros: RouterOS, target: Target, opts: Options, plan: Plan, *, staging:
     they serve), and prune; ``result`` records what was sent."""
     host = target.api.host
     if plan.dispatch_upload is not None:
-        result["uploads"].append(_send_dispatcher(ros, target, opts.rb_dir, staging, plan.dispatch_upload,
-                                                   progress=progress))
+        sent = _send_dispatcher(ros, target, opts.rb_dir, staging, plan.dispatch_upload, progress=progress)
+        result["uploads"].append(sent)
         result["changed"] = True
     if plan.uploads or plan.verify or plan.chainload_uploads or plan.chainload_verify:
         progress.line(f"{host}: generation {plan.target}: {len(plan.uploads)} file(s) to send, "

@@ -33,7 +33,6 @@ class DeployError(NetbootError):
     """The deploy was refused or failed; the message says what is unchanged and how to fix it."""
 
 
-
 @dataclass(frozen=True)
 class Artefact:
     name: str

@@ -38,6 +38,8 @@ def test_flash_disk_puts_the_directory_under_flash() -> None:
     assert storage_dir(flash, "flash/boot") == "flash/boot"
     # a directory the user called flash on a router without a flash disk is just a directory
     assert storage_dir(state([("flash", -1)]), "netboot") == "netboot"
+
+
 def test_chainload_binaries_are_read_and_a_missing_one_is_named(tmp_path: Path) -> None:
     bios, efi, snp = tmp_path / "undionly.kpxe", tmp_path / "ipxe.efi", tmp_path / "snponly.efi"
     for path, size in ((bios, 1000), (efi, 3000), (snp, 2000)):

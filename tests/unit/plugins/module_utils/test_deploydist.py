@@ -40,6 +40,8 @@ def test_read_dist_checks_sums(tmp_path: Path) -> None:
     (dist / "vmlinuz").write_bytes(b"tampered")
     with pytest.raises(DeployError, match=r"vmlinuz does not match SHA256SUMS"):
         read_dist(dist, tmp_path / "s")
+
+
 def test_sums_lines_name_files_in_dist_only() -> None:
     digest = "a" * 64
     assert parse_sums(f"{digest}  vmlinuz\n\n{digest} *initramfs\n", "S") == {"vmlinuz": digest, "initramfs": digest}

@@ -25,6 +25,8 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._verify imp
 )
 
 GEN = "g-0123456789ab"
+
+
 @pytest.mark.parametrize("name", ["snponly.efi", "ipxe.efi", "undionly.kpxe"])
 def test_debian_bookworm_ipxe_has_no_sha256sum_command(name: str) -> None:
     path = Path("/usr/lib/ipxe") / name
