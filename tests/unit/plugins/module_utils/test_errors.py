@@ -69,13 +69,13 @@ def test_every_public_error_class_in_module_utils_is_a_netboot_error() -> None:
     """Modules turn ``NetbootError`` into ``fail_json(msg=...)``; an error class outside the family would surface as a
     traceback instead of a message. Private helpers (``_TooBig``) never leave their module."""
     found: dict[str, type[BaseException]] = {}
-    for info in pkgutil.iter_modules(module_utils.__path__):
-        mod = importlib.import_module(f"{module_utils.__name__}.{info.name}")
+    for info in pkgutil.walk_packages(module_utils.__path__, f"{module_utils.__name__}."):
+        mod = importlib.import_module(info.name)
         for name, obj in vars(mod).items():
             if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == mod.__name__:
-                found[f"{info.name}.{name}"] = obj
+                found[f"{info.name.rsplit('.', 1)[1]}.{name}"] = obj
     public = {k: v for k, v in found.items() if not k.split(".")[1].startswith("_")}
     assert len(public) >= 15, sorted(found)  # the family is spread over many modules; the walk found them
-    assert {"_sftp.SftpError", "_deploy.DeployError", "_errors.CommandError"} <= set(public)
+    assert {"_sftp.SftpError", "_deploydist.DeployError", "_errors.CommandError"} <= set(public)
     outside = sorted(k for k, v in public.items() if not issubclass(v, NetbootError))
     assert outside == [], outside
