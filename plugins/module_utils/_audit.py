@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _elf, _glibc, _kmod, _noderoles
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _elf, _glibc, _kernel, _kmod, _noderoles
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import PathEscapeError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import resolve_in_root
 
@@ -162,21 +162,16 @@ def role_module_findings(root: Path, role_modules: Mapping[str, Sequence[str]]) 
     out: list[Finding] = []
     if not any(role_modules.values()):
         return out
-    kernels = sorted(p for p in (root / "lib/modules").glob("*") if p.is_dir())
+    kernels = _kernel.versions(root)
     if not kernels:
         return [Finding("role_modules", "/lib/modules", "no kernel module tree in the image, but roles load modules")]
-    for kdir in kernels:
-        names: set[str] = set()
-        for f in ("modules.dep", "modules.builtin"):
-            p = kdir / f
-            if p.is_file():
-                for ln in p.read_text().splitlines():
-                    if ln.strip():
-                        names.add(_kmod.module_name(ln.split(":", 1)[0]).replace("-", "_"))
+    for kver in kernels:
+        kdir = root / "lib/modules" / kver
+        names = {_kmod.module_name(p) for p in _kmod.read_dep(kdir)} | _kmod.read_builtin(kdir)
         for role, mods in sorted(role_modules.items()):
             for m in mods:
                 if m.replace("-", "_") not in names:
-                    out.append(Finding("role_modules", f"/lib/modules/{kdir.name}",
+                    out.append(Finding("role_modules", f"/lib/modules/{kver}",
                                        f"role {role} loads module {m}, which is not in the pruned image "
                                        f"(add it to kernel_keep_modules or check its name)"))
     return out

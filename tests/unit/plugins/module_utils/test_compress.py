@@ -91,17 +91,6 @@ def test_ultra_levels_and_window_27_are_accepted() -> None:
     assert compress.make_spec("zstd").level == 19 and compress.make_spec("gzip").level == 9
 
 
-def test_several_kernel_configs_are_ambiguous(tmp_path: Path) -> None:
-    (tmp_path / "boot").mkdir()
-    for v in ("6.6-lts", "6.18-virt"):
-        (tmp_path / "boot" / f"config-{v}").write_text("CONFIG_RD_ZSTD=y\n")
-    with pytest.raises(ConfigError, match="several kernel configs"):
-        compress.find_kernel_config(tmp_path)
-    assert compress.find_kernel_config(tmp_path / "boot") is None
-    # the kernel whose modules are pruned names its own config (prune_kernel)
-    assert compress.find_kernel_config(tmp_path, "6.18-virt") == tmp_path / "boot/config-6.18-virt"
-
-
 def test_kernel_config_values_and_an_unreadable_config_named(tmp_path: Path) -> None:
     cfg = tmp_path / "config-virt"
     cfg.write_text("# comment\nCONFIG_RD_ZSTD=y\nCONFIG_MODULE_COMPRESS_ZSTD=m\n# CONFIG_RD_XZ is not set\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _kmod
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 
 
 def test_module_name_normalises_suffix_and_dashes() -> None:
@@ -23,17 +23,13 @@ def test_corrupt_module_is_a_clear_error(tmp_path: Path) -> None:
         _kmod.modinfo(bad)
 
 
-def test_detect_kernel_version_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"lib/modules does not exist"):
-        _kmod.detect_kernel_version(tmp_path, None)
-    (tmp_path / "lib/modules/6.1.0-1-amd64").mkdir(parents=True)
-    assert _kmod.detect_kernel_version(tmp_path, None) == "6.1.0-1-amd64"
-    (tmp_path / "lib/modules/6.18.56-0-virt").mkdir()
-    with pytest.raises(ConfigError, match=r"several kernels \(6\.1\.0-1-amd64, 6\.18\.56-0-virt\); set kernel_version"):
-        _kmod.detect_kernel_version(tmp_path, None)
-    assert _kmod.detect_kernel_version(tmp_path, "6.18.56-0-virt") == "6.18.56-0-virt"
-    with pytest.raises(ConfigError, match=r"kernel_version '5\.0' not found"):
-        _kmod.detect_kernel_version(tmp_path, "5.0")
+def test_modules_dep_and_builtin_read_once(tmp_path: Path) -> None:
+    assert _kmod.read_dep(tmp_path) == {} and _kmod.read_builtin(tmp_path) == set()
+    (tmp_path / "modules.dep").write_text("kernel/net/tun.ko.gz:\nkernel/fs/zfs.ko: kernel/spl.ko kernel/znvpair.ko\n\n")
+    (tmp_path / "modules.builtin").write_text("kernel/drivers/hid/hid-generic.ko\n\n")
+    assert _kmod.read_dep(tmp_path) == {"kernel/net/tun.ko.gz": [], "kernel/fs/zfs.ko": ["kernel/spl.ko",
+                                                                                          "kernel/znvpair.ko"]}
+    assert _kmod.read_builtin(tmp_path) == {"hid_generic"}
 
 
 _CLOSURE_PROBE = """
