@@ -116,3 +116,15 @@ def owner_of(owners: dict[str, str], rel: str) -> str | None:
         if found is not None:
             return found
     return None
+
+
+def parse_pkginfo(text: str) -> dict[str, list[str]]:
+    """A package's ``.PKGINFO``: key -> its values (``depend`` and others repeat)."""
+    info: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        k, sep, v = line.partition(" = ")
+        if sep:
+            info.setdefault(k.strip(), []).append(v.strip())
+    return info

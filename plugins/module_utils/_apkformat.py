@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._alpine_keys import ARCH_KEYS, KEYS
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkdb import parse_pkginfo
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, SignatureError
 
 try:
@@ -333,17 +334,6 @@ class VerifiedPackage:
 
 def checksum_q1(sha1_hex: str) -> str:
     return "Q1" + base64.b64encode(bytes.fromhex(sha1_hex)).decode()
-
-
-def parse_pkginfo(text: str) -> dict[str, list[str]]:
-    info: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        k, sep, v = line.partition(" = ")
-        if sep:
-            info.setdefault(k.strip(), []).append(v.strip())
-    return info
 
 
 def verify_package(path: Path, keyring: Keyring, expected: IndexEntry | None = None) -> VerifiedPackage:

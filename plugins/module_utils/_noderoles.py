@@ -172,10 +172,10 @@ def cached_providers(cache_dir: Path | None, wanted: set[str]) -> dict[str, str]
                 text = info.read().decode(errors="replace") if info else ""
         except (tarfile.TarError, OSError, EOFError, KeyError):
             continue
-        m = re.search(r"^pkgname = (\S+)", text, re.M)
+        pkgname = _apkdb.parse_pkginfo(text).get("pkgname")
         for h in hits:
-            if h in wanted and m:
-                out.setdefault(h, m.group(1))
+            if h in wanted and pkgname:
+                out.setdefault(h, pkgname[0])
     return out
 
 

@@ -79,3 +79,17 @@ def test_boot_service_computes_the_same_hostid_with_busybox(mac: str) -> None:
     out = subprocess.run(["busybox", "sh", "-c", f'. "{BOOT_SCRIPT}"; netboot_hostid "$1"', "sh", mac],
                          capture_output=True, check=True).stdout
     assert out == _noderoles.hostid(mac)
+
+
+def test_cached_package_named_by_its_pkginfo(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    with tarfile.open(tmp_path / "nomad-openrc-1.0-r0.apk", "w:gz") as tf:
+        for name, data in ((".PKGINFO", b"# generated\npkgname = nomad-openrc\npkgver = 1.0-r0\n"),
+                           ("etc/init.d/nomad", b"#!/sbin/openrc-run\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    assert _noderoles.cached_providers(tmp_path, {"nomad", "zfs"}) == {"nomad": "nomad-openrc"}
+    assert _noderoles.cached_providers(tmp_path, {"zfs"}) == {}
