@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries, _glibc, _nodeconf, _prune
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import (
+    _binaries,
+    _glibc,
+    _nodeconf,
+    _prune,
+    _prunerules,
+    _pruneselect,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
     atomic_write_bytes,
@@ -41,17 +48,17 @@ def _file(path: str) -> str:
 
 
 def _prune_inputs(a: Mapping[str, Any]) -> dict[str, Any]:
-    def loaded(refs: list[str], dirs: list[str], kind: _prune.ProfileKind) -> list[list[str]]:
-        found = (_prune.find_profile(r, [Path(d) for d in dirs], kind) for r in refs)
+    def loaded(refs: list[str], dirs: list[str], kind: _prunerules.ProfileKind) -> list[list[str]]:
+        found = (_prunerules.find_profile(r, [Path(d) for d in dirs], kind) for r in refs)
         return [[s.name, hashlib.sha256(s.text.encode()).hexdigest()] for s in found]
     return {"kernel_version": a.get("kernel_version") or "", "hardware_mode": a.get("hardware_mode", "select"),
             "keep_modules": a.get("keep_modules", []), "strip": bool(a.get("strip", False)),
             "module_compression": a.get("module_compression", "keep"),
             "firmware_compression": a.get("firmware_compression", "keep"),
             "firmware_audit": a.get("firmware_audit", "error"),
-            "profiles": loaded(a.get("profiles", []), a.get("profile_dirs", []), _prune.RULE_PROFILES),
+            "profiles": loaded(a.get("profiles", []), a.get("profile_dirs", []), _prunerules.RULE_PROFILES),
             "hardware_profiles": loaded(a.get("hardware_profiles", []), a.get("hardware_dirs", []),
-                                        _prune.HARDWARE_PROFILES)}
+                                        _prunerules.HARDWARE_PROFILES)}
 
 
 def _node_inputs(a: Mapping[str, Any]) -> dict[str, Any]:
@@ -68,7 +75,7 @@ def _binaries_inputs(a: Mapping[str, Any]) -> dict[str, Any]:
 
 # stage -> (what it loads, the code that applies it)
 STAGES: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], tuple[Any, ...]]] = {
-    "prune": (_prune_inputs, (_prune,)), "node": (_node_inputs, (_nodeconf,)),
+    "prune": (_prune_inputs, (_prune, _prunerules, _pruneselect)), "node": (_node_inputs, (_nodeconf,)),
     "binaries": (_binaries_inputs, (_binaries, _glibc)),
 }
 

@@ -1,6 +1,6 @@
 """_prune on real trees (downloaded material): whole plans with firmware selection/audit and decompression on
 Debian's kernel and firmware and on Alpine's linux-virt, and the firmware/metadata phases on the Debian tree. The
-rules, profiles and each phase on small trees: tests/unit/plugins/module_utils/test_prune.py."""
+rules, profiles and each phase on small trees: tests/unit/plugins/module_utils/test_prune*.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _kmod, _prune
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _kmod, _prune, _pruneselect
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 from tests.fixtures.debian import DebianKernel, clone_tree
@@ -214,9 +214,9 @@ def test_whole_rtl_nic_dir_missing_names_every_r8152_file(debian: DebianKernel, 
 
 def test_phase_select_firmware_and_metadata_on_the_debian_tree(debian: DebianKernel, tmp_path: Path) -> None:
     tree = _kmod.read_tree(debian.root, debian.kernel_version)
-    fw_entries = _prune.walk(debian.root, "lib/firmware")
+    fw_entries = _pruneselect.walk(debian.root, "lib/firmware")
     rules = rules_of(tmp_path, "firmware:\n  keep: [intel-ucode/*]\n  remove: [rtl_nic/rtl8153*]\n")
-    fw = _prune.select_firmware(debian.root, tree, ["r8152"], fw_entries, rules, critical=None, audit="warn")
+    fw = _pruneselect.select_firmware(debian.root, tree, ["r8152"], fw_entries, rules, critical=None, audit="warn")
     needed = {v for k, v in _kmod.modinfo(debian.modules / "kernel/drivers/net/usb/r8152.ko") if k == "firmware"}
     kept_named = {p[len("lib/firmware/"):] for p, why in fw.keep.items() if why == "named by r8152"}
     assert kept_named and kept_named <= needed and not any(n.startswith("rtl8153") for n in kept_named)
@@ -227,8 +227,8 @@ def test_phase_select_firmware_and_metadata_on_the_debian_tree(debian: DebianKer
                for why in fw.remove.values())
     moddir = f"lib/modules/{debian.kernel_version}"
     files = sorted(tree.modules.values())
-    assert not _prune.metadata_needed(debian.root, debian.kernel_version, ["etc/x"], [], files)
-    assert _prune.metadata_needed(debian.root, debian.kernel_version, [f"{moddir}/{files[0]}"], [], files[1:])
-    assert _prune.metadata_needed(debian.root, debian.kernel_version, [], ["x.ko.zst"], files)  # decompressing
+    assert not _pruneselect.metadata_needed(debian.root, debian.kernel_version, ["etc/x"], [], files)
+    assert _pruneselect.metadata_needed(debian.root, debian.kernel_version, [f"{moddir}/{files[0]}"], [], files[1:])
+    assert _pruneselect.metadata_needed(debian.root, debian.kernel_version, [], ["x.ko.zst"], files)  # decompressing
     # modules.dep does not list a module file that stays
-    assert _prune.metadata_needed(debian.root, debian.kernel_version, [], [], [*files, "kernel/extra/new.ko"])
+    assert _pruneselect.metadata_needed(debian.root, debian.kernel_version, [], [], [*files, "kernel/extra/new.ko"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ipxe, _prune, _shipped
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ipxe, _prunerules, _shipped
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
 from tests.fixtures.material import REPO
 
@@ -28,17 +28,17 @@ def test_the_checkout_is_the_installed_collection() -> None:
 
 
 def test_shipped_profiles_resolve_by_name_without_search_dirs(tmp_path: Path) -> None:
-    rules = _prune.load_rules(["original", "headless", "base"], [])
+    rules = _prunerules.load_rules(["original", "headless", "base"], [])
     shipped = _shipped.shipped(_shipped.KERNEL_PROFILES)
     assert rules.sources == [str(shipped / f"{n}.yml") for n in ("original", "headless", "base")]
     assert any(g.pattern == "kernel/drivers/net/wireless" for g in rules.module_remove)
-    hw = _prune.find_hardware("n100-i226", [])
+    hw = _prunerules.find_hardware("n100-i226", [])
     assert any(a.startswith("usb:v0BDAp8156") for _unused, a in hw.modaliases)
     mine = tmp_path / "original.yml"  # a search dir wins over the shipped file
     mine.write_text("modules:\n  remove: [kernel/sound]\n")
-    assert _prune.load_rules(["original"], [tmp_path]).sources == [str(mine)]
+    assert _prunerules.load_rules(["original"], [tmp_path]).sources == [str(mine)]
     with pytest.raises(ConfigError, match=r"unknown profile 'n200'.*available: n100-i226, n100-rtl8111\)$"):
-        _prune.find_hardware("n200", [])
+        _prunerules.find_hardware("n200", [])
 
 
 def test_the_default_ipxe_template_is_the_role_file() -> None:
