@@ -173,18 +173,7 @@ def build_initramfs(req: InitramfsRequest, *, check_mode: bool = False) -> dict[
         raise NetbootError(f"src {req.src} is not a directory; build the rootfs stage first")
     sde, sde_source = source_date_epoch(src, req.source_date_epoch, req.rootfs_manifest)
 
-    config = Path(req.kernel_config) if req.kernel_config else find_kernel(src).config
-    warnings: list[str] = []
-    if config is None:
-        warnings.append(
-            f"no boot/config-* in {src}: cannot check that the kernel unpacks {req.compression.method}; "
-            "set kernel_config"
-        )
-    else:
-        if not config.is_file():
-            raise NetbootError(f"kernel_config {config} does not exist")
-        compress.check_kernel_config(req.compression, config)
-
+    config, warnings = _check_config(req, src)
     plan = cpio.plan_tree(src, source_date_epoch=sde, extras=req.extras, owner=req.owner, exclude=req.exclude,
                           mtime=req.mtime)
     ucode = microcode_blob(src, req.microcode)
@@ -201,8 +190,7 @@ def build_initramfs(req: InitramfsRequest, *, check_mode: bool = False) -> dict[
             "concat": bool(req.microcode_concat and ucode_cpio),
         }
     )
-    stamp_path = _stamp_path(req)
-    stamp = read_json_object(stamp_path) or {}
+    stamp = read_json_object(_stamp_path(req)) or {}
     before = _file_info(req.dest)
     before_ucode = _file_info(microcode_dest)
     result: dict[str, Any] = {
@@ -233,7 +221,26 @@ def build_initramfs(req: InitramfsRequest, *, check_mode: bool = False) -> dict[
         result.update(changed=True, compressed=False, sha256=None, size=None, microcode=None, progress=[])
         result["diff"]["after"] = "(rebuilt: inputs differ from the last build)\n"
         return result
+    return _rebuild(req, plan, ucode=(ucode_cpio, microcode_dest), digest=digest, before=before, result=result)
 
+
+def _check_config(req: InitramfsRequest, src: str) -> tuple[Path | None, list[str]]:
+    """The kernel config checked against the compression (``kernel_config``, else the tree's), with the warning
+    when there is none."""
+    config = Path(req.kernel_config) if req.kernel_config else find_kernel(src).config
+    if config is None:
+        return None, [f"no boot/config-* in {src}: cannot check that the kernel unpacks {req.compression.method}; "
+                      "set kernel_config"]
+    if not config.is_file():
+        raise NetbootError(f"kernel_config {config} does not exist")
+    compress.check_kernel_config(req.compression, config)
+    return config, []
+
+
+def _rebuild(req: InitramfsRequest, plan: cpio.Plan, *, ucode: tuple[bytes | None, str | None], digest: str,
+             before: dict[str, Any] | None, result: dict[str, Any]) -> dict[str, Any]:
+    """Write the microcode archive and the image, then the stamp; ``result`` completed with what was written."""
+    ucode_cpio, microcode_dest = ucode
     changed = False
     if ucode_cpio is not None and microcode_dest is not None:
         changed |= atomic_write_bytes(microcode_dest, ucode_cpio)
@@ -246,7 +253,7 @@ def build_initramfs(req: InitramfsRequest, *, check_mode: bool = False) -> dict[
         raise NetbootError(f"{req.dest} changed while it was being written (another build running?); run the build again")
     stamp_data = {"format": STAMP_FORMAT, "plan": digest, "sha256": sha,
                   "microcode_sha256": after_ucode["sha256"] if after_ucode else None}
-    atomic_write_bytes(stamp_path, dump_json(stamp_data, indent=1, ensure_ascii=True))
+    atomic_write_bytes(_stamp_path(req), dump_json(stamp_data, indent=1, ensure_ascii=True))
     result.update(changed=changed, compressed=True, sha256=sha, size=size, microcode=after_ucode, progress=progress)
     result["diff"]["after"] = _describe(after, after_ucode)
     return result

@@ -311,31 +311,11 @@ def build_dist(
         raise ConfigError(f"kernel_name {kernel_name!r} must be a plain file name")
     kernel_path = find_kernel(rootfs, kernel)
     files = _published(src, {kernel_name: kernel_path})
-    warnings: list[str] = []
-    problems: list[str] = []
-    if boot_script:  # it must fetch only files published here (its record, written by ipxe_script)
-        script = Path(src, boot_script)
-        fetched = read_json_object(boot_record(script)) if script.is_file() else None
-        problems = (missing_boot_artefacts(src, fetched, kernel_name) if fetched is not None else
-                    [f"{script} or its record {boot_record(script).name} is missing or unreadable: render it "
-                     "(playbooks/build.yml --tags ipxe)"])
-        digests = read_json_object(boot_digests_record(script)) if script.is_file() else None
-        if digests is not None:  # the sha256 the script checks before booting: they must be the published files'
-            problems += mismatched_boot_digests(script, digests, files)
+    problems = _boot_script_problems(src, boot_script, kernel_name, files) if boot_script else []
     if problems and not check_mode:
         raise ConfigError(" ".join(problems))
-    warnings += [f"{p} (check mode: fine if an earlier stage writes it)" for p in problems]
-    names = sorted(set(artefacts)) if artefacts is not None else default_artefacts(src)
-    if kernel_name not in names:
-        names = sorted([*names, kernel_name])
-    infos: dict[str, dict[str, Any]] = {}
-    for name in names:
-        if "/" in name or name in (MANIFEST_NAME, SUMS_NAME):
-            raise ConfigError(f"artefact {name!r}: give plain names of files in {src} (not the manifest or sums)")
-        sha = sha256_file(files[name]) if name in files else None
-        if sha is None:
-            raise NetbootError(f"artefact {name} is missing from {src}; run the stage that builds it first")
-        infos[name] = {"size": os.path.getsize(files[name]), "sha256": sha}
+    warnings = [f"{p} (check mode: fine if an earlier stage writes it)" for p in problems]
+    infos = _artefact_infos(src, artefacts, kernel_name, files)
     mpath = rootfs_manifest or os.path.join(rootfs, ROOTFS_MANIFEST)
     rmanifest = read_rootfs_manifest(mpath)
     if rmanifest is None:
@@ -343,15 +323,12 @@ def build_dist(
     merged_inputs = dict(inputs or {})
     if reports:
         loaded, report_warnings = _load_reports(reports)
-        loaded = publishable(loaded, os.path.abspath(rootfs))
-        merged_inputs["reports"] = loaded
+        merged_inputs["reports"] = publishable(loaded, os.path.abspath(rootfs))
         warnings += report_warnings
-    kernel_rel = os.path.relpath(kernel_path, os.path.realpath(rootfs))
-    doc = dist_manifest(rootfs=rootfs, rootfs_manifest=rmanifest, kernel_source=kernel_rel, artefacts=infos,
-                        inputs=merged_inputs)
+    doc = dist_manifest(rootfs=rootfs, rootfs_manifest=rmanifest, artefacts=infos, inputs=merged_inputs,
+                        kernel_source=os.path.relpath(kernel_path, os.path.realpath(rootfs)))
     manifest_bytes = dump_json(doc)
-    sums = {n: i["sha256"] for n, i in infos.items()}
-    sums[MANIFEST_NAME] = hashlib.sha256(manifest_bytes).hexdigest()
+    sums = {**{n: i["sha256"] for n, i in infos.items()}, MANIFEST_NAME: hashlib.sha256(manifest_bytes).hexdigest()}
     sums_text = sha256sums_text(sums)
     before_sums = (read_or_none(os.path.join(dest, SUMS_NAME)) or b"").decode("utf-8", errors="replace")
     generated = {MANIFEST_NAME: manifest_bytes, SUMS_NAME: sums_text.encode()}
@@ -368,6 +345,33 @@ def build_dist(
         "diff": {"before": before_sums, "after": sums_text, "before_header": f"{dest}/{SUMS_NAME}",
                  "after_header": f"{dest}/{SUMS_NAME}"},
     }
+
+
+def _boot_script_problems(src: str, boot_script: str, kernel_name: str, files: Mapping[str, Path]) -> list[str]:
+    """Why the boot script cannot be published: it must fetch only files published here (its record, written by
+    ipxe_script), and the sha256 it checks before booting must be the published files'."""
+    script = Path(src, boot_script)
+    fetched = read_json_object(boot_record(script)) if script.is_file() else None
+    problems = (missing_boot_artefacts(src, fetched, kernel_name) if fetched is not None else
+                [f"{script} or its record {boot_record(script).name} is missing or unreadable: render it "
+                 "(playbooks/build.yml --tags ipxe)"])
+    digests = read_json_object(boot_digests_record(script)) if script.is_file() else None
+    return problems + (mismatched_boot_digests(script, digests, files) if digests is not None else [])
+
+
+def _artefact_infos(src: str, artefacts: Sequence[str] | None, kernel_name: str,
+                    files: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
+    """Size and sha256 of every artefact published (the kernel always), by name."""
+    names = sorted(set(artefacts)) if artefacts is not None else default_artefacts(src)
+    infos: dict[str, dict[str, Any]] = {}
+    for name in sorted({*names, kernel_name}):
+        if "/" in name or name in (MANIFEST_NAME, SUMS_NAME):
+            raise ConfigError(f"artefact {name!r}: give plain names of files in {src} (not the manifest or sums)")
+        sha = sha256_file(files[name]) if name in files else None
+        if sha is None:
+            raise NetbootError(f"artefact {name} is missing from {src}; run the stage that builds it first")
+        infos[name] = {"size": os.path.getsize(files[name]), "sha256": sha}
+    return infos
 
 
 def _publish(dest: str, files: Mapping[str, Path], generated: Mapping[str, bytes]) -> None:

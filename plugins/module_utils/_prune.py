@@ -198,6 +198,26 @@ def _check_config(root: Path, kver: str, modules: set[str], firmware: set[str], 
                                  "the rootfs kmod")
 
 
+def _tally(counts: dict[str, dict[str, int]], key: str, size: int) -> None:
+    s = counts.setdefault(key, {"count": 0, "bytes": 0})
+    s["count"] += 1
+    s["bytes"] += size
+
+
+def _kept_modules_by_reason(plan: Plan, mods: dict[str, Entry], moddir_rel: str) -> dict[str, dict[str, int]]:
+    kept_by: dict[str, dict[str, int]] = {}
+    sizes = {e.rel: e.size for e in mods.values()}
+    for name, why in plan.kept_modules.items():
+        if why.startswith(("hardware:", "lsmod:")):
+            key = why.rsplit(":", 1)[0]
+        elif why.startswith("dependency of"):
+            key = "dependency closure"
+        else:
+            key = why.rsplit(":", 1)[0] if why.count(":") >= 2 else why
+        _tally(kept_by, key, sizes.get(f"{moddir_rel}/{plan.module_paths.get(name, '')}", 0))
+    return dict(sorted(kept_by.items()))
+
+
 def _report(plan: Plan, mods: dict[str, Entry], fws: dict[str, Entry], files: dict[str, Entry], *, rules: Rules,
             hardware: list[Hardware], moddir_rel: str) -> dict[str, Any]:
     def area(entries: dict[str, Entry], only_modules: bool = False) -> dict[str, Any]:
@@ -208,36 +228,17 @@ def _report(plan: Plan, mods: dict[str, Entry], fws: dict[str, Entry], files: di
 
     by_rule: dict[str, dict[str, int]] = {}
     for rel, rule in plan.remove.items():
-        s = by_rule.setdefault(rule, {"count": 0, "bytes": 0})
-        s["count"] += 1
-        s["bytes"] += plan.remove_sizes.get(rel, 0)
-    kept_by: dict[str, dict[str, int]] = {}
-    sizes = {e.rel: e.size for e in mods.values()}
-    for name, why in plan.kept_modules.items():
-        if why.startswith(("hardware:", "lsmod:")):
-            key = why.rsplit(":", 1)[0]
-        elif why.startswith("dependency of"):
-            key = "dependency closure"
-        else:
-            key = why.rsplit(":", 1)[0] if why.count(":") >= 2 else why
-        s = kept_by.setdefault(key, {"count": 0, "bytes": 0})
-        s["count"] += 1
-        s["bytes"] += sizes.get(f"{moddir_rel}/{plan.module_paths.get(name, '')}", 0)
+        _tally(by_rule, rule, plan.remove_sizes.get(rel, 0))
     fw_sizes = {e.rel: e.size for e in fws.values()}
     kept_fw: dict[str, dict[str, int]] = {}
     for rel, why in plan.firmware_kept.items():
-        s = kept_fw.setdefault("named by kept modules" if why.startswith("named by ") else why,
-                               {"count": 0, "bytes": 0})
-        s["count"] += 1
-        s["bytes"] += fw_sizes.get(rel, 0)
+        _tally(kept_fw, "named by kept modules" if why.startswith("named by ") else why, fw_sizes.get(rel, 0))
     by_top: dict[str, dict[str, dict[str, int]]] = {}
     for entries in (mods, fws, files):
         for rel, e in entries.items():
             t = by_top.setdefault(_top(rel, plan.kver), {"removed": {"count": 0, "bytes": 0},
                                                          "kept": {"count": 0, "bytes": 0}})
-            s = t["removed" if rel in plan.remove else "kept"]
-            s["count"] += 1
-            s["bytes"] += e.size
+            _tally(t, "removed" if rel in plan.remove else "kept", e.size)
     return {
         "root": str(plan.root),
         "kernel_version": plan.kver,
@@ -248,7 +249,7 @@ def _report(plan: Plan, mods: dict[str, Entry], fws: dict[str, Entry], files: di
         "firmware": area(fws),
         "files": area(files),
         "removed_by_rule": dict(sorted(by_rule.items())),
-        "kept_modules_by_reason": dict(sorted(kept_by.items())),
+        "kept_modules_by_reason": _kept_modules_by_reason(plan, mods, moddir_rel),
         "kept_firmware_by_reason": dict(sorted(kept_fw.items())),
         "by_top_dir": dict(sorted(by_top.items())),
         "removed_dependents": dict(sorted(plan.removed_dependents.items())),

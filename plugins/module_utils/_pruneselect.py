@@ -174,35 +174,41 @@ def select_modules(tree: _kmod.ModuleTree, rules: Rules, hardware: list[Hardware
         if rg is not None and _first_match(rules.module_except, path, sel.used) is None:
             sel.rule_removed[name] = rg
 
-    # What the hardware profiles (and, in select mode, the profiles' base set) ask for.
     if hardware:
-        for g in rules.module_base:
-            n = g.pattern.replace("-", "_")
-            sel.used.add(g.rule)
-            if n in tree.modules:
-                if hardware_mode == "select":
-                    sel.wants.append((n, g.rule))
-            elif n not in tree.builtin:
-                sel.warnings.append(f"{g.source}: base module {g.pattern!r} is not in kernel {kver} (skipped)")
-        for hw in hardware:
-            hits = 0
-            for lineno, alias in hw.modaliases:
-                for n in sorted(tree.match_alias(alias)):
-                    hits += 1
-                    sel.wants.append((n, f"hardware:{hw.source}:{lineno}"))
-            for lineno, name in hw.lsmod:
-                if name in tree.modules:
-                    hits += 1
-                    sel.wants.append((name, f"lsmod:{hw.source}:{lineno}"))
-                elif name not in tree.builtin:
-                    sel.warnings.append(f"{hw.source}:{lineno}: lsmod module {name!r} is not in kernel {kver}")
-            if hits == 0:
-                sel.warnings.append(f"hardware profile {hw.source} matches no module of kernel {kver}")
+        _hardware_wants(sel, tree, rules, hardware, hardware_mode)
     if hardware and hardware_mode == "audit":  # the herd's own drivers are guaranteed, like keep rules
+        sel.forced.update(n for n, _unused in sel.wants)
         for n, why in sel.wants:
-            sel.forced.add(n)
             sel.reasons.setdefault(n, why)
     return sel
+
+
+def _hardware_wants(sel: ModuleSelection, tree: _kmod.ModuleTree, rules: Rules, hardware: list[Hardware],
+                    hardware_mode: str) -> None:
+    """What the hardware profiles (and, in select mode, the profiles' base set) ask for."""
+    kver = tree.kver
+    for g in rules.module_base:
+        n = g.pattern.replace("-", "_")
+        sel.used.add(g.rule)
+        if n in tree.modules:
+            if hardware_mode == "select":
+                sel.wants.append((n, g.rule))
+        elif n not in tree.builtin:
+            sel.warnings.append(f"{g.source}: base module {g.pattern!r} is not in kernel {kver} (skipped)")
+    for hw in hardware:
+        hits = 0
+        for lineno, alias in hw.modaliases:
+            for n in sorted(tree.match_alias(alias)):
+                hits += 1
+                sel.wants.append((n, f"hardware:{hw.source}:{lineno}"))
+        for lineno, name in hw.lsmod:
+            if name in tree.modules:
+                hits += 1
+                sel.wants.append((name, f"lsmod:{hw.source}:{lineno}"))
+            elif name not in tree.builtin:
+                sel.warnings.append(f"{hw.source}:{lineno}: lsmod module {name!r} is not in kernel {kver}")
+        if hits == 0:
+            sel.warnings.append(f"hardware profile {hw.source} matches no module of kernel {kver}")
 
 
 @dataclass
@@ -293,6 +299,19 @@ class FirmwareSelection:
     warnings: list[str] = field(default_factory=list)
 
 
+def _firmware_needed(tree: _kmod.ModuleTree, kept_modules: Iterable[str]) -> dict[str, list[str]]:
+    """Firmware name -> the kept (and built-in) modules naming it."""
+    needed: dict[str, list[str]] = {}
+    for name in sorted(kept_modules):
+        for k, v in _kmod.modinfo(tree.moddir / tree.modules[name]):
+            if k == "firmware":
+                needed.setdefault(v, []).append(name)
+    for name, fws in sorted(tree.builtin_firmware.items()):  # built-in drivers request firmware too
+        for v in fws:
+            needed.setdefault(v, []).append(f"{name} (built-in)")
+    return needed
+
+
 def select_firmware(root: Path, tree: _kmod.ModuleTree, kept_modules: Iterable[str], fw_entries: dict[str, Entry],
                     rules: Rules, *, critical: set[str] | None, audit: str) -> FirmwareSelection:
     """Keep the firmware the kept (and built-in) modules name plus keep rules; audit what is missing (an error
@@ -300,14 +319,7 @@ def select_firmware(root: Path, tree: _kmod.ModuleTree, kept_modules: Iterable[s
     kver = tree.kver
     sel = FirmwareSelection()
     fw_keep = sel.keep
-    needed: dict[str, list[str]] = {}  # firmware name -> modules naming it
-    for name in sorted(kept_modules):
-        for k, v in _kmod.modinfo(root / "lib" / "modules" / kver / tree.modules[name]):
-            if k == "firmware":
-                needed.setdefault(v, []).append(name)
-    for name, fws in sorted(tree.builtin_firmware.items()):  # built-in drivers request firmware too
-        for v in fws:
-            needed.setdefault(v, []).append(f"{name} (built-in)")
+    needed = _firmware_needed(tree, kept_modules)
     fw_dirs = [f"lib/firmware/updates/{kver}", "lib/firmware/updates", f"lib/firmware/{kver}", "lib/firmware"]
     removed_needed: list[str] = []
 

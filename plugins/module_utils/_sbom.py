@@ -115,52 +115,39 @@ def kernel_summary(report: Mapping[str, Any] | None, root: str | os.PathLike[str
     return props
 
 
-def build_document(
-    root: str | os.PathLike[str],
-    *,
-    release: str | None = None,
-    kernel: str | None = None,
-    report: Mapping[str, Any] | None = None,
-    extras: Sequence[ExtraBinary] = (),
-    source_date_epoch_value: int | None = None,
-) -> str:
-    """The SBOM as CycloneDX JSON text (validated)."""
+def _package_components(packages: Sequence[_apkdb.InstalledPackage], dname: str) -> list[Any]:
+    """One CycloneDX library component per installed package (purl, SHA-1, licence, apk properties)."""
     from cyclonedx.contrib.license.factories import LicenseFactory
     from cyclonedx.model import ExternalReference, ExternalReferenceType, HashAlgorithm, HashType, Property, XsUri
-    from cyclonedx.model.bom import Bom
     from cyclonedx.model.component import Component, ComponentType
-    from cyclonedx.output.json import JsonV1Dot6
     from packageurl import PackageURL
 
-    packages = _apkdb.read_installed(root)
-    if not packages:
-        raise NetbootError(f"{root}/{_apkdb.INSTALLED_DB} lists no package; rebuild the rootfs stage")
-    dname = distro(root, release)
-    sde, _unused = source_date_epoch(root, source_date_epoch_value)
     licenses = LicenseFactory()
     components = []
     for pkg in packages:
-        hashes = []
         sha1 = pkg.checksum_sha1_hex()
-        if sha1:
-            hashes.append(HashType(alg=HashAlgorithm.SHA_1, content=sha1))
-        props = [Property(name=f"{PROP}:apk:checksum", value=pkg.checksum)] if pkg.checksum else []
-        if pkg.origin:
-            props.append(Property(name=f"{PROP}:apk:origin", value=pkg.origin))
-        if pkg.commit:
-            props.append(Property(name=f"{PROP}:apk:commit", value=pkg.commit))
-        if pkg.build_time is not None:
-            props.append(Property(name=f"{PROP}:apk:build_time", value=str(pkg.build_time)))
-        refs = []
-        if pkg.url:
-            refs.append(ExternalReference(type=ExternalReferenceType.WEBSITE, url=XsUri(pkg.url)))
+        props = [Property(name=f"{PROP}:apk:{k}", value=str(v)) for k, v in (
+            ("checksum", pkg.checksum), ("origin", pkg.origin), ("commit", pkg.commit), ("build_time", pkg.build_time)
+        ) if v not in (None, "")]
         p = purl(pkg, dname)
         components.append(Component(
             type=ComponentType.LIBRARY, name=pkg.name, version=pkg.version, bom_ref=p,
-            purl=PackageURL.from_string(p), description=pkg.description or None, hashes=hashes,
-            licenses=[licenses.make_from_string(pkg.license)] if pkg.license else [],
-            properties=props, external_references=refs,
+            purl=PackageURL.from_string(p), description=pkg.description or None,
+            hashes=[HashType(alg=HashAlgorithm.SHA_1, content=sha1)] if sha1 else [],
+            licenses=[licenses.make_from_string(pkg.license)] if pkg.license else [], properties=props,
+            external_references=[ExternalReference(type=ExternalReferenceType.WEBSITE, url=XsUri(pkg.url))]
+            if pkg.url else [],
         ))
+    return components
+
+
+def _added_components(root: str | os.PathLike[str], extras: Sequence[ExtraBinary]) -> list[Any]:
+    """The extra binaries (checked against their sha256) and the glibc runtime they need, if any."""
+    from cyclonedx.model import ExternalReference, ExternalReferenceType, HashAlgorithm, HashType, Property, XsUri
+    from cyclonedx.model.component import Component, ComponentType
+    from packageurl import PackageURL
+
+    components = []
     for extra in extras:
         full = inside(root, extra.path)
         if not full.is_file():
@@ -189,6 +176,30 @@ def build_document(
             properties=[Property(name=f"{PROP}:file", value=f"{f['sha256']}  {path}")
                         for path, f in sorted(runtime["files"].items())],
         ))
+    return components
+
+
+def build_document(
+    root: str | os.PathLike[str],
+    *,
+    release: str | None = None,
+    kernel: str | None = None,
+    report: Mapping[str, Any] | None = None,
+    extras: Sequence[ExtraBinary] = (),
+    source_date_epoch_value: int | None = None,
+) -> str:
+    """The SBOM as CycloneDX JSON text (validated)."""
+    from cyclonedx.model import Property
+    from cyclonedx.model.bom import Bom
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.output.json import JsonV1Dot6
+
+    packages = _apkdb.read_installed(root)
+    if not packages:
+        raise NetbootError(f"{root}/{_apkdb.INSTALLED_DB} lists no package; rebuild the rootfs stage")
+    dname = distro(root, release)
+    sde, _unused = source_date_epoch(root, source_date_epoch_value)
+    components = [*_package_components(packages, dname), *_added_components(root, extras)]
     kver = kernel_version(root)
     kprops = [Property(name=k, value=v) for k, v in sorted(kernel_summary(report, root).items()) if v]
     if kernel:
