@@ -1,6 +1,6 @@
-"""The kernel of an image tree, found in one place: its version (``lib/modules/<version>``), its image
-(``boot/vmlinuz*``) and its config (``boot/config-*``). Each piece is looked up when asked for, so a caller that
-needs only one is not refused over another; a missing or ambiguous piece is an error naming the files and the fix."""
+"""The kernel of an image tree, found in one place: its version (``lib/modules/<version>``), image (``boot/vmlinuz*``)
+and config (``boot/config-*``). Each piece is looked up when read, so a caller needing one is not refused over
+another; a missing or ambiguous piece is an error naming the files and the fix."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import 
 
 
 def versions(root: str | os.PathLike[str]) -> list[str]:
-    """Every kernel version with a module tree (``lib/modules/<version>/``), sorted."""
     base = Path(root, "lib", "modules")
     return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.is_symlink()) if base.is_dir() else []
 
@@ -28,21 +27,17 @@ class Kernel:
 
     @property
     def version(self) -> str:
-        base = self.root / "lib" / "modules"
+        base, found = self.root / "lib" / "modules", versions(self.root)
         if not base.is_dir():
             raise ConfigError(f"{base} does not exist: {self.root} has no kernel modules; install a kernel package "
                               "(e.g. linux-lts) in the rootfs or point `root` at the right tree")
-        found = versions(self.root)
-        if self.kver:
-            if self.kver not in found:
-                raise ConfigError(f"kernel_version {self.kver!r} not found in {base} "
-                                  f"(present: {', '.join(found) or 'none'})")
-            return self.kver
+        if self.kver and self.kver not in found:
+            raise ConfigError(f"kernel_version {self.kver!r} not found in {base} (present: {', '.join(found) or 'none'})")
         if not found:
             raise ConfigError(f"{base} is empty: no kernel installed in {self.root}")
-        if len(found) > 1:
+        if len(found) > 1 and not self.kver:
             raise ConfigError(f"{base} holds several kernels ({', '.join(found)}); set kernel_version to one of them")
-        return found[0]
+        return self.kver or found[0]
 
     @property
     def moddir(self) -> Path:
@@ -51,8 +46,7 @@ class Kernel:
     @property
     def image(self) -> Path:
         if self.image_name:
-            rel = self.image_name if "/" in self.image_name else f"boot/{self.image_name}"
-            path = resolve_in_root(self.root, rel)
+            path = resolve_in_root(self.root, self.image_name if "/" in self.image_name else f"boot/{self.image_name}")
             if not path.is_file():
                 raise NetbootError(f"kernel {self.image_name!r} not found at {path}; check dist kernel setting")
             return path
@@ -72,10 +66,8 @@ class Kernel:
             return self.root / "boot" / f"config-{self.kver}"
         configs = sorted((self.root / "boot").glob("config-*"))
         if len(configs) > 1:
-            raise ConfigError(
-                f"the image has several kernel configs ({', '.join(c.name for c in configs)}); set kernel_config to "
-                "the one of the kernel you boot, or remove the others from the rootfs"
-            )
+            raise ConfigError(f"the image has several kernel configs ({', '.join(c.name for c in configs)}); set "
+                              "kernel_config to the one of the kernel you boot, or remove the others from the rootfs")
         return configs[0] if configs else None
 
 

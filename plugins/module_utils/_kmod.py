@@ -154,34 +154,28 @@ def read_tree(root: Path, kver: str) -> ModuleTree:
     tree = ModuleTree(root, kver)
     moddir = tree.moddir
     on_disk = {module_name(p): p for p in list_module_files(moddir)}
-    listed: dict[str, str] = {}
-    for path, deps in read_dep(moddir).items():
-        listed[module_name(path)] = path
-        tree.deps[module_name(path)] = [module_name(d) for d in deps]
+    dep = read_dep(moddir)
+    listed = {module_name(p): p for p in dep}
     if listed == on_disk:
-        tree.modules = dict(listed)
+        tree.modules = listed
+        tree.deps = {module_name(p): [module_name(d) for d in ds] for p, ds in dep.items()}
+        alias = moddir / "modules.alias"
+        for line in (alias.read_text(errors="replace") if alias.is_file() else "").splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "alias":
+                tree.aliases.append((parts[1], parts[2].replace("-", "_")))
+        for fname, target in (("modules.softdep", tree.softdeps), ("modules.weakdep", tree.weakdeps)):
+            if (moddir / fname).is_file():
+                _parse_deps_file((moddir / fname).read_text(errors="replace"), target)
     else:
         tree.stale = True
         tree.modules = dict(on_disk)
-        tree.deps = {}
         for name, path in on_disk.items():
             info = modinfo(moddir / path)
             tree.deps[name] = [d.replace("-", "_") for k, v in info if k == "depends" for d in v.split(",") if d]
             tree.aliases.extend((v, name) for k, v in info if k == "alias")
-            for k, v in info:
-                if k in ("softdep", "weakdep"):
-                    targets = [t for t in v.split() if t not in ("pre:", "post:")]
-                    (tree.softdeps if k == "softdep" else tree.weakdeps).setdefault(name, []).extend(targets)
-    alias = moddir / "modules.alias"
-    if alias.is_file() and not tree.stale:
-        for line in alias.read_text(errors="replace").splitlines():
-            parts = line.split()
-            if len(parts) >= 3 and parts[0] == "alias":
-                tree.aliases.append((parts[1], parts[2].replace("-", "_")))
-    for fname, target in (("modules.softdep", tree.softdeps), ("modules.weakdep", tree.weakdeps)):
-        f = moddir / fname
-        if f.is_file() and not tree.stale:
-            _parse_deps_file(f.read_text(errors="replace"), target)
+            _parse_deps_file("\n".join(f"{k} {name} {v}" for k, v in info if k in ("softdep", "weakdep")),
+                             tree.softdeps, weak=tree.weakdeps)
     for conf_dir in ("etc/modprobe.d", "lib/modprobe.d", "usr/lib/modprobe.d"):
         d = root / conf_dir
         if d.is_dir() and not d.is_symlink():

@@ -1,9 +1,8 @@
 """Planning and applying the kernel-module / firmware / file pruning of a rootfs.
 
-Rules are data: profile files (YAML) with remove/except/keep globs, a base module set, and hardware profiles
-(modalias captures + lsmod output). ``make_plan`` is pure (reads the tree, touches nothing); ``apply_plan`` changes
-the tree (temp names + renames), regenerates the module metadata with the target's kmod and verifies it.
-The rules are read in ``_prunerules``, the phases of the plan are in ``_pruneselect``.
+The rules are read in ``_prunerules``, the phases of the plan are in ``_pruneselect``. ``make_plan`` is pure (reads
+the tree, touches nothing); ``apply_plan`` changes the tree (temp names + renames), regenerates the module metadata
+with the target's kmod and verifies it.
 """
 
 from __future__ import annotations
@@ -81,12 +80,8 @@ class Plan:
         return bool(self.remove or self.decompress or self.relink or self.strip or self.depmod_needed)
 
 
-def _stats(entries: Iterable[Entry]) -> dict[str, int]:
-    n = b = 0
-    for e in entries:
-        n += 1
-        b += e.size
-    return {"count": n, "bytes": b}
+def _stats(entries: list[Entry]) -> dict[str, int]:
+    return {"count": len(entries), "bytes": sum(e.size for e in entries)}
 
 
 def _top(rel: str, kver: str) -> str:
