@@ -172,10 +172,6 @@ def find_hardware(ref: str, search: Iterable[Path]) -> Hardware:
     return parse_hardware_text(src.label, src.text)
 
 
-def parse_hardware(path: Path) -> Hardware:
-    return parse_hardware_text(str(path), _read_text(path))
-
-
 def parse_hardware_text(source: str, text: str) -> Hardware:
     """Lines of ``find /sys/devices -name modalias -exec cat {} +`` and/or ``lsmod`` output; ``#`` comments."""
     hw = Hardware(source)

@@ -115,8 +115,10 @@ def kernel_summary(report: Mapping[str, Any] | None, root: str | os.PathLike[str
     return props
 
 
-def _package_components(packages: Sequence[_apkdb.InstalledPackage], dname: str) -> list[Any]:
-    """One CycloneDX library component per installed package (purl, SHA-1, licence, apk properties)."""
+def _components(root: str | os.PathLike[str], packages: Sequence[_apkdb.InstalledPackage], dname: str,
+                extras: Sequence[ExtraBinary]) -> list[Any]:
+    """One component per installed package (purl, SHA-1, licence, apk properties), per extra binary (checked against
+    its sha256) and for the glibc runtime they need, if any."""
     from cyclonedx.contrib.license.factories import LicenseFactory
     from cyclonedx.model import ExternalReference, ExternalReferenceType, HashAlgorithm, HashType, Property, XsUri
     from cyclonedx.model.component import Component, ComponentType
@@ -138,16 +140,6 @@ def _package_components(packages: Sequence[_apkdb.InstalledPackage], dname: str)
             external_references=[ExternalReference(type=ExternalReferenceType.WEBSITE, url=XsUri(pkg.url))]
             if pkg.url else [],
         ))
-    return components
-
-
-def _added_components(root: str | os.PathLike[str], extras: Sequence[ExtraBinary]) -> list[Any]:
-    """The extra binaries (checked against their sha256) and the glibc runtime they need, if any."""
-    from cyclonedx.model import ExternalReference, ExternalReferenceType, HashAlgorithm, HashType, Property, XsUri
-    from cyclonedx.model.component import Component, ComponentType
-    from packageurl import PackageURL
-
-    components = []
     for extra in extras:
         full = inside(root, extra.path)
         if not full.is_file():
@@ -199,7 +191,7 @@ def build_document(
         raise NetbootError(f"{root}/{_apkdb.INSTALLED_DB} lists no package; rebuild the rootfs stage")
     dname = distro(root, release)
     sde, _unused = source_date_epoch(root, source_date_epoch_value)
-    components = [*_package_components(packages, dname), *_added_components(root, extras)]
+    components = _components(root, packages, dname, extras)
     kver = kernel_version(root)
     kprops = [Property(name=k, value=v) for k, v in sorted(kernel_summary(report, root).items()) if v]
     if kernel:

@@ -21,7 +21,7 @@ def test_hardware_profile_lines(tmp_path: Path) -> None:
         "r8169                 106496  0\n"
         "nf_tables             344064  1 nft_chain_nat\n"
     )
-    hw = _prunerules.parse_hardware(f)
+    hw = _prunerules.find_hardware(str(f), [])
     assert hw.modaliases[0][1].startswith("pci:v00008086d0000125C")
     assert len(hw.modaliases) == 2
     assert hw.lsmod == [(6, "r8169"), (7, "nf_tables")]
@@ -31,7 +31,7 @@ def test_malformed_modalias_names_file_and_line(tmp_path: Path) -> None:
     f = tmp_path / "bad.modalias"
     f.write_text(f"{RTL8156B}\n# ok so far\nthis is not a modalias\n")
     with pytest.raises(ConfigError, match=r"bad\.modalias:3: malformed line 'this is not a modalias'"):
-        _prunerules.parse_hardware(f)
+        _prunerules.find_hardware(str(f), [])
 
 
 def test_profile_errors(tmp_path: Path) -> None:
@@ -51,5 +51,5 @@ def test_profile_errors(tmp_path: Path) -> None:
 
 def test_shipped_hardware_profiles_parse() -> None:
     for f in sorted(HARDWARE.glob("*.modalias")):
-        hw = _prunerules.parse_hardware(f)
+        hw = _prunerules.find_hardware(str(f), [])
         assert hw.modaliases, f
