@@ -36,7 +36,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._pruneselec
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
-# --- plan -------------------------------------------------------------------------------------------------------
 
 @dataclass
 class Options:

@@ -37,6 +37,7 @@ MODALIAS_RE = re.compile(r"^[a-z][a-z0-9_]*:\S.*$")
 LSMOD_HEADER_RE = re.compile(r"^Module\s+Size\s+Used by\s*$")
 LSMOD_RE = re.compile(r"^([A-Za-z0-9_-]+)\s+\d+\s+-?\d+(\s+\S+)?\s*$")
 
+
 # --- rules ------------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

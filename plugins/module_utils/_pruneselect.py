@@ -92,7 +92,6 @@ def resolve_chain(root: Path, rel: str) -> tuple[list[str], str | None]:
     return links, final.relative_to(root).as_posix() if final.is_file() else None
 
 
-
 # --- phases -----------------------------------------------------------------------------------------------------
 
 def _first_match(globs: list[Glob], rel: str, used: set[str]) -> Glob | None:

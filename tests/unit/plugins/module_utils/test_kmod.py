@@ -27,8 +27,8 @@ def test_modules_dep_and_builtin_read_once(tmp_path: Path) -> None:
     assert _kmod.read_dep(tmp_path) == {} and _kmod.read_builtin(tmp_path) == set()
     (tmp_path / "modules.dep").write_text("kernel/net/tun.ko.gz:\nkernel/fs/zfs.ko: kernel/spl.ko kernel/znvpair.ko\n\n")
     (tmp_path / "modules.builtin").write_text("kernel/drivers/hid/hid-generic.ko\n\n")
-    assert _kmod.read_dep(tmp_path) == {"kernel/net/tun.ko.gz": [], "kernel/fs/zfs.ko": ["kernel/spl.ko",
-                                                                                          "kernel/znvpair.ko"]}
+    zfs = ["kernel/spl.ko", "kernel/znvpair.ko"]
+    assert _kmod.read_dep(tmp_path) == {"kernel/net/tun.ko.gz": [], "kernel/fs/zfs.ko": zfs}
     assert _kmod.read_builtin(tmp_path) == {"hid_generic"}
 
 

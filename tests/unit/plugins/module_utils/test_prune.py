@@ -32,8 +32,7 @@ def test_plan_report_diff_and_apply_of_a_files_rule(tmp_path: Path) -> None:
     assert plan.kver == KVER and plan.remove == {"usr/share/doc/pkg/README": "t:files.remove:usr/share/doc/*"}
     assert plan.changes and not plan.depmod_needed
     assert plan.report["files"]["removed"] == {"count": 1, "bytes": 8}
-    assert plan.report["by_top_dir"]["usr/share"] == {"removed": {"count": 1, "bytes": 8},
-                                                       "kept": {"count": 0, "bytes": 0}}
+    assert plan.report["by_top_dir"]["usr/share"] == {"removed": {"count": 1, "bytes": 8}, "kept": {"count": 0, "bytes": 0}}
     assert any("no kernel config" in w for w in plan.warnings)
     assert _prune.diff(plan) == {"before": "usr/share/doc/pkg/README  [t:files.remove:usr/share/doc/*]\n",
                                  "after": ""}

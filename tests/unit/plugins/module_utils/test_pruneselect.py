@@ -71,24 +71,24 @@ def test_phase_close_over_deps_removes_dependents_and_keeps_what_keep_needs(tmp_
     assert out.critical is None
     assert out.warnings == ["kernel/drivers/net/mii.ko matches t:modules.remove:kernel/drivers/net/mii.ko but is kept: "
                             "not removed by any rule"]
-    removals = _pruneselect.module_removals(tree, out, {f"lib/modules/{KVER}/{p}": _pruneselect.Entry(p, 1, False)
-                                                  for p in tree.modules.values()}, f"lib/modules/{KVER}", False)
+    entries = {f"lib/modules/{KVER}/{p}": _pruneselect.Entry(p, 1, False) for p in tree.modules.values()}
+    removals = _pruneselect.module_removals(tree, out, entries, f"lib/modules/{KVER}", False)
     assert removals == {f"lib/modules/{KVER}/{tree.modules[n]}": out.removed[n] for n in out.removed}
 
 
 def test_phase_close_over_deps_with_hardware(tmp_path: Path) -> None:
     tree = small_tree(tmp_path)
     rules = rules_of(tmp_path, "modules:\n  remove: [kernel/drivers/net/usb/*]\n  base: [ext4]\n")
-    sel = _pruneselect.select_modules(tree, rules, hw(f"{RTL8156B}\npci:v00008086d0000125Csv00008086sd0bc02sc00i00\n"),
-                                [], "select")
+    boxes = hw(f"{RTL8156B}\npci:v00008086d0000125Csv00008086sd0bc02sc00i00\n")
+    sel = _pruneselect.select_modules(tree, rules, boxes, [], "select")
     out = _pruneselect.close_over_deps(tree, sel, True, "select")
     assert set(out.kept) == {"igc", "ext4", "jbd2"} and out.kept["jbd2"] == "dependency of ext4"
     assert out.warnings == ["r8152 (hardware:box.modalias:1) is removed by t:modules.remove:kernel/drivers/net/usb/*"]
-    removals = _pruneselect.module_removals(tree, out, {f"lib/modules/{KVER}/{p}": _pruneselect.Entry(p, 1, False)
-                                                  for p in tree.modules.values()}, f"lib/modules/{KVER}", True)
+    entries = {f"lib/modules/{KVER}/{p}": _pruneselect.Entry(p, 1, False) for p in tree.modules.values()}
+    removals = _pruneselect.module_removals(tree, out, entries, f"lib/modules/{KVER}", True)
     assert removals[f"lib/modules/{KVER}/kernel/drivers/net/mii.ko"] == "hardware: not needed by any hardware profile"
-    audit = _pruneselect.close_over_deps(tree, _pruneselect.select_modules(tree, rules_of(tmp_path, "{}"), hw(RTL8156B), [],
-                                                               "audit"), True, "audit")
+    audit_sel = _pruneselect.select_modules(tree, rules_of(tmp_path, "{}"), hw(RTL8156B), [], "audit")
+    audit = _pruneselect.close_over_deps(tree, audit_sel, True, "audit")
     assert audit.critical == {"r8152", "mii"} and set(audit.kept) == set(tree.modules)
 
 
