@@ -362,9 +362,8 @@ def _boot_script_problems(src: str, boot_script: str, kernel_name: str, files: M
 def _artefact_infos(src: str, artefacts: Sequence[str] | None, kernel_name: str,
                     files: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
     """Size and sha256 of every artefact published (the kernel always), by name."""
-    names = sorted(set(artefacts)) if artefacts is not None else default_artefacts(src)
     infos: dict[str, dict[str, Any]] = {}
-    for name in sorted({*names, kernel_name}):
+    for name in sorted({*(artefacts if artefacts is not None else default_artefacts(src)), kernel_name}):
         if "/" in name or name in (MANIFEST_NAME, SUMS_NAME):
             raise ConfigError(f"artefact {name!r}: give plain names of files in {src} (not the manifest or sums)")
         sha = sha256_file(files[name]) if name in files else None
