@@ -326,7 +326,7 @@ def build_dist(
         merged_inputs["reports"] = publishable(loaded, os.path.abspath(rootfs))
         warnings += report_warnings
     doc = dist_manifest(rootfs=rootfs, rootfs_manifest=rmanifest, artefacts=infos, inputs=merged_inputs,
-                        kernel_source=os.path.relpath(kernel_path, os.path.realpath(rootfs)))
+                        kernel_source=os.path.relpath(os.path.realpath(kernel_path), os.path.realpath(rootfs)))
     manifest_bytes = dump_json(doc)
     sums = {**{n: i["sha256"] for n, i in infos.items()}, MANIFEST_NAME: hashlib.sha256(manifest_bytes).hexdigest()}
     sums_text = sha256sums_text(sums)
