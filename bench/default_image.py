@@ -6,7 +6,7 @@ Tree: the rootfs ``build.yml`` installs for ``tests/fixtures/e2e.py``'s PACKAGES
 
 * **original** - the original project's method: its README's directory pruning (profile ``original``), kernel
   modules and firmware left compressed as Alpine ships them, no stripping;
-* **default**  - the shipped defaults of ``roles/kernel/defaults/main.yml`` (profiles, hardware profiles and mode,
+* **default**  - the shipped defaults of ``roles/common/defaults/main.yml`` (profiles, hardware profiles and mode,
   decompression, strip), read from that file;
 * **select**   - the same with ``kernel_hardware_mode: select`` (a known herd: only what the shipped captures need).
 
@@ -41,7 +41,7 @@ from tests.fixtures.prune import HARDWARE, PROFILES  # noqa: E402
 
 GOAL = 0.60
 TFTP_BYTES_PER_S = 0.7e6  # RB4011 TFTP, lockstep (issue 11)
-KERNEL_DEFAULTS = REPO / "roles/kernel/defaults/main.yml"
+KERNEL_DEFAULTS = REPO / "roles/common/defaults/main.yml"  # the kernel role's pruning settings live there
 INITRAMFS_DEFAULTS = REPO / "roles/initramfs/defaults/main.yml"
 
 

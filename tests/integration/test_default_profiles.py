@@ -1,4 +1,4 @@
-"""The shipped default prune rules (roles/kernel/defaults: original + headless + n100, audit mode) on Debian's full
+"""The shipped default prune rules (roles/common/defaults: original + headless + n100, audit mode) on Debian's full
 driver set keep every hardware class a new x86 mini-PC needs to join the herd (README "Pruning the kernel") and drop
 what the n100 profile names. make_plan only: it reads the tree and decides, touching nothing."""
 
@@ -31,7 +31,7 @@ DROPPED = ["ksmbd", "cifs", "nfsd", "ceph", "rbd", "dlm", "drbd", "f2fs", "ntfs3
 
 @pytest.fixture(scope="module")
 def plan(debian: DebianKernel) -> _prune.Plan:
-    defaults = yaml.safe_load((REPO / "roles/kernel/defaults/main.yml").read_text())
+    defaults = yaml.safe_load((REPO / "roles/common/defaults/main.yml").read_text())
     assert defaults["kernel_prune_profiles"] == ["original", "headless", "n100"]
     return _prune.make_plan(_prune.Options(
         root=debian.root, profiles=defaults["kernel_prune_profiles"],
