@@ -6,10 +6,8 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    # homelab.alpine_netboot.netboot.attributes - every module: full check and diff mode support on posix. Listed
-    # before ansible.builtin.action_common_attributes (which describes each attribute). A module whose support
-    # differs states only that attribute under its own ``attributes:`` (support: partial with details, or none);
-    # ansible-doc merges the module's entries over these.
+    # homelab.alpine_netboot.netboot.attributes - every module: full check and diff mode support on posix, listed
+    # before ansible.builtin.action_common_attributes. A module whose support differs states only that attribute.
     ATTRIBUTES = r"""
 attributes:
   check_mode:
@@ -28,6 +26,97 @@ options:
       - The rootfs manifest written by M(homelab.alpine_netboot.alpine_rootfs) (release, arch, packages with
         version, checksum, repository and build time, C(source_date_epoch)).
       - Default C(etc/alpine-netboot/manifest.json) inside the tree.
+    type: path
+"""
+
+    # The option groups of module_utils/_options.py; a module may give an option a description of its own.
+    IMAGE_TREE = r"""
+options:
+  root:
+    description: The image tree (a rootfs directory, e.g. C(build/image)) the module reads, or edits in place.
+    type: path
+    required: true
+"""
+
+    KERNEL_IDENTITY = r"""
+options:
+  rootfs:
+    description: An image tree whose C(boot/) holds the kernel the dist stage publishes.
+    type: path
+  rootfs_kernel:
+    description: The kernel in O(rootfs) (a name in C(boot/) or a path); default the single C(boot/vmlinuz*).
+    type: str
+"""
+
+    COMPRESSION = r"""
+options:
+  compression:
+    description: Compression of the initramfs.
+    type: str
+    choices: [zstd, gzip, xz, none]
+    default: zstd
+  level:
+    description: Compression level. zstd 1-19, 20-22 (ultra; default 19); gzip 1-9 (default 9); xz 0-9 (default 6).
+    type: int
+  window_log:
+    description:
+      - zstd only. Long-distance matching with a 2^N byte window, like C(zstd --long=N). At most 27 - the kernel's
+        zstd decoder cannot unpack larger windows. Unpacking a 27 window needs about 128 MiB extra RAM at boot.
+    type: int
+  threads:
+    description: zstd worker threads; 0 means one per CPU (like C(zstd -T0)).
+    type: int
+    default: 0
+"""
+
+    NODE_ROLES = r"""
+options:
+  node_roles:
+    description: C(node_roles) (role -> C(services), C(modules), ...).
+    type: dict
+    default: {worker: {services: []}}
+"""
+
+    DB_KEY = r"""
+options:
+  key:
+    description: The db private key, PEM text (e.g. the C(file) lookup of a vault-encrypted key file). Never logged.
+    type: str
+    required: true
+  cert:
+    description: The db certificate (PEM) matching O(key).
+    type: path
+    required: true
+"""
+
+    GENERATIONS = r"""
+options:
+  dir:
+    description: Directory on the router holding the generations.
+    type: str
+    default: netboot
+  keep:
+    description: Previous generations kept besides the live one (at least 1).
+    type: int
+    default: 1
+  lock_timeout:
+    description:
+      - Seconds to wait for another deploy's router lock (a C(/system/script) entry named
+        C(homelab.alpine_netboot.lock.<dir>)); 0 fails at once naming the holder, changing nothing.
+    type: float
+    default: 0
+  lock_stale:
+    description:
+      - A router lock not refreshed for this many seconds, by the router's clock, is taken over with a warning (a
+        live deploy refreshes it at most every 30 seconds, also during long uploads).
+    type: int
+    default: 1800
+  staging_dir:
+    description: Local directory for the scripts made for the router (boot script, dispatcher) before their upload.
+    type: path
+    required: true
+  progress_log:
+    description: File each step and the upload progress (bytes, MB/s, ETA per file) is appended to; C(tail -f) it.
     type: path
 """
 

@@ -38,6 +38,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import 
     remove_dead_temps,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import ROOTFS_MANIFEST
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import NODE, PRUNE, with_defaults
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
 STAMP_SUFFIX = ".stage.json"
@@ -47,25 +48,22 @@ def _file(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _prune_inputs(a: Mapping[str, Any]) -> dict[str, Any]:
+def _prune_inputs(args: Mapping[str, Any]) -> dict[str, Any]:
     def loaded(refs: list[str], dirs: list[str], kind: _prunerules.ProfileKind) -> list[list[str]]:
         found = (_prunerules.find_profile(r, [Path(d) for d in dirs], kind) for r in refs)
         return [[s.name, hashlib.sha256(s.text.encode()).hexdigest()] for s in found]
-    return {"kernel_version": a.get("kernel_version") or "", "hardware_mode": a.get("hardware_mode", "select"),
-            "keep_modules": a.get("keep_modules", []), "strip": bool(a.get("strip", False)),
-            "module_compression": a.get("module_compression", "keep"),
-            "firmware_compression": a.get("firmware_compression", "keep"),
-            "firmware_audit": a.get("firmware_audit", "error"),
-            "profiles": loaded(a.get("profiles", []), a.get("profile_dirs", []), _prunerules.RULE_PROFILES),
-            "hardware_profiles": loaded(a.get("hardware_profiles", []), a.get("hardware_dirs", []),
-                                        _prunerules.HARDWARE_PROFILES)}
+    a = with_defaults(PRUNE, args)
+    return {"kernel_version": a["kernel_version"] or "", "strip": bool(a["strip"]),
+            **{k: a[k] for k in ("hardware_mode", "keep_modules", "module_compression", "firmware_compression",
+                                 "firmware_audit")},
+            "profiles": loaded(a["profiles"], a["profile_dirs"], _prunerules.RULE_PROFILES),
+            "hardware_profiles": loaded(a["hardware_profiles"], a["hardware_dirs"], _prunerules.HARDWARE_PROFILES)}
 
 
-def _node_inputs(a: Mapping[str, Any]) -> dict[str, Any]:
-    return {"roles": a.get("roles", {}), "default_role": a.get("default_role", ""),
-            "authorized_keys": a.get("authorized_keys", []), "nomad_servers": a.get("nomad_servers", []),
-            "serial_tty": a.get("serial_tty", "ttyS0"), "boot_script": _file(a["boot_script"]),
-            "init_scripts": {k: _file(v) for k, v in (a.get("init_scripts") or {}).items()}}
+def _node_inputs(args: Mapping[str, Any]) -> dict[str, Any]:
+    a = with_defaults(NODE, args)
+    return {**{k: a[k] for k in ("roles", "default_role", "authorized_keys", "nomad_servers", "serial_tty")},
+            "boot_script": _file(a["boot_script"]), "init_scripts": {k: _file(v) for k, v in a["init_scripts"].items()}}
 
 
 def _binaries_inputs(a: Mapping[str, Any]) -> dict[str, Any]:

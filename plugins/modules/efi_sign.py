@@ -23,15 +23,8 @@ options:
     type: list
     elements: dict
     required: true
-  key:
-    description: The db private key, PEM text (e.g. the C(file) lookup of a vault-encrypted key file). Never logged.
-    type: str
-    required: true
-  cert:
-    description: The db certificate (PEM) matching O(key).
-    type: path
-    required: true
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.db_key
   - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
 attributes:
@@ -74,12 +67,12 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _sec
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import DB_KEY
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
 ARGUMENT_SPEC = {
     "files": {"type": "list", "elements": "dict", "required": True},
-    "key": {"type": "str", "required": True, "no_log": True},
-    "cert": {"type": "path", "required": True},
+    **DB_KEY,
 }
 
 

@@ -27,29 +27,6 @@ description:
 version_added: "0.2.0"
 author: homelab.alpine_netboot maintainers (@homelab)
 options:
-  dir:
-    description: Directory on the router holding the generations.
-    type: str
-    default: netboot
-  keep:
-    description: Previous generations kept besides the live one when the staged one goes live.
-    type: int
-    default: 1
-  lock_timeout:
-    description: Seconds to wait for another deploy's router lock; 0 fails at once naming the holder.
-    type: float
-    default: 0
-  lock_stale:
-    description: A router lock not refreshed for this many seconds (router clock) is taken over with a warning.
-    type: int
-    default: 1800
-  staging_dir:
-    description: Local directory for the dispatcher script before its upload.
-    type: path
-    required: true
-  progress_log:
-    description: File each step is appended to (C(tail -f) it).
-    type: path
   report:
     description: JSON report written after the roll (also when it fails), not in check mode.
     type: path
@@ -123,6 +100,7 @@ options:
     elements: str
     default: []
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.generations
   - homelab.alpine_netboot.netboot.routeros_api
   - homelab.alpine_netboot.netboot.routeros_sftp
   - homelab.alpine_netboot.netboot.attributes
@@ -220,16 +198,12 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._herd impor
     parse_nodes,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._herdupdate import update_herd
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import GENERATIONS
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import Progress
 
 ARGUMENT_SPEC = {
+    **GENERATIONS,
     **TARGET_ARGUMENT_SPEC,
-    "dir": {"type": "str", "default": "netboot"},
-    "keep": {"type": "int", "default": 1},
-    "lock_timeout": {"type": "float", "default": 0},
-    "lock_stale": {"type": "int", "default": 1800},
-    "staging_dir": {"type": "path", "required": True},
-    "progress_log": {"type": "path"},
     "report": {"type": "path"},
     "generation": {"type": "str"},
     "nodes": {"type": "list", "elements": "dict", "required": True},

@@ -22,10 +22,6 @@ version_added: "0.2.0"
 author:
   - homelab.alpine_netboot maintainers (@homelab)
 options:
-  root:
-    description: The image tree (after pruning).
-    type: path
-    required: true
   dest:
     description: Where the passing report goes (C(dist/audit.json), linked from C(manifest.json)).
     type: path
@@ -40,9 +36,9 @@ options:
     default: []
   node_roles:
     description: C(node_roles) (role -> C(services), C(modules), ...); each role's modules must be in the pruned image.
-    type: dict
-    default: {}
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.image_tree
+  - homelab.alpine_netboot.netboot.node_roles
   - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
 """
@@ -86,13 +82,13 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import 
     read_or_none,
     write_if_changed,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import IMAGE_TREE, NODE_ROLES
 
 ARGUMENT_SPEC = {
-    "root": {"type": "path", "required": True},
+    **IMAGE_TREE, **NODE_ROLES,
     "dest": {"type": "path", "required": True},
     "failed_dest": {"type": "path"},
     "allow_private_keys": {"type": "list", "elements": "str", "default": [], "no_log": False},  # paths, not keys
-    "node_roles": {"type": "dict", "default": {}},
 }
 
 

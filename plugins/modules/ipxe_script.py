@@ -96,11 +96,6 @@ options:
   rootfs:
     description: The image tree whose C(/boot) holds the kernel the dist stage publishes (its sha256 goes into the
       script); default O(artefact_dir)C(/)O(kernel).
-    type: path
-  rootfs_kernel:
-    description: The kernel in O(rootfs) (a name in C(boot/) or a path), as the dist stage's C(kernel) option;
-      default the single C(boot/vmlinuz*).
-    type: str
   uki:
     description:
       - Secure Boot (README "Secure Boot") - the signed unified kernel image to boot instead of O(kernel) and the
@@ -112,6 +107,7 @@ options:
     default: ""
     version_added: 0.2.0
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.kernel_identity
   - homelab.alpine_netboot.netboot.attributes
   - homelab.alpine_netboot.netboot.nodes
   - ansible.builtin.action_common_attributes
@@ -182,6 +178,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest i
     boot_record,
     find_kernel,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import KERNEL_IDENTITY, NODES
 
 KERNEL_FIX = "build the image first (playbooks/build.yml --tags kernel), or set rootfs/rootfs_kernel (ipxe_rootfs)"
 
@@ -189,20 +186,18 @@ ARGUMENT_SPEC = {
     "dest": {"type": "path", "required": True},
     "template": {"type": "path"},
     "boot_server_url": {"type": "raw", "required": True},
-    "nodes": {"type": "list", "elements": "dict"},
     "kernel": {"type": "str", "default": "vmlinuz"},
     "initramfs": {"type": "str", "default": "initramfs"},
     "microcode": {"type": "str", "default": ""},
     "kernel_args": {"type": "raw", "default": DEFAULT_KERNEL_ARGS},
     "extra_kernel_args": {"type": "raw", "default": ""},
-    "default_role": {"type": "str", "default": "worker"},
+    **NODES,
     "retries": {"type": "int", "default": 3},
     "retry_delay": {"type": "int", "default": 2},
     "failsafe_timeout": {"type": "int", "default": 60},
     "variables": {"type": "dict", "default": {}},
     "artefact_dir": {"type": "path"},
-    "rootfs": {"type": "path"},
-    "rootfs_kernel": {"type": "str"},
+    **KERNEL_IDENTITY,
     "uki": {"type": "str", "default": ""},
 }
 

@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 module: make_initramfs
 short_description: Build a reproducible compressed initramfs (and early microcode cpio) from a rootfs tree
 description:
-  - Streams a newc cpio of O(src) into a compressor and a temp file next to O(dest), then renames it over O(dest);
+  - Streams a newc cpio of O(root) into a compressor and a temp file next to O(dest), then renames it over O(dest);
     the image is never held in memory.
   - "Reproducible: paths sorted bytewise (parents first), inode numbers assigned in order, numeric owners
     normalised, mtimes set (or clamped, O(mtime)) to O(source_date_epoch), hardlinks kept (data stored once), device nodes from a spec,
@@ -22,32 +22,12 @@ description:
 version_added: "0.1.0"
 author: homelab.alpine_netboot maintainers (@homelab)
 options:
-  src:
-    description: The image tree (the pruned rootfs).
-    type: path
-    required: true
+  root:
+    aliases: [src]
   dest:
     description: The initramfs file to write.
     type: path
     required: true
-  compression:
-    description: Compression method.
-    type: str
-    choices: [zstd, gzip, xz, none]
-    default: zstd
-  level:
-    description:
-      - Compression level. zstd 1-19, 20-22 (ultra; default 19); gzip 1-9 (default 9); xz 0-9 (default 6).
-    type: int
-  window_log:
-    description:
-      - zstd only. Long-distance matching with a 2^N byte window, like C(zstd --long=N). At most 27 - the kernel's
-        zstd decoder cannot unpack larger windows. Unpacking a 27 window needs about 128 MiB extra RAM at boot.
-    type: int
-  threads:
-    description: zstd worker threads; 0 means one per CPU (like C(zstd -T0)).
-    type: int
-    default: 0
   microcode:
     description:
       - Early microcode. C(false) (default) - none. C(true) - from the tree's C(boot/intel-ucode.img) (Alpine
@@ -84,11 +64,11 @@ options:
     type: list
     elements: dict
   exclude:
-    description: Glob patterns of paths (relative to O(src)) left out, e.g. C(boot/vmlinuz-*); a directory match
+    description: Glob patterns of paths (relative to O(root)) left out, e.g. C(boot/vmlinuz-*); a directory match
       leaves out its whole subtree.
     type: list
     elements: str
-    default: []
+    default: [boot/vmlinuz*, boot/System.map-*, boot/initramfs-*, boot/intel-ucode.img, boot/amd-ucode.img]
   owner:
     description:
       - C(auto) maps the tree owner's uid/gid (an unprivileged build) to 0 and keeps other ids; C(root) makes
@@ -114,6 +94,8 @@ notes:
     not compress to find out whether the bytes would differ).
   - Diff mode shows the sha256 and size before and after.
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.image_tree
+  - homelab.alpine_netboot.netboot.compression
   - homelab.alpine_netboot.netboot.attributes
   - homelab.alpine_netboot.netboot.rootfs_manifest
   - ansible.builtin.action_common_attributes
@@ -122,7 +104,7 @@ extends_documentation_fragment:
 EXAMPLES = r"""
 - name: Build the initramfs with the shipped /init
   homelab.alpine_netboot.make_initramfs:
-    src: /var/tmp/netboot/rootfs
+    root: /var/tmp/netboot/rootfs
     dest: /var/tmp/netboot/dist/initramfs
     compression: zstd
     level: 19
@@ -190,14 +172,12 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _cpio, _initramfs
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing, stage_result
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import COMPRESSION, IMAGE_TREE, renamed
 
 ARGUMENT_SPEC = {
-    "src": {"type": "path", "required": True},
+    "root": renamed("src", **IMAGE_TREE["root"]),
     "dest": {"type": "path", "required": True},
-    "compression": {"type": "str", "choices": list(_compress.METHODS), "default": "zstd"},
-    "level": {"type": "int"},
-    "window_log": {"type": "int"},
-    "threads": {"type": "int", "default": 0},
+    **COMPRESSION,
     "microcode": {"type": "raw", "default": False},
     "microcode_dest": {"type": "path"},
     "microcode_concat": {"type": "bool", "default": False},
@@ -206,7 +186,8 @@ ARGUMENT_SPEC = {
     "kernel_config": {"type": "path"},
     "extra_files": {"type": "list", "elements": "dict", "default": []},
     "devices": {"type": "list", "elements": "dict"},
-    "exclude": {"type": "list", "elements": "str", "default": []},
+    "exclude": {"type": "list", "elements": "str", "default": [
+        "boot/vmlinuz*", "boot/System.map-*", "boot/initramfs-*", "boot/intel-ucode.img", "boot/amd-ucode.img"]},
     "owner": {"type": "str", "choices": ["auto", "keep", "root"], "default": "auto"},
     "mtime": {"type": "str", "choices": ["epoch", "clamp"], "default": "epoch"},
     "stamp_file": {"type": "path"},
@@ -218,7 +199,7 @@ def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
     p = module.params
-    exit_if_missing(module, p["src"], f"pack {p['src']} into {p['dest']}", "image", dest=p["dest"])
+    exit_if_missing(module, p["root"], f"pack {p['root']} into {p['dest']}", "image", dest=p["dest"])
     with fail_on_error(module, commands=[]):
         spec = _compress.make_spec(p["compression"], p["level"], p["window_log"], p["threads"])
         devices = list(_cpio.DEFAULT_DEVICES) if p["devices"] is None else p["devices"]
@@ -226,7 +207,8 @@ def main() -> None:
             compression=spec,
             microcode=_initramfs.microcode_switch(p["microcode"]),
             extras=[*devices, *p["extra_files"]],
-            **{k: p[k] for k in ("src", "dest", "source_date_epoch", "rootfs_manifest", "kernel_config", "microcode_dest",
+            src=p["root"],
+            **{k: p[k] for k in ("dest", "source_date_epoch", "rootfs_manifest", "kernel_config", "microcode_dest",
                                  "microcode_concat", "exclude", "owner", "mtime", "stamp_file", "progress_log")},
         )
         result = _initramfs.build_initramfs(req, check_mode=module.check_mode)

@@ -26,10 +26,6 @@ version_added: "0.2.0"
 author:
   - homelab.alpine_netboot maintainers (@homelab)
 options:
-  root:
-    description: The image tree.
-    type: path
-    required: true
   binaries:
     description: C(netboot_binaries) - a list of dicts with C(name), C(url), C(sha256), C(dest) (absolute path in
       the image), C(strip) (default true), optional C(member) (the file inside an archive; default C(name)), C(size)
@@ -50,6 +46,7 @@ options:
     description: Another URL for O(glibc_pin) (C(netboot_deb_urls.libc6), a mirror); the pin's sha256 still decides.
     type: str
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.image_tree
   - homelab.alpine_netboot.netboot.attributes
   - homelab.alpine_netboot.netboot.fetch
   - ansible.builtin.action_common_attributes
@@ -112,11 +109,12 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps impor
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import FETCH_OPTIONS, Fetcher
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import IMAGE_TREE
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import stage_inputs
 
 ARGUMENT_SPEC = {
-    "root": {"type": "path", "required": True},
+    **IMAGE_TREE,
     "binaries": {"type": "list", "elements": "dict", "default": []},
     "cache_dir": {"type": "path", "required": True},
     "glibc_pin": {"type": "dict"},

@@ -21,9 +21,9 @@ version_added: "0.1.0"
 author: homelab.alpine_netboot maintainers (@homelab)
 options:
   rootfs:
-    description: The rootfs tree the image was built from.
-    type: path
     required: true
+  rootfs_kernel:
+    aliases: [kernel]
   src:
     description: The artefact directory the stages wrote (initramfs, boot.ipxe, audit.json, ledger, SBOM, node
       initrds in subdirectories); hidden files are not published.
@@ -33,10 +33,6 @@ options:
     description: The dist directory.
     type: path
     required: true
-  kernel:
-    description: The kernel to ship, a name in the rootfs C(boot/) (e.g. C(vmlinuz-lts)) or a path inside the rootfs;
-      default the single C(boot/vmlinuz*).
-    type: str
   kernel_name:
     description: File name of the kernel in O(dest).
     type: str
@@ -65,6 +61,7 @@ notes:
     SHA256SUMS.
   - Without a rootfs manifest (O(rootfs_manifest)) the package list is read from C(lib/apk/db/installed).
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.kernel_identity
   - homelab.alpine_netboot.netboot.attributes
   - homelab.alpine_netboot.netboot.rootfs_manifest
   - ansible.builtin.action_common_attributes
@@ -111,11 +108,11 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _manifest
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing, stage_result
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import DIST_KERNEL
 
 ARGUMENT_SPEC = {
-    "rootfs": {"type": "path", "required": True},
+    **DIST_KERNEL,
     "dest": {"type": "path", "required": True},
-    "kernel": {"type": "str"},
     "kernel_name": {"type": "str", "default": "vmlinuz"},
     "rootfs_manifest": {"type": "path"},
     "inputs": {"type": "dict", "default": {}},
@@ -134,7 +131,7 @@ def main() -> None:
                     dest=p["dest"])
     with fail_on_error(module, commands=[]):
         result = _manifest.build_dist(
-            kernel=p["kernel"] or None,
+            kernel=p["rootfs_kernel"] or None,
             reports={str(k): str(v) for k, v in p["reports"].items()},
             check_mode=module.check_mode,
             **{k: p[k] for k in ("rootfs", "src", "dest", "kernel_name", "rootfs_manifest", "inputs", "artefacts",

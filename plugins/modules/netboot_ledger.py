@@ -25,49 +25,32 @@ description:
 version_added: "0.2.0"
 author: homelab.alpine_netboot maintainers (@homelab)
 options:
+  rootfs:
+    required: true
+  rootfs_kernel:
+    aliases: [kernel]
   image:
     description: The compressed initramfs (C(dist/initramfs)).
-    type: path
-    required: true
-  rootfs:
-    description: The image tree the initramfs was made from (its C(boot/vmlinuz*) is the kernel a node downloads).
     type: path
     required: true
   dest:
     description: Directory of ledger.json, ledger.md and ledger.svg (the dist directory).
     type: path
     required: true
-  kernel:
-    description: Kernel file in the tree's C(boot/) (e.g. C(vmlinuz-lts)); default the single C(boot/vmlinuz*).
-    type: str
   microcode:
     description: The early microcode initrd a node also downloads (C(dist/intel-ucode.img)); ignored when absent.
     type: path
-  compression:
-    description: Compression of the initramfs (as given to M(homelab.alpine_netboot.make_initramfs)).
-    type: str
-    default: zstd
-    choices: [zstd, gzip, xz, none]
-  level:
-    description: Compression level of the initramfs.
-    type: int
-  window_log:
-    description: zstd long window of the initramfs (C(--long=N)); unset = none.
-    type: int
-  threads:
-    description: zstd workers (0 = one per CPU).
-    type: int
-    default: 0
   prune_report:
     description: C(prune-report.json) of M(homelab.alpine_netboot.prune_kernel); its removed bytes per rule are listed.
     type: path
   overlay_dir:
     description: The overlay directory; its files are counted as C(overlay).
     type: path
-  cmdline:
+  kernel_args:
+    aliases: [cmdline]
     description: Kernel command line of the nodes (C(initramfs_options=size=N%) and C(root=) change the minimum RAM).
     type: str
-    default: ""
+    default: console=tty0 console=ttyS0,115200
   budget_image_bytes:
     description: Largest allowed size of the artefacts a node downloads (kernel, initramfs, microcode); 0 = none.
     type: int
@@ -85,6 +68,8 @@ options:
     type: int
     default: 2
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.kernel_identity
+  - homelab.alpine_netboot.netboot.compression
   - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
 attributes:
@@ -143,20 +128,18 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _ledger, _ledger_render
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing, stage_result
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import DEFAULT_KERNEL_ARGS
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import COMPRESSION, DIST_KERNEL, renamed
 
 ARGUMENT_SPEC = {
+    **DIST_KERNEL,
     "image": {"type": "path", "required": True},
-    "rootfs": {"type": "path", "required": True},
     "dest": {"type": "path", "required": True},
-    "kernel": {"type": "str"},
     "microcode": {"type": "path"},
-    "compression": {"type": "str", "default": "zstd", "choices": ["zstd", "gzip", "xz", "none"]},
-    "level": {"type": "int"},
-    "window_log": {"type": "int"},
-    "threads": {"type": "int", "default": 0},
+    **COMPRESSION,
     "prune_report": {"type": "path"},
     "overlay_dir": {"type": "path"},
-    "cmdline": {"type": "str", "default": ""},
+    "kernel_args": renamed("cmdline", type="str", default=DEFAULT_KERNEL_ARGS),
     "budget_image_bytes": {"type": "int", "default": 0},
     "budget_node_ram_bytes": {"type": "int", "default": 0},
     "budget_server_bytes": {"type": "int", "default": 0},
@@ -175,7 +158,7 @@ def main() -> None:
             rootfs=Path(p["rootfs"]),
             dest=Path(p["dest"]),
             spec=_compress.make_spec(p["compression"], p["level"], p["window_log"], p["threads"]),
-            kernel=p["kernel"] or None,
+            kernel=p["rootfs_kernel"] or None,
             microcode=Path(p["microcode"]) if p["microcode"] else None,
             prune_report=Path(p["prune_report"]) if p["prune_report"] else None,
             overlay_dir=Path(p["overlay_dir"]) if p["overlay_dir"] else None,
@@ -185,7 +168,7 @@ def main() -> None:
                 server_bytes=p["budget_server_bytes"],
                 server_generations=p["server_generations"],
             ),
-            cmdline=p["cmdline"],
+            cmdline=p["kernel_args"],
         )
         result = _ledger.build_ledger(req, check_mode=module.check_mode)
     result = stage_result(result, diff=module._diff, warn=module.warn)

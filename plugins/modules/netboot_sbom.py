@@ -20,9 +20,9 @@ version_added: "0.2.0"
 author: homelab.alpine_netboot maintainers (@homelab)
 options:
   rootfs:
-    description: The image tree (after pruning).
-    type: path
     required: true
+  rootfs_kernel:
+    aliases: [kernel]
   dest:
     description: The dist directory; the SBOM is written to O(dest)/sbom.cdx.json.
     type: path
@@ -30,9 +30,6 @@ options:
   release:
     description: Alpine release for the purls' C(distro) qualifier (C(3.23), C(edge)); default the rootfs manifest's,
       else C(etc/alpine-release).
-    type: str
-  kernel:
-    description: Kernel file in the tree's C(boot/) recorded on the kernel component.
     type: str
   prune_report:
     description: C(prune-report.json) of M(homelab.alpine_netboot.prune_kernel) (kept/removed module and firmware
@@ -45,6 +42,7 @@ options:
     elements: dict
     default: []
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.kernel_identity
   - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
 attributes:
@@ -89,12 +87,12 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _sbom
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import DIST_KERNEL
 
 ARGUMENT_SPEC = {
-    "rootfs": {"type": "path", "required": True},
+    **DIST_KERNEL,
     "dest": {"type": "path", "required": True},
     "release": {"type": "str"},
-    "kernel": {"type": "str"},
     "prune_report": {"type": "path"},
     "extra_binaries": {"type": "list", "elements": "dict", "default": []},
 }
@@ -114,7 +112,7 @@ def main() -> None:
             extras.append(_sbom.ExtraBinary(name=str(item["name"]), path=str(item["path"]),
                                             url=str(item.get("url") or ""), version=str(item.get("version") or ""),
                                             sha256=str(item.get("sha256") or "")))
-        result = _sbom.write_sbom(p["rootfs"], p["dest"], release=p["release"], kernel=p["kernel"],
+        result = _sbom.write_sbom(p["rootfs"], p["dest"], release=p["release"], kernel=p["rootfs_kernel"],
                                   report_path=p["prune_report"], extras=extras, check_mode=module.check_mode)
     module.exit_json(commands=[], **result)
 

@@ -8,13 +8,13 @@ DOCUMENTATION = r"""
 module: netboot_uki
 short_description: Build a unified kernel image (stub, kernel, initrds, command line) signed with the db key
 description:
-  - Adds the sections C(.osrel) (O(osrel)), C(.cmdline) (O(cmdline)), C(.linux) (O(kernel)) and C(.initrd)
+  - Adds the sections C(.osrel) (O(osrel)), C(.cmdline) (O(kernel_args)), C(.linux) (O(kernel)) and C(.initrd)
     (O(initrds) concatenated in order, e.g. the microcode cpio first) to systemd-boot's EFI stub O(stub)
     (PE32+ x86-64, unsigned), in pure Python, with the PE checksum recomputed; the same inputs give the same bytes.
   - Signs the image with C(sbsign) (O(key), O(cert)) under a temporary name beside O(dest), checks it with
     C(sbverify --cert) and renames it over O(dest).
   - O(dest) is left alone (C(changed=false)) when it already is this image signed by O(cert)'s key.
-  - With Secure Boot on, the stub ignores a command line given by the boot loader; the signed O(cmdline) is the one.
+  - With Secure Boot on, the stub ignores a command line given by the boot loader; the signed O(kernel_args) is the one.
 version_added: "0.2.0"
 author: homelab.alpine_netboot maintainers (@homelab)
 options:
@@ -25,22 +25,16 @@ options:
   kernel:
     description: The x86 Linux kernel (bzImage). One of O(kernel) and O(rootfs) is required.
     type: path
-  rootfs:
-    description: An image tree whose C(boot/) holds the kernel (the one the dist stage publishes), instead of
-      O(kernel).
-    type: path
-  rootfs_kernel:
-    description: The kernel in O(rootfs) (a name in C(boot/) or a path); default the single C(boot/vmlinuz*).
-    type: str
   initrds:
     description: Initrd files, concatenated in this order into C(.initrd).
     type: list
     elements: path
     default: []
-  cmdline:
+  kernel_args:
+    aliases: [cmdline]
     description: The kernel command line (fixed and signed).
     type: str
-    default: ""
+    default: console=tty0 console=ttyS0,115200
   osrel:
     description: The C(.osrel) text (os-release format); default the image's C(etc/os-release) with O(rootfs),
       else a minimal one.
@@ -50,15 +44,9 @@ options:
     description: The signed UKI.
     type: path
     required: true
-  key:
-    description: The db private key, PEM text (e.g. the C(file) lookup of a vault-encrypted key file). Never logged.
-    type: str
-    required: true
-  cert:
-    description: The db certificate (PEM) matching O(key).
-    type: path
-    required: true
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.db_key
+  - homelab.alpine_netboot.netboot.kernel_identity
   - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
 attributes:
@@ -80,7 +68,7 @@ EXAMPLES = r"""
     initrds:
       - /var/tmp/netboot/dist/intel-ucode.img
       - /var/tmp/netboot/dist/initramfs
-    cmdline: console=tty0 console=ttyS0,115200
+    kernel_args: console=tty0 console=ttyS0,115200
     osrel: |
       NAME="Alpine netboot"
       ID=alpine-netboot
@@ -126,20 +114,20 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _uki
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import resolve_in_root
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import DEFAULT_KERNEL_ARGS
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import find_kernel
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import DB_KEY, KERNEL_IDENTITY, renamed
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 
 ARGUMENT_SPEC = {
     "stub": {"type": "path", "required": True},
     "kernel": {"type": "path"},
-    "rootfs": {"type": "path"},
-    "rootfs_kernel": {"type": "str"},
+    **KERNEL_IDENTITY,
     "initrds": {"type": "list", "elements": "path", "default": []},
-    "cmdline": {"type": "str", "default": ""},
+    "kernel_args": renamed("cmdline", type="str", default=DEFAULT_KERNEL_ARGS),
     "osrel": {"type": "str", "default": ""},
     "dest": {"type": "path", "required": True},
-    "key": {"type": "str", "required": True, "no_log": True},
-    "cert": {"type": "path", "required": True},
+    **DB_KEY,
 }
 
 
@@ -164,7 +152,7 @@ def main() -> None:
     with fail_on_error(module, commands=runner.log, dest=p["dest"]):
         out = _uki.build_signed_uki(
             Path(p["stub"]), Path(p["kernel"]), [Path(i) for i in p["initrds"]],
-            cmdline=p["cmdline"], osrel=p["osrel"], dest=Path(p["dest"]), key_pem=p["key"], cert=Path(p["cert"]),
+            cmdline=p["kernel_args"], osrel=p["osrel"], dest=Path(p["dest"]), key_pem=p["key"], cert=Path(p["cert"]),
             runner=runner, check_mode=module.check_mode,
         )
     module.exit_json(changed=out.changed, dest=p["dest"], size=out.size, sha256=out.sha256,

@@ -28,10 +28,6 @@ version_added: "0.2.0"
 author:
   - homelab.alpine_netboot maintainers (@homelab)
 options:
-  root:
-    description: The image tree to write into.
-    type: path
-    required: true
   roles:
     description: C(node_roles) - role name -> C(services) (required), C(modules), C(zfs_pools), C(nomad_server).
     type: dict
@@ -77,6 +73,7 @@ options:
     elements: dict
     version_added: 0.2.0
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.image_tree
   - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
 """
@@ -128,19 +125,13 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import IMAGE_TREE, NODE
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import stage_inputs
 
 ARGUMENT_SPEC = {
-    "root": {"type": "path", "required": True},
-    "roles": {"type": "dict", "required": True},
-    "default_role": {"type": "str", "required": True},
-    "boot_script": {"type": "path", "required": True},
-    "authorized_keys": {"type": "list", "elements": "str", "default": [], "no_log": False},
-    "nomad_servers": {"type": "list", "elements": "str", "default": []},
-    "init_scripts": {"type": "dict", "default": {}},
+    **IMAGE_TREE, **NODE,
     "cache_dir": {"type": "path"},
-    "serial_tty": {"type": "str", "default": "ttyS0"},
     "node_table": {"type": "list", "elements": "dict"},
 }
 

@@ -24,10 +24,6 @@ description:
 version_added: "0.1.0"
 author: homelab.alpine_netboot maintainers (@homelab)
 options:
-  root:
-    description: The rootfs directory to prune in place.
-    type: path
-    required: true
   kernel_version:
     description: Kernel version under C(lib/modules); detected when there is exactly one.
     type: str
@@ -39,7 +35,7 @@ options:
         globs (C(*) crosses C(/), a pattern also matches everything below it) or module names.
     type: list
     elements: str
-    default: []
+    default: [original, headless, n100]
   hardware_profiles:
     description:
       - Modalias capture files (C(find /sys/devices -name modalias -exec cat {} +), optionally with C(lsmod) output),
@@ -49,7 +45,7 @@ options:
         closure stay. Without them, every module not removed by a rule stays.
     type: list
     elements: str
-    default: []
+    default: [n100-i226, n100-rtl8111]
   hardware_mode:
     description:
       - C(select) keeps only what the O(hardware_profiles) need (plus base set, keep rules and closure); remove rules
@@ -59,7 +55,7 @@ options:
         modules those machines need (and keep rules) fail the run on missing firmware; the others warn.
     type: str
     choices: [select, audit]
-    default: select
+    default: audit
   keep_modules:
     description: Module names always kept (with their closure). An unknown name is an error.
     type: list
@@ -67,18 +63,16 @@ options:
     default: []
   node_roles:
     description: C(node_roles) (role -> C(services), C(modules), ...); every module a role loads is kept too.
-    type: dict
-    default: {}
   module_compression:
     description: C(decompress) turns C(.ko.gz/.ko.xz/.ko.zst) into C(.ko) inside the image.
     type: str
     choices: [keep, decompress]
-    default: keep
+    default: decompress
   firmware_compression:
     description: C(decompress) turns C(.zst/.xz) firmware into plain files (symlinks follow).
     type: str
     choices: [keep, decompress]
-    default: keep
+    default: decompress
   firmware_audit:
     description: What a kept module naming an absent firmware file does - fail (C(error)) or warn.
     type: str
@@ -87,7 +81,7 @@ options:
   strip:
     description: Strip debug info and unneeded symbols from userland ELF executables and libraries (never C(.ko)).
     type: bool
-    default: false
+    default: true
   report:
     description: Path of the JSON report. Rewritten when the tree changes or the file is absent.
     type: path
@@ -115,6 +109,8 @@ notes:
   - Check mode computes the plan without touching files; diff mode lists what goes.
   - A second run with the same input finds nothing to remove and current metadata, and reports C(changed=false).
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.image_tree
+  - homelab.alpine_netboot.netboot.node_roles
   - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
 """
@@ -183,24 +179,13 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import 
     dump_json,
     read_json_object,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import IMAGE_TREE, NODE_ROLES, PRUNE
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import stage_inputs, stamp_path
 
 ARGUMENT_SPEC = {
-    "root": {"type": "path", "required": True},
-    "kernel_version": {"type": "str"},
-    "profiles": {"type": "list", "elements": "str", "default": []},
-    "hardware_profiles": {"type": "list", "elements": "str", "default": []},
-    "hardware_mode": {"type": "str", "choices": ["select", "audit"], "default": "select"},
-    "keep_modules": {"type": "list", "elements": "str", "default": []},
-    "node_roles": {"type": "dict", "default": {}},
-    "module_compression": {"type": "str", "choices": ["keep", "decompress"], "default": "keep"},
-    "firmware_compression": {"type": "str", "choices": ["keep", "decompress"], "default": "keep"},
-    "firmware_audit": {"type": "str", "choices": ["error", "warn"], "default": "error"},
-    "strip": {"type": "bool", "default": False},
+    **IMAGE_TREE, **PRUNE, **NODE_ROLES,
     "report": {"type": "path"},
-    "profile_dirs": {"type": "list", "elements": "path", "default": []},
-    "hardware_dirs": {"type": "list", "elements": "path", "default": []},
     "verify": {"type": "bool", "default": True},
 }
 

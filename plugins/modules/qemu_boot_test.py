@@ -58,7 +58,8 @@ options:
   initramfs_name:
     description: Netboot mode - artefact name the hook is appended to (default the last of O(initrds)).
     type: str
-  append:
+  kernel_args:
+    aliases: [append]
     description:
       - Direct mode kernel command line.
       - With O(nodes), C(netboot.hostname=) and C(netboot.role=) (and the node's kernel_args) of the node with O(mac)
@@ -89,7 +90,7 @@ options:
     description: Shell commands the hook runs in the guest; their output and exit status are returned.
     type: list
     elements: str
-    default: [hostname, cat /proc/mounts]
+    default: [cat /etc/hostname, cat /proc/mounts]
   hook:
     description: Append the test hook (without it, O(marker) must come from the image itself).
     type: bool
@@ -177,6 +178,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps impor
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import DEFAULT_KERNEL_ARGS
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._minram import check_ram_limit, minimum_ram
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import NODES, renamed
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._qemu import DEFAULT_MAC
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._testhook import DEFAULT_MARKER
@@ -192,15 +194,14 @@ ARGUMENT_SPEC = {
     "bootfile": {"type": "str"},
     "http_port": {"type": "int"},
     "initramfs_name": {"type": "str"},
-    "append": {"type": "str", "default": DEFAULT_KERNEL_ARGS},
-    "nodes": {"type": "list", "elements": "dict"},
-    "default_role": {"type": "str", "default": "worker"},
+    "kernel_args": renamed("append", type="str", default=DEFAULT_KERNEL_ARGS),
+    **NODES,
     "memory": {"type": "str", "default": "1G"},
     "smp": {"type": "int", "default": 1},
     "mac": {"type": "str", "default": DEFAULT_MAC},
     "timeout": {"type": "int", "default": 300},
     "marker": {"type": "str", "default": DEFAULT_MARKER},
-    "checks": {"type": "list", "elements": "str", "default": ["hostname", "cat /proc/mounts"]},
+    "checks": {"type": "list", "elements": "str", "default": ["cat /etc/hostname", "cat /proc/mounts"]},
     "hook": {"type": "bool", "default": True},
     "accel": {"type": "str", "choices": ["auto", "kvm", "tcg"], "default": "auto"},
     "console_log": {"type": "path"},
@@ -215,7 +216,7 @@ def main() -> None:
     runner = Runner()
     result: dict[str, object] = {"changed": False, "commands": runner.log}
     try:
-        append = p["append"]
+        append = p["kernel_args"]
         if p["mode"] == "direct" and p["nodes"] is not None:
             append = node_cmdline(append, p["mac"], p["nodes"], p["default_role"])
         cmdline = append if p["mode"] == "direct" else ""

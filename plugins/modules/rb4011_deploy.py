@@ -38,14 +38,6 @@ options:
   dist_dir:
     description: The built dist/ directory (C(SHA256SUMS), C(manifest.json), C(boot.ipxe), kernel, initramfs).
     type: path
-  dir:
-    description: Directory on the router holding the generations.
-    type: str
-    default: netboot
-  keep:
-    description: Previous generations kept besides the live one (at least 1).
-    type: int
-    default: 1
   verify:
     description: C(sha256) reads every uploaded file back; C(size) trusts the size reported by the API.
     type: str
@@ -74,25 +66,6 @@ options:
     type: list
     elements: str
     default: []
-  staging_dir:
-    description: Local directory for the generation's boot script.
-    type: path
-    required: true
-  progress_log:
-    description: File the upload progress (bytes, MB/s, ETA per file) is appended to; C(tail -f) it.
-    type: path
-  lock_timeout:
-    description:
-      - Seconds to wait for another deploy's router lock (a C(/system/script) entry named
-        C(homelab.alpine_netboot.lock.<dir>)); 0 fails at once naming the holder, changing nothing.
-    type: float
-    default: 0
-  lock_stale:
-    description:
-      - A router lock not refreshed for this many seconds, by the router's clock, is taken over with a warning (a
-        live deploy refreshes it at most every 30 seconds, also during long uploads).
-    type: int
-    default: 1800
   manage_dhcp:
     description:
       - Manage DHCP chainloading on O(dhcp_network). Off leaves every DHCP row and chainload rule as it is (also the
@@ -147,6 +120,7 @@ options:
     type: path
     default: /usr/lib/ipxe/snponly.efi
 extends_documentation_fragment:
+  - homelab.alpine_netboot.netboot.generations
   - homelab.alpine_netboot.netboot.routeros_api
   - homelab.alpine_netboot.netboot.routeros_sftp
   - homelab.alpine_netboot.netboot.attributes
@@ -254,23 +228,19 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy imp
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import DhcpOptions
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import GENERATIONS
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import Progress
 
 ARGUMENT_SPEC = {
+    **GENERATIONS,
     **TARGET_ARGUMENT_SPEC,
     "dist_dir": {"type": "path"},
-    "dir": {"type": "str", "default": "netboot"},
-    "keep": {"type": "int", "default": 1},
     "verify": {"type": "str", "choices": ["sha256", "size"], "default": "sha256"},
     "rollback": {"type": "bool", "default": False},
     "generation": {"type": "str"},
     "stage": {"type": "bool", "default": False},
     "unstage": {"type": "list", "elements": "str", "default": []},
     "tftp_allow_addresses": {"type": "list", "elements": "str", "default": []},
-    "staging_dir": {"type": "path", "required": True},
-    "progress_log": {"type": "path"},
-    "lock_timeout": {"type": "float", "default": 0},
-    "lock_stale": {"type": "int", "default": 1800},
     "manage_dhcp": {"type": "bool", "default": False},
     "dhcp_network": {"type": "str"},
     "dhcp_next_server": {"type": "str"},

@@ -29,7 +29,7 @@ COLLECTION = "homelab.alpine_netboot"
 MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py") if p.stem != "__init__")
 # Option names that smell of a secret must decide no_log explicitly (Ansible's own heuristic plus key/token/secret).
 SECRET_NAME = re.compile(r"pass(word|phrase|wd)?|secret|token|(^|_)key($|_)", re.I)
-SPEC_KEYS = {"type", "required", "default", "choices", "elements", "no_log", "aliases", "options"}
+SPEC_KEYS = {"type", "required", "default", "choices", "elements", "no_log", "aliases", "deprecated_aliases", "options"}
 
 
 def _version(text: str) -> tuple[int, ...]:

@@ -34,7 +34,7 @@ def test_check_mode_ram_sees_the_node_cmdline_in_direct_mode_only(tmp_path: Path
     assert rc == 0 and res["minimum_ram"]["tmpfs_cap"] == 1.0  # type: ignore[index]
     rc, res = check(tmp_path, {**args, "nodes": nodes, "mode": "netboot"})
     assert rc == 0 and res["minimum_ram"]["tmpfs_cap"] == 0.5  # type: ignore[index]
-    rc, res = check(tmp_path, {**args, "append": "console=ttyS0 initramfs_options=size=90%"})
+    rc, res = check(tmp_path, {**args, "kernel_args": "console=ttyS0 initramfs_options=size=90%"})
     assert rc == 0 and res["minimum_ram"]["tmpfs_cap"] == 0.9  # type: ignore[index]
 
 

