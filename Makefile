@@ -35,7 +35,8 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(VENV)/bin/pyth
 
 lint: deps-dev
 	$(BIN)/ruff check plugins tests bench scripts examples
-	MYPYPATH=.collections $(BIN)/mypy --strict scripts/start_qemu.py
+	MYPYPATH=.collections $(BIN)/mypy --strict scripts/start_qemu.py scripts/check_defaults.py
+	$(BIN)/python scripts/check_defaults.py --quiet
 	MYPYPATH=.collections:. $(BIN)/mypy --strict --follow-imports=silent scripts/repro.py scripts/demo.py examples/netboot_runner.py
 	MYPYPATH=.collections $(BIN)/mypy
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ansible-lint --profile production

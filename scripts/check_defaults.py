@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""List every module option and role variable with the place its default lives; fail on a second, different default.
+
+Compared: a module's argspec default, a role default (roles/*/defaults), a role's meta/argument_specs.yml default,
+``VAR | default(...)`` in role tasks/templates/defaults for a variable that has a role default, a role task passing
+a variable as an option (``opt: "{{ var }}"``), and dataclass field defaults in the module_utils a module imports.
+Usage: check_defaults.py [COLLECTION_ROOT] [--quiet]. Exit 1 on a conflict, naming both places and values.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+COLLECTION = "ansible_collections.homelab.alpine_netboot.plugins.module_utils"
+# Reported, not failed: dataclass defaults in module_utils (other changes of issue 23 own those files), and a role
+# default that deliberately differs from its module's (the boot test role boots over the network; the module's
+# direct mode needs no dist/)
+PENDING = {"boot_test_mode"}
+DEFAULT_RE = re.compile(r"(?<![\w.\]'\"])([a-z_][a-z0-9_]*) \| default\(((?:[^()]|\([^()]*\))*)\)")
+PASS_RE = re.compile(r"^\{\{ *([a-z_][a-z0-9_]*) *(?:\| *(?:bool|int|string|list) *)?\}\}$")
+UNSET = object()
+
+
+class Defaults:
+    def __init__(self) -> None:
+        self.places: dict[str, tuple[str, Any]] = {}  # setting -> (place, value)
+        self.conflicts: list[str] = []
+        self.notes: list[str] = []
+
+    def add(self, key: str, place: str, value: Any, *, pending: bool = False) -> None:
+        if key not in self.places:
+            self.places[key] = (place, value)
+            return
+        first, known = self.places[key]
+        if not _same(known, value) and first != place:
+            msg = f"{key}: {first} = {known!r} but {place} = {value!r}"
+            (self.notes if pending else self.conflicts).append(msg)
+
+
+def _same(a: Any, b: Any) -> bool:
+    a, b = (list(x) if isinstance(x, tuple) else x for x in (a, b))
+    if type(a) is not type(b) and not {type(a), type(b)} <= {int, float, str}:
+        return True  # another thing of the same name (a result field, not the option)
+    return bool(a == b or (isinstance(a, (str, int, float)) and isinstance(b, (str, int, float)) and str(a) == str(b)))
+
+
+def _load_module(path: Path) -> dict[str, dict[str, Any]]:
+    spec = importlib.util.spec_from_file_location(f"_check_defaults_{path.stem}", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return dict(getattr(mod, "ARGUMENT_SPEC", {}) or {})
+
+
+def _groups(root: Path) -> dict[int, str]:
+    """id of each shared option dict in module_utils/_options.py -> its place."""
+    path = root / "plugins/module_utils/_options.py"
+    if not path.is_file():
+        return {}
+    spec = importlib.util.spec_from_file_location(f"{COLLECTION}._options", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    rel = path.relative_to(root)
+    return {id(opt): f"{rel}:{group}" for group, opts in vars(mod).items() if group.isupper() and isinstance(opts, dict)
+            for opt in opts.values() if isinstance(opt, dict)}
+
+
+def _dataclass_defaults(path: Path) -> Iterator[tuple[str, str, Any]]:
+    """(class, field, default) of each dataclass field with a literal default."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ClassDef) or not any("dataclass" in ast.unparse(d) for d in node.decorator_list):
+            continue
+        for stmt in node.body:
+            if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value):
+                continue
+            value: Any = UNSET
+            if isinstance(stmt.value, ast.Call) and ast.unparse(stmt.value.func) == "field":
+                factory = {k.arg: ast.unparse(k.value) for k in stmt.value.keywords}.get("default_factory")
+                value = {"list": [], "dict": {}}.get(factory or "", UNSET)
+            else:
+                try:
+                    value = ast.literal_eval(stmt.value)
+                except ValueError:
+                    pass
+            if value is not UNSET:
+                yield node.name, stmt.target.id, value
+
+
+def check_modules(root: Path, d: Defaults, listing: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    groups = _groups(root)
+    utils = root / "plugins/module_utils"
+    specs = {}
+    for path in sorted((root / "plugins/modules").glob("*.py")):
+        spec = specs[path.stem] = _load_module(path)
+        source = path.read_text()
+        used = [u for u in sorted(utils.glob("_*.py")) if re.search(rf"\b{u.stem}\b", source)]
+        fields = {(f, c, u.name): v for u in used for c, f, v in _dataclass_defaults(u)}
+        for opt, o in spec.items():
+            if o.get("default") is None:
+                continue
+            place = groups.get(id(o), str(path.relative_to(root)))
+            d.add(f"{path.stem}.{opt}", place, o["default"])
+            listing.append(f"{path.stem}.{opt} = {o['default']!r}  ({place})")
+            for (f, c, file), v in fields.items():
+                if f == opt:
+                    d.add(f"{path.stem}.{opt}", f"plugins/module_utils/{file}:{c}.{f}", v, pending=True)
+    return specs
+
+
+def check_roles(root: Path, d: Defaults, specs: dict[str, dict[str, dict[str, Any]]], listing: list[str]) -> None:
+    roles = sorted(p for p in (root / "roles").glob("*") if p.is_dir())
+    for role in roles:
+        for var, value in (yaml.safe_load((role / "defaults/main.yml").read_text() or "") or {}).items() \
+                if (role / "defaults/main.yml").is_file() else ():
+            d.add(var, str((role / "defaults/main.yml").relative_to(root)), value)
+            listing.append(f"{var} = {value!r}  ({role.relative_to(root)}/defaults/main.yml)")
+    for role in roles:
+        meta = role / "meta/argument_specs.yml"
+        doc = yaml.safe_load(meta.read_text()) if meta.is_file() else None
+        for entry in ((doc or {}).get("argument_specs") or {}).values():
+            for var, o in (entry.get("options") or {}).items():
+                if "default" in o:
+                    if var not in d.places:
+                        listing.append(f"{var} = {o['default']!r}  ({meta.relative_to(root)})")
+                    d.add(var, str(meta.relative_to(root)), o["default"])
+        for path in sorted(p for sub in ("tasks", "templates", "defaults") for p in (role / sub).rglob("*")
+                           if p.is_file()):
+            _check_text(root, path, d, specs)
+
+
+def _check_text(root: Path, path: Path, d: Defaults, specs: dict[str, dict[str, dict[str, Any]]]) -> None:
+    text = path.read_text()
+    rel = str(path.relative_to(root))
+    for m in DEFAULT_RE.finditer(text):
+        var, arg = m.group(1), m.group(2).strip()
+        if var in d.places and arg not in ("omit", "none", "None", ""):
+            try:
+                value = yaml.safe_load(arg)
+            except yaml.YAMLError:
+                continue
+            line = text.count("\n", 0, m.start()) + 1
+            d.add(var, f"{rel}:{line} ({var} | default)", value)
+    if path.suffix not in (".yml", ".yaml") or "tasks" not in path.parts:
+        return
+    for task in yaml.safe_load(text) or []:
+        for key, args in (task or {}).items():
+            module = key.rsplit(".", 1)[-1]
+            if not (key.startswith("homelab.alpine_netboot.") and module in specs and isinstance(args, dict)):
+                continue
+            for opt, val in args.items():
+                passed = PASS_RE.match(val) if isinstance(val, str) else None
+                var = passed.group(1) if passed else ""
+                o = specs[module].get(opt)
+                if o and o.get("default") is not None and var in d.places and "{{" not in str(d.places[var][1]):
+                    d.add(var, f"plugins/modules/{module}.py option {opt}", o["default"], pending=var in PENDING)
+
+
+def main(argv: list[str]) -> int:
+    args = [a for a in argv if not a.startswith("--")]
+    root = Path(args[0] if args else Path(__file__).resolve().parent.parent).resolve()
+    sys.path.insert(0, str(root / ".collections"))
+    d = Defaults()
+    listing: list[str] = []
+    check_roles(root, d, check_modules(root, d, listing), listing)
+    if "--quiet" not in argv:
+        print("\n".join(listing))
+    for note in d.notes:
+        print(f"reported (not fixed here): {note}", file=sys.stderr)
+    for conflict in d.conflicts:
+        print(f"conflicting defaults: {conflict}", file=sys.stderr)
+    return 1 if d.conflicts else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,49 @@
+"""scripts/check_defaults.py on a tiny fake collection: a module default and a role default of one setting differ."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts/check_defaults.py"
+
+
+def _load() -> Any:
+    spec = importlib.util.spec_from_file_location("check_defaults", SCRIPT)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _collection(root: Path, role_default: str, task_default: str = "select") -> None:
+    (root / "plugins/modules").mkdir(parents=True)
+    (root / "plugins/module_utils").mkdir(parents=True)
+    (root / "plugins/modules/prune.py").write_text(
+        'ARGUMENT_SPEC = {"mode": {"type": "str", "default": "select"}}\n')
+    for sub in ("defaults", "tasks", "meta"):
+        (root / "roles/kernel" / sub).mkdir(parents=True)
+    (root / "roles/kernel/defaults/main.yml").write_text(f"kernel_mode: {role_default}\n")
+    (root / "roles/kernel/tasks/main.yml").write_text(
+        "- name: Prune\n  homelab.alpine_netboot.prune:\n    mode: \"{{ kernel_mode }}\"\n"
+        f"- name: Show\n  ansible.builtin.debug:\n    msg: \"{{{{ kernel_mode | default('{task_default}') }}}}\"\n")
+
+
+def test_agreeing_defaults_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _collection(tmp_path, "select")
+    assert _load().main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "prune.mode = 'select'  (plugins/modules/prune.py)" in out
+    assert "kernel_mode = 'select'  (roles/kernel/defaults/main.yml)" in out
+
+
+def test_a_second_default_fails_naming_both(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _collection(tmp_path, "audit", task_default="other")
+    assert _load().main([str(tmp_path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert ("kernel_mode: roles/kernel/defaults/main.yml = 'audit' but plugins/modules/prune.py option mode = "
+            "'select'") in err
+    assert "roles/kernel/tasks/main.yml:6 (kernel_mode | default) = 'other'" in err
