@@ -28,9 +28,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [p for p in (str(REPO / ".collections"), str(REPO)) if p not in sys.path]
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _cpio  # noqa: E402
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError  # noqa: E402
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import source_date_epoch  # noqa: E402
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _compress, _cpio  # noqa: E402
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError  # noqa: E402
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._manifest import source_date_epoch  # noqa: E402
 
 # (label, method, level, window_log); the rows of the original README's table
 ROWS: list[tuple[str, str, int, int | None]] = [

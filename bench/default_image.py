@@ -33,8 +33,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [p for p in (str(REPO / ".collections"), str(REPO)) if p not in sys.path]
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _cpio, _prune  # noqa: E402
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner  # noqa: E402
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _compress, _cpio  # noqa: E402
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner  # noqa: E402
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _prune  # noqa: E402
 from tests.fixtures.debian import clone_tree  # noqa: E402
 from tests.fixtures.e2e import PACKAGES, build_fixture_image  # noqa: E402
 from tests.fixtures.prune import HARDWARE, PROFILES  # noqa: E402

@@ -31,7 +31,7 @@ for p in (str(REPO / ".collections"), str(REPO)):
 def main() -> int:
     import paramiko
 
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _deploy, _routeros, _sftp
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy import _deploy, _routeros, _sftp
     from tests.fixtures.routeros.deploy import deploy as run_deploy
     from tests.fixtures.routeros.dist import make_dist
     from tests.fixtures.routeros.peer import Peer

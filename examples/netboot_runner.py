@@ -104,7 +104,7 @@ class _Tail:
     def _cached(self) -> list[Path]:
         if self.cache_dir is None or not self.cache_dir.is_dir():
             return []
-        # a download in flight is "<name>.part-<pid>" (module_utils/_fetch.py) and is renamed when verified:
+        # a download in flight is "<name>.part-<pid>" (module_utils/common/_fetch.py) and is renamed when verified:
         # report only finished files
         return sorted(
             p

@@ -61,8 +61,8 @@ def _load_module(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def _groups(root: Path) -> dict[int, str]:
-    """id of each shared option dict in module_utils/_options.py -> its place."""
-    path = root / "plugins/module_utils/_options.py"
+    """id of each shared option dict in module_utils/common/_options.py -> its place."""
+    path = root / "plugins/module_utils/common/_options.py"
     if not path.is_file():
         return {}
     spec = importlib.util.spec_from_file_location(f"{COLLECTION}._options", path)

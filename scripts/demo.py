@@ -29,8 +29,8 @@ for _p in (str(REPO / ".collections"), str(REPO)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _vm  # noqa: E402
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._qemu import QEMU  # noqa: E402
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _vm  # noqa: E402
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._qemu import QEMU  # noqa: E402
 
 # fixed, so that a second `make demo` changes nothing (the mirror URL is an input of the rootfs)
 DEMO_MIRROR_PORT = 8470

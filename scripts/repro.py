@@ -37,7 +37,7 @@ for _p in (str(REPO / ".collections"), str(REPO)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ledger  # noqa: E402
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records import _ledger  # noqa: E402
 from tests.fixtures.apkrepo import alpine_mirror, serve  # noqa: E402
 from tests.fixtures.e2e import NODES, fixture_extravars, free_port  # noqa: E402
 from tests.fixtures.playbook import run_playbook, write_inventory  # noqa: E402

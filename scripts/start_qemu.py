@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """``./start_qemu.sh``: boot the built image (dist/vmlinuz + dist/initramfs) in qemu by hand, with the same qemu
-argument builder as the boot test role (``plugins/module_utils/_qemu.py``). Run through ``./start_qemu.sh``, which
+argument builder as the boot test role (``plugins/module_utils/boot/_qemu.py``). Run through ``./start_qemu.sh``, which
 picks the checkout's venv; ``--help`` lists the options."""
 
 from __future__ import annotations
@@ -24,20 +24,15 @@ for _root in (REPO / ".collections", REPO.parent.parent.parent):
             sys.path.insert(0, str(_root))
         break
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._bootserver import BootServer  # noqa: E402
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import (  # noqa: E402
-    ConfigError,
-    NetbootError,
-)
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import sha256_file  # noqa: E402
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import (  # noqa: E402
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._bootserver import BootServer  # noqa: E402
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe import (  # noqa: E402
     DEFAULT_KERNEL_ARGS,
     ScriptSpec,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import (  # noqa: E402
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe import (  # noqa: E402
     render as render_ipxe,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._qemu import (  # noqa: E402
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._qemu import (  # noqa: E402
     DEFAULT_MAC,
     NIC_MODELS,
     QemuSpec,
@@ -46,6 +41,11 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._qemu impor
     pick_accel,
     stage_netboot,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import (  # noqa: E402
+    ConfigError,
+    NetbootError,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import sha256_file  # noqa: E402
 
 
 def _cli_parser() -> argparse.ArgumentParser:

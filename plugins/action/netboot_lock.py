@@ -1,8 +1,8 @@
 # Copyright: homelab.alpine_netboot contributors
-# MIT License (see galaxy.yml)
+# SPDX-License-Identifier: MIT
 """Action plugin of homelab.alpine_netboot.netboot_lock: the build lock, held for the ansible-playbook process.
 
-The logic is module_utils/_lock.py; this runs on the controller (in the worker forked from ansible-playbook), finds
+The logic is module_utils/common/_lock.py; this runs on the controller (in the worker forked from ansible-playbook), finds
 the playbook process and leaves a keeper holding the lock until that process exits.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._lock import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._lock import (
     Holder,
     LockHeld,
     is_held,

@@ -1,5 +1,5 @@
 # Copyright: homelab.alpine_netboot contributors
-# MIT License (see galaxy.yml)
+# SPDX-License-Identifier: MIT
 """Documentation of options shared by several of the collection's modules (one place for each)."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ options:
     type: path
 """
 
-    # The option groups of module_utils/_options.py; a module may give an option a description of its own.
+    # The option groups of module_utils/common/_options.py; a module may give an option a description of its own.
     IMAGE_TREE = r"""
 options:
   root:
@@ -138,7 +138,7 @@ options:
     default: worker
 """
 
-    # homelab.alpine_netboot.netboot.fetch - modules that download (module_utils/_fetch.py FETCH_OPTIONS).
+    # homelab.alpine_netboot.netboot.fetch - modules that download (module_utils/common/_fetch.py FETCH_OPTIONS).
     FETCH = r"""
 options:
   offline:

@@ -1,5 +1,5 @@
 # Copyright: homelab.alpine_netboot contributors
-# MIT License (see galaxy.yml)
+# SPDX-License-Identifier: MIT
 """``microcode_initrd``: the microcode switch (``initramfs_microcode``) decided by the one Python function that
 make_initramfs also uses (``_initramfs.microcode_switch``), for the roles' Jinja (roles/common/defaults/main.yml)."""
 
@@ -9,8 +9,8 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _initramfs
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _initramfs
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
 
 DOCUMENTATION = r"""
 name: microcode_initrd

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Copyright: homelab.alpine_netboot contributors
-# MIT License (see galaxy.yml)
+# SPDX-License-Identifier: MIT
 
 from __future__ import annotations
 
@@ -141,16 +141,19 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fetch import (
     FETCH_OPTIONS,
     MAX_UNSIZED_BYTES,
     Fetcher,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs import build
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs_spec import DEFAULT_MIRROR, RootfsSpec
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import IMAGE_UMASK
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs import build
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs_spec import (
+    DEFAULT_MIRROR,
+    RootfsSpec,
+)
 
 ARGUMENT_SPEC = {
     "root": {"type": "path", "required": True},
@@ -173,7 +176,7 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
+    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
     os.umask(IMAGE_UMASK)
     p = module.params
     runner = Runner()

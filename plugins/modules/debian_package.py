@@ -1,5 +1,7 @@
 #!/usr/bin/python
-"""Ansible module: files from one pinned Debian package (thin module; logic in module_utils/_debpkg.py)."""
+# Copyright: homelab.alpine_netboot contributors
+# SPDX-License-Identifier: MIT
+"""Ansible module: files from one pinned Debian package (thin module; logic in module_utils/common/_debpkg.py)."""
 
 from __future__ import annotations
 
@@ -93,9 +95,9 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _debpkg
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import FETCH_OPTIONS, Fetcher
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common import _debpkg
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fetch import FETCH_OPTIONS, Fetcher
 
 ARGUMENT_SPEC = {
     "pin": {"type": "dict", "required": True},
@@ -109,7 +111,7 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
+    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
     p = module.params
     with fail_on_error(module, commands=[]):
         raw = dict(p["pin"])

@@ -1,6 +1,8 @@
 #!/usr/bin/python
+# Copyright: homelab.alpine_netboot contributors
+# SPDX-License-Identifier: MIT
 """Ansible module: sign EFI binaries with the Secure Boot db key (thin module; logic in
-module_utils/_secureboot.py)."""
+module_utils/boot/_secureboot.py)."""
 
 from __future__ import annotations
 
@@ -63,12 +65,12 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _secureboot
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import DB_KEY
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _secureboot
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import exit_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import DB_KEY
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
 
 ARGUMENT_SPEC = {
     "files": {"type": "list", "elements": "dict", "required": True},
@@ -78,7 +80,7 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
+    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
     p = module.params
     exit_if_missing(module, p["cert"], "sign the EFI binaries", "Secure Boot keys", signed=[])
     for item in p["files"]:

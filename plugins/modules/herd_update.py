@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: homelab.alpine_netboot contributors
+# SPDX-License-Identifier: MIT
 """Ansible module: roll a staged generation out over the herd, node by node, with health checks and rollback."""
 
 from __future__ import annotations
@@ -183,23 +185,23 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import GENERATIONS
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploy import (
     TARGET_ARGUMENT_SPEC,
     TARGET_REQUIRED_ONE_OF,
     Options,
     target_options,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._herd import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._herd import (
     HerdError,
     Nodes,
     RollOptions,
     SshOptions,
     parse_nodes,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._herdupdate import update_herd
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import GENERATIONS
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import Progress
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._herdupdate import update_herd
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._sftp import Progress
 
 ARGUMENT_SPEC = {
     **GENERATIONS,

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Copyright: homelab.alpine_netboot contributors
-# MIT License (see galaxy.yml)
+# SPDX-License-Identifier: MIT
 """Ansible module: audit the image tree before it is published; write dist/audit.json."""
 
 from __future__ import annotations
@@ -73,16 +73,16 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _audit, _noderoles
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import exit_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import (
     atomic_write_bytes,
     dump_json,
     read_or_none,
     write_if_changed,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import IMAGE_TREE, NODE_ROLES
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import IMAGE_TREE, NODE_ROLES
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _audit, _noderoles
 
 ARGUMENT_SPEC = {
     **IMAGE_TREE, **NODE_ROLES,
@@ -94,7 +94,7 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
+    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
     p = module.params
     exit_if_missing(module, p["root"], f"audit {p['root']} and write {p['dest']}", "image")
     root = Path(p["root"])

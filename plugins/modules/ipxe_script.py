@@ -1,5 +1,7 @@
 #!/usr/bin/python
-"""Render boot.ipxe for the netboot image (thin module; logic in module_utils/_ipxe.py)."""
+# Copyright: homelab.alpine_netboot contributors
+# SPDX-License-Identifier: MIT
+"""Render boot.ipxe for the netboot image (thin module; logic in module_utils/boot/_ipxe.py)."""
 
 from __future__ import annotations
 
@@ -160,10 +162,7 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import write_if_changed
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe import (
     DEFAULT_KERNEL_ARGS,
     ScriptSpec,
     apply_write,
@@ -172,13 +171,16 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe impor
     plan_write,
     render,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import write_if_changed
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import KERNEL_IDENTITY, NODES
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._manifest import (
     BOOT_ARTEFACT_FIX,
     boot_digests_record,
     boot_record,
     find_kernel,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import KERNEL_IDENTITY, NODES
 
 KERNEL_FIX = "build the image first (playbooks/build.yml --tags kernel), or set rootfs/rootfs_kernel (ipxe_rootfs)"
 
@@ -204,7 +206,7 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
+    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
     p = module.params
     spec = ScriptSpec(
         boot_server_url=p["boot_server_url"], nodes=p["nodes"] or [], kernel=p["kernel"], initramfs=p["initramfs"],

@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: homelab.alpine_netboot contributors
+# SPDX-License-Identifier: MIT
 """Ansible module: build a reproducible, compressed newc initramfs from an image tree."""
 
 from __future__ import annotations
@@ -169,10 +171,17 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _cpio, _initramfs
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing, stage_result
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import COMPRESSION, IMAGE_TREE, renamed
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _compress, _cpio, _initramfs
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import (
+    exit_if_missing,
+    stage_result,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import (
+    COMPRESSION,
+    IMAGE_TREE,
+    renamed,
+)
 
 ARGUMENT_SPEC = {
     "root": renamed("src", **IMAGE_TREE["root"]),
@@ -197,7 +206,7 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
+    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
     p = module.params
     exit_if_missing(module, p["root"], f"pack {p['root']} into {p['dest']}", "image", dest=p["dest"])
     with fail_on_error(module, commands=[]):

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Copyright: homelab.alpine_netboot contributors
-# MIT License (see galaxy.yml)
+# SPDX-License-Identifier: MIT
 """Ansible module: install pinned extra binaries (netboot_binaries) into the image tree."""
 
 from __future__ import annotations
@@ -103,15 +103,16 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _binaries, _debpkg
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import FETCH_OPTIONS, Fetcher
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import IMAGE_UMASK
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import IMAGE_TREE
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import stage_inputs
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common import _debpkg
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import exit_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fetch import FETCH_OPTIONS, Fetcher
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import IMAGE_UMASK
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import IMAGE_TREE
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _binaries
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._stage import stage_inputs
 
 ARGUMENT_SPEC = {
     **IMAGE_TREE,
@@ -125,7 +126,7 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
+    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
     os.umask(IMAGE_UMASK)
     p = module.params
     exit_if_missing(module, p["root"], f"install the pinned binaries in {p['root']}", "image",

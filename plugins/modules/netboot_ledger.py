@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: homelab.alpine_netboot contributors
+# SPDX-License-Identifier: MIT
 """Ansible module: the size ledger of the built image (ledger.json/.md/.svg) and the size budgets."""
 
 from __future__ import annotations
@@ -125,11 +127,19 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress, _ledger, _ledger_render
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing, stage_result
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import DEFAULT_KERNEL_ARGS
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import COMPRESSION, DIST_KERNEL, renamed
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _compress
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe import DEFAULT_KERNEL_ARGS
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import (
+    exit_if_missing,
+    stage_result,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import (
+    COMPRESSION,
+    DIST_KERNEL,
+    renamed,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records import _ledger, _ledger_render
 
 ARGUMENT_SPEC = {
     **DIST_KERNEL,
@@ -149,7 +159,7 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
+    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
     p = module.params
     exit_if_missing(module, p["image"], f"write the size ledger in {p['dest']}", "initramfs")
     with fail_on_error(module, commands=[]):

@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Copyright: homelab.alpine_netboot contributors
-# MIT License (see galaxy.yml)
+# SPDX-License-Identifier: MIT
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ held_by:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing
 
 ARGUMENT_SPEC = {
     "paths": {"type": "list", "elements": "path", "required": True},
@@ -84,7 +84,7 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
+    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
     module.fail_json(msg="homelab.alpine_netboot.netboot_lock runs as an action plugin on the controller")
 
 

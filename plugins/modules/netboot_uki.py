@@ -1,5 +1,7 @@
 #!/usr/bin/python
-"""Ansible module: a signed unified kernel image (thin module; logic in module_utils/_uki.py and _secureboot.py)."""
+# Copyright: homelab.alpine_netboot contributors
+# SPDX-License-Identifier: MIT
+"""Ansible module: a signed unified kernel image (thin module; logic in module_utils/boot/_uki.py and _secureboot.py)."""
 
 from __future__ import annotations
 
@@ -110,14 +112,18 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _uki
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import resolve_in_root
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import DEFAULT_KERNEL_ARGS
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import find_kernel
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import DB_KEY, KERNEL_IDENTITY, renamed
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _uki
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe import DEFAULT_KERNEL_ARGS
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import exit_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import resolve_in_root
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import (
+    DB_KEY,
+    KERNEL_IDENTITY,
+    renamed,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._manifest import find_kernel
 
 ARGUMENT_SPEC = {
     "stub": {"type": "path", "required": True},
@@ -134,7 +140,7 @@ ARGUMENT_SPEC = {
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
                            required_one_of=[("kernel", "rootfs")], mutually_exclusive=[("kernel", "rootfs")])
-    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
+    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
     p = module.params
     if p["rootfs"]:
         exit_if_missing(module, p["rootfs"], f"build and sign the UKI {p['dest']}", "image", dest=p["dest"])

@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: homelab.alpine_netboot contributors
+# SPDX-License-Identifier: MIT
 """Ansible module: prune kernel modules, firmware and files of a rootfs by data rules and hardware profiles."""
 
 from __future__ import annotations
@@ -170,18 +172,22 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _noderoles, _prune
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import exit_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import (
     IMAGE_UMASK,
     atomic_write_bytes,
     dump_json,
     read_json_object,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import IMAGE_TREE, NODE_ROLES, PRUNE
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._stage import stage_inputs, stamp_path
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import (
+    IMAGE_TREE,
+    NODE_ROLES,
+    PRUNE,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _noderoles, _prune
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._stage import stage_inputs, stamp_path
 
 ARGUMENT_SPEC = {
     **IMAGE_TREE, **PRUNE, **NODE_ROLES,
@@ -196,7 +202,7 @@ def _newer(a: Path, b: Path) -> bool:
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
+    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
     os.umask(IMAGE_UMASK)
     p = module.params
     runner = Runner()

@@ -1,5 +1,7 @@
 #!/usr/bin/python
-"""Boot built artefacts in qemu and check them (thin module; logic in module_utils/_vm.py, _minram.py, _qemu.py)."""
+# Copyright: homelab.alpine_netboot contributors
+# SPDX-License-Identifier: MIT
+"""Boot built artefacts in qemu and check them (thin module; logic in module_utils/boot/_vm.py, _minram.py, _qemu.py)."""
 
 from __future__ import annotations
 
@@ -174,15 +176,15 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import DEFAULT_KERNEL_ARGS
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._minram import check_ram_limit, minimum_ram
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import NODES, renamed
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._qemu import DEFAULT_MAC
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._testhook import DEFAULT_MARKER
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._vm import BootTest, boot_test, node_cmdline
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe import DEFAULT_KERNEL_ARGS
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._minram import check_ram_limit, minimum_ram
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._qemu import DEFAULT_MAC
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._testhook import DEFAULT_MARKER
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._vm import BootTest, boot_test, node_cmdline
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import NODES, renamed
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
 
 ARGUMENT_SPEC = {
     "mode": {"type": "str", "choices": ["direct", "netboot"], "default": "direct"},
@@ -211,7 +213,7 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
+    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
     p = module.params
     runner = Runner()
     result: dict[str, object] = {"changed": False, "commands": runner.log}

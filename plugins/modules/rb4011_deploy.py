@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: homelab.alpine_netboot contributors
+# SPDX-License-Identifier: MIT
 """Ansible module: deploy dist/ to a RouterOS boot server (RB4011) as one generation."""
 
 from __future__ import annotations
@@ -219,17 +221,17 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploy import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import GENERATIONS
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploy import (
     TARGET_ARGUMENT_SPEC,
     TARGET_REQUIRED_ONE_OF,
     Options,
     deploy,
     target_options,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import DhcpOptions
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._options import GENERATIONS
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._sftp import Progress
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._dhcp import DhcpOptions
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._sftp import Progress
 
 ARGUMENT_SPEC = {
     **GENERATIONS,
@@ -262,7 +264,7 @@ def main() -> None:
         required_one_of=TARGET_REQUIRED_ONE_OF,
         required_if=[("manage_dhcp", True, ("dhcp_network",))],
     )
-    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
+    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
     p = module.params
     with fail_on_error(module):
         target = target_options(p)

@@ -1,4 +1,6 @@
 #!/usr/bin/python
+# Copyright: homelab.alpine_netboot contributors
+# SPDX-License-Identifier: MIT
 """Ansible module: verify from the controller what a netbooting node gets from a RouterOS boot server (RB4011)."""
 
 from __future__ import annotations
@@ -147,10 +149,13 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import atomic_write_bytes, dump_json
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import API_ARGUMENT_SPEC, api_options
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._verify import VerifyOptions, verify
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import atomic_write_bytes, dump_json
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import (
+    API_ARGUMENT_SPEC,
+    api_options,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._verify import VerifyOptions, verify
 
 ARGUMENT_SPEC = {
     **API_ARGUMENT_SPEC,

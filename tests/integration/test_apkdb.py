@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import base64
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _apkdb
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import apk_installed
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _apkdb
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._manifest import apk_installed
 from tests.fixtures.material import QuicksandImage
 
 

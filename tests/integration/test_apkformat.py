@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkformat import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import SignatureError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._apkformat import (
     Keyring,
     read_index,
     verify_package,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import SignatureError
 from tests.fixtures.apkrepo import Mirror
 
 

@@ -1,5 +1,5 @@
 """_audit on real Alpine (musl) binaries and the whole real tree (downloaded material). Each check on small trees:
-tests/unit/plugins/module_utils/test_audit.py."""
+tests/unit/plugins/module_utils/image/test_audit.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _audit, _elf
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _audit, _elf
 from tests.fixtures.audit import errors, tree
 from tests.fixtures.material import QuicksandImage
 

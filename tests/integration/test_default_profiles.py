@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _prune
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _prune
 from tests.fixtures.debian import DebianKernel
 from tests.fixtures.material import REPO
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._dhcp import (
     DEBIAN_IPXE_DIR,
     MATCHER_MENU,
     MENUS,
@@ -20,7 +20,11 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils._dhcp impor
     OPTION_MENU,
     SETS_MENU,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import ApiOptions, RouterOSError, connect
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import (
+    ApiOptions,
+    RouterOSError,
+    connect,
+)
 from tests.fixtures.apkrepo import serve
 from tests.fixtures.ipxe_sid import ipxe_binaries, pin
 from tests.fixtures.routeros.deploy import HOST, deploy, result

@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _dhcp, _ipxe, _qemu, _testhook, _vm
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _ipxe, _qemu, _testhook, _vm
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy import _dhcp
 from tests.fixtures.bootimage import boot_image
 from tests.fixtures.netvm import netboot_argv
 from tests.fixtures.routeros.deploy import HOST, deploy, result

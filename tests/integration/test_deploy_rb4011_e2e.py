@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _qemu, _testhook, _vm
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._deploydist import parse_sums
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import sha256_file
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._manifest import sha256sums_text
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _qemu, _testhook, _vm
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import sha256_file
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploydist import parse_sums
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._manifest import sha256sums_text
 from tests.fixtures.e2e import Built
 from tests.fixtures.routeros.deploy import HOST, deploy, result
 from tests.fixtures.routeros.peer import Peer

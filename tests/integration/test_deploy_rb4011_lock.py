@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import swap_dir
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import swap_dir
 from tests.fixtures.material import REPO
 from tests.fixtures.playbook import VENV_BIN, PlaybookResult
 from tests.fixtures.routeros.deploy import deploy, inventory, result
@@ -213,8 +213,11 @@ def test_a_build_swapping_dist_during_a_deploy_does_not_mix_generations(peer: Pe
 
 def test_a_refreshed_lock_is_not_stale_and_a_lost_lock_stops_the_holder(peer: Peer) -> None:
     """The refresh a long upload does (RouterLock.refresh, called from the SFTP progress), against the peer's API."""
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routerlock import RouterLock, RouterLockHeld
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import ApiOptions, connect
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routerlock import (
+        RouterLock,
+        RouterLockHeld,
+    )
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import ApiOptions, connect
 
     opts = ApiOptions("127.0.0.1", peer.config.user, peer.config.password, peer.api_port)
     laptop, ci = connect(opts), connect(opts)

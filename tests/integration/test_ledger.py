@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _initramfs
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ledger as ledger
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ledger_render as render
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkdb import read_installed
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import sha256_file
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _initramfs
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError, NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import sha256_file
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._apkdb import read_installed
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records import _ledger as ledger
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records import _ledger_render as render
 from tests.fixtures.ledger import SPEC, pack
 from tests.fixtures.material import QuicksandImage
 

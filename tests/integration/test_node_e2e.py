@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _vm
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fs import sha256_file
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import DEFAULT_KERNEL_ARGS
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._noderoles import hostid
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _vm
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe import DEFAULT_KERNEL_ARGS
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import sha256_file
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._noderoles import hostid
 from tests.fixtures.e2e import KNOWN_HOSTNAME, KNOWN_MAC, KNOWN_ROLE, Built
 from tests.fixtures.glibc import PROBE_MARKER
 

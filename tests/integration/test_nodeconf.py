@@ -1,5 +1,5 @@
 """_nodeconf on the real Alpine /etc (downloaded material): node files with their modes, a second run changes
-nothing, bash as root's shell. The rest: tests/unit/plugins/module_utils/test_nodeconf.py."""
+nothing, bash as root's shell. The rest: tests/unit/plugins/module_utils/image/test_nodeconf.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _nodeconf, _noderoles
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _nodeconf, _noderoles
 from tests.fixtures.material import REPO, QuicksandImage
 
 KEY = "ssh-ed25519 " + base64.b64encode(b"\0\0\0\x0bssh-ed25519\0\0\0\x20" + b"k" * 32).decode() + " admin@laptop"
@@ -107,7 +107,7 @@ def test_openrcs_dependency_cache_is_made_at_build_time(alpine: QuicksandImage, 
 
     import pytest
 
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
 
     if os.geteuid() != 0:
         pytest.skip("chroot needs root (the build runs as root: alpine_rootfs)")

@@ -1,5 +1,5 @@
 """_noderoles with a real Alpine package cache (downloaded material): the package that ships a missing init script.
-The rest: tests/unit/plugins/module_utils/test_noderoles.py."""
+The rest: tests/unit/plugins/module_utils/image/test_noderoles.py."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _noderoles
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _noderoles
 from tests.fixtures.apkrepo import Mirror
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _kmod, _prune, _pruneselect
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError, NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _kmod, _prune, _pruneselect
 from tests.fixtures.debian import DebianKernel, clone_tree
 from tests.fixtures.material import QuicksandImage
 from tests.fixtures.prune import HARDWARE, PROFILES, RTL8156B, rules_of

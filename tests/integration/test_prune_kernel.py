@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import zstandard
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _kmod, _prune
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _kmod, _prune
 from tests.fixtures.debian import DebianKernel, clone_tree
 from tests.fixtures.material import REPO, QuicksandImage
 from tests.fixtures.playbook import PlaybookResult, run_playbook

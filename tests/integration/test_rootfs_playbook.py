@@ -164,7 +164,7 @@ def test_index_signed_by_unknown_key_is_refused(tmp_path: Path, mirror: Mirror) 
     index = rogue / RELEASE / "main" / ARCH / "APKINDEX.tar.gz"
     good = index.read_bytes()
     # same content, signed by a key nobody trusts
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkformat import gzip_members
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._apkformat import gzip_members
 
     with index.open("rb") as fh:
         members, _unused = gzip_members(fh, 1, "index")
@@ -272,11 +272,11 @@ def test_check_mode_reports_and_writes_nothing(tmp_path: Path, mirror: Mirror) -
 def test_non_root_gets_a_clear_error_and_nothing_is_written(
     tmp_path: Path, mirror: Mirror, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import NetbootError
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._fetch import Fetcher
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs import RootfsSpec
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._rootfs import build as build_rootfs
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._run import Runner
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fetch import Fetcher
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs import RootfsSpec
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs import build as build_rootfs
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with serve(mirror.path) as http:

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from packageurl import PackageURL
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _sbom
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkdb import read_installed
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._errors import ConfigError, NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError, NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._apkdb import read_installed
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records import _sbom
 from tests.fixtures.material import QuicksandImage
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _cpio, _ipxe, _qemu, _testhook, _vm
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _cpio, _ipxe, _qemu, _testhook, _vm
 from tests.fixtures import secureboot
 from tests.fixtures.bootimage import boot_image
 from tests.fixtures.ipxe_sid import ipxe_binaries

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._apkformat import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._apkformat import (
     Keyring,
     read_index,
     verify_package,

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._ipxe import DEFAULT_KERNEL_ARGS, UNCHECKED_MARKER
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe import (
+    DEFAULT_KERNEL_ARGS,
+    UNCHECKED_MARKER,
+)
 from tests.fixtures.bootimage import READY, boot_image
 
 REPO = Path(__file__).resolve().parents[2]

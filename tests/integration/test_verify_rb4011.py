@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils import _dhcp
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._routeros import ApiOptions
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._verify import Report, VerifyOptions, verify
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy import _dhcp
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import ApiOptions
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._verify import Report, VerifyOptions, verify
 from tests.fixtures.playbook import PlaybookResult, run_playbook
 from tests.fixtures.routeros.deploy import HOST, deploy, inventory, result
 from tests.fixtures.routeros.dhcp import FILE_FIELD_MODES, PRECEDENCES, DhcpModel, DhcpServer
@@ -262,7 +262,7 @@ def sid_ipxe(tmp_path: Path) -> Path:
 def test_sha256sum_command_found_in_debian_sids_ipxe_not_in_bookworms(tmp_path: Path) -> None:
     """The positive case on real bytes: sid's snponly.efi and ipxe.efi have the command; the compressed
     undionly.kpxe shows none. The host's bookworm binaries (/usr/lib/ipxe) have none (unit test_verify.py)."""
-    from ansible_collections.homelab.alpine_netboot.plugins.module_utils._verify import has_digest_command
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._verify import has_digest_command
 
     lib = sid_ipxe(tmp_path)
     found = {n: has_digest_command((lib / n).read_bytes()) for n in ("snponly.efi", "ipxe.efi", "undionly.kpxe")}

@@ -12,7 +12,7 @@ import pytest
 
 from tests.fixtures.apkrepo import serve
 from tests.fixtures.module import run_module
-from tests.unit.plugins.module_utils.test_debpkg import EFI, KPXE, build_deb
+from tests.unit.plugins.module_utils.common.test_debpkg import EFI, KPXE, build_deb
 
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb to build a .deb")
 FILES = {"snponly.efi": "usr/lib/ipxe/snponly.efi", "ipxe.efi": "usr/lib/ipxe/ipxe.efi",

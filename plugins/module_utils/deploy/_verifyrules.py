@@ -1,0 +1,155 @@
+# Copyright: homelab.alpine_netboot contributors
+# SPDX-License-Identifier: MIT
+"""What the router check reads without the network: which /ip/tftp rule serves a request and why a read failed, and
+what a generation's script fetches and whether it is the deploy's rewrite (``_verify``)."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy import _tftp
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploydist import (
+    GENERATION_VAR,
+    OWNER,
+    STABLE_REQUEST,
+    DeployError,
+    generation_script,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import needs_rollover
+
+NOTE_RE = re.compile(rf"^# {re.escape(OWNER)} generation (g-[0-9a-f]{{12}}): .*\nset {GENERATION_VAR} \1\n", re.M)
+GEN_BASE_RE = re.compile(r"^(?P<head>[ \t]*set[ \t]+base[ \t]+)(?P<url>tftp://\S+?)/(?P<gen>g-[0-9a-f]{12})[ \t]*$",
+                         re.M)
+# options before the URL: a flag, or --name/-n with its value (the Secure Boot script names the UKI by generation)
+FETCH_RE = re.compile(r"^\s*(?P<cmd>kernel|initrd|imgfetch|module|chain)\s+(?:(?:--name|-n)\s+\S+\s+|--\S+\s+)*"
+                      r"\$\{base\}/(?P<name>[^\s$]+)", re.M)
+NODE_INITRD_RE = re.compile(r"^\s*set\s+node_initrd\s+(?P<name>\S+)\s*$", re.M)
+
+
+# -- rules ----------------------------------------------------------------------------------------------------------
+
+def in_addresses(client: str, ip_addresses: str) -> bool:
+    """Whether ``client`` may use a rule whose ``ip-addresses`` is this RouterOS list (empty: anyone)."""
+    nets = [n.strip() for n in ip_addresses.split(",") if n.strip()]
+    if not nets:
+        return True
+    addr = ipaddress.ip_address(client)
+    for n in nets:
+        try:
+            if addr in ipaddress.ip_network(n, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def name_matches(rule: Mapping[str, str], request: str) -> bool:
+    try:
+        return re.search(rule.get("req-filename", ".*") or ".*", request) is not None
+    except re.error:
+        return False
+
+
+def enabled(rule: Mapping[str, str]) -> bool:
+    return rule.get("disabled") not in ("true", "yes")
+
+
+def pick_rule(rules: Sequence[Mapping[str, str]], request: str, client: str) -> Mapping[str, str] | None:
+    """The rule RouterOS serves ``request`` to ``client`` by: the first enabled one whose regex and addresses match."""
+    for r in rules:
+        if enabled(r) and name_matches(r, request) and in_addresses(client, r.get("ip-addresses", "")):
+            return r
+    return None
+
+
+def diagnose(rules: Sequence[Mapping[str, str]], request: str, client: str, error: _tftp.TftpError | None,
+             size: int | None = None) -> str:
+    """Why ``request`` failed (or would fail) for ``client``: the rules first, then what the TFTP exchange showed."""
+    by_name = [r for r in rules if enabled(r) and name_matches(r, request)]
+    if not by_name:
+        return f"no rule: no enabled /ip/tftp rule's req-filename matches {request}"
+    rule = pick_rule(rules, request, client)
+    if rule is None:
+        allowed = sorted({r.get("ip-addresses", "") for r in by_name})
+        return (f"outside ip-addresses: the controller's address {client} is outside the ip-addresses "
+                f"({'; '.join(allowed)}) of the rule for {request}, so the router refuses it. Add {client} (or its "
+                "network) to rb4011_tftp_allow_addresses and deploy again, or run the verify from an address inside "
+                "(this says nothing about the nodes)")
+    if rule.get("allow") in ("false", "no"):
+        return f"refused: the first rule matching {request} ({rule.get('req-filename')}) has allow=no"
+    real = rule.get("real-filename") or request
+    rollover = rule.get("allow-rollover") in ("true", "yes")
+    if isinstance(error, _tftp.TftpRefused) and error.code == 1:
+        return f"file not found: the rule for {request} names {real}, which the router does not have"
+    if error is not None and error.blocks >= 65535 and not rollover:
+        return (f"too big without rollover: {request} stopped at block {error.blocks} (the 16-bit counter's end); "
+                f"its rule has allow-rollover=no: deploy again (the deploy sets it from the size) or set "
+                "allow-rollover=yes on the rule")
+    if isinstance(error, _tftp.TftpTimeout):
+        if not error.answered:
+            return (f"timeout: the router did not answer a TFTP read of {request} from {client} (its rule allows "
+                    "that address): a firewall (/ip firewall filter, input chain, or one on the way) may drop UDP "
+                    "69 or the replies to the client's port; accept udp dst-port=69 from the boot network")
+        return (f"timeout: {request} stopped after {error.blocks} blocks: a firewall may drop the replies (they come "
+                "from a new router port, not 69), or the link loses packets")
+    if error is not None:
+        return f"refused: {error}"
+    if size is not None and needs_rollover(size, _tftp.IPXE_BLKSIZE) and not rollover:
+        return f"too big without rollover: {request} is {size} bytes, more than 65,535 blocks of 1432 bytes"
+    return ""
+
+
+# -- what the generation's script fetches ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ScriptFiles:
+    kernel: tuple[str, ...]  # names in the generation directory, as the script orders them
+    initrds: tuple[str, ...]  # microcode, initramfs (every node)
+    node_initrds: tuple[str, ...]  # per-node (one of them, at most, per node)
+
+
+def script_files(text: str) -> ScriptFiles:
+    kernel: list[str] = []
+    initrds: list[str] = []
+    for m in FETCH_RE.finditer(text):
+        name = m.group("name")
+        target = kernel if m.group("cmd") in ("kernel", "chain") else initrds
+        if name not in target:
+            target.append(name)
+    nodes: list[str] = []
+    for m in NODE_INITRD_RE.finditer(text):
+        if m.group("name") not in nodes:
+            nodes.append(m.group("name"))
+    return ScriptFiles(tuple(kernel), tuple(initrds), tuple(nodes))
+
+
+def original_script(generation_text: str, gen: str) -> str:
+    """dist's boot.ipxe back from the deploy's ``generation.ipxe`` (``_deploy.generation_script`` undone)."""
+    body = NOTE_RE.sub("", generation_text, count=1)
+    return GEN_BASE_RE.sub(lambda m: m.group("head") + m.group("url") if m.group("gen") == gen else m.group(0), body)
+
+
+def check_generation_script(data: bytes, gen: str, sums: Mapping[str, str]) -> str:
+    """"" when ``data`` is exactly what the deploy made of the boot.ipxe listed in ``gen``'s SHA256SUMS."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return "wrong bytes: not text"
+    orig = original_script(text, gen)
+    want = sums.get(STABLE_REQUEST, "")
+    got = hashlib.sha256(orig.encode()).hexdigest()
+    if got != want:
+        return (f"wrong bytes: boot.ipxe is not generation {gen}'s script: the boot.ipxe it was made from has sha256 "
+                f"{got}, SHA256SUMS lists {want}")
+    try:
+        again = generation_script(orig, gen)
+    except DeployError as e:
+        return f"wrong bytes: {e}"
+    if again.encode() != data:
+        return (f"wrong bytes: boot.ipxe has sha256 {hashlib.sha256(data).hexdigest()}, the deploy's rewrite of "
+                f"generation {gen}'s boot.ipxe {hashlib.sha256(again.encode()).hexdigest()}")
+    return ""
