@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """List every module option and role variable with the place its default lives; fail on a second, different default.
 
 Compared: a module's argspec default, a role default (roles/*/defaults), a role's meta/argument_specs.yml default,
