@@ -15,7 +15,9 @@ has no place in a published image.
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib
 import inspect
 import json
 import os
@@ -23,6 +25,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
@@ -80,18 +83,43 @@ STAGES: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], tuple[Any
 }
 
 
+def code_closure(modules: tuple[ModuleType, ...]) -> list[ModuleType]:
+    """``modules`` and every collection module_utils module they import, transitively, sorted by name: the code a
+    stage runs (a change to a helper it imports re-copies the image as surely as one to the stage itself)."""
+    pkg = __name__.rsplit(".", 2)[0]  # ...plugins.module_utils
+    seen: dict[str, ModuleType] = {}
+    todo = list(modules)
+    while todo:
+        mod = todo.pop()
+        if mod.__name__ in seen:
+            continue
+        seen[mod.__name__] = mod
+        for node in ast.walk(ast.parse(inspect.getsource(mod))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(pkg):
+                names = [f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+                for name in names if node.module.count(".") == pkg.count(".") + 1 else [node.module]:
+                    todo.append(importlib.import_module(name))
+    return [seen[n] for n in sorted(seen)]
+
+
+def code_digest(modules: tuple[ModuleType, ...]) -> str:
+    h = hashlib.sha256()
+    for mod in code_closure(modules):
+        h.update(f"{mod.__name__}\0{inspect.getsource(mod)}\0".encode())
+    return h.hexdigest()
+
+
 def stage_inputs(stages: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     """Per stage that edits the copy (its module's options, as the role passes them to it), the digest of what it
     loads: its settings, the contents of the files it reads (profiles found by name or given by path, scripts) and
-    the collection code that applies them. A missing file fails here as it would in the stage."""
+    the collection code that applies them (``code_closure``). A missing file fails here as it would in the stage."""
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         raise ConfigError(f"unknown image stage(s) {', '.join(unknown)} (known: {', '.join(STAGES)})")
     out = {}
     for name, args in sorted(stages.items()):
         loader, code = STAGES[name]
-        source = "".join(inspect.getsource(m) for m in code)
-        data = {"inputs": loader(args), "code": hashlib.sha256(source.encode()).hexdigest()}
+        data = {"inputs": loader(args), "code": code_digest(code)}
         out[name] = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
     return out
 

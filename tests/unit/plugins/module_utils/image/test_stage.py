@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _stage
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._stage import apply_stage, plan_stage
 
 
@@ -84,3 +86,20 @@ def test_an_interrupted_copy_is_redone_and_its_leftovers_removed(tmp_path: Path,
     assert plan.changed, "a copy without its stamp is not taken for a finished one"
     apply_stage(plan, Runner())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image", "image.stage.json", "rootfs"]
+
+
+def test_the_code_digest_covers_every_module_utils_file_a_stage_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23: not only the stage's own files - a helper two imports away (the kernel finder, the JSON reader)."""
+    names = [m.__name__.split("module_utils.")[1] for m in _stage.code_closure(_stage.STAGES["prune"][1])]
+    assert names == sorted(names) and len(names) == len(set(names))
+    assert {"image._prune", "image._prunerules", "image._kernel", "image._kmod", "common._fs"} <= set(names)
+    assert not [n for n in names if not n.split(".")[1].startswith("_")]  # only the collection's own module_utils
+    before = _stage.code_digest(_stage.STAGES["prune"][1])
+    real = inspect.getsource
+
+    def edited(obj: object) -> str:  # one changed line in a helper the stages reach only through others
+        return real(obj) + ("# edited\n" if getattr(obj, "__name__", "").endswith("common._fs") else "")
+
+    monkeypatch.setattr(_stage.inspect, "getsource", edited)
+    assert _stage.code_digest(_stage.STAGES["prune"][1]) != before
+    assert _stage.code_digest(_stage.STAGES["node"][1]) != before
