@@ -27,8 +27,8 @@ def test_dump_adds_the_format_and_sorts(tmp_path: Path) -> None:
     ({"format": "homelab.alpine_netboot/other/2"}, "has format 'homelab.alpine_netboot/other/2'"),
     ({}, "has no format, expected 'homelab.alpine_netboot/example/2'"),
 ])
-def test_another_kind_or_version_is_refused_naming_the_file_and_the_stage(tmp_path: Path, body: dict[str, str],
-                                                                         said: str) -> None:
+def test_another_kind_or_version_is_refused_naming_the_file_and_the_stage(
+        tmp_path: Path, body: dict[str, str], said: str) -> None:
     path = tmp_path / "r.json"
     path.write_text(json.dumps(body))
     with pytest.raises(ConfigError) as info:
