@@ -102,8 +102,8 @@ def check_modules(root: Path, d: Defaults, listing: list[str]) -> dict[str, dict
     for path in sorted((root / "plugins/modules").glob("*.py")):
         spec = specs[path.stem] = _load_module(path)
         source = path.read_text()
-        used = [u for u in sorted(utils.glob("_*.py")) if re.search(rf"\b{u.stem}\b", source)]
-        fields = {(f, c, u.name): v for u in used for c, f, v in _dataclass_defaults(u)}
+        used = [u for u in sorted(utils.glob("*/_*.py")) if re.search(rf"\b{u.stem}\b", source)]
+        fields = {(f, c, f"{u.parent.name}/{u.name}"): v for u in used for c, f, v in _dataclass_defaults(u)}
         for opt, o in spec.items():
             if o.get("default") is None:
                 continue
@@ -118,10 +118,16 @@ def check_modules(root: Path, d: Defaults, listing: list[str]) -> dict[str, dict
 
 def check_roles(root: Path, d: Defaults, specs: dict[str, dict[str, dict[str, Any]]], listing: list[str]) -> None:
     roles = sorted(p for p in (root / "roles").glob("*") if p.is_dir())
+    defined: dict[str, str] = {}
     for role in roles:
         for var, value in (yaml.safe_load((role / "defaults/main.yml").read_text() or "") or {}).items() \
                 if (role / "defaults/main.yml").is_file() else ():
-            d.add(var, str((role / "defaults/main.yml").relative_to(root)), value)
+            place = str((role / "defaults/main.yml").relative_to(root))
+            if var in defined:  # equal or not: one place (roles/common/defaults for what several roles read)
+                d.conflicts.append(f"{var}: defined in {defined[var]} and in {place}; keep one, in "
+                                   "roles/common/defaults/main.yml if several roles read it")
+            defined[var] = place
+            d.add(var, place, value)
             listing.append(f"{var} = {value!r}  ({role.relative_to(root)}/defaults/main.yml)")
     for role in roles:
         meta = role / "meta/argument_specs.yml"

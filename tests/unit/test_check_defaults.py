@@ -47,3 +47,14 @@ def test_a_second_default_fails_naming_both(tmp_path: Path, capsys: pytest.Captu
     assert ("kernel_mode: roles/kernel/defaults/main.yml = 'audit' but plugins/modules/prune.py option mode = "
             "'select'") in err
     assert "roles/kernel/tasks/main.yml:6 (kernel_mode | default) = 'other'" in err
+
+
+def test_one_variable_in_two_roles_defaults_fails_even_when_equal(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    _collection(tmp_path, "select")
+    (tmp_path / "roles/verify/defaults").mkdir(parents=True)
+    (tmp_path / "roles/verify/defaults/main.yml").write_text("kernel_mode: select\n")
+    assert _load().main([str(tmp_path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert ("kernel_mode: defined in roles/kernel/defaults/main.yml and in roles/verify/defaults/main.yml; keep one, "
+            "in roles/common/defaults/main.yml") in err
