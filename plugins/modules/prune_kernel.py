@@ -177,7 +177,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._dep
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import (
     IMAGE_UMASK,
     atomic_write_bytes,
-    dump_json,
     read_json_object,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import (
@@ -228,7 +227,7 @@ def main() -> None:
             if changed:
                 _prune.apply_plan(plan, runner, verify=p["verify"])
             if p["report"] and (changed or not Path(p["report"]).exists()):
-                atomic_write_bytes(p["report"], dump_json(plan.report, ensure_ascii=True))
+                atomic_write_bytes(p["report"], _prune.PRUNE_REPORT.dump(plan.report))
     for w in plan.warnings:
         module.warn(w)
     result = {

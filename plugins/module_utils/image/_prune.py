@@ -4,11 +4,14 @@
 
 The rules are read in ``_prunerules``, the phases of the plan are in ``_pruneselect``. ``make_plan`` is pure (reads
 the tree, touches nothing); ``apply_plan`` changes the tree (temp names + renames), regenerates the module metadata
-with the target's kmod and verifies it.
+with the target's kmod and verifies it. The report (``PRUNE_REPORT``, ``read_report``) names no builder path: the
+image directory is ``<image>``, the collection's location ``<collection>/``.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +45,30 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._prun
     select_strip,
     walk,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._record import Kind
+
+PRUNE_REPORT = Kind("prune-report", 1, "kernel")
+# The collection's own files (prune profiles) wherever it is installed or checked out.
+_COLLECTION_PATH = re.compile(r"/(?:[^\s'\"]*/)?ansible_collections/homelab/alpine_netboot/")
+
+
+def read_report(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
+    """The prune report at ``path``, checked; None when there is none."""
+    return PRUNE_REPORT.load(path) if path and os.path.isfile(path) else None
+
+
+def _publishable(value: Any, tree: str) -> Any:
+    """``value`` without the builder's paths: ``tree`` (the image directory) becomes ``<image>`` and the collection's
+    location ``<collection>/``, so the report is the same wherever the image was built."""
+    if isinstance(value, str):
+        out = value.replace(tree.rstrip("/") + "/", "<image>/")
+        out = "<image>" if out == tree.rstrip("/") else out.replace(tree.rstrip("/"), "<image>")
+        return _COLLECTION_PATH.sub("<collection>/", out)
+    if isinstance(value, dict):
+        return {k: _publishable(v, tree) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_publishable(v, tree) for v in value]
+    return value
 
 
 @dataclass
@@ -166,8 +193,8 @@ def make_plan(opts: Options) -> Plan:
     if opts.strip:
         plan.strip = select_strip(root, file_entries, plan.remove)
     plan.depmod_needed = metadata_needed(root, kver, plan.remove, plan.decompress, plan.module_files_after)
-    plan.report = _report(plan, mod_entries, fw_entries, file_entries, rules=rules, hardware=hardware,
-                          moddir_rel=moddir_rel)
+    plan.report = _publishable(_report(plan, mod_entries, fw_entries, file_entries, rules=rules, hardware=hardware,
+                                       moddir_rel=moddir_rel), str(root))
     return plan
 
 
@@ -241,7 +268,6 @@ def _report(plan: Plan, mods: dict[str, Entry], fws: dict[str, Entry], files: di
                                                          "kept": {"count": 0, "bytes": 0}})
             _tally(t, "removed" if rel in plan.remove else "kept", e.size)
     return {
-        "root": str(plan.root),
         "kernel_version": plan.kver,
         "profiles": rules.sources,
         "hardware_profiles": [h.source for h in hardware],

@@ -60,17 +60,15 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._apkf
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._overlay import copy_overlay, overlay_digest
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs_spec import (
     LOCK_FORMAT,
+    ROOTFS_MANIFEST,
     Locked,
     RootfsSpec,
     lock_differs,
     lock_document,
     package_lines,
-)
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs_tree import finish_tree, seed_tree
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._manifest import (
-    ROOTFS_MANIFEST,
     read_rootfs_manifest,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs_tree import finish_tree, seed_tree
 
 BUILDER_VERSION = "1"  # bump when the way a rootfs is assembled changes (forces a rebuild)
 

@@ -1,10 +1,14 @@
 # Copyright: homelab.alpine_netboot contributors
 # SPDX-License-Identifier: MIT
 """What a rootfs is built from and pinned to: the options (``RootfsSpec``, checked before anything runs), the
-resolved packages (``Locked``) and the lockfile document that pins them."""
+resolved packages (``Locked``), the lockfile document that pins them, and the one reader of the rootfs manifest.
+
+The rootfs manifest has no ``format`` field: it ships in the image (and the initramfs), whose bytes must not change;
+``builder`` (part of ``inputs_sha256``) versions it."""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,12 +16,23 @@ from typing import Any
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fetch import MAX_UNSIZED_BYTES
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import read_json_object
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import (
+    load_json_object,
+    read_json_object,
+)
 
 LOCK_FORMAT = 1
 _RELEASE = re.compile(r"^(?:v?(\d+\.\d+)|(edge))$")
 _PKG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+:-]*(?:[<>=~]{1,2}[A-Za-z0-9_.+-]+)?$")
 DEFAULT_MIRROR = "https://dl-cdn.alpinelinux.org/alpine"
+ROOTFS_MANIFEST = "etc/alpine-netboot/manifest.json"  # in the image: what alpine_rootfs built it from
+
+
+def read_rootfs_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The rootfs manifest (``<root>/ROOTFS_MANIFEST``, or a path given), or None when there is none. Unreadable or
+    damaged (not a JSON object) is an error naming the file: nothing can be trusted about that tree."""
+    fix = f"delete {path} and run the rootfs stage again (playbooks/build.yml --tags rootfs) to rebuild the tree"
+    return load_json_object(path, "the rootfs manifest", fix)
 
 
 @dataclass(frozen=True)

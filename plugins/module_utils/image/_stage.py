@@ -44,7 +44,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image impor
     _prunerules,
     _pruneselect,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._manifest import ROOTFS_MANIFEST
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs_spec import ROOTFS_MANIFEST
 
 STAMP_SUFFIX = ".stage.json"
 

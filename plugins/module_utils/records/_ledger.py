@@ -40,12 +40,11 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs 
     write_if_changed,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _apkdb, _binaries, _glibc
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._prune import read_report
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records import _ledger_render as render
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._manifest import (
     LEDGER_NAME,
     find_kernel,
-    publishable,
-    read_prune_report,
 )
 
 _deps.lazy("zstandard")  # imported where used
@@ -382,17 +381,6 @@ def _sha(path: Path | None) -> str | None:
     return sha256_file(path) if path is not None else None
 
 
-def _report_digest(path: Path | None, tree: Path) -> str | None:
-    """The prune report's digest without the builder's paths (it names the image directory), so that the ledger
-    (``inputs_digest``) is the same whichever directory the build ran in (make repro)."""
-    if path is None:
-        return None
-    data = read_json_object(path)
-    if data is None:
-        return sha256_file(path)
-    return hashlib.sha256(json.dumps(publishable(data, str(tree.absolute())), sort_keys=True).encode()).hexdigest()
-
-
 def _new_ledger(req: LedgerRequest, kernel: Path, microcode: Path | None, *, report_path: Path | None,
                 image_sha: str | None, digest: str, previous: Mapping[str, Any] | None) -> dict[str, Any]:
     """Measure the image; add what a node downloads and needs, what prune_kernel removed and the delta."""
@@ -402,7 +390,7 @@ def _new_ledger(req: LedgerRequest, kernel: Path, microcode: Path | None, *, rep
     ledger = measure(Measure(image=req.image, spec=req.spec, apk_db_root=req.rootfs, overlay_dir=req.overlay_dir,
                              spool_dir=req.spool_dir))
     ram = minimum_ram(kernel, [p for p in (microcode, req.image) if p is not None], req.cmdline)
-    report = read_prune_report(report_path)
+    report = read_report(report_path)
     ledger.update({
         "format": LEDGER_FORMAT,
         "inputs_digest": digest,
@@ -437,7 +425,7 @@ def build_ledger(req: LedgerRequest, *, check_mode: bool = False) -> dict[str, A
     image_sha = _sha(req.image)
     digest = inputs_digest({
         "format": LEDGER_FORMAT, "image": image_sha, "kernel": _sha(kernel), "microcode": _sha(microcode),
-        "compression": req.spec.describe(), "prune_report": _report_digest(report_path, req.rootfs),
+        "compression": req.spec.describe(), "prune_report": _sha(report_path),
         "overlay": sorted(overlay_files(req.overlay_dir)), "cmdline": req.cmdline, "tolerance": TOLERANCE,
     })
     paths = {n: req.dest / n for n in (JSON_NAME, MD_NAME, SVG_NAME)}

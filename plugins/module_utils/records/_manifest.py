@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,8 +30,11 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs 
     swap_dir,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _apkdb, _binaries, _kernel
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs_spec import (
+    ROOTFS_MANIFEST,
+    read_rootfs_manifest,
+)
 
-ROOTFS_MANIFEST = "etc/alpine-netboot/manifest.json"  # in the image: what alpine_rootfs built it from
 MANIFEST_FORMAT = "homelab.alpine_netboot/dist/1"
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
@@ -42,20 +44,6 @@ LEDGER_NAME = "ledger.json"  # written by netboot_ledger (_ledger.py)
 
 
 # ------------------------------------------------------------------------------------------- rootfs metadata
-
-
-def read_rootfs_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The rootfs manifest (``<root>/ROOTFS_MANIFEST``, or a path given), or None when there is none. Unreadable or
-    damaged (not a JSON object) is an error naming the file: nothing can be trusted about that tree."""
-    fix = f"delete {path} and run the rootfs stage again (playbooks/build.yml --tags rootfs) to rebuild the tree"
-    return load_json_object(path, "the rootfs manifest", fix)
-
-
-def read_prune_report(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
-    """The kernel stage's prune report; None when there is none. Unreadable or not a JSON object is an error."""
-    if not path or not os.path.isfile(path):
-        return None
-    return load_json_object(path, "the prune report", "rerun the kernel stage")
 
 
 def apk_installed(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -209,29 +197,11 @@ BOOT_ARTEFACT_FIX = {
 }
 
 
-# The collection's own files (prune profiles, templates) wherever it is installed or checked out.
-_COLLECTION_PATH = re.compile(r"/(?:[^\s'\"]*/)?ansible_collections/homelab/alpine_netboot/")
-
-
-def publishable(value: Any, tree: str) -> Any:
-    """``value`` (a report) without the builder's paths: ``tree`` (the image directory) becomes ``<image>`` and the
-    collection's location ``<collection>/``. manifest.json is published and must not depend on where it was built."""
-    if isinstance(value, str):
-        out = value.replace(tree.rstrip("/") + "/", "<image>/")
-        out = "<image>" if out == tree.rstrip("/") else out.replace(tree.rstrip("/"), "<image>")
-        return _COLLECTION_PATH.sub("<collection>/", out)
-    if isinstance(value, dict):
-        return {k: publishable(v, tree) for k, v in value.items()}
-    if isinstance(value, list):
-        return [publishable(v, tree) for v in value]
-    return value
-
-
 def _load_reports(reports: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
     out: dict[str, Any] = {}
     warnings: list[str] = []
     for name, path in sorted(reports.items()):
-        data = read_rootfs_manifest(path) if path else None
+        data = load_json_object(path, f"report {name}", "rerun the stage that writes it") if path else None
         if data is None:
             warnings.append(f"report {name}: {path} does not exist; recorded as null in manifest.json")
         out[name] = data
@@ -325,7 +295,7 @@ def build_dist(
     merged_inputs = dict(inputs or {})
     if reports:
         loaded, report_warnings = _load_reports(reports)
-        merged_inputs["reports"] = publishable(loaded, os.path.abspath(rootfs))
+        merged_inputs["reports"] = loaded
         warnings += report_warnings
     doc = dist_manifest(rootfs=rootfs, rootfs_manifest=rmanifest, artefacts=infos, inputs=merged_inputs,
                         kernel_source=os.path.relpath(os.path.realpath(kernel_path), os.path.realpath(rootfs)))

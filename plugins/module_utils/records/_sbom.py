@@ -31,12 +31,14 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs 
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _apkdb, _binaries, _glibc
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._kernel import find_kernel
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._manifest import (
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._prune import read_report
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs_spec import (
     ROOTFS_MANIFEST,
+    read_rootfs_manifest,
+)
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._manifest import (
     SBOM_NAME,
     kernel_version,
-    read_prune_report,
-    read_rootfs_manifest,
     source_date_epoch,
 )
 
@@ -238,7 +240,7 @@ def write_sbom(
     extras: Sequence[ExtraBinary] = (),
     check_mode: bool = False,
 ) -> dict[str, Any]:
-    text = build_document(root, release=release, kernel=kernel, report=read_prune_report(report_path), extras=extras)
+    text = build_document(root, release=release, kernel=kernel, report=read_report(report_path), extras=extras)
     blob = text.encode()
     path = Path(dest, SBOM_NAME)
     changed = write_if_changed(path, blob, check_mode=check_mode)

@@ -48,3 +48,32 @@ def test_plan_refuses_two_kernels_and_a_bad_option(tmp_path: Path) -> None:
     assert _prune.make_plan(_prune.Options(root, kernel_version="6.2.0-test")).kver == "6.2.0-test"
     with pytest.raises(ConfigError, match=r"hardware_mode must be one of select, audit, not 'all'"):
         _prune.make_plan(_prune.Options(root, hardware_mode="all"))
+
+
+def test_the_report_names_no_builder_path_and_reads_back(tmp_path: Path) -> None:
+    rules_of(tmp_path, "files:\n  remove: [usr/share/doc/*, nowhere/*]\n")
+    (tmp_path / "one/deep").mkdir(parents=True)
+    written = []
+    for where in (tmp_path / "one/deep", tmp_path / "two"):
+        plan = _prune.make_plan(_prune.Options(small_root(where), profiles=[str(tmp_path / "t.yml")]))
+        assert "root" not in plan.report and any("nothing in <image>" in w for w in plan.report["warnings"])
+        written.append(_prune.PRUNE_REPORT.dump(plan.report))
+        (where / "prune-report.json").write_bytes(written[-1])
+        assert _prune.read_report(where / "prune-report.json") == {**plan.report, "format": _prune.PRUNE_REPORT.format}
+    assert written[0] == written[1] and str(tmp_path / "one") not in written[0].decode()
+    assert _prune.read_report(tmp_path / "none.json") is None and _prune.read_report(None) is None
+
+
+def test_a_report_of_another_format_is_refused_naming_the_file_and_stage(tmp_path: Path) -> None:
+    path = tmp_path / "prune-report.json"
+    path.write_text('{"modules": {}}')
+    with pytest.raises(ConfigError, match=rf"{path} has no format, .*--tags kernel"):
+        _prune.read_report(path)
+
+
+def test_collection_paths_become_a_placeholder() -> None:
+    report = {"profiles": ["/srv/x/.collections/ansible_collections/homelab/alpine_netboot/roles/kernel/files/o.yml"],
+              "warnings": ["absent from /b/image/lib/firmware", "in /b/image"], "root": "/b/image", "n": 1}
+    assert _prune._publishable(report, "/b/image") == {
+        "profiles": ["<collection>/roles/kernel/files/o.yml"], "n": 1, "root": "<image>",
+        "warnings": ["absent from <image>/lib/firmware", "in <image>"]}

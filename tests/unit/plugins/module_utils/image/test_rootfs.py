@@ -27,11 +27,11 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fet
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs import Builder, build
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs_spec import (
+    ROOTFS_MANIFEST,
     Locked,
     RootfsSpec,
     lock_document,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._manifest import ROOTFS_MANIFEST
 from tests.fixtures.apkrepo import ARCH, RELEASE, BuiltPackage, Package, SigningKey, build_package, serve, write_repo
 
 

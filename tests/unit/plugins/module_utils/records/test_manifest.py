@@ -15,6 +15,10 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._err
     NetbootError,
     PathEscapeError,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs_spec import (
+    ROOTFS_MANIFEST,
+    read_rootfs_manifest,
+)
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records import _manifest as mf
 
 PACKAGES = [
@@ -30,7 +34,7 @@ def rootfs(tmp_path: Path, *, manifest: bool = True, kernels: tuple[str, ...] = 
         (root / "boot" / k).write_bytes(b"MZ kernel " + k.encode() * 100)
     (root / "lib/modules/6.18.56-0-virt").mkdir(parents=True)
     if manifest:
-        m = root / mf.ROOTFS_MANIFEST
+        m = root / ROOTFS_MANIFEST
         m.parent.mkdir(parents=True)
         m.write_text(json.dumps({"release": "3.23", "arch": "x86_64", "packages": PACKAGES,
                                  "source_date_epoch": 1765894768}))
@@ -42,9 +46,9 @@ def test_sde_rules(tmp_path: Path) -> None:
     assert mf.source_date_epoch(root, 42) == (42, "option")
     sde, why = mf.source_date_epoch(root)
     assert sde == 1765894768 and "newest package build_time" in why
-    (root / mf.ROOTFS_MANIFEST).write_text(json.dumps({"packages": [], "source_date_epoch": 7}))
+    (root / ROOTFS_MANIFEST).write_text(json.dumps({"packages": [], "source_date_epoch": 7}))
     assert mf.source_date_epoch(root)[0] == 7
-    (root / mf.ROOTFS_MANIFEST).unlink()
+    (root / ROOTFS_MANIFEST).unlink()
     with pytest.raises(ConfigError, match="set source_date_epoch"):
         mf.source_date_epoch(root)
     with pytest.raises(ConfigError, match="negative"):
@@ -184,13 +188,13 @@ def test_boot_artefact_per_node_initrd_and_paths(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", "\xff\xfe"])
 def test_a_damaged_rootfs_manifest_is_an_error_naming_the_file(tmp_path: Path, text: str) -> None:
     root = rootfs(tmp_path)
-    path = root / mf.ROOTFS_MANIFEST
+    path = root / ROOTFS_MANIFEST
     path.write_bytes(text.encode("latin-1"))
-    for read in (lambda: mf.read_rootfs_manifest(path), lambda: mf.source_date_epoch(root)):
+    for read in (lambda: read_rootfs_manifest(path), lambda: mf.source_date_epoch(root)):
         with pytest.raises(NetbootError, match=rf"rootfs manifest {path} .*; delete {path} and run the rootfs stage"):
             read()
     path.unlink()
-    assert mf.read_rootfs_manifest(path) is None
+    assert read_rootfs_manifest(path) is None
 
 
 def test_dist_refuses_a_boot_script_whose_digests_do_not_match(tmp_path: Path) -> None:

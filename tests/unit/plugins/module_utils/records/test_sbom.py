@@ -18,8 +18,8 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._err
     NetbootError,
     PathEscapeError,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs_spec import ROOTFS_MANIFEST
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records import _sbom
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._manifest import ROOTFS_MANIFEST
 
 BUSYBOX = """C:Q18TR4AbuWsapA0X+CI3w/T/AqRyU=
 P:busybox
