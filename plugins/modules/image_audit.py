@@ -77,7 +77,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._che
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import (
     atomic_write_bytes,
-    dump_json,
     read_or_none,
     write_if_changed,
 )
@@ -104,7 +103,7 @@ def main() -> None:
         role_modules = _noderoles.role_modules(p["node_roles"])
     report = _audit.audit(root, allow_private_keys=p["allow_private_keys"], role_modules=role_modules)
     doc = report.as_dict()
-    data = dump_json(doc)
+    data = _audit.AUDIT.dump(doc)
     errors = [f"{e['path']}: {e['detail']}" for e in doc["errors"]]
     if not report.passed:
         failed = p["failed_dest"] or p["dest"] + ".failed"

@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: MIT
 """Image audit: what must never ship on an unauthenticated TFTP server, and what would only break on the node.
 
-The findings (each names the file) and the report are README's "The image audit". The report is deterministic
-(sorted, no clocks).
+The findings (each names the file) and the report are README's "The image audit". The report (``AUDIT``: written
+by ``AUDIT.dump``, read by ``AUDIT.load``) is deterministic (sorted, no clocks).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image impor
     _kmod,
     _noderoles,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._record import Kind
 
-AUDIT_FORMAT = 1
+AUDIT = Kind("audit", 2, "audit")
 CHECKS = ("private_keys", "passwords", "world_writable", "authorized_keys", "elf_links", "role_modules")
 TMP_DIRS = ("tmp", "var/tmp", "run", "dev", "var/lock", "var/run")
 SKIP_ELF_DIRS = ("lib/modules", "lib/firmware", "usr/lib/firmware", "boot")
@@ -68,7 +69,6 @@ class AuditReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "format": AUDIT_FORMAT,
             "passed": self.passed,
             "checks": {c: {"passed": not any(e.check == c for e in self.errors),
                            "errors": sum(e.check == c for e in self.errors)} for c in CHECKS},

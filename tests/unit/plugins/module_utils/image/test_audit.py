@@ -3,10 +3,12 @@ tests/integration/test_audit.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _audit
 from tests.fixtures.audit import errors, tree
 
@@ -73,3 +75,13 @@ def test_role_module_missing_from_the_kernel_tree(tmp_path: Path) -> None:
     report = _audit.audit(root, role_modules={"storage": ["zfs"]})
     assert [(e.check, e.path) for e in report.errors] == [("role_modules", "/lib/modules/6.18.56-0-virt")]
     assert "role storage loads module zfs" in report.errors[0].detail
+
+
+def test_the_report_reads_back_and_an_old_format_is_refused(tmp_path: Path) -> None:
+    doc = _audit.audit(tree(tmp_path)).as_dict()
+    path = tmp_path / "audit.json"
+    path.write_bytes(_audit.AUDIT.dump(doc))
+    assert _audit.AUDIT.load(path) == {**doc, "format": "homelab.alpine_netboot/audit/2"}
+    path.write_text(json.dumps({**doc, "format": 1}))
+    with pytest.raises(ConfigError, match=rf"{path} has format 1, expected .*--tags audit"):
+        _audit.AUDIT.load(path)
