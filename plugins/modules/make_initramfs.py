@@ -17,8 +17,9 @@ description:
     no host device numbers. The same tree gives the same bytes whatever the file mtimes, the order on disk, the umask or the time zone."
   - Before compressing it checks that the kernel config (C(boot/config-*) in the tree or O(kernel_config)) has
     C(CONFIG_RD_ZSTD), C(CONFIG_RD_GZIP) or C(CONFIG_RD_XZ) for the chosen method.
-  - A digest of the plan (every path, mode, owner, clamped mtime, size, inode identity and the options) is kept in
-    O(stamp_file); when it matches and O(dest) is untouched, nothing is compressed and C(changed=false).
+  - Records the image in C(.<dest name>.json) beside O(dest) (compression, parts, sha256, the digest of the plan:
+    every path, mode, owner, clamped mtime, size, inode identity and the options); when the plan matches and O(dest)
+    is untouched, nothing is compressed and C(changed=false). The later stages read this record.
   - Optionally writes the early microcode cpio (uncompressed, C(kernel/x86/microcode/GenuineIntel.bin) first) to
     O(microcode_dest) and/or in front of O(dest).
 version_added: "0.1.0"
@@ -86,7 +87,7 @@ options:
     choices: [epoch, clamp]
     default: epoch
   stamp_file:
-    description: Where the digest of the last build is kept (default C(.<dest name>.stamp) next to O(dest)).
+    description: Ignored (the record beside O(dest) replaces the stamp); deprecated, removed in 1.0.0.
     type: path
   progress_log:
     description: A log file receiving a progress line (bytes in/out) every 2 seconds while compressing (C(tail -f)).
@@ -208,6 +209,9 @@ def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
     p = module.params
+    if p["stamp_file"]:
+        module.deprecate("stamp_file is ignored: the record beside dest replaces it", version="1.0.0",
+                         collection_name="homelab.alpine_netboot")
     exit_if_missing(module, p["root"], f"pack {p['root']} into {p['dest']}", "image", dest=p["dest"])
     with fail_on_error(module, commands=[]):
         spec = _compress.make_spec(p["compression"], p["level"], p["window_log"], p["threads"])
@@ -218,7 +222,7 @@ def main() -> None:
             extras=[*devices, *p["extra_files"]],
             src=p["root"],
             **{k: p[k] for k in ("dest", "source_date_epoch", "rootfs_manifest", "kernel_config", "microcode_dest",
-                                 "microcode_concat", "exclude", "owner", "mtime", "stamp_file", "progress_log")},
+                                 "microcode_concat", "exclude", "owner", "mtime", "progress_log")},
         )
         result = _initramfs.build_initramfs(req, check_mode=module.check_mode)
     result = stage_result(result, diff=module._diff, warn=module.warn)

@@ -78,7 +78,6 @@ def test_initramfs_is_bit_identical_whatever_mtimes_umask_and_tz(built: Built, t
             tags="initramfs",
             extravars={
                 "netboot_artefact_dir": str(tmp_path / "dist2"),
-                "initramfs_stamp_file": str(tmp_path / "stamp"),
                 "initramfs_progress_log": str(tmp_path / "progress.log"),
             },
         )

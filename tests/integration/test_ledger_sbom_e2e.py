@@ -130,7 +130,6 @@ def test_offline_rebuild_same_sbom_then_an_added_package_shows_in_the_delta(e2e_
         "netboot_build_dir": str(work / "build-2"),
         "netboot_dist_dir": str(work / "dist-2"),
         "alpine_lockfile": str(work / "alpine-lock-2.json"),
-        "initramfs_stamp_file": str(work / "build-2" / "initramfs.stamp"),
         "initramfs_progress_log": str(work / "build-2" / "initramfs.log"),
     }
     res = e2e_built.run(extravars={**second, "netboot_offline": True})

@@ -3,9 +3,9 @@
 """Build ``dist/initramfs`` (and the early microcode cpio) from an image tree: the logic of ``make_initramfs``.
 
 Flow: resolve SOURCE_DATE_EPOCH -> check the kernel config supports the compression -> plan the archive (tree +
-spec entries: ``/init``, device nodes) -> compare the plan's digest with the stamp of the last build (equal and the
+spec entries: ``/init``, device nodes) -> compare the plan's digest with the record of the last build (equal and the
 output untouched: nothing to do, no compression) -> else stream cpio -> compressor -> temp file, hash on the way,
-rename only if the bytes differ from the current file.
+rename only if the bytes differ from the current file -> write the record (``read_record`` is its one reader).
 """
 
 from __future__ import annotations
@@ -25,15 +25,14 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._err
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import (
     atomic_output,
     atomic_write_bytes,
-    dump_json,
-    read_json_object,
     sha256_file,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._kernel import find_kernel
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._manifest import source_date_epoch
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._record import Kind
 
 MICROCODE_PATH = "kernel/x86/microcode/GenuineIntel.bin"
-STAMP_FORMAT = 1
+RECORD = Kind("initramfs", 1, "initramfs")
 
 
 @dataclass
@@ -51,7 +50,6 @@ class InitramfsRequest:
     exclude: Sequence[str] = ()
     owner: str = "auto"
     mtime: str = "epoch"
-    stamp_file: str | None = None
     progress_log: str | None = None
 
 
@@ -154,11 +152,23 @@ def microcode_archive(blob: bytes, sde: int) -> bytes:
 # ------------------------------------------------------------------------------------------------------ build
 
 
-def _stamp_path(req: InitramfsRequest) -> str:
-    if req.stamp_file:
-        return req.stamp_file
-    d, n = os.path.split(os.path.abspath(req.dest))
-    return os.path.join(d, f".{n}.stamp")
+def record_path(image: str | os.PathLike[str]) -> Path:
+    """Where make_initramfs records the initramfs ``image`` (a hidden file beside it: not published)."""
+    return Path(image).with_name(f".{Path(image).name}.json")
+
+
+def read_record(image: str | os.PathLike[str]) -> dict[str, Any]:
+    """THE reader of the initramfs record: checked, and refused unless it describes ``image`` as it is now."""
+    rec = RECORD.load(record_path(image))
+    if _file_info(os.fspath(image)) != {"path": os.fspath(image), "sha256": rec["sha256"], "size": rec["size"]}:
+        raise ConfigError(f"{record_path(image)} does not describe {image} (rebuilt or changed since): rebuild it "
+                          f"(playbooks/build.yml --tags {RECORD.stage})")
+    return rec
+
+
+def record_spec(rec: Mapping[str, Any]) -> compress.CompressionSpec:
+    """The compression the record's initramfs was built with."""
+    return compress.CompressionSpec(**rec["compression"])
 
 
 def _file_info(path: str | None) -> dict[str, Any] | None:
@@ -186,13 +196,16 @@ def build_initramfs(req: InitramfsRequest, *, check_mode: bool = False) -> dict[
                                                             "intel-ucode.img")
     digest = plan.digest(
         {
-            "stamp": STAMP_FORMAT,
+            "stamp": 1,
             "compression": req.compression.describe(),
             "microcode": None if ucode_cpio is None else hashlib.sha256(ucode_cpio).hexdigest(),
             "concat": bool(req.microcode_concat and ucode_cpio),
         }
     )
-    stamp = read_json_object(_stamp_path(req)) or {}
+    try:
+        last = RECORD.load(record_path(req.dest))
+    except ConfigError:  # none, damaged or of another version: rebuild
+        last = {}
     before = _file_info(req.dest)
     before_ucode = _file_info(microcode_dest)
     result: dict[str, Any] = {
@@ -209,10 +222,10 @@ def build_initramfs(req: InitramfsRequest, *, check_mode: bool = False) -> dict[
         "diff": {"before": _describe(before, before_ucode), "after": ""},
     }
     up_to_date = (
-        stamp.get("plan") == digest
+        last.get("plan") == digest
         and before is not None
-        and stamp.get("sha256") == before["sha256"]
-        and (ucode_cpio is None or (before_ucode is not None and stamp.get("microcode_sha256") == before_ucode["sha256"]))
+        and last.get("sha256") == before["sha256"]
+        and (ucode_cpio is None or (before_ucode is not None and last.get("microcode_sha256") == before_ucode["sha256"]))
     )
     if up_to_date and before is not None:
         result.update(changed=False, compressed=False, sha256=before["sha256"], size=before["size"],
@@ -241,21 +254,27 @@ def _check_config(req: InitramfsRequest, src: str) -> tuple[Path | None, list[st
 
 def _rebuild(req: InitramfsRequest, plan: cpio.Plan, *, ucode: tuple[bytes | None, str | None], digest: str,
              before: dict[str, Any] | None, result: dict[str, Any]) -> dict[str, Any]:
-    """Write the microcode archive and the image, then the stamp; ``result`` completed with what was written."""
+    """Write the microcode archive and the image, then the record; ``result`` completed with what was written."""
     ucode_cpio, microcode_dest = ucode
     changed = False
     if ucode_cpio is not None and microcode_dest is not None:
         changed |= atomic_write_bytes(microcode_dest, ucode_cpio)
-    sha, size, progress = _write_image(req, plan, ucode_cpio if req.microcode_concat else None)
+    sha, size, parts, progress = _write_image(req, plan, ucode_cpio if req.microcode_concat else None)
     if before is None or before["sha256"] != sha:
         changed = True
     after = _file_info(req.dest)
     after_ucode = _file_info(microcode_dest)
     if after is None or after["sha256"] != sha:
         raise NetbootError(f"{req.dest} changed while it was being written (another build running?); run the build again")
-    stamp_data = {"format": STAMP_FORMAT, "plan": digest, "sha256": sha,
-                  "microcode_sha256": after_ucode["sha256"] if after_ucode else None}
-    atomic_write_bytes(_stamp_path(req), dump_json(stamp_data, indent=1, ensure_ascii=True))
+    spec = req.compression
+    atomic_write_bytes(record_path(req.dest), RECORD.dump({
+        "plan": digest, "sha256": sha, "size": size, "parts": parts, "entries": len(plan.entries),
+        "files": plan.file_count, "source_date_epoch": result["source_date_epoch"],
+        "compression": {"method": spec.method, "level": spec.level, "window_log": spec.window_log,
+                        "threads": spec.threads},
+        "microcode_sha256": after_ucode["sha256"] if after_ucode else None,
+        "microcode_size": after_ucode["size"] if after_ucode else None,
+    }))
     result.update(changed=changed, compressed=True, sha256=sha, size=size, microcode=after_ucode, progress=progress)
     result["diff"]["after"] = _describe(after, after_ucode)
     return result
@@ -270,9 +289,12 @@ def _describe(info: Mapping[str, Any] | None, ucode: Mapping[str, Any] | None) -
     return text
 
 
-def _write_image(req: InitramfsRequest, plan: cpio.Plan, prefix: bytes | None) -> tuple[str, int, list[str]]:
-    """Stream the image to a temp file next to ``dest``; rename over ``dest`` only when the bytes differ."""
+def _write_image(req: InitramfsRequest, plan: cpio.Plan,
+                 prefix: bytes | None) -> tuple[str, int, list[dict[str, Any]], list[str]]:
+    """Stream the image to a temp file next to ``dest``; rename over ``dest`` only when the bytes differ. Returns
+    its sha256, size, parts (offset, size, sha256; the cpio's unpacked size) and progress lines."""
     dest = os.path.abspath(req.dest)
+    parts: list[dict[str, Any]] = []
     with atomic_output(dest, only_if_changed=True) as raw:
         out = compress.HashingWriter(raw)
         progress = compress.Progress(req.progress_log, plan.archive_size(), out)
@@ -282,7 +304,12 @@ def _write_image(req: InitramfsRequest, plan: cpio.Plan, prefix: bytes | None) -
         )
         if prefix:
             out.write(prefix)
-        with compress.compressor(req.compression, cast(IO[bytes], out), plan.archive_size()) as comp:
+            parts.append({"part": "microcode", "offset": 0, "size": len(prefix), "unpacked_size": len(prefix),
+                          "sha256": hashlib.sha256(prefix).hexdigest()})
+        main = compress.HashingWriter(cast(IO[bytes], out))
+        with compress.compressor(req.compression, cast(IO[bytes], main), plan.archive_size()) as comp:
             written = cpio.write_newc(plan, comp, progress=progress)
         progress.close(written)
-    return out.sha256.hexdigest(), out.count, progress.lines
+    parts.append({"part": "cpio", "offset": out.count - main.count, "size": main.count, "unpacked_size": written,
+                  "sha256": main.sha256.hexdigest()})
+    return out.sha256.hexdigest(), out.count, parts, progress.lines

@@ -1,4 +1,4 @@
-"""_initramfs on small trees: the build / stamp / no-op decision, check mode, the kernel-config check messages, exclude
+"""_initramfs on small trees: the build / record / no-op decision, check mode, the kernel-config check messages, exclude
 globs, and the early microcode cpio (read back by GNU cpio). Real compressors and cpio, no downloaded material."""
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def request(tree: Path, tmp_path: Path, **kw: object) -> InitramfsRequest:
 # ---------------------------------------------------------------------------------------- build and no-op
 
 
-def test_first_build_writes_the_image_and_a_stamp_beside_it(tree: Path, tmp_path: Path) -> None:
+def test_first_build_writes_the_image_and_a_record_beside_it(tree: Path, tmp_path: Path) -> None:
     req = request(tree, tmp_path)
     res = build_initramfs(req)
     dest = Path(req.dest)
@@ -91,8 +91,15 @@ def test_first_build_writes_the_image_and_a_stamp_beside_it(tree: Path, tmp_path
     assert names[0] == "."
     assert {"init", "bin/sh", "bin/busybox", "etc/passwd", "boot/config-6.18.0-virt"} <= set(names)
     assert all(m.mtime == SDE for m in members(gzip.decompress(data)))
-    stamp = json.loads((dest.parent / ".initramfs.stamp").read_text())
-    assert stamp == {"format": 1, "plan": res["plan_digest"], "sha256": res["sha256"], "microcode_sha256": None}
+    rec = _initramfs.read_record(dest)
+    assert rec == json.loads((dest.parent / ".initramfs.json").read_text())
+    assert rec["format"] == "homelab.alpine_netboot/initramfs/1" and rec["plan"] == res["plan_digest"]
+    assert (rec["sha256"], rec["size"], rec["microcode_sha256"]) == (res["sha256"], len(data), None)
+    assert _initramfs.record_spec(rec) == make_spec("gzip", 1)
+    [part] = rec["parts"]
+    assert (part["offset"], part["size"], part["sha256"]) == (0, len(data), res["sha256"])
+    assert part["unpacked_size"] == len(gzip.decompress(data)) == res["uncompressed_size"]
+    assert (rec["entries"], rec["files"]) == (res["entries"], res["files"])
     assert res["source_date_epoch"] == SDE and res["source_date_epoch_source"] == "option"
     assert res["compression"] == "gzip -1" and res["warnings"] == []
 
@@ -136,14 +143,29 @@ def test_a_hand_edited_output_is_rebuilt(tree: Path, tmp_path: Path) -> None:
     assert again["diff"]["before"] == f"sha256: {hashlib.sha256(b'not what we built').hexdigest()}\nsize: 17\n"
 
 
-def test_a_lost_stamp_recompresses_but_reports_no_change(tree: Path, tmp_path: Path) -> None:
-    req = request(tree, tmp_path, stamp_file=str(tmp_path / "state" / "initramfs.stamp"))
+def test_a_lost_record_recompresses_but_reports_no_change(tree: Path, tmp_path: Path) -> None:
+    req = request(tree, tmp_path)
     first = build_initramfs(req)
-    assert (tmp_path / "state" / "initramfs.stamp").is_file()  # stamp_file is honoured
-    (tmp_path / "state" / "initramfs.stamp").write_text("{ damaged")
+    _initramfs.record_path(req.dest).write_text("{ damaged")
     again = build_initramfs(req)
     assert (again["changed"], again["compressed"], again["sha256"]) == (False, True, first["sha256"])
-    assert json.loads((tmp_path / "state" / "initramfs.stamp").read_text())["plan"] == first["plan_digest"]
+    assert _initramfs.read_record(req.dest)["plan"] == first["plan_digest"]
+
+
+def test_the_record_of_another_version_or_another_image_is_refused(tree: Path, tmp_path: Path) -> None:
+    req = request(tree, tmp_path)
+    build_initramfs(req)
+    path = _initramfs.record_path(req.dest)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "format": "homelab.alpine_netboot/initramfs/0"}))
+    with pytest.raises(ConfigError, match=rf"{path} has format .*initramfs/0.* --tags initramfs"):
+        _initramfs.read_record(req.dest)
+    build_initramfs(req)
+    Path(req.dest).write_bytes(b"other")
+    with pytest.raises(ConfigError, match=r"does not describe .* --tags initramfs"):
+        _initramfs.read_record(req.dest)
+    path.unlink()
+    with pytest.raises(ConfigError, match=r"no initramfs record at .* --tags initramfs"):
+        _initramfs.read_record(req.dest)
 
 
 def test_check_mode_reports_a_build_and_writes_nothing(tree: Path, tmp_path: Path) -> None:
@@ -197,7 +219,7 @@ def test_a_refused_rebuild_keeps_the_previous_image(tree: Path, tmp_path: Path) 
     with pytest.raises(ConfigError, match="CONFIG_RD_ZSTD"):
         build_initramfs(request(tree, tmp_path, compression=make_spec("zstd", 3)))
     assert Path(req.dest).read_bytes() == before
-    assert json.loads((Path(req.dest).parent / ".initramfs.stamp").read_text())["sha256"] == first["sha256"]
+    assert _initramfs.read_record(req.dest)["sha256"] == first["sha256"]
 
 
 def test_no_decompressor_at_all_suggests_none(tree: Path, tmp_path: Path) -> None:
@@ -321,6 +343,10 @@ def test_microcode_concat_prefixes_the_image(tree: Path, tmp_path: Path) -> None
     data = Path(req.dest).read_bytes()
     assert data.startswith(early) and (tmp_path / "elsewhere" / "ucode.cpio").read_bytes() == early
     assert "init" in gnu_cpio_list(gzip.decompress(data[len(early):]))
+    parts = _initramfs.read_record(req.dest)["parts"]
+    assert [(p["part"], p["offset"], p["size"]) for p in parts] == [("microcode", 0, len(early)),
+                                                                      ("cpio", len(early), len(data) - len(early))]
+    assert [p["sha256"] for p in parts] == [hashlib.sha256(b).hexdigest() for b in (early, data[len(early):])]
 
 
 @pytest.mark.parametrize(("value", "expect"), [
