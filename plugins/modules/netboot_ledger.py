@@ -14,8 +14,8 @@ description:
     Alpine package (owners from the image's C(lib/apk/db/installed)), a kernel-module directory
     (C(kernel/drivers/net)), a firmware directory, the overlay, or the files of no package (C(/init), generated
     files).
-  - Each group is compressed alone with the build's settings (O(compression), O(level), O(window_log),
-    O(threads)); the estimates are those sizes scaled to the real compressed size. The raw sum must be within
+  - Each group is compressed alone with the build's settings (those of the record make_initramfs wrote beside
+    O(image), unless O(compression) is given); the estimates are those sizes scaled to the real compressed size. The raw sum must be within
     10 % of the real size (recorded under C(estimate) in ledger.json).
   - Writes O(dest)/ledger.json (stable keys; C(total_compressed_bytes), C(packages) with C(name), C(version),
     C(unpacked_bytes), C(compressed_bytes_estimate), C(groups), C(delta) against the previous ledger.json, C(budgets)),
@@ -48,6 +48,19 @@ options:
   overlay_dir:
     description: The overlay directory; its files are counted as C(overlay).
     type: path
+  compression:
+    description: Overrides the compression of the initramfs record (with O(level), O(window_log), O(threads)).
+    type: str
+    choices: [zstd, gzip, xz, none]
+  level:
+    description: With O(compression), its level (default the method's).
+    type: int
+  window_log:
+    description: With O(compression) zstd, its long-distance window (2^N bytes).
+    type: int
+  threads:
+    description: With O(compression) zstd, its worker threads (default 0, one per CPU).
+    type: int
   kernel_args:
     aliases: [cmdline]
     description: Kernel command line of the nodes (C(initramfs_options=size=N%) and C(root=) change the minimum RAM).
@@ -71,7 +84,6 @@ options:
     default: 2
 extends_documentation_fragment:
   - homelab.alpine_netboot.netboot.kernel_identity
-  - homelab.alpine_netboot.netboot.compression
   - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
 attributes:
@@ -92,8 +104,6 @@ EXAMPLES = r"""
     image: /var/tmp/netboot/dist/initramfs
     rootfs: /var/tmp/netboot/build/image
     dest: /var/tmp/netboot/dist
-    level: 19
-    window_log: 27
     budget_image_bytes: 120000000
 """
 
@@ -146,7 +156,7 @@ ARGUMENT_SPEC = {
     "image": {"type": "path", "required": True},
     "dest": {"type": "path", "required": True},
     "microcode": {"type": "path"},
-    **COMPRESSION,
+    **{k: {o: v for o, v in spec.items() if o != "default"} for k, spec in COMPRESSION.items()},  # overrides
     "prune_report": {"type": "path"},
     "overlay_dir": {"type": "path"},
     "kernel_args": renamed("cmdline", type="str", default=DEFAULT_KERNEL_ARGS),
@@ -167,7 +177,8 @@ def main() -> None:
             image=Path(p["image"]),
             rootfs=Path(p["rootfs"]),
             dest=Path(p["dest"]),
-            spec=_compress.make_spec(p["compression"], p["level"], p["window_log"], p["threads"]),
+            spec=_compress.make_spec(p["compression"], p["level"], p["window_log"], p["threads"])
+            if p["compression"] else None,
             kernel=p["rootfs_kernel"] or None,
             microcode=Path(p["microcode"]) if p["microcode"] else None,
             prune_report=Path(p["prune_report"]) if p["prune_report"] else None,

@@ -147,14 +147,16 @@ class CountingSink(io.RawIOBase):
 
 
 class HashingWriter:
-    """A write-only file wrapper that hashes and counts what passes through."""
+    """A write-only file wrapper that hashes and counts what passes through (and keeps its first 32 bytes)."""
 
     def __init__(self, raw: IO[bytes]) -> None:
         self.raw = raw
         self.sha256 = hashlib.sha256()
         self.count = 0
+        self.head = b""
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        self.head += bytes(data[:32 - len(self.head)])
         self.sha256.update(data)
         self.count += len(data)
         self.raw.write(data)
@@ -283,6 +285,17 @@ class Decompressor(Protocol):
 def sniff(head: bytes) -> str | None:
     """``gzip``/``zstd``/``xz`` from the first bytes of a compressed stream, or None."""
     return next((method for magic, method in MAGIC if head.startswith(magic)), None)
+
+
+def decoder_window(method: str, head: bytes) -> int:
+    """The decoder's window (memory it needs on top of the output) for a member starting with ``head``."""
+    if method == "gzip":
+        return 32 * 1024
+    if method == "zstd":
+        import zstandard  # only needed here
+
+        return int(zstandard.get_frame_parameters(head).window_size)
+    return 64 << 20  # xz: upper bound (xz -9 dictionary); the header is not parsed
 
 
 def decompressor(method: str) -> Decompressor:

@@ -304,12 +304,14 @@ def _write_image(req: InitramfsRequest, plan: cpio.Plan,
         )
         if prefix:
             out.write(prefix)
-            parts.append({"part": "microcode", "offset": 0, "size": len(prefix), "unpacked_size": len(prefix),
-                          "sha256": hashlib.sha256(prefix).hexdigest()})
+            parts.append({"part": "microcode", "format": "cpio", "offset": 0, "size": len(prefix),
+                          "unpacked_size": len(prefix), "sha256": hashlib.sha256(prefix).hexdigest(), "window": 0})
         main = compress.HashingWriter(cast(IO[bytes], out))
         with compress.compressor(req.compression, cast(IO[bytes], main), plan.archive_size()) as comp:
             written = cpio.write_newc(plan, comp, progress=progress)
         progress.close(written)
-    parts.append({"part": "cpio", "offset": out.count - main.count, "size": main.count, "unpacked_size": written,
-                  "sha256": main.sha256.hexdigest()})
+    method = req.compression.method
+    parts.append({"part": "image", "format": "cpio" if method == "none" else method, "offset": out.count - main.count,
+                  "size": main.count, "unpacked_size": written, "sha256": main.sha256.hexdigest(),
+                  "window": 0 if method == "none" else compress.decoder_window(method, main.head)})
     return out.sha256.hexdigest(), out.count, parts, progress.lines

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """The RAM an image needs to get running: ``minimum_ram(kernel, initrds, cmdline)`` (kernel init size + compressed +
 unpacked initrds + decoder window, and the initramfs tmpfs cap of 50 % of RAM) and ``check_ram_limit``.
-Decompression is ``_compress``'s.
+Decompression is ``_compress``'s; an initrd with a make_initramfs record is not decompressed.
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _compress, _cpio, _cpioread
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _compress, _cpio, _cpioread, _initramfs
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._qemu import parse_memory
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common import _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
-
-_deps.lazy("zstandard")  # imported where used
 
 MIB = 1024 * 1024
 KERNEL_BASELINE = 48 * MIB  # kernel data structures, page tables, early userspace (measured order of magnitude)
@@ -54,19 +51,12 @@ def _chunks(fh: BinaryIO, first: bytes) -> Iterator[bytes]:
         yield chunk
 
 
-def _window(method: str, head: bytes) -> int:
-    """The decoder's window (memory it needs on top of the output) for a member starting with ``head``."""
-    if method == "gzip":
-        return 32 * 1024
-    if method == "zstd":
-        import zstandard  # only needed here
-
-        return int(zstandard.get_frame_parameters(head).window_size)
-    return 64 * MIB  # xz: upper bound (xz -9 dictionary); the header is not parsed
-
-
 def initrd_segments(path: Path) -> list[Segment]:
-    """Walk the concatenated archives of an initrd: compressed members and plain newc cpios."""
+    """The concatenated archives of an initrd (compressed members and plain newc cpios): the parts of its
+    make_initramfs record when it has one, else a walk of the file (decompressing it)."""
+    if _initramfs.record_path(path).is_file():
+        return [Segment(p["format"], p["size"], p["unpacked_size"], p["window"])
+                for p in _initramfs.read_record(path)["parts"]]
     segments: list[Segment] = []
     with open(path, "rb") as fh:
         pending = b""
@@ -87,7 +77,7 @@ def initrd_segments(path: Path) -> list[Segment]:
             rest = b""
             method = _compress.sniff(magic)
             if method is not None:
-                kind, window = method, _window(method, pending)
+                kind, window = method, _compress.decoder_window(method, pending)
                 unpacked, consumed, rest = _compress.drain(_compress.decompressor(method), _chunks(fh, pending))
             elif magic in _cpio.MAGICS:
                 kind = "cpio"

@@ -29,6 +29,7 @@ from typing import IO, Any, BinaryIO, cast
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _compress as compress
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _cpio as cpio
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _cpioread as cpioread
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _initramfs
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._minram import minimum_ram
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common import _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
@@ -367,7 +368,7 @@ class LedgerRequest:
     image: Path  # dist/initramfs
     rootfs: Path  # the image tree (kernel, apk database fallback)
     dest: Path  # dist/
-    spec: compress.CompressionSpec
+    spec: compress.CompressionSpec | None = None  # None: the compression the initramfs record names
     kernel: str | None = None
     microcode: Path | None = None  # dist/intel-ucode.img when a node loads it first
     prune_report: Path | None = None
@@ -382,12 +383,13 @@ def _sha(path: Path | None) -> str | None:
 
 
 def _new_ledger(req: LedgerRequest, kernel: Path, microcode: Path | None, *, report_path: Path | None,
-                image_sha: str | None, digest: str, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+                spec: compress.CompressionSpec, image_sha: str | None, digest: str,
+                previous: Mapping[str, Any] | None) -> dict[str, Any]:
     """Measure the image; add what a node downloads and needs, what prune_kernel removed and the delta."""
     artefacts = {"vmlinuz": kernel.stat().st_size, req.image.name: req.image.stat().st_size}
     if microcode is not None:
         artefacts[microcode.name] = microcode.stat().st_size
-    ledger = measure(Measure(image=req.image, spec=req.spec, apk_db_root=req.rootfs, overlay_dir=req.overlay_dir,
+    ledger = measure(Measure(image=req.image, spec=spec, apk_db_root=req.rootfs, overlay_dir=req.overlay_dir,
                              spool_dir=req.spool_dir))
     ram = minimum_ram(kernel, [p for p in (microcode, req.image) if p is not None], req.cmdline)
     report = read_report(report_path)
@@ -423,9 +425,10 @@ def build_ledger(req: LedgerRequest, *, check_mode: bool = False) -> dict[str, A
     microcode = req.microcode if req.microcode is not None and req.microcode.is_file() else None
     report_path = req.prune_report if req.prune_report is not None and req.prune_report.is_file() else None
     image_sha = _sha(req.image)
+    spec = req.spec or _initramfs.record_spec(_initramfs.read_record(req.image))
     digest = inputs_digest({
         "format": LEDGER_FORMAT, "image": image_sha, "kernel": _sha(kernel), "microcode": _sha(microcode),
-        "compression": req.spec.describe(), "prune_report": _sha(report_path),
+        "compression": spec.describe(), "prune_report": _sha(report_path),
         "overlay": sorted(overlay_files(req.overlay_dir)), "cmdline": req.cmdline, "tolerance": TOLERANCE,
     })
     paths = {n: req.dest / n for n in (JSON_NAME, MD_NAME, SVG_NAME)}
@@ -433,8 +436,8 @@ def build_ledger(req: LedgerRequest, *, check_mode: bool = False) -> dict[str, A
     if previous is not None and previous.get("inputs_digest") == digest and all(p.is_file() for p in paths.values()):
         ledger, changed = previous, False
     else:
-        ledger = _new_ledger(req, kernel, microcode, report_path=report_path, image_sha=image_sha, digest=digest,
-                             previous=previous)
+        ledger = _new_ledger(req, kernel, microcode, report_path=report_path, spec=spec, image_sha=image_sha,
+                             digest=digest, previous=previous)
         blobs = {JSON_NAME: dump_json(ledger, indent=1), MD_NAME: render.render_markdown(ledger).encode(),
                  SVG_NAME: render.render_svg(ledger)}
         written = [write_if_changed(paths[n], b, check_mode=check_mode) for n, b in blobs.items()]  # every file

@@ -1,5 +1,5 @@
 """minimum_ram without downloaded material: the initrd walk (gzip/zstd/xz members and plain cpios, decompressed by
-_compress), the bzImage header, the tmpfs cap and the ram_limit check. The real kernel is in
+_compress), the bzImage header, an initramfs measured from its record, the tmpfs cap and the ram_limit check. The real kernel is in
 tests/integration/test_minram.py."""
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _initramfs
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._compress import make_spec
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._minram import (
     KERNEL_BASELINE,
     MIB,
@@ -87,3 +89,21 @@ def test_check_ram_limit_names_the_need_and_the_limit() -> None:
         check_ram_limit(ram, "256M")
     with pytest.raises(ConfigError, match="memory 'lots'"):
         check_ram_limit(ram, "lots")
+
+
+@pytest.mark.parametrize("spec", [("gzip", 1, None), ("zstd", 3, 20), ("xz", 1, None), ("none", None, None)])
+def test_an_initramfs_with_a_record_is_measured_from_it_as_the_walk_would(
+        tmp_path: Path, spec: tuple[str, int | None, int | None]) -> None:
+    """make_initramfs's record gives the segments a walk of the file gives (microcode concatenated in front)."""
+    (tmp_path / "root/etc").mkdir(parents=True)
+    (tmp_path / "root/etc/data").write_bytes(os.urandom(50_000) + b"\0" * 200_000)
+    (tmp_path / "config").write_text("CONFIG_RD_GZIP=y\nCONFIG_RD_ZSTD=y\nCONFIG_RD_XZ=y\n")
+    ucode = (1).to_bytes(4, "little") * 2 + bytes(12) + (1).to_bytes(4, "little") + bytes(2024)
+    (tmp_path / "ucode.bin").write_bytes(ucode)
+    dest = tmp_path / "dist" / "initramfs"
+    _initramfs.build_initramfs(_initramfs.InitramfsRequest(
+        src=str(tmp_path / "root"), dest=str(dest), compression=make_spec(*spec), source_date_epoch=0,
+        kernel_config=str(tmp_path / "config"), microcode=[str(tmp_path / "ucode.bin")], microcode_concat=True))
+    recorded = initrd_segments(dest)
+    _initramfs.record_path(dest).unlink()
+    assert recorded == initrd_segments(dest) and [s.kind for s in recorded] == ["cpio", spec[0].replace("none", "cpio")]
