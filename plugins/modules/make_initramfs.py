@@ -17,7 +17,7 @@ description:
     no host device numbers. The same tree gives the same bytes whatever the file mtimes, the order on disk, the umask or the time zone."
   - Before compressing it checks that the kernel config (C(boot/config-*) in the tree or O(kernel_config)) has
     C(CONFIG_RD_ZSTD), C(CONFIG_RD_GZIP) or C(CONFIG_RD_XZ) for the chosen method.
-  - Records the image in C(.<dest name>.json) beside O(dest) (compression, parts, sha256, the digest of the plan:
+  - Records the image in C(.<dest name>.json) beside O(dest) (compression, parts, sha256, the digest of the plan -
     every path, mode, owner, clamped mtime, size, inode identity and the options); when the plan matches and O(dest)
     is untouched, nothing is compressed and C(changed=false). The later stages read this record.
   - Optionally writes the early microcode cpio (uncompressed, C(kernel/x86/microcode/GenuineIntel.bin) first) to
@@ -210,8 +210,7 @@ def main() -> None:
     fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
     p = module.params
     if p["stamp_file"]:
-        module.deprecate("stamp_file is ignored: the record beside dest replaces it", version="1.0.0",
-                         collection_name="homelab.alpine_netboot")
+        module.deprecate("stamp_file is ignored (see the record)", version="1.0.0", collection_name="homelab.alpine_netboot")
     exit_if_missing(module, p["root"], f"pack {p['root']} into {p['dest']}", "image", dest=p["dest"])
     with fail_on_error(module, commands=[]):
         spec = _compress.make_spec(p["compression"], p["level"], p["window_log"], p["threads"])

@@ -14,9 +14,9 @@ description:
     Alpine package (owners from the image's C(lib/apk/db/installed)), a kernel-module directory
     (C(kernel/drivers/net)), a firmware directory, the overlay, or the files of no package (C(/init), generated
     files).
-  - Each group is compressed alone with the build's settings (those of the record make_initramfs wrote beside
-    O(image), unless O(compression) is given); the estimates are those sizes scaled to the real compressed size. The raw sum must be within
-    10 % of the real size (recorded under C(estimate) in ledger.json).
+  - Each group is compressed alone with the build's settings (the record make_initramfs wrote beside O(image), or
+    O(compression), O(level), O(window_log), O(threads) when O(compression) is given); the estimates are those sizes
+    scaled to the real compressed size. The raw sum must be within 10 % of the real size (recorded under C(estimate) in ledger.json).
   - Writes O(dest)/ledger.json (stable keys; C(total_compressed_bytes), C(packages) with C(name), C(version),
     C(unpacked_bytes), C(compressed_bytes_estimate), C(groups), C(delta) against the previous ledger.json, C(budgets)),
     O(dest)/ledger.md and O(dest)/ledger.svg (a sorted bar chart drawn with matplotlib).
@@ -49,18 +49,9 @@ options:
     description: The overlay directory; its files are counted as C(overlay).
     type: path
   compression:
-    description: Overrides the compression of the initramfs record (with O(level), O(window_log), O(threads)).
-    type: str
-    choices: [zstd, gzip, xz, none]
-  level:
-    description: With O(compression), its level (default the method's).
-    type: int
-  window_log:
-    description: With O(compression) zstd, its long-distance window (2^N bytes).
-    type: int
+    default: null
   threads:
-    description: With O(compression) zstd, its worker threads (default 0, one per CPU).
-    type: int
+    default: null
   kernel_args:
     aliases: [cmdline]
     description: Kernel command line of the nodes (C(initramfs_options=size=N%) and C(root=) change the minimum RAM).
@@ -84,6 +75,7 @@ options:
     default: 2
 extends_documentation_fragment:
   - homelab.alpine_netboot.netboot.kernel_identity
+  - homelab.alpine_netboot.netboot.compression
   - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
 attributes:

@@ -14,7 +14,7 @@ import hashlib
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -166,11 +166,6 @@ def read_record(image: str | os.PathLike[str]) -> dict[str, Any]:
     return rec
 
 
-def record_spec(rec: Mapping[str, Any]) -> compress.CompressionSpec:
-    """The compression the record's initramfs was built with."""
-    return compress.CompressionSpec(**rec["compression"])
-
-
 def _file_info(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None
@@ -203,8 +198,8 @@ def build_initramfs(req: InitramfsRequest, *, check_mode: bool = False) -> dict[
         }
     )
     try:
-        last = RECORD.load(record_path(req.dest))
-    except ConfigError:  # none, damaged or of another version: rebuild
+        last = read_record(req.dest)
+    except ConfigError:  # none, damaged, of another version or of other bytes: rebuild
         last = {}
     before = _file_info(req.dest)
     before_ucode = _file_info(microcode_dest)
@@ -221,12 +216,8 @@ def build_initramfs(req: InitramfsRequest, *, check_mode: bool = False) -> dict[
         "warnings": warnings,
         "diff": {"before": _describe(before, before_ucode), "after": ""},
     }
-    up_to_date = (
-        last.get("plan") == digest
-        and before is not None
-        and last.get("sha256") == before["sha256"]
-        and (ucode_cpio is None or (before_ucode is not None and last.get("microcode_sha256") == before_ucode["sha256"]))
-    )
+    up_to_date = last.get("plan") == digest and (ucode_cpio is None or (
+        before_ucode is not None and last.get("microcode_sha256") == before_ucode["sha256"]))
     if up_to_date and before is not None:
         result.update(changed=False, compressed=False, sha256=before["sha256"], size=before["size"],
                       microcode=before_ucode, progress=[])
@@ -266,14 +257,10 @@ def _rebuild(req: InitramfsRequest, plan: cpio.Plan, *, ucode: tuple[bytes | Non
     after_ucode = _file_info(microcode_dest)
     if after is None or after["sha256"] != sha:
         raise NetbootError(f"{req.dest} changed while it was being written (another build running?); run the build again")
-    spec = req.compression
     atomic_write_bytes(record_path(req.dest), RECORD.dump({
         "plan": digest, "sha256": sha, "size": size, "parts": parts, "entries": len(plan.entries),
         "files": plan.file_count, "source_date_epoch": result["source_date_epoch"],
-        "compression": {"method": spec.method, "level": spec.level, "window_log": spec.window_log,
-                        "threads": spec.threads},
-        "microcode_sha256": after_ucode["sha256"] if after_ucode else None,
-        "microcode_size": after_ucode["size"] if after_ucode else None,
+        "compression": asdict(req.compression), "microcode_sha256": after_ucode["sha256"] if after_ucode else None,
     }))
     result.update(changed=changed, compressed=True, sha256=sha, size=size, microcode=after_ucode, progress=progress)
     result["diff"]["after"] = _describe(after, after_ucode)

@@ -425,7 +425,7 @@ def build_ledger(req: LedgerRequest, *, check_mode: bool = False) -> dict[str, A
     microcode = req.microcode if req.microcode is not None and req.microcode.is_file() else None
     report_path = req.prune_report if req.prune_report is not None and req.prune_report.is_file() else None
     image_sha = _sha(req.image)
-    spec = req.spec or _initramfs.record_spec(_initramfs.read_record(req.image))
+    spec = req.spec or compress.CompressionSpec(**_initramfs.read_record(req.image)["compression"])
     digest = inputs_digest({
         "format": LEDGER_FORMAT, "image": image_sha, "kernel": _sha(kernel), "microcode": _sha(microcode),
         "compression": spec.describe(), "prune_report": _sha(report_path),
