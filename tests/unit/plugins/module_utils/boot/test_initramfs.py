@@ -344,8 +344,8 @@ def test_microcode_concat_prefixes_the_image(tree: Path, tmp_path: Path) -> None
     assert data.startswith(early) and (tmp_path / "elsewhere" / "ucode.cpio").read_bytes() == early
     assert "init" in gnu_cpio_list(gzip.decompress(data[len(early):]))
     parts = _initramfs.read_record(req.dest)["parts"]
-    assert [(p["part"], p["offset"], p["size"]) for p in parts] == [("microcode", 0, len(early)),
-                                                                      ("image", len(early), len(data) - len(early))]
+    expect = [("microcode", 0, len(early)), ("image", len(early), len(data) - len(early))]
+    assert [(p["part"], p["offset"], p["size"]) for p in parts] == expect
     assert [p["sha256"] for p in parts] == [hashlib.sha256(b).hexdigest() for b in (early, data[len(early):])]
 
 
