@@ -27,7 +27,7 @@ description:
     C(netboot: <file> from <server> failed its sha256 check: got <x> expected <y>), fetches that server's images once
     more, then tries the next server, then the failsafe menu - it never boots bytes that failed a check. An iPXE
     without the command prints C(netboot: this iPXE has no sha256sum command: booting unchecked) and boots.
-    The digests are also recorded beside O(dest) (C(.boot.ipxe.sha256.json)), where
+    The digests are also recorded beside O(dest) in its boot record (C(boot.ipxe.json)), where
     M(homelab.alpine_netboot.netboot_dist) checks them against the files it publishes.
   - Written to a temporary name and renamed; identical output reports C(changed=false).
 version_added: "0.1.0"
@@ -137,8 +137,9 @@ nodes:
   elements: dict
 artefacts:
   description: Every file the script fetches (relative to the boot server URL) -> what names it (C(kernel),
-    C(microcode), C(initramfs), C(initrd of host NAME)). Also recorded beside O(dest) (C(.boot.ipxe.artefacts.json),
-    not published), where M(homelab.alpine_netboot.netboot_dist) checks that it publishes each.
+    C(microcode), C(initramfs), C(initrd of host NAME)). Also recorded in the boot record beside O(dest) (C(boot.ipxe.json), published with
+    the script, with what renders it again), where M(homelab.alpine_netboot.netboot_dist) checks that it publishes
+    each.
   returned: always
   type: dict
 digests:
@@ -157,7 +158,6 @@ commands:
   elements: str
 """
 
-import json
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
@@ -167,8 +167,10 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe 
     ScriptSpec,
     apply_write,
     artefact_digests,
+    boot_record,
     build_context,
     plan_write,
+    record_path,
     render,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
@@ -177,8 +179,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import KERNEL_IDENTITY, NODES
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._manifest import (
     BOOT_ARTEFACT_FIX,
-    boot_digests_record,
-    boot_record,
     find_kernel,
 )
 
@@ -232,20 +232,11 @@ def main() -> None:
             # check mode only: a placeholder for what does not exist yet (nothing is written)
             spec.digests = {name: digests.get(name, "0" * 64) for name in context["artefacts"]}  # type: ignore[attr-defined]
         plan = plan_write(p["dest"], render(spec, p["template"]))
-        record = boot_record(plan.dest)
-        fetched = json.dumps(context["artefacts"], sort_keys=True).encode() + b"\n"
-        stale = write_if_changed(record, fetched, check_mode=module.check_mode)
         if not module.check_mode:
             apply_write(plan)
         # after the script: a record never promises the dist stage more than the script on disk checks
-        sums = boot_digests_record(plan.dest)
-        if digests:
-            stale = write_if_changed(sums, json.dumps(digests, indent=1, sort_keys=True).encode() + b"\n",
-                                     check_mode=module.check_mode) or stale
-        elif sums.exists():  # a script without checks: no digests for the dist stage to hold it to
-            stale = True
-            if not module.check_mode:
-                sums.unlink()
+        stale = write_if_changed(record_path(plan.dest), boot_record(spec, p["template"]),
+                                 check_mode=module.check_mode)
     nodes = [
         {"name": n.name, "mac": n.mac, "hostname": n.hostname, "role": n.role, "kernel_args": n.kernel_args,
          "initrd": n.initrd}

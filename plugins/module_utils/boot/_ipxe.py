@@ -17,11 +17,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common import _deps, _shipped
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import atomic_write_bytes, sha256_file
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._record import Kind
 
 try:
     import jinja2
@@ -383,19 +385,56 @@ def default_template() -> Path:
     return path
 
 
-def render(spec: ScriptSpec, template: str | os.PathLike[str] | None = None) -> str:
-    """Render the script from ``template`` (a path; default: the installed collection's ``boot.ipxe.j2``)."""
+def _template(template: str | os.PathLike[str] | None) -> tuple[Path, str]:
     path = Path(template) if template else default_template()
     try:
-        source = path.read_text()
+        return path, path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read iPXE template {path}: {exc.strerror}") from exc
+
+
+BOOT_RECORD = Kind("boot", 1, "ipxe")
+
+
+def record_path(script: str | os.PathLike[str]) -> Path:
+    """The boot record beside the script ``script`` (``boot.ipxe.json``): published to dist/ with it."""
+    return Path(script).with_name(f"{Path(script).name}.json")
+
+
+def boot_record(spec: ScriptSpec, template: str | os.PathLike[str] | None = None) -> bytes:
+    """The record of the script ``spec`` renders: the files it fetches (name -> what names it) and what renders it
+    again (``spec``, with the sha256 it checks, and the template's text)."""
+    body = {**vars(spec), "nodes": [dict(n) for n in spec.nodes], "extra": dict(spec.extra)}
+    return BOOT_RECORD.dump({"artefacts": build_context(spec)["artefacts"], "spec": body,
+                             "template": _template(template)[1]})
+
+
+def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The boot record at ``path`` (``record_path``), checked: the one reader of it (dist, deploy)."""
+    record = BOOT_RECORD.load(path)
+    spec, names = record.get("spec"), set(ScriptSpec.__dataclass_fields__)
+    if (not isinstance(record.get("artefacts"), dict) or not isinstance(spec, dict) or set(spec) != names
+            or not isinstance(record.get("template"), str)):
+        raise ConfigError(f"{os.fspath(path)} is not a boot record (artefacts, spec, template): rebuild it "
+                          f"(playbooks/build.yml --tags {BOOT_RECORD.stage})")
+    return record
+
+
+def render(source: ScriptSpec | Mapping[str, Any], template: str | os.PathLike[str] | None = None, *,
+           base: Callable[[str], str] = str) -> str:
+    """boot.ipxe's text from a spec and ``template`` (a path; default: the installed collection's ``boot.ipxe.j2``),
+    or from a boot record (``read_record``) alone; ``base`` gives each boot server URL's ``set base`` value."""
+    if isinstance(source, ScriptSpec):
+        path, text = _template(template)
+        spec = source
+    else:
+        path, text, spec = Path("(boot record)"), source["template"], ScriptSpec(**source["spec"])
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
         autoescape=False,
     )
     try:
-        text = env.from_string(source).render(**build_context(spec))
+        text = env.from_string(text).render(**build_context(spec), base=base)
     except jinja2.TemplateError as exc:
         raise ConfigError(f"iPXE template {path}: {exc}") from exc
     if not text.startswith("#!ipxe"):

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _ipxe
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import (
     ConfigError,
     NetbootError,
@@ -23,7 +24,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs 
     atomic_write_bytes,
     dump_json,
     load_json_object,
-    read_json_object,
     read_or_none,
     remove_dead_temps,
     sha256_file,
@@ -208,16 +208,6 @@ def _load_reports(reports: Mapping[str, str]) -> tuple[dict[str, Any], list[str]
     return out, warnings
 
 
-def boot_record(script: str | os.PathLike[str]) -> Path:
-    """Where ipxe_script records what the boot script ``script`` fetches (a hidden file beside it: not published)."""
-    return Path(script).with_name(f".{Path(script).name}.artefacts.json")
-
-
-def boot_digests_record(script: str | os.PathLike[str]) -> Path:
-    """Where ipxe_script records the sha256 the boot script ``script`` checks per fetched file (hidden: not published)."""
-    return Path(script).with_name(f".{Path(script).name}.sha256.json")
-
-
 def mismatched_boot_digests(script: str | os.PathLike[str], digests: Mapping[str, object],
                             files: Mapping[str, Path]) -> list[str]:
     """One message per file the boot script checks whose sha256 differs from the file about to be published: the
@@ -275,7 +265,7 @@ def build_dist(
     kernel, manifest.json and SHA256SUMS, built in ``<dest>.new-<pid>`` beside ``dest`` and swapped in by one rename;
     nothing happens when ``dest`` already holds exactly that, and ``dest`` stays intact when anything fails first.
 
-    ``src``/``boot_script`` (when given) must exist and fetch only files this publishes (its record, ``boot_record``,
+    ``src``/``boot_script`` (when given) must exist and fetch only files this publishes (its boot record, ``_ipxe.read_record``,
     written by ipxe_script); otherwise nothing is published and the error names the file and the setting to fix.
     Returns the module result: ``changed``, ``artefacts`` (name -> size, sha256), ``manifest``, ``diff``, ``warnings``.
     """
@@ -320,15 +310,15 @@ def build_dist(
 
 
 def _boot_script_problems(src: str, boot_script: str, kernel_name: str, files: Mapping[str, Path]) -> list[str]:
-    """Why the boot script cannot be published: it must fetch only files published here (its record, written by
-    ipxe_script), and the sha256 it checks before booting must be the published files'."""
+    """Why the boot script cannot be published: it must fetch only files published here (its boot record, written
+    by ipxe_script), and the sha256 it checks before booting must be the published files'."""
     script = Path(src, boot_script)
-    fetched = read_json_object(boot_record(script)) if script.is_file() else None
-    problems = (missing_boot_artefacts(src, fetched, kernel_name) if fetched is not None else
-                [f"{script} or its record {boot_record(script).name} is missing or unreadable: render it "
-                 "(playbooks/build.yml --tags ipxe)"])
-    digests = read_json_object(boot_digests_record(script)) if script.is_file() else None
-    return problems + (mismatched_boot_digests(script, digests, files) if digests is not None else [])
+    record = _ipxe.record_path(script)
+    if not script.is_file() or not record.is_file():
+        return [f"{script} or its record {record.name} is missing: render it (playbooks/build.yml --tags ipxe)"]
+    data = _ipxe.read_record(record)
+    return (missing_boot_artefacts(src, data["artefacts"], kernel_name)
+            + mismatched_boot_digests(script, data["spec"]["digests"] or {}, files))
 
 
 def _artefact_infos(src: str, artefacts: Sequence[str] | None, kernel_name: str,

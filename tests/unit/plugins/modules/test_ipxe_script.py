@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _ipxe
 from tests.fixtures.module import run_module as _run_module
 
 
@@ -81,11 +81,12 @@ def test_failed_render_keeps_the_previous_script(tmp_path: Path, args: dict[str,
 def test_what_the_script_fetches_is_recorded_beside_it(tmp_path: Path, args: dict[str, object]) -> None:
     dest = Path(str(args["dest"]))
     rc, res = run_module(tmp_path, {**args, "microcode": "intel-ucode.img"})
-    record = json.loads((dest.parent / ".boot.ipxe.artefacts.json").read_text())
-    assert rc == 0 and record == res["artefacts"] and record["intel-ucode.img"] == "microcode"
-    (dest.parent / ".boot.ipxe.artefacts.json").unlink()  # an older build's artefact dir: the record is written
+    record = _ipxe.read_record(dest.parent / "boot.ipxe.json")
+    assert rc == 0 and record["artefacts"] == res["artefacts"] and record["artefacts"]["intel-ucode.img"] == "microcode"
+    assert _ipxe.render(record) == dest.read_text()  # the record renders the script again
+    (dest.parent / "boot.ipxe.json").unlink()  # an older build's artefact dir: the record is written
     rc, res = run_module(tmp_path, {**args, "microcode": "intel-ucode.img"})
-    assert rc == 0 and res["changed"] is True and (dest.parent / ".boot.ipxe.artefacts.json").is_file()
+    assert rc == 0 and res["changed"] is True and (dest.parent / "boot.ipxe.json").is_file()
 
 
 @pytest.mark.parametrize(
@@ -139,7 +140,7 @@ def test_digests_of_the_built_files_go_into_the_script_and_beside_it(tmp_path: P
     text = (art / "boot.ipxe").read_text()
     assert f"set check_want {want['vmlinuz']}" in text and f"set check_want {want['initramfs']}" in text
     assert f"set node_initrd_sha256 {want['nodes/a.img']}" in text
-    assert json.loads((art / ".boot.ipxe.sha256.json").read_text()) == want
+    assert _ipxe.read_record(art / "boot.ipxe.json")["spec"]["digests"] == want
     rc, res = run_module(tmp_path, full)
     assert rc == 0 and res["changed"] is False
     # a new initramfs: a new digest
@@ -147,7 +148,7 @@ def test_digests_of_the_built_files_go_into_the_script_and_beside_it(tmp_path: P
     rc, res = run_module(tmp_path, full)
     assert rc == 0 and res["changed"] is True and hashlib.sha256(b"initramfs bytes 2").hexdigest() in (
         art / "boot.ipxe").read_text()
-    # rendered without the files (no artefact_dir): no checks, and no digests record left for dist to hold it to
+    # rendered without the files (no artefact_dir): no checks, and no digests in the record for dist to hold it to
     rc, res = run_module(tmp_path, {**args, "dest": str(art / "boot.ipxe")})
     assert rc == 0 and res["changed"] is True and "sha256sum" not in (art / "boot.ipxe").read_text()
-    assert not (art / ".boot.ipxe.sha256.json").exists()
+    assert _ipxe.read_record(art / "boot.ipxe.json")["spec"]["digests"] is None

@@ -13,11 +13,14 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe 
     UNCHECKED_MARKER,
     ScriptSpec,
     apply_write,
+    boot_record,
     build_context,
     cattle_hostname,
     normalise_mac,
     parse_nodes,
     plan_write,
+    read_record,
+    record_path,
     render,
     validate_urls,
 )
@@ -250,3 +253,38 @@ def test_secure_boot_refuses_what_a_signed_uki_cannot_carry(extra: dict[str, str
     nodes = [{"name": "n100-01", "mac": "AA-BB-CC-00-00-01", **extra}]
     with pytest.raises(ConfigError, match=match):
         build_context(spec(nodes=nodes, uki="netboot.efi"))
+
+
+def test_boot_record_round_trip_renders_the_script_again(tmp_path: Path) -> None:
+    digests = {n: f"{i:064x}" for i, n in enumerate(("vmlinuz", "initramfs", "alpha.cpio"))}
+    built = spec(digests=digests, extra={"site": "lab"})
+    path = record_path(tmp_path / "boot.ipxe")
+    path.write_bytes(boot_record(built))
+    record = read_record(path)
+    assert path.name == "boot.ipxe.json" and record["format"] == "homelab.alpine_netboot/boot/1"
+    assert record["artefacts"] == {"vmlinuz": "kernel", "initramfs": "initramfs", "alpha.cpio": "initrd of host n100-01"}
+    assert record["spec"]["digests"] == digests and record["spec"]["boot_server_url"] == built.boot_server_url
+    assert render(record) == render(built)
+    assert boot_record(ScriptSpec(**record["spec"])) == path.read_bytes()
+
+
+def test_generation_script_from_the_record_equals_the_set_base_rewrite(tmp_path: Path) -> None:
+    from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploydist import generation_script
+
+    gen = "g-0123456789ab"
+    built = spec(boot_server_url=["tftp://192.168.88.1/", "http://192.168.88.10:8080"])
+    path = record_path(tmp_path / "boot.ipxe")
+    path.write_bytes(boot_record(built))
+    into = render(read_record(path), base=lambda url: f"{url}/{gen}" if url.startswith("tftp://") else url)
+    regex = generation_script(render(built), gen)
+    assert regex.replace(f"# homelab.alpine_netboot generation {gen}: artefact URLs point into the generation "
+                         f"directory.\nset netboot_generation {gen}\n", "") == into
+
+
+@pytest.mark.parametrize("raw", ['{"initramfs": "initramfs"}', '{"format": "homelab.alpine_netboot/boot/0"}',
+                                 '{"format": "homelab.alpine_netboot/boot/1", "spec": {}}'])
+def test_an_old_boot_record_is_refused_naming_the_file_and_the_stage(tmp_path: Path, raw: str) -> None:
+    path = tmp_path / "boot.ipxe.json"
+    path.write_text(raw)
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))} .*--tags ipxe"):
+        read_record(path)

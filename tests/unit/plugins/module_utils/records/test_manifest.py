@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _ipxe
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import (
     ConfigError,
     NetbootError,
@@ -62,8 +63,15 @@ def artefacts(tmp_path: Path) -> Path:
     (src / "initramfs").write_bytes(b"\x28\xb5\x2f\xfd fake")
     (src / "boot.ipxe").write_text("#!ipxe\n")
     (src / "nodes/a.img").write_bytes(b"a")  # a node initrd: published, not listed in the manifest
-    (src / ".boot.ipxe.artefacts.json").write_text('{"initramfs": "initramfs", "vmlinuz": "kernel"}')  # hidden
+    boot_record(src)
     return src
+
+
+def boot_record(src: Path, **spec: object) -> None:
+    """ipxe_script's boot record of ``src``/boot.ipxe (published with it): ``spec``, the ScriptSpec fields."""
+    template = src.parent / "boot.ipxe.j2"
+    template.write_text("#!ipxe\n")
+    (src / "boot.ipxe.json").write_bytes(_ipxe.boot_record(_ipxe.ScriptSpec("tftp://10.0.0.1", **spec), template))
 
 
 def test_dist_manifest_and_sums(tmp_path: Path) -> None:
@@ -76,17 +84,18 @@ def test_dist_manifest_and_sums(tmp_path: Path) -> None:
     res = mf.build_dist(**kw)  # type: ignore[arg-type]
     assert res["changed"] is True
     assert (dist / "vmlinuz").read_bytes() == (root / "boot/vmlinuz-virt").read_bytes()
-    assert (dist / "nodes/a.img").read_bytes() == b"a" and not (dist / ".boot.ipxe.artefacts.json").exists()
+    assert (dist / "nodes/a.img").read_bytes() == b"a" and (dist / "boot.ipxe.json").is_file()
     doc = json.loads((dist / "manifest.json").read_text())
     assert doc["release"] == "3.23" and doc["arch"] == "x86_64" and doc["source_date_epoch"] == 1765894768
     assert doc["packages"] == PACKAGES
     assert doc["kernel"] == {"source": "boot/vmlinuz-virt", "version": "6.18.56-0-virt"}
-    assert set(doc["artefacts"]) == {"boot.ipxe", "initramfs", "vmlinuz"}
+    assert set(doc["artefacts"]) == {"boot.ipxe", "boot.ipxe.json", "initramfs", "vmlinuz"}
     assert doc["inputs"]["initramfs_level"] == 19
     assert doc["inputs"]["reports"] == {"missing": None, "prune": {"modules": {"after": {"count": 12}}}}
     assert any("nope.json" in w for w in res["warnings"])
     sums = (dist / "SHA256SUMS").read_text().splitlines()
-    assert [ln.split("  ")[1] for ln in sums] == ["boot.ipxe", "initramfs", "manifest.json", "vmlinuz"]
+    assert [ln.split("  ")[1] for ln in sums] == ["boot.ipxe", "boot.ipxe.json", "initramfs", "manifest.json",
+                                                     "vmlinuz"]
     subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=dist, check=True, capture_output=True)
 
     inode = dist.stat().st_ino
@@ -157,8 +166,7 @@ def test_missing_listed_artefact_is_an_error(tmp_path: Path) -> None:
 def test_boot_artefact_not_published_fails_naming_file_and_option(tmp_path: Path) -> None:
     root = rootfs(tmp_path)
     src, dist = artefacts(tmp_path), tmp_path / "dist"
-    (src / ".boot.ipxe.artefacts.json").write_text(json.dumps(
-        {"vmlinuz": "kernel", "intel-ucode.img": "microcode", "initramfs": "initramfs"}))
+    boot_record(src, microcode="intel-ucode.img")
     kw = {"rootfs": str(root), "src": str(src), "dest": str(dist), "boot_script": "boot.ipxe"}
     with pytest.raises(NetbootError, match=r"fetches intel-ucode\.img \(microcode\).*initramfs_microcode"):
         mf.build_dist(**kw)  # type: ignore[arg-type]
@@ -169,8 +177,11 @@ def test_boot_artefact_not_published_fails_naming_file_and_option(tmp_path: Path
     (src / "intel-ucode.img").write_bytes(b"ucode")
     res = mf.build_dist(**kw)  # type: ignore[arg-type]
     assert {"vmlinuz", "initramfs", "intel-ucode.img"} <= set(res["artefacts"])
+    (src / "boot.ipxe.json").write_text('{"initramfs": "initramfs", "vmlinuz": "kernel"}')  # an older record
+    with pytest.raises(NetbootError, match=r"boot\.ipxe\.json has no format.*--tags ipxe"):
+        mf.build_dist(**kw)  # type: ignore[arg-type]
     (src / "boot.ipxe").unlink()
-    (src / ".boot.ipxe.artefacts.json").unlink()
+    (src / "boot.ipxe.json").unlink()
     with pytest.raises(NetbootError, match=r"--tags ipxe"):
         mf.build_dist(**kw)  # type: ignore[arg-type]
 
@@ -203,8 +214,7 @@ def test_dist_refuses_a_boot_script_whose_digests_do_not_match(tmp_path: Path) -
     src, dist = artefacts(tmp_path), tmp_path / "dist"
     kernel_sha = hashlib.sha256((root / "boot/vmlinuz-virt").read_bytes()).hexdigest()
     old_sha = hashlib.sha256((src / "initramfs").read_bytes()).hexdigest()
-    record = src / ".boot.ipxe.sha256.json"
-    record.write_text(json.dumps({"initramfs": old_sha, "vmlinuz": kernel_sha}))
+    boot_record(src, digests={"initramfs": old_sha, "vmlinuz": kernel_sha})
     kw = {"rootfs": str(root), "src": str(src), "dest": str(dist), "boot_script": "boot.ipxe"}
     assert mf.build_dist(**kw)["changed"] is True  # type: ignore[arg-type]
     before = {p.name: p.read_bytes() for p in dist.rglob('*') if p.is_file()}
@@ -219,10 +229,10 @@ def test_dist_refuses_a_boot_script_whose_digests_do_not_match(tmp_path: Path) -
     assert not list(tmp_path.glob("dist.new-*"))
     # check mode says so without failing; once boot.ipxe is rendered for the new file, it publishes
     assert any(new_sha in w for w in mf.build_dist(**kw, check_mode=True)["warnings"])  # type: ignore[arg-type]
-    record.write_text(json.dumps({"initramfs": new_sha, "vmlinuz": kernel_sha}))
+    boot_record(src, digests={"initramfs": new_sha, "vmlinuz": kernel_sha})
     assert mf.build_dist(**kw)["changed"] is True  # type: ignore[arg-type]
     assert (dist / "initramfs").read_bytes().endswith(b"rebuilt")
     # a kernel other than the one boot.ipxe checks (dist_kernel and ipxe_rootfs_kernel disagree): refused too
-    record.write_text(json.dumps({"initramfs": new_sha, "vmlinuz": "0" * 64}))
+    boot_record(src, digests={"initramfs": new_sha, "vmlinuz": "0" * 64})
     with pytest.raises(NetbootError, match=r"expects vmlinuz with sha256 0{64}, but the vmlinuz to publish"):
         mf.build_dist(**kw)  # type: ignore[arg-type]
