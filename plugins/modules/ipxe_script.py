@@ -137,9 +137,8 @@ nodes:
   elements: dict
 artefacts:
   description: Every file the script fetches (relative to the boot server URL) -> what names it (C(kernel),
-    C(microcode), C(initramfs), C(initrd of host NAME)). Also recorded in the boot record beside O(dest) (C(boot.ipxe.json), published with
-    the script, with what renders it again), where M(homelab.alpine_netboot.netboot_dist) checks that it publishes
-    each.
+    C(microcode), C(initramfs), C(initrd of host NAME)). Also in the boot record beside O(dest) (C(boot.ipxe.json), published), where
+    M(homelab.alpine_netboot.netboot_dist) checks that it publishes each.
   returned: always
   type: dict
 digests:
@@ -158,6 +157,7 @@ commands:
   elements: str
 """
 
+from dataclasses import asdict
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
@@ -237,11 +237,7 @@ def main() -> None:
         # after the script: a record never promises the dist stage more than the script on disk checks
         stale = write_if_changed(record_path(plan.dest), boot_record(spec, p["template"]),
                                  check_mode=module.check_mode)
-    nodes = [
-        {"name": n.name, "mac": n.mac, "hostname": n.hostname, "role": n.role, "kernel_args": n.kernel_args,
-         "initrd": n.initrd}
-        for n in context["nodes"]  # type: ignore[attr-defined]
-    ]
+    nodes = [asdict(n) for n in context["nodes"]]  # type: ignore[attr-defined]
     module.exit_json(
         changed=plan.changed or stale,
         dest=str(plan.dest),

@@ -15,7 +15,8 @@ description:
   - Uploads every file of O(dist_dir) listed in its C(SHA256SUMS) to C(<dir>/g-<id>/) over SFTP (the host key is
     checked against O(known_hosts) or O(host_key_fingerprint), never accepted silently), skipping files already
     there with the right size and sha256, and verifies each (size over the API, sha256 read back over SFTP).
-  - Adds a C(generation.ipxe) - dist's boot.ipxe whose C(set base tftp://...) lines point into the generation - and
+  - Adds a C(generation.ipxe) - dist's boot.ipxe rendered again from its record C(boot.ipxe.json) with its
+    C(set base tftp://...) lines pointing into the generation - and
     one anchored C(/ip/tftp) rule per file; only then switches the single stable C(^boot\.ipxe$) rule to the new
     generation, so a node that already fetched the old script keeps getting the old kernel and initramfs.
   - Keeps O(keep) previous generations (never the one live before the switch) and deletes older ones.

@@ -150,7 +150,7 @@ def test_dropped_upload_keeps_previous_generation_and_rerun_resumes(peer: Peer, 
     assert peer.rows("/ip/tftp") == before_rules and fetch(peer, "boot.ipxe") == old_script
     for path in script_paths(old_script):
         assert fetch(peer, path) == (old / path.split("/")[-1]).read_bytes()
-    assert {n.split("/")[-1] for n, _unused in peer.uploads} == {"boot.ipxe", "initramfs"}
+    assert {n.split("/")[-1] for n, _unused in peer.uploads} == {"boot.ipxe", "boot.ipxe.json", "initramfs"}
     # what reached the router before the drop stays there, cut short
     partial = [size for name, _kind, size in peer.store.entries() if name.endswith(f"{gen_of(new)}/initramfs")]
     assert len(partial) == 1 and partial[0] < 3_000_000, partial
@@ -159,8 +159,8 @@ def test_dropped_upload_keeps_previous_generation_and_rerun_resumes(peer: Peer, 
     assert again.rc == 0, again.stdout
     out = result(again)
     resent = {n.split("/")[-1] for n, _unused in peer.uploads}
-    assert resent == {"initramfs", "manifest.json", "vmlinuz", "SHA256SUMS", "generation.ipxe"}  # not boot.ipxe
-    assert out["planned_verifications"] == ["boot.ipxe"]  # read back, found whole, kept
+    assert resent == {"initramfs", "manifest.json", "vmlinuz", "SHA256SUMS", "generation.ipxe"}  # not boot.ipxe(.json)
+    assert out["planned_verifications"] == ["boot.ipxe", "boot.ipxe.json"]  # read back, found whole, kept
     assert out["bytes_sent"] < out["generation_bytes"]
     assert gen_of(new) in fetch(peer, "boot.ipxe").decode()
 

@@ -109,7 +109,7 @@ def test_every_modelled_routeros_shipped_passes_old_loops_flip_and_missing_rule_
             assert rep.ok, (model, rep.failures)
             files = by_request(rep)
             assert set(files) == {"boot.ipxe", "ipxe.efi", "snponly.efi", "undionly.kpxe", f"{gen}/SHA256SUMS",
-                                  f"{gen}/vmlinuz", f"{gen}/initramfs"}, model
+                                  f"{gen}/boot.ipxe.json", f"{gen}/vmlinuz", f"{gen}/initramfs"}, model
             assert all(f["sha256"] == f["expected_sha256"] or f["role"] == "ipxe binary" for f in files.values())
             assert files[f"{gen}/initramfs"]["expected_from"] == f"{gen}/SHA256SUMS"
             assert rep.dhcp["status"] == "checked" and rep.dhcp["interface"] == lan.host_if

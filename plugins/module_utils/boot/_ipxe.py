@@ -37,6 +37,7 @@ FAILED_MARKER = "netboot: BOOT FAILED"
 MISMATCH_MARKER = "failed its sha256 check"  # netboot: <file> from <base> failed its sha256 check: got <x> expected <y>
 UNCHECKED_MARKER = "netboot: this iPXE has no sha256sum command: booting unchecked"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+BOOT_RECORD = Kind("boot", 1, "ipxe")  # ipxe_script's record of boot.ipxe (``boot_record``, ``read_record``)
 
 _HEX12 = re.compile(r"[0-9a-f]{12}")
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
@@ -393,9 +394,6 @@ def _template(template: str | os.PathLike[str] | None) -> tuple[Path, str]:
         raise ConfigError(f"cannot read iPXE template {path}: {exc.strerror}") from exc
 
 
-BOOT_RECORD = Kind("boot", 1, "ipxe")
-
-
 def record_path(script: str | os.PathLike[str]) -> Path:
     """The boot record beside the script ``script`` (``boot.ipxe.json``): published to dist/ with it."""
     return Path(script).with_name(f"{Path(script).name}.json")
@@ -409,12 +407,12 @@ def boot_record(spec: ScriptSpec, template: str | os.PathLike[str] | None = None
                              "template": _template(template)[1]})
 
 
-def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The boot record at ``path`` (``record_path``), checked: the one reader of it (dist, deploy)."""
-    record = BOOT_RECORD.load(path)
-    spec, names = record.get("spec"), set(ScriptSpec.__dataclass_fields__)
-    if (not isinstance(record.get("artefacts"), dict) or not isinstance(spec, dict) or set(spec) != names
-            or not isinstance(record.get("template"), str)):
+def read_record(path: str | os.PathLike[str], raw: bytes | None = None) -> dict[str, Any]:
+    """The boot record at ``path`` (``record_path``; ``raw``: its bytes read elsewhere), checked: the one reader of
+    it (dist, deploy, verify)."""
+    record = BOOT_RECORD.load(path) if raw is None else BOOT_RECORD.parse(raw, os.fspath(path))
+    if not (isinstance(record.get("artefacts"), dict) and isinstance(record.get("template"), str)
+            and isinstance(record.get("spec"), dict) and set(record["spec"]) == set(ScriptSpec.__dataclass_fields__)):
         raise ConfigError(f"{os.fspath(path)} is not a boot record (artefacts, spec, template): rebuild it "
                           f"(playbooks/build.yml --tags {BOOT_RECORD.stage})")
     return record
@@ -424,11 +422,8 @@ def render(source: ScriptSpec | Mapping[str, Any], template: str | os.PathLike[s
            base: Callable[[str], str] = str) -> str:
     """boot.ipxe's text from a spec and ``template`` (a path; default: the installed collection's ``boot.ipxe.j2``),
     or from a boot record (``read_record``) alone; ``base`` gives each boot server URL's ``set base`` value."""
-    if isinstance(source, ScriptSpec):
-        path, text = _template(template)
-        spec = source
-    else:
-        path, text, spec = Path("(boot record)"), source["template"], ScriptSpec(**source["spec"])
+    path, text = _template(template) if isinstance(source, ScriptSpec) else (Path("(boot record)"), source["template"])
+    spec = source if isinstance(source, ScriptSpec) else ScriptSpec(**source["spec"])
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
         autoescape=False,

@@ -5,8 +5,8 @@ is ``_deployplan``'s, the apply is here.
 
 The layout on the router, the owned TFTP rules, the order of a deploy and the DHCP rows are README's "What the deploy
 changes on the router" and "DHCP chainloading". What the code relies on: a generation ``g-<12 hex>`` is named by the
-sha256 of dist's ``SHA256SUMS``; its ``generation.ipxe`` is dist's ``boot.ipxe`` with every ``set base tftp://...``
-line pointing into it; switching is one ``set`` of the stable ``^boot\\.ipxe$`` rule's ``real-filename``; the order
+sha256 of dist's ``SHA256SUMS``; its ``generation.ipxe`` is dist's ``boot.ipxe`` rendered from its boot record with
+every ``set base tftp://...`` pointing into it; switching is one ``set`` of the stable ``^boot\\.ipxe$`` rule's ``real-filename``; the order
 of generations lives in the rules' comments (``seq``, raised each time one becomes live), so the router's
 configuration is the only state. On a router with a ``flash`` disk ``rb4011_dir`` is ``flash/<rb4011_dir>`` (the
 rest is a RAM disk). The iPXE binaries go to ``<dir>/ipxe/<12 hex of their sha256>/`` (``_dhcp.py``).

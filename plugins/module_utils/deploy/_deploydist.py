@@ -3,7 +3,8 @@
 """dist/ as a deploy reads it (its SHA256SUMS, the snapshot the upload sends) and the scripts the router serves.
 
 A generation ``g-<12 hex>`` is named by the sha256 of dist's ``SHA256SUMS``; its ``generation.ipxe`` is dist's
-``boot.ipxe`` with every ``set base tftp://...`` line pointing into it and ``netboot_generation`` set; a dispatcher
+``boot.ipxe`` rendered again from its boot record with every tftp:// server's ``set base`` pointing into it and
+``netboot_generation`` set; a dispatcher
 chains some MACs to a staged generation's script and every other client to the live one's (``_deploy``).
 """
 
@@ -13,10 +14,12 @@ import hashlib
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _ipxe
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError, NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import atomic_write_bytes, sha256_file
 
@@ -25,7 +28,7 @@ STABLE_REQUEST = "boot.ipxe"
 GENERATION_SCRIPT = "generation.ipxe"
 SUMS = "SHA256SUMS"
 GEN_RE = re.compile(r"^g-[0-9a-f]{12}$")
-BASE_RE = re.compile(r"^(?P<head>[ \t]*set[ \t]+base[ \t]+)(?P<url>tftp://\S+?)/?[ \t]*$", re.M)
+RECORD = _ipxe.record_path(STABLE_REQUEST).name  # boot.ipxe's boot record, published beside it
 DISPATCH_DIR = "dispatch"
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 GENERATION_VAR = "netboot_generation"  # set by generation.ipxe; boot.ipxe passes it as netboot.generation=
@@ -70,18 +73,17 @@ def generation_id(sums: bytes) -> str:
     return "g-" + hashlib.sha256(sums).hexdigest()[:12]
 
 
-def generation_script(text: str, generation: str) -> str:
-    """dist's boot.ipxe with each ``set base tftp://...`` pointing into ``generation``."""
-    if not BASE_RE.search(text):
-        raise DeployError(
-            "boot.ipxe names no tftp:// boot server (its 'set base' lines): the RB4011 serves the artefacts over "
-            "TFTP, so build with boot_server_url: tftp://<router address> (a list may add HTTP fallbacks)"
-        )
-    body = BASE_RE.sub(lambda m: f"{m.group('head')}{m.group('url')}/{generation}", text)
+def generation_script(record: Mapping[str, Any], generation: str) -> str:
+    """dist's boot.ipxe rendered again from its boot ``record`` with each tftp:// server's ``set base`` pointing
+    into ``generation``."""
+    body = _ipxe.render(record, base=lambda url: f"{url}/{generation}" if url.startswith("tftp://") else url)
+    if body == _ipxe.render(record):
+        raise DeployError("boot.ipxe names no tftp:// boot server (its 'set base {{ base(url) }}' lines): the RB4011 "
+                          "serves the artefacts over TFTP, so build with boot_server_url: tftp://<router address> (a "
+                          "list may add HTTP fallbacks)")
     first, _unused, rest = body.partition("\n")
-    note = (f"# {OWNER} generation {generation}: artefact URLs point into the generation directory.\n"
-            f"set {GENERATION_VAR} {generation}")
-    return f"{first}\n{note}\n{rest}" if first.startswith("#!") else f"{note}\n{body}"
+    return (f"{first}\n# {OWNER} generation {generation}: artefact URLs point into the generation directory.\n"
+            f"set {GENERATION_VAR} {generation}\n{rest}")
 
 
 def normal_mac(mac: str) -> str:
@@ -156,8 +158,10 @@ def _snapshot(dist_dir: Path, staging: Path) -> Dist:
             raise DeployError(f"{sums_path} is missing: build first (ansible-playbook homelab.alpine_netboot.build)"
                               ) from None
         sums = parse_sums(raw.decode("utf-8", "replace"), str(sums_path))
-        if STABLE_REQUEST not in sums:
-            raise DeployError(f"{sums_path} does not list {STABLE_REQUEST}: rebuild dist/")
+        for name in (STABLE_REQUEST, RECORD):
+            if name not in sums:
+                raise DeployError(f"{sums_path} does not list {name}: rebuild dist/ (playbooks/build.yml --tags "
+                                  "ipxe,dist)")
         gen = generation_id(raw)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -187,7 +191,7 @@ def _snapshot(dist_dir: Path, staging: Path) -> Dist:
         shutil.rmtree(tmp, ignore_errors=True)
     arts = [Artefact(name, (snap / name).stat().st_size, digest, snap / name) for name, digest in sorted(sums.items())]
     arts.append(Artefact(SUMS, len(raw), hashlib.sha256(raw).hexdigest(), snap / SUMS))
-    script = generation_script((snap / STABLE_REQUEST).read_text(), gen).encode()
+    script = generation_script(_ipxe.read_record(snap / RECORD), gen).encode()
     staged = staging / gen / GENERATION_SCRIPT
     atomic_write_bytes(staged, script)
     arts.append(Artefact(GENERATION_SCRIPT, len(script), hashlib.sha256(script).hexdigest(), staged))

@@ -28,6 +28,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy impo
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploy import read_state, storage_dir
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploydist import (
     GENERATION_SCRIPT,
+    RECORD,
     STABLE_REQUEST,
     SUMS,
     dispatch_macs,
@@ -221,8 +222,10 @@ def check_router(state: RouterState, opts: VerifyOptions, *, fetch: Fetcher, con
     script_request = _check_dispatcher(reads, stable, live) if stable.dispatcher and stable.staged else STABLE_REQUEST
     script_chk, script = reads.one(script_request, "boot script", SCRIPT_LIMIT)
     if script_chk.ok and sums:
-        problem = check_generation_script(script, live, sums)
-        script_chk.expected_from = f"the deploy's rewrite of boot.ipxe listed in {live}/{SUMS}"
+        rec_chk, record = reads.one(f"{live}/{RECORD}", "boot record", SCRIPT_LIMIT,
+                                    sums.get(RECORD, "not listed"), expected_from=f"{live}/{SUMS}")
+        problem = check_generation_script(script, live, record) if rec_chk.ok else f"no record: {rec_chk.problem}"
+        script_chk.expected_from = f"the deploy's render of the boot record listed in {live}/{SUMS}"
         if not problem:
             script_chk.expected_sha256 = script_chk.sha256
         else:

@@ -11,19 +11,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe import read_record
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy import _tftp
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploydist import (
-    GENERATION_VAR,
-    OWNER,
-    STABLE_REQUEST,
-    DeployError,
+    RECORD,
     generation_script,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import needs_rollover
 
-NOTE_RE = re.compile(rf"^# {re.escape(OWNER)} generation (g-[0-9a-f]{{12}}): .*\nset {GENERATION_VAR} \1\n", re.M)
-GEN_BASE_RE = re.compile(r"^(?P<head>[ \t]*set[ \t]+base[ \t]+)(?P<url>tftp://\S+?)/(?P<gen>g-[0-9a-f]{12})[ \t]*$",
-                         re.M)
 # options before the URL: a flag, or --name/-n with its value (the Secure Boot script names the UKI by generation)
 FETCH_RE = re.compile(r"^\s*(?P<cmd>kernel|initrd|imgfetch|module|chain)\s+(?:(?:--name|-n)\s+\S+\s+|--\S+\s+)*"
                       r"\$\{base\}/(?P<name>[^\s$]+)", re.M)
@@ -127,29 +123,14 @@ def script_files(text: str) -> ScriptFiles:
     return ScriptFiles(tuple(kernel), tuple(initrds), tuple(nodes))
 
 
-def original_script(generation_text: str, gen: str) -> str:
-    """dist's boot.ipxe back from the deploy's ``generation.ipxe`` (``_deploy.generation_script`` undone)."""
-    body = NOTE_RE.sub("", generation_text, count=1)
-    return GEN_BASE_RE.sub(lambda m: m.group("head") + m.group("url") if m.group("gen") == gen else m.group(0), body)
-
-
-def check_generation_script(data: bytes, gen: str, sums: Mapping[str, str]) -> str:
-    """"" when ``data`` is exactly what the deploy made of the boot.ipxe listed in ``gen``'s SHA256SUMS."""
+def check_generation_script(data: bytes, gen: str, record: bytes) -> str:
+    """"" when ``data`` is exactly what the deploy renders for ``gen`` from its boot record (``record``: the bytes
+    of ``gen``'s boot.ipxe.json)."""
     try:
-        text = data.decode()
-    except UnicodeDecodeError:
-        return "wrong bytes: not text"
-    orig = original_script(text, gen)
-    want = sums.get(STABLE_REQUEST, "")
-    got = hashlib.sha256(orig.encode()).hexdigest()
-    if got != want:
-        return (f"wrong bytes: boot.ipxe is not generation {gen}'s script: the boot.ipxe it was made from has sha256 "
-                f"{got}, SHA256SUMS lists {want}")
-    try:
-        again = generation_script(orig, gen)
-    except DeployError as e:
+        want = generation_script(read_record(f"{gen}/{RECORD}", record), gen).encode()
+    except NetbootError as e:
         return f"wrong bytes: {e}"
-    if again.encode() != data:
-        return (f"wrong bytes: boot.ipxe has sha256 {hashlib.sha256(data).hexdigest()}, the deploy's rewrite of "
-                f"generation {gen}'s boot.ipxe {hashlib.sha256(again.encode()).hexdigest()}")
+    if want != data:
+        return (f"wrong bytes: boot.ipxe has sha256 {hashlib.sha256(data).hexdigest()}, the deploy's render of "
+                f"generation {gen}'s boot record {hashlib.sha256(want).hexdigest()}")
     return ""

@@ -272,13 +272,16 @@ def test_generation_script_from_the_record_equals_the_set_base_rewrite(tmp_path:
     from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploydist import generation_script
 
     gen = "g-0123456789ab"
-    built = spec(boot_server_url=["tftp://192.168.88.1/", "http://192.168.88.10:8080"])
+    built = spec(boot_server_url=["tftp://192.168.88.1/", "http://192.168.88.10:8080", "tftp://10.0.0.1"])
     path = record_path(tmp_path / "boot.ipxe")
     path.write_bytes(boot_record(built))
-    into = render(read_record(path), base=lambda url: f"{url}/{gen}" if url.startswith("tftp://") else url)
-    regex = generation_script(render(built), gen)
-    assert regex.replace(f"# homelab.alpine_netboot generation {gen}: artefact URLs point into the generation "
-                         f"directory.\nset netboot_generation {gen}\n", "") == into
+    # the deploy's former regex over the built boot.ipxe's 'set base tftp://' lines
+    rewrite = re.sub(r"^(?P<head>[ \t]*set[ \t]+base[ \t]+)(?P<url>tftp://\S+?)/?[ \t]*$", rf"\g<head>\g<url>/{gen}",
+                     render(built), flags=re.M)
+    first, _unused, rest = rewrite.partition("\n")
+    assert generation_script(read_record(path), gen) == (
+        f"{first}\n# homelab.alpine_netboot generation {gen}: artefact URLs point into the generation directory.\n"
+        f"set netboot_generation {gen}\n{rest}")
 
 
 @pytest.mark.parametrize("raw", ['{"initramfs": "initramfs"}', '{"format": "homelab.alpine_netboot/boot/0"}',

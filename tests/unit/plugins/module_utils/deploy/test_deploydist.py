@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _ipxe
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploydist import (
     GENERATION_SCRIPT,
@@ -22,13 +24,24 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._dep
 from tests.fixtures.routeros.dist import make_dist
 
 
-def test_generation_script_rewrites_only_tftp_bases() -> None:
-    text = "#!ipxe\nset base tftp://10.0.0.1/\nkernel ${base}/vmlinuz\n:s1\nset base http://h:8080\n"
-    out = generation_script(text, "g-0123456789ab")
-    assert out.startswith("#!ipxe\n# homelab.alpine_netboot generation g-0123456789ab")
-    assert "set base tftp://10.0.0.1/g-0123456789ab\n" in out and "set base http://h:8080\n" in out
+def record(tmp_path: Path, urls: object, template: str) -> dict[str, Any]:
+    """The boot record ipxe_script writes for ``urls`` and the template text ``template``."""
+    (tmp_path / "t.j2").write_text(template)
+    (tmp_path / "boot.ipxe.json").write_bytes(_ipxe.boot_record(_ipxe.ScriptSpec(urls), tmp_path / "t.j2"))
+    return _ipxe.read_record(tmp_path / "boot.ipxe.json")
+
+
+def test_generation_script_points_only_tftp_bases_into_the_generation(tmp_path: Path) -> None:
+    loop = "#!ipxe\n{% for url in urls %}\nset base {{ base(url) }}\nkernel ${base}/vmlinuz\n{% endfor %}\n"
+    out = generation_script(record(tmp_path, ["tftp://10.0.0.1/", "http://h:8080"], loop), "g-0123456789ab")
+    # what the 'set base tftp://' rewrite of the built boot.ipxe gave
+    assert out == ("#!ipxe\n# homelab.alpine_netboot generation g-0123456789ab: artefact URLs point into the "
+                   "generation directory.\nset netboot_generation g-0123456789ab\nset base tftp://10.0.0.1/"
+                   "g-0123456789ab\nkernel ${base}/vmlinuz\nset base http://h:8080\nkernel ${base}/vmlinuz\n")
     with pytest.raises(DeployError, match="boot_server_url: tftp://"):
-        generation_script("#!ipxe\nset base http://h\n", "g-0123456789ab")
+        generation_script(record(tmp_path, "http://h", loop), "g-0123456789ab")
+    with pytest.raises(DeployError, match=r"set base \{\{ base\(url\) \}\}"):  # a template ignoring base()
+        generation_script(record(tmp_path, "tftp://h", "#!ipxe\nset base {{ urls[0] }}\n"), "g-0123456789ab")
 
 
 def test_read_dist_checks_sums(tmp_path: Path) -> None:
@@ -36,7 +49,8 @@ def test_read_dist_checks_sums(tmp_path: Path) -> None:
     d = read_dist(dist, tmp_path / "s")
     assert d.generation.startswith("g-") and len(d.generation) == 14
     names = {a.name for a in d.artefacts}
-    assert names == {"boot.ipxe", "vmlinuz", "initramfs", "manifest.json", "SHA256SUMS", GENERATION_SCRIPT}
+    assert names == {"boot.ipxe", "boot.ipxe.json", "vmlinuz", "initramfs", "manifest.json", "SHA256SUMS",
+                     GENERATION_SCRIPT}
     (dist / "vmlinuz").write_bytes(b"tampered")
     with pytest.raises(DeployError, match=r"vmlinuz does not match SHA256SUMS"):
         read_dist(dist, tmp_path / "s")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe import read_record
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy import _tftp
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploydist import generation_script
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deployplan import (
@@ -23,6 +24,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._ver
     dhcp_interface,
     has_digest_command,
 )
+from tests.fixtures.routeros.dist import boot_script
 
 GEN = "g-0123456789ab"
 
@@ -58,21 +60,21 @@ def test_dhcp_interface_needs_the_boot_network() -> None:
 
 def router(files: dict[str, bytes], rollover: bool = False) -> tuple[RouterState, dict[str, bytes]]:
     """A RouterState as the deploy leaves it (generation GEN live, one chainload binary) and request -> bytes."""
-    script = ("#!ipxe\nset base tftp://192.168.88.1\nkernel ${base}/vmlinuz\ninitrd ${base}/initramfs\nboot\n")
-    dist = {"boot.ipxe": script.encode(), **files}
+    script, record = boot_script("tftp://192.168.88.1")
+    dist = {"boot.ipxe": script.encode(), "boot.ipxe.json": record, **files}
     sums = "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in sorted(dist.items())).encode()
     gen = "g-" + hashlib.sha256(sums).hexdigest()[:12]
     binary = b"MZ" + b"\0imgfetch\0sha256sum\0" + b"x" * 1000
     where = f"netboot/ipxe/{hashlib.sha256(binary).hexdigest()[:12]}"
-    served = {"boot.ipxe": generation_script(script, gen).encode(), f"{gen}/SHA256SUMS": sums, "snponly.efi": binary,
-              **{f"{gen}/{n}": d for n, d in files.items()}}
+    served = {"boot.ipxe": generation_script(read_record("r", record), gen).encode(), f"{gen}/SHA256SUMS": sums,
+              "snponly.efi": binary, f"{gen}/boot.ipxe.json": record, **{f"{gen}/{n}": d for n, d in files.items()}}
     rules = [{".id": "*1", "req-filename": r"^boot\.ipxe$", "real-filename": f"netboot/{gen}/generation.ipxe",
               "comment": rule_comment("netboot")},
              {".id": "*2", "req-filename": r"^snponly\.efi$", "real-filename": f"{where}/snponly.efi",
               "comment": chainload_comment("netboot", "snponly.efi")}]
     rules += [{".id": f"*{9 + i}", "req-filename": f"^{gen}/{n}$", "real-filename": f"netboot/{gen}/{n}",
                "allow-rollover": "true" if rollover else "false", "comment": rule_comment("netboot", gen, n, 1)}
-              for i, n in enumerate(["SHA256SUMS", *files])]
+              for i, n in enumerate(["SHA256SUMS", "boot.ipxe.json", *files])]
     state = RouterState("192.168.88.1", "7.16.2", "rb", 1 << 28, 1 << 29,
                         (RouterFile("*a", f"netboot/{gen}/initramfs", "file", len(files["initramfs"])),),
                         tuple(rules))

@@ -3,15 +3,13 @@ the script fetches."""
 
 from __future__ import annotations
 
-import hashlib
-
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _ipxe
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy import _tftp
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploydist import generation_script
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._verifyrules import (
     check_generation_script,
     diagnose,
     in_addresses,
-    original_script,
     pick_rule,
     script_files,
 )
@@ -66,15 +64,15 @@ def test_diagnosis_names_the_cause() -> None:
     assert big.startswith("too big without rollover") and "allow-rollover=no" in big
 
 
-def test_generation_script_checked_against_the_listed_boot_ipxe() -> None:
-    gen_text = generation_script(SCRIPT, GEN)
-    assert original_script(gen_text, GEN) == SCRIPT
-    sums = {"boot.ipxe": hashlib.sha256(SCRIPT.encode()).hexdigest()}
-    assert check_generation_script(gen_text.encode(), GEN, sums) == ""
-    other = generation_script(SCRIPT.replace("initramfs", "initramfz"), GEN).encode()
-    assert check_generation_script(other, GEN, sums).startswith("wrong bytes: boot.ipxe is not generation")
-    assert "not generation" in check_generation_script(generation_script(SCRIPT, "g-ffffffffffff").encode(), GEN,
-                                                       sums)
+def test_generation_script_checked_against_the_render_of_the_boot_record() -> None:
+    raw = _ipxe.boot_record(_ipxe.ScriptSpec(["tftp://192.168.88.1", "http://10.0.0.9/dist"]))
+    gen_text = generation_script(_ipxe.read_record("r", raw), GEN).encode()
+    assert check_generation_script(gen_text, GEN, raw) == ""
+    other = gen_text.replace(b"initramfs", b"initramfz")
+    assert check_generation_script(other, GEN, raw).startswith("wrong bytes: boot.ipxe has sha256 ")
+    elsewhere = check_generation_script(gen_text, "g-ffffffffffff", raw)
+    assert "the deploy's render of generation g-ffffffffffff" in elsewhere
+    assert "has no format" in check_generation_script(gen_text, GEN, b'{"initramfs": "initramfs"}')
 
 
 def test_what_the_script_fetches() -> None:

@@ -94,8 +94,8 @@ def test_dist_manifest_and_sums(tmp_path: Path) -> None:
     assert doc["inputs"]["reports"] == {"missing": None, "prune": {"modules": {"after": {"count": 12}}}}
     assert any("nope.json" in w for w in res["warnings"])
     sums = (dist / "SHA256SUMS").read_text().splitlines()
-    assert [ln.split("  ")[1] for ln in sums] == ["boot.ipxe", "boot.ipxe.json", "initramfs", "manifest.json",
-                                                     "vmlinuz"]
+    names = ["boot.ipxe", "boot.ipxe.json", "initramfs", "manifest.json", "vmlinuz"]
+    assert [ln.split("  ")[1] for ln in sums] == names
     subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=dist, check=True, capture_output=True)
 
     inode = dist.stat().st_ino
