@@ -49,8 +49,8 @@ def test_a_second_default_fails_naming_both(tmp_path: Path, capsys: pytest.Captu
     assert "roles/kernel/tasks/main.yml:6 (kernel_mode | default) = 'other'" in err
 
 
-def test_one_variable_in_two_roles_defaults_fails_even_when_equal(tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_one_variable_in_two_roles_defaults_fails_even_when_equal(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _collection(tmp_path, "select")
     (tmp_path / "roles/verify/defaults").mkdir(parents=True)
     (tmp_path / "roles/verify/defaults/main.yml").write_text("kernel_mode: select\n")
