@@ -19,7 +19,8 @@ def image(alpine_initramfs: Path) -> Path:
 
 def test_ledger_module_check_run_rerun_and_budget(alpine: QuicksandImage, image: Path, tmp_path: Path) -> None:
     dist = tmp_path / "dist"
-    args = {"image": str(image), "rootfs": str(alpine.root), "dest": str(dist), "level": 3}
+    # packed by the cpio writer, not make_initramfs: no initramfs record, so the caller names the compression
+    args = {"image": str(image), "rootfs": str(alpine.root), "dest": str(dist), "compression": "zstd", "level": 3}
     rc, res = run_module("netboot_ledger", tmp_path, args, check=True)
     assert rc == 0 and res["changed"] and not dist.exists(), res
     rc, res = run_module("netboot_ledger", tmp_path, args, diff=True)
@@ -35,6 +36,10 @@ def test_ledger_module_check_run_rerun_and_budget(alpine: QuicksandImage, image:
     assert rc != 0 and res["failed"]
     assert res["msg"].startswith(f"netboot_budget_server_bytes = {2 * led['download_bytes'] - 1} exceeded")
     assert "2 generations" in res["msg"] and led["groups"][0]["name"] in res["msg"]
+    bare = {k: v for k, v in args.items() if k not in ("compression", "level")}
+    rc, res = run_module("netboot_ledger", tmp_path, bare)  # no record beside it and no compression given
+    assert rc != 0 and f"no initramfs record at {image.parent}/.initramfs.json" in res["msg"], res["msg"]
+    assert "--tags initramfs" in res["msg"]
     rc, res = run_module("netboot_ledger", tmp_path, {**args, "image": str(tmp_path / "missing")})
     assert rc != 0 and "does not exist" in res["msg"] and "--tags initramfs" in res["msg"], res["msg"]
 
