@@ -158,8 +158,8 @@ def test_rerun_changes_nothing_and_does_not_compress(built: Build) -> None:
     assert "(unchanged: not recompressed)" not in " ".join(built.first["text"].split())
     names = sorted(p.name for p in built.dist.iterdir())
     # the boot artefacts, the size ledger (netboot_ledger) and the SBOM (netboot_sbom); no microcode in this build
-    assert names == ["SHA256SUMS", "boot.ipxe", "initramfs", "ledger.json", "ledger.md", "ledger.svg", "manifest.json",
-                     "sbom.cdx.json", "vmlinuz"]
+    assert names == ["SHA256SUMS", "boot.ipxe", "boot.ipxe.json", "initramfs", "ledger.json", "ledger.md", "ledger.svg",
+                     "manifest.json", "sbom.cdx.json", "vmlinuz"]
     sums = subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=built.dist, check=True,
                           capture_output=True, text=True).stdout
     assert {line.split(":")[0] for line in sums.splitlines()} == set(names) - {"SHA256SUMS"}  # each one summed
