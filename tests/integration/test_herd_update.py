@@ -127,8 +127,9 @@ class Herd:
         ev = {"netboot_build_dir": str(work / "build"), "herd_ssh_private_key_file": str(self.key),
               "herd_boot_timeout": BOOT_TIMEOUT, "herd_poll_interval": 2,
               # the test's power switch: qemu's system_reset through the node's monitor socket
-              "herd_power_cycle_command": f"cd {REPO} && PYTHONPATH={REPO} {sys.executable} -m tests.fixtures.herd "
-                                          f"power-cycle {self.work}/$HERD_NODE/monitor.sock", **extravars}
+              "herd_power_cycle_command": f"cd {REPO} && PYTHONPATH={REPO}/.collections:{REPO} {sys.executable} "
+                                          f"-m tests.fixtures.herd power-cycle {self.work}/$HERD_NODE/monitor.sock",
+              **extravars}
         return run_playbook("update_herd.yml", work, ev, inventory=inv, check=check)
 
     def script(self) -> str:
