@@ -157,12 +157,14 @@ def record_path(image: str | os.PathLike[str]) -> Path:
     return Path(image).with_name(f".{Path(image).name}.json")
 
 
-def read_record(image: str | os.PathLike[str]) -> dict[str, Any]:
-    """THE reader of the initramfs record: checked, and refused unless it describes ``image`` as it is now."""
+def read_record(image: str | os.PathLike[str], info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """THE reader of the initramfs record: checked, and refused unless it describes ``image`` as it is now
+    (``info``: the caller's ``_file_info`` of it, when it has hashed the file already)."""
     rec = RECORD.load(record_path(image))
-    if _file_info(os.fspath(image)) != {"path": os.fspath(image), "sha256": rec["sha256"], "size": rec["size"]}:
-        raise ConfigError(f"{record_path(image)} does not describe {image} (rebuilt or changed since): rebuild it "
-                          f"(playbooks/build.yml --tags {RECORD.stage})")
+    now = info if info is not None else _file_info(os.fspath(image))
+    if now != {"path": os.fspath(image), "sha256": rec["sha256"], "size": rec["size"]}:
+        raise ConfigError(f"{record_path(image)} does not describe {image} (rebuilt or changed since): "
+                          f"{RECORD.fix}")
     return rec
 
 
@@ -197,11 +199,11 @@ def build_initramfs(req: InitramfsRequest, *, check_mode: bool = False) -> dict[
             "concat": bool(req.microcode_concat and ucode_cpio),
         }
     )
+    before = _file_info(req.dest)
     try:
-        last = read_record(req.dest)
+        last = read_record(req.dest, before) if before is not None else {}
     except ConfigError:  # none, damaged, of another version or of other bytes: rebuild
         last = {}
-    before = _file_info(req.dest)
     before_ucode = _file_info(microcode_dest)
     result: dict[str, Any] = {
         "dest": req.dest,

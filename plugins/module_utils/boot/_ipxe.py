@@ -413,8 +413,8 @@ def read_record(path: str | os.PathLike[str], raw: bytes | None = None) -> dict[
     record = BOOT_RECORD.load(path) if raw is None else BOOT_RECORD.parse(raw, os.fspath(path))
     if not (isinstance(record.get("artefacts"), dict) and isinstance(record.get("template"), str)
             and isinstance(record.get("spec"), dict) and set(record["spec"]) == set(ScriptSpec.__dataclass_fields__)):
-        raise ConfigError(f"{os.fspath(path)} is not a boot record (artefacts, spec, template): rebuild it "
-                          f"(playbooks/build.yml --tags {BOOT_RECORD.stage})")
+        raise ConfigError(f"{os.fspath(path)} is not a boot record (artefacts, spec, template): "
+                          f"{BOOT_RECORD.fix}")
     return record
 
 

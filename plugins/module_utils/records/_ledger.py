@@ -425,7 +425,8 @@ def build_ledger(req: LedgerRequest, *, check_mode: bool = False) -> dict[str, A
     microcode = req.microcode if req.microcode is not None and req.microcode.is_file() else None
     report_path = req.prune_report if req.prune_report is not None and req.prune_report.is_file() else None
     image_sha = _sha(req.image)
-    spec = req.spec or compress.CompressionSpec(**_initramfs.read_record(req.image)["compression"])
+    spec = req.spec or compress.CompressionSpec(**_initramfs.read_record(req.image, {
+        "path": os.fspath(req.image), "sha256": image_sha, "size": req.image.stat().st_size})["compression"])
     digest = inputs_digest({
         "format": LEDGER_FORMAT, "image": image_sha, "kernel": _sha(kernel), "microcode": _sha(microcode),
         "compression": spec.describe(), "prune_report": _sha(report_path),

@@ -42,18 +42,20 @@ class Kind:
         if found != self.format:
             what = "no format" if found is None else f"format {found!r}"
             raise ConfigError(f"{name} has {what}, expected {self.format!r}: it was written by another version of "
-                              f"the collection; rebuild it (playbooks/build.yml --tags {self.stage})")
+                              f"the collection; {self.fix}")
         return dict(data)
+
+    @property
+    def fix(self) -> str:
+        return f"rebuild it (playbooks/build.yml --tags {self.stage})"
 
     def parse(self, raw: bytes | str, name: str) -> dict[str, Any]:
         """The record in ``raw`` (read from ``name``), checked."""
-        fix = f"rebuild it (playbooks/build.yml --tags {self.stage})"
-        return self.check(strict_json_object(raw, f"{self.name} record {name}", fix, error=ConfigError), name)
+        return self.check(strict_json_object(raw, f"{self.name} record {name}", self.fix, error=ConfigError), name)
 
     def load(self, path: str | os.PathLike[str]) -> dict[str, Any]:
         """The record at ``path``, checked; a missing file is an error naming the stage that writes it."""
-        fix = f"rebuild it (playbooks/build.yml --tags {self.stage})"
-        data = load_json_object(path, f"{self.name} record", fix, error=ConfigError)
+        data = load_json_object(path, f"{self.name} record", self.fix, error=ConfigError)
         if data is None:
             raise ConfigError(f"no {self.name} record at {os.fspath(path)}: run the {self.stage} stage first "
                               f"(playbooks/build.yml --tags {self.stage})")
