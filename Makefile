@@ -15,22 +15,24 @@ build: deps
 test: deps-dev lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# System packages come from bindep.txt (profile build for `make build`, build and test for `make test`).
 deps: $(VENV)/.runtime-installed
-	./scripts/ensure-apt.sh requirements-apt.txt
+	./scripts/ensure-packages.sh $(BIN)/bindep build
 
 deps-dev: $(VENV)/.dev-installed
-	./scripts/ensure-apt.sh requirements-apt.txt requirements-apt-dev.txt
+	./scripts/ensure-packages.sh $(BIN)/bindep build test
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.runtime-installed: requirements.txt | $(VENV)/bin/python
-	$(BIN)/pip install -q -r requirements.txt
+# requirements*.txt give the supported ranges; constraints.txt pins the versions installed and tested here.
+$(VENV)/.runtime-installed: requirements.txt constraints.txt | $(VENV)/bin/python
+	$(BIN)/pip install -q -c constraints.txt -r requirements.txt bindep
 	touch $@
 
-$(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(VENV)/bin/python
-	$(BIN)/pip install -q -r requirements-dev.txt
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt constraints.txt | $(VENV)/bin/python
+	$(BIN)/pip install -q -c constraints.txt -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime-installed
 
 lint: deps-dev
@@ -43,6 +45,7 @@ lint: deps-dev
 	$(BIN)/antsibull-changelog lint
 	$(MAKE) sanity
 	$(MAKE) galaxy
+	$(MAKE) ee
 
 # ansible-test sanity from the ansible_collections/homelab/alpine_netboot path the repo links (it needs that layout;
 # ANSIBLE_TEST_CONTENT_ROOT keeps the symlinked path, which getcwd() would resolve away). Its per-test venvs and
@@ -67,6 +70,13 @@ galaxy: deps
 	rm -rf build/galaxy && mkdir -p build/galaxy
 	$(BIN)/ansible-galaxy collection build --output-path build/galaxy --force .
 	$(BIN)/ansible-galaxy collection install -p build/galaxy/installed --force build/galaxy/homelab-alpine_netboot-*.tar.gz
+	cp build/galaxy/homelab-alpine_netboot-*.tar.gz build/galaxy/homelab-alpine_netboot.tar.gz
+
+# The execution environment's build context (execution-environment.yml) in build/ee; `podman build build/ee` makes it.
+.PHONY: ee
+ee: galaxy deps-dev
+	rm -rf build/ee
+	$(BIN)/ansible-builder create -f execution-environment.yml -c build/ee --output-filename Containerfile -v 1
 
 boot-test: deps
 	$(BIN)/ansible-playbook playbooks/boot_test.yml $(ANSIBLE_ARGS)

@@ -85,7 +85,7 @@ def test_fixture_image_builds_are_bit_identical(tmp_path: Path) -> None:
 
 def test_shipped_init_parses_with_busybox_sh() -> None:
     busybox = shutil.which("busybox")
-    assert busybox, "busybox-static is in requirements-apt-dev.txt"
+    assert busybox, "busybox-static is in bindep.txt (profile test)"
     proc = subprocess.run([busybox, "sh", "-n", str(INIT)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     text = INIT.read_text()
