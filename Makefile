@@ -43,6 +43,7 @@ lint: deps-dev
 	MYPYPATH=.collections $(BIN)/mypy
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ansible-lint --profile production
 	$(BIN)/antsibull-changelog lint
+	$(ANTSIBULL_ENV) $(BIN)/antsibull-docs lint-collection-docs --plugin-docs $(COLLECTION_ROOT)
 	$(MAKE) sanity
 	$(MAKE) galaxy
 	$(MAKE) ee
@@ -98,6 +99,18 @@ repro: deps-dev
 # Build the image from a local signed mirror made from the test material and boot it in qemu (README "make demo").
 demo: deps-dev
 	NETBOOT_TEST_MATERIAL=$${NETBOOT_TEST_MATERIAL:-$(CURDIR)/tests/.material} $(BIN)/python scripts/demo.py
+
+# The collection's docsite (every module and role, README-linked guides) in $(DOCSITE)/build/html, built offline:
+# no intersphinx inventory is fetched, so links into Ansible's own docs stay plain text.
+ANTSIBULL_ENV := PATH=$(abspath $(BIN)):$$PATH ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/.collections
+DOCSITE ?= build/docsite
+.PHONY: docs
+docs: deps-dev
+	rm -rf $(DOCSITE) && install -d -m 755 $(DOCSITE)
+	$(ANTSIBULL_ENV) $(BIN)/antsibull-docs sphinx-init --use-current --squash-hierarchy --fail-on-error \
+	  --dest-dir $(DOCSITE) homelab.alpine_netboot
+	echo 'intersphinx_mapping = {}  # offline (Makefile: docs)' >> $(DOCSITE)/conf.py
+	cd $(DOCSITE) && $(ANTSIBULL_ENV) ./build.sh
 
 # One molecule scenario (extensions/molecule/<role>) with the test material and variables it needs (scripts/molecule.py;
 # as root). MOLECULE_COMMAND=converge (or verify, ...) runs one step instead of the whole test sequence.
