@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import hashlib
+import io
 import os
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +42,9 @@ MAGIC = b"070701"
 MAGICS = (MAGIC, b"070702")  # newc, and newc with checksums (read only)
 TRAILER = b"TRAILER!!!"
 MAX_FIELD = 0xFFFFFFFF
+# the newc header after the magic: these 32-bit fields in this order, 8 hex digits each (writer and reader)
+FIELDS = ("ino", "mode", "uid", "gid", "nlink", "mtime", "size", "devmajor", "devminor", "rdevmajor", "rdevminor",
+          "namesize", "check")
 CHUNK = 1 << 20  # bytes read / flushed at a time
 
 #: The device nodes the kernel needs before devtmpfs is mounted (it opens /dev/console for init's stdio).
@@ -97,10 +101,7 @@ class Plan:
 
     def archive_size(self) -> int:
         """Exact size of the uncompressed archive ``write_newc`` will produce."""
-        total = 0
-        for e in self.entries:
-            total += _pad4(110 + len(e.path) + 1) + _pad4(e.size)
-        return total + _pad4(110 + len(TRAILER) + 1)
+        return sum(pad4(110 + len(e.path) + 1) + pad4(e.size) for e in self.entries) + pad4(110 + len(TRAILER) + 1)
 
     def digest(self, extra: Mapping[str, object] | None = None) -> str:
         """A digest of everything that decides the archive bytes (metadata + identity of every source file).
@@ -122,7 +123,7 @@ class Plan:
         return h.hexdigest()
 
 
-def _pad4(n: int) -> int:
+def pad4(n: int) -> int:
     return (n + 3) & ~3
 
 
@@ -137,26 +138,11 @@ def _field(value: int, what: str, path: bytes) -> int:
 
 def header(e: Entry) -> bytes:
     """The 110-byte newc header plus NUL-terminated, 4-byte padded name."""
-    fields = (
-        e.ino,
-        e.mode,
-        e.uid,
-        e.gid,
-        e.nlink,
-        e.mtime,
-        e.size,
-        0,  # devmajor: never the host's
-        0,  # devminor
-        e.rdevmajor,
-        e.rdevminor,
-        len(e.path) + 1,
-        0,  # check (only for 070702)
-    )
-    names = ("ino", "mode", "uid", "gid", "nlink", "mtime", "size", "devmajor", "devminor", "rdevmajor",
-             "rdevminor", "namesize", "check")
-    hdr = MAGIC + b"".join(b"%08X" % _field(v, n, e.path) for v, n in zip(fields, names, strict=True))
+    # devmajor/devminor are never the host's; check is only for 070702
+    values = {**vars(e), "devmajor": 0, "devminor": 0, "namesize": len(e.path) + 1, "check": 0}
+    hdr = MAGIC + b"".join(b"%08X" % _field(values[n], n, e.path) for n in FIELDS)
     name = e.path + b"\0"
-    return hdr + name + b"\0" * (_pad4(len(hdr) + len(name)) - len(hdr) - len(name))
+    return hdr + name + b"\0" * (pad4(len(hdr) + len(name)) - len(hdr) - len(name))
 
 
 def trailer() -> bytes:
@@ -293,12 +279,9 @@ def spec_entries(specs: Iterable[Mapping[str, object]], *, source_date_epoch: in
             if (src is None) == (content is None):
                 raise ConfigError(f"extra entry {raw_path}: give exactly one of 'src' or 'content'")
             if content is not None:
-                if isinstance(content, str):
-                    e.data = content.encode()
-                elif isinstance(content, bytes):
-                    e.data = content
-                else:
+                if not isinstance(content, str | bytes):
                     raise ConfigError(f"extra entry {raw_path}: 'content' must be text")
+                e.data = content.encode() if isinstance(content, str) else content
                 e.size = len(e.data)
             else:
                 full = os.fsencode(os.fspath(str(src)))
@@ -376,25 +359,15 @@ def finalize(entries: Iterable[Entry], *, source_date_epoch: int, implicit_dirs:
             if parent and not stat.S_ISDIR(by_path[parent].mode):
                 raise ConfigError(f"{os.fsdecode(path)}: its parent {os.fsdecode(parent)} is not a directory")
     ordered = sorted(by_path.values(), key=lambda x: (x.path != b".", x.path))
-    groups: dict[tuple[int, int], list[Entry]] = {}
+    groups: dict[object, list[Entry]] = {}  # the names of one inode (a hardlink group), numbered in path order
     for e in ordered:
-        if e.link_key is not None:
-            groups.setdefault(e.link_key, []).append(e)
-    next_ino = 1
-    for e in ordered:
-        if e.link_key is not None and len(groups[e.link_key]) > 1:
-            group = groups[e.link_key]
-            if e is group[0]:
-                for member in group:
-                    member.ino = next_ino
-                    member.nlink = len(group)
-                next_ino += 1
-                for member in group[:-1]:  # data goes on the last name, like GNU cpio
-                    member.size = 0
-            continue
-        e.ino = next_ino
-        e.nlink = 2 if stat.S_ISDIR(e.mode) else 1
-        next_ino += 1
+        groups.setdefault(e.link_key or e.path, []).append(e)
+    for ino, group in enumerate(groups.values(), 1):
+        for member in group:
+            member.ino = ino
+            member.nlink = 2 if stat.S_ISDIR(member.mode) else len(group)
+        for member in group[:-1]:  # data goes on the last name, like GNU cpio
+            member.size = 0
     return Plan(entries=ordered, source_date_epoch=source_date_epoch)
 
 
@@ -446,7 +419,7 @@ def write_newc(
                 buf += e.data
             elif e.source is not None:
                 _copy_body(e, buf, out, flush)
-            buf += b"\0" * (_pad4(e.size) - e.size)
+            buf += b"\0" * (pad4(e.size) - e.size)
         if len(buf) >= CHUNK:
             flush()
     buf += trailer()
@@ -480,8 +453,6 @@ def _copy_body(e: Entry, buf: bytearray, out: IO[bytes], flush: Callable[[], Non
 
 def archive_bytes(plan: Plan | Sequence[Entry]) -> bytes:
     """The whole archive in memory: only for small archives (microcode, test hooks)."""
-    import io
-
     bio = io.BytesIO()
     write_newc(plan, bio)
     return bio.getvalue()

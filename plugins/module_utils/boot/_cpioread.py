@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._cpio import CHUNK, MAGICS, TRAILER, _pad4
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _cpio
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
 
 
@@ -29,7 +29,7 @@ class Stream:
             del self.buf[: self.off]
             self.off = 0
         while len(self.buf) - self.off < n:
-            more = self.fh.read(max(n - (len(self.buf) - self.off), CHUNK))
+            more = self.fh.read(max(n - (len(self.buf) - self.off), _cpio.CHUNK))
             if not more:
                 break
             self.buf += more
@@ -78,7 +78,7 @@ class Member:
     @property
     def raw(self) -> bytes:
         """The member's newc bytes: header, name, padding, body, padding."""
-        return self.head + self.data + b"\0" * (_pad4(len(self.data)) - len(self.data))
+        return self.head + self.data + b"\0" * (_cpio.pad4(len(self.data)) - len(self.data))
 
 
 def read_newc(fh: IO[bytes] | Stream, *, what: str = "cpio archive", trailer: bool = False) -> Iterator[Member]:
@@ -99,18 +99,16 @@ def read_newc(fh: IO[bytes] | Stream, *, what: str = "cpio archive", trailer: bo
 
     while True:
         hdr = read_exact(110)
-        if hdr[:6] not in MAGICS:
+        if hdr[:6] not in _cpio.MAGICS:
             raise NetbootError(f"{what}: not a newc cpio archive (magic {hdr[:6]!r} at byte {offset - 110})")
-        f = [int(hdr[6 + 8 * i: 14 + 8 * i], 16) for i in range(13)]
-        namesize, size = f[11], f[6]
-        head = hdr + read_exact(_pad4(110 + namesize) - 110)  # name, its NUL and the padding to 4 bytes
+        f = {n: int(hdr[6 + 8 * i: 14 + 8 * i], 16) for i, n in enumerate(_cpio.FIELDS)}
+        namesize, size = f.pop("namesize"), f.pop("size")
+        del f["check"]
+        head = hdr + read_exact(_cpio.pad4(110 + namesize) - 110)  # name, its NUL and the padding to 4 bytes
         name = head[110: 110 + namesize - 1]
         data = read_exact(size)
-        read_exact(_pad4(size) - size)
-        if name != TRAILER or trailer:
-            yield Member(
-                name=os.fsdecode(name), mode=f[1], uid=f[2], gid=f[3], nlink=f[4], mtime=f[5], ino=f[0],
-                devmajor=f[7], devminor=f[8], rdevmajor=f[9], rdevminor=f[10], data=data, head=head,
-            )
-        if name == TRAILER:
+        read_exact(_cpio.pad4(size) - size)
+        if name != _cpio.TRAILER or trailer:
+            yield Member(name=os.fsdecode(name), data=data, head=head, **f)
+        if name == _cpio.TRAILER:
             return
