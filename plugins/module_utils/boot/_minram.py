@@ -7,13 +7,13 @@ Decompression is ``_compress``'s; an initrd with a make_initramfs record is not 
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _compress, _cpio, _cpioread, _initramfs
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._qemu import parse_memory
@@ -44,13 +44,6 @@ class Segment:
     window: int
 
 
-def _chunks(fh: BinaryIO, first: bytes) -> Iterator[bytes]:
-    if first:
-        yield first
-    while chunk := fh.read(1 << 20):
-        yield chunk
-
-
 def initrd_segments(path: Path) -> list[Segment]:
     """The concatenated archives of an initrd (compressed members and plain newc cpios): the parts of its
     make_initramfs record when it has one, else a walk of the file (decompressing it)."""
@@ -59,38 +52,26 @@ def initrd_segments(path: Path) -> list[Segment]:
                 for p in _initramfs.read_record(path)["parts"]]
     segments: list[Segment] = []
     with open(path, "rb") as fh:
-        pending = b""
+        src = _cpioread.Stream(fh)
         while True:
-            if len(pending) < 16:
-                pending += fh.read(1 << 20)
-            pending = pending.lstrip(b"\0")
-            while not pending:
-                more = fh.read(1 << 20)
-                if not more:
-                    return segments
-                pending = more.lstrip(b"\0")
-            if len(pending) < 16:
-                pending += fh.read(1 << 20)
-            magic = pending[:6]
-            unpacked = consumed = 0
-            window = 0
-            rest = b""
-            method = _compress.sniff(magic)
+            src.skip_zeros()
+            head = src.peek(64)
+            if not head:
+                return segments
+            method = _compress.sniff(head)
             if method is not None:
-                kind, window = method, _compress.decoder_window(method, pending)
-                unpacked, consumed, rest = _compress.drain(_compress.decompressor(method), _chunks(fh, pending))
-            elif magic in _cpio.MAGICS:
-                kind = "cpio"
-                src = _cpioread.Stream(fh, pending)
+                chunks = itertools.chain([src.rest()], iter(lambda: fh.read(_cpio.CHUNK), b""))
+                unpacked, consumed, rest = _compress.drain(_compress.decompressor(method), chunks)
+                segments.append(Segment(method, consumed, unpacked, _compress.decoder_window(method, head)))
+                src = _cpioread.Stream(fh, rest)
+            elif head[:6] in _cpio.MAGICS:
+                start = src.pos
                 for _member in _cpioread.read_newc(src, what=str(path)):
                     pass
-                unpacked = consumed = src.pos
-                rest = src.rest()
+                segments.append(Segment("cpio", src.pos - start, src.pos - start, 0))
             else:
-                raise ConfigError(f"{path}: unknown initrd data at a segment start ({magic!r}); "
+                raise ConfigError(f"{path}: unknown initrd data at a segment start ({head[:6]!r}); "
                                   "expected gzip, zstd, xz or a newc cpio")
-            segments.append(Segment(kind, consumed, unpacked, window))
-            pending = rest
 
 
 def minimum_ram(kernel: Path, initrds: Sequence[Path], cmdline: str = "") -> dict[str, object]:
