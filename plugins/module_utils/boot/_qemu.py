@@ -92,14 +92,9 @@ def build_argv(spec: QemuSpec, accel: str) -> list[str]:
     if spec.nic not in NIC_MODELS:
         raise ConfigError(f"nic {spec.nic!r}: use one of {', '.join(NIC_MODELS)} (they carry an iPXE PXE ROM)")
     argv += ["-machine", "pc", "-m", f"{parse_memory(spec.memory)}M", "-smp", str(spec.smp)]
-    if spec.graphical:
-        argv += ["-serial", "mon:stdio" if spec.interactive else spec.serial]
-        if not spec.interactive:
-            argv += ["-monitor", "none"]
-    else:
-        # -nographic makes SeaBIOS (and the iPXE ROM it runs) print on the serial port as well.
+    if not spec.graphical:  # -nographic makes SeaBIOS (and the iPXE ROM it runs) print on the serial port as well.
         argv += ["-nographic"]
-        argv += ["-serial", "mon:stdio"] if spec.interactive else ["-serial", spec.serial, "-monitor", "none"]
+    argv += ["-serial", "mon:stdio"] if spec.interactive else ["-serial", spec.serial, "-monitor", "none"]
     if spec.no_reboot:
         argv += ["-no-reboot"]
     mac = normalise_mac(spec.mac, host="qemu guest")
