@@ -9,6 +9,7 @@ directory (symlinks followed, no directory listings, no ``..``), streams them in
 from __future__ import annotations
 
 import http.server
+import shutil
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -22,13 +23,7 @@ GUEST_HOST = "10.0.2.2"  # the host's 127.0.0.1 seen from a qemu user-network gu
 class BootServer:
     """``with BootServer(root) as srv: ... srv.guest_url ... srv.requests``"""
 
-    def __init__(
-        self,
-        root: Path,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-    ) -> None:
+    def __init__(self, root: Path, *, host: str = "127.0.0.1", port: int = 0) -> None:
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ConfigError(f"boot server host {host!r}: only loopback addresses are served")
         self.root = Path(root)
@@ -48,25 +43,18 @@ class BootServer:
                 status, target = server.resolve(parts)
                 with server._lock:
                     server.requests.append((self.command, path, status))
-                if status != 200 or target is None:
-                    body = f"{status} {path}\n".encode()
-                    self.send_response(status)
-                    self.send_header("Content-Type", "text/plain")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    if not head_only:
-                        self.wfile.write(body)
-                    return
-                size = target.stat().st_size
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(size))
+                body = f"{status} {path}\n".encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain" if target is None else "application/octet-stream")
+                self.send_header("Content-Length", str(len(body) if target is None else target.stat().st_size))
                 self.end_headers()
                 if head_only:
                     return
+                if target is None:
+                    self.wfile.write(body)
+                    return
                 with open(target, "rb") as fh:
-                    while chunk := fh.read(1 << 20):
-                        self.wfile.write(chunk)
+                    shutil.copyfileobj(fh, self.wfile, 1 << 20)
 
             def do_GET(self) -> None:
                 self._send(False)
@@ -85,12 +73,9 @@ class BootServer:
 
     def resolve(self, parts: list[str]) -> tuple[int, Path | None]:
         """(HTTP status, file) for a request path split on ``/``: 200 and the file, or 404 and None."""
-        if not parts or any(p in (".", "..") or "\\" in p for p in parts):
-            return 404, None
-        target = self.root.joinpath(*parts)
-        if not target.is_file():
-            return 404, None
-        return 200, target
+        if parts and not any(p in (".", "..") or "\\" in p for p in parts) and self.root.joinpath(*parts).is_file():
+            return 200, self.root.joinpath(*parts)
+        return 404, None
 
     @property
     def port(self) -> int:
