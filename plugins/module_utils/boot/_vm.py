@@ -94,12 +94,10 @@ class BootResult:
         return "\n".join(last)
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "ok": self.ok, "reason": self.reason, "accel": self.accel, "argv": self.argv,
-            "seconds_to_marker": self.seconds_to_marker, "kernel_to_marker": self.kernel_to_marker,
-            "seconds": round(self.seconds, 2), "checks": self.checks, "console_tail": self.tail(),
-            "http_requests": self.http_requests,
-        }
+        """Every field but the whole console (its tail instead) and the fatal line."""
+        fields = {k: v for k, v in vars(self).items() if k not in ("console", "fatal_line", "http_requests")}
+        return {**fields, "seconds": round(self.seconds, 2), "console_tail": self.tail(),
+                "http_requests": self.http_requests}
 
 
 def clean_console(raw: bytes) -> str:
