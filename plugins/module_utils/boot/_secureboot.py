@@ -121,25 +121,6 @@ def signature_list(cert_der: bytes, owner: uuid.UUID) -> bytes:
     return EFI_CERT_X509.bytes_le + struct.pack("<III", 28 + len(entry), 0, len(entry)) + entry
 
 
-def parse_signature_list(data: bytes) -> list[tuple[uuid.UUID, uuid.UUID, bytes]]:
-    """(SignatureType, SignatureOwner, data) of every entry of the EFI_SIGNATURE_LISTs in ``data``."""
-    out: list[tuple[uuid.UUID, uuid.UUID, bytes]] = []
-    at = 0
-    while at < len(data):
-        if at + 28 > len(data):
-            raise SecureBootError("truncated EFI_SIGNATURE_LIST header")
-        kind = uuid.UUID(bytes_le=data[at:at + 16])
-        list_size, header_size, sig_size = struct.unpack_from("<III", data, at + 16)
-        if list_size < 28 + header_size or sig_size < 16 or at + list_size > len(data):
-            raise SecureBootError("malformed EFI_SIGNATURE_LIST sizes")
-        entry = at + 28 + header_size
-        while entry + sig_size <= at + list_size:
-            out.append((kind, uuid.UUID(bytes_le=data[entry:entry + 16]), data[entry + 16:entry + sig_size]))
-            entry += sig_size
-        at += list_size
-    return out
-
-
 def signed_payload(name: str, timestamp: bytes, esl: bytes) -> bytes:
     """What an authenticated write of variable ``name`` signs: VariableName (UTF-16LE, no NUL) || VendorGuid ||
     Attributes || EFI_TIME || data."""
