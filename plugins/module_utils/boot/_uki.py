@@ -21,7 +21,7 @@ give the same bytes.
 from __future__ import annotations
 
 import array
-import contextlib
+import dataclasses
 import hashlib
 import os
 import struct
@@ -42,7 +42,10 @@ class UkiError(NetbootError):
 
 
 MACHINE_AMD64 = 0x8664
-SECTION_HEADER = 40
+# a section header: Name, VirtualSize, VirtualAddress, SizeOfRawData, PointerToRawData, the relocation and line
+# number pointers and counts (kept as they were), Characteristics
+SECTION = struct.Struct("<8sIIII12sI")
+SECTION_HEADER = SECTION.size
 DEBUG_ENTRY = 28
 # IMAGE_SCN_CNT_INITIALIZED_DATA | IMAGE_SCN_MEM_READ
 DATA_RO = 0x00000040 | 0x40000000
@@ -56,13 +59,11 @@ class Section:
     virtual_address: int
     raw_size: int
     raw_pointer: int
+    header_rest: bytes
     characteristics: int
-    header_rest: bytes = b"\0" * 12  # PointerToRelocations, PointerToLinenumbers, counts (kept as they were)
 
     def pack(self) -> bytes:
-        return (struct.pack("<8sIIII", self.name.encode("ascii"), self.virtual_size, self.virtual_address,
-                            self.raw_size, self.raw_pointer)
-                + self.header_rest + struct.pack("<I", self.characteristics))
+        return SECTION.pack(self.name.encode("ascii"), *dataclasses.astuple(self)[1:])
 
 
 @dataclass
@@ -147,13 +148,11 @@ def parse_pe(path: Path, data: bytes | None = None) -> PeImage:
         raise UkiError(f"{path} is truncated: its {count} section headers run past the end of the file")
     image = PeImage(path, raw, pe, opt, table)
     for i in range(count):
-        at = table + i * SECTION_HEADER
-        name, vsize, vaddr, rsize, rptr = struct.unpack_from("<8sIIII", raw, at)
-        (chars,) = struct.unpack_from("<I", raw, at + 36)
-        image.sections.append(Section(name.rstrip(b"\0").decode("ascii", "replace"), vsize, vaddr, rsize, rptr,
-                                      chars, raw[at + 24:at + 36]))
-        if rsize and rptr + rsize > len(raw):
-            raise UkiError(f"{path} is truncated: section {image.sections[-1].name} runs past the end of the file")
+        name, *fields = SECTION.unpack_from(raw, table + i * SECTION_HEADER)
+        section = Section(name.rstrip(b"\0").decode("ascii", "replace"), *fields)
+        if section.raw_size and section.raw_pointer + section.raw_size > len(raw):
+            raise UkiError(f"{path} is truncated: section {section.name} runs past the end of the file")
+        image.sections.append(section)
     return image
 
 
@@ -213,8 +212,7 @@ def _grow_headers(image: PeImage, need: int) -> tuple[bytearray, list[Section], 
         raise UkiError(f"{image.path}: the section headers of a UKI need {new} header bytes, but the stub's first "
                        f"section starts at RVA 0x{first_va:x}; use systemd-boot's own linuxx64.efi.stub")
     shift = new - old
-    sections = [Section(s.name, s.virtual_size, s.virtual_address, s.raw_size,
-                        s.raw_pointer + shift if s.raw_pointer else 0, s.characteristics, s.header_rest)
+    sections = [dataclasses.replace(s, raw_pointer=s.raw_pointer + shift if s.raw_pointer else 0)
                 for s in image.sections]
     headers = bytearray(image.data[:old]) + bytearray(shift)
     struct.pack_into("<I", headers, image.opt + 60, new)
@@ -304,7 +302,7 @@ def _append_sections(body: bytearray, sections: list[Section], payloads: Mapping
     body.extend(bytes(next_raw - len(body)))
     for name, payload in payloads.items():
         raw_size = _align(len(payload), falign)
-        sections.append(Section(name, len(payload), next_va, raw_size, next_raw if raw_size else 0, DATA_RO))
+        sections.append(Section(name, len(payload), next_va, raw_size, next_raw if raw_size else 0, bytes(12), DATA_RO))
         body.extend(payload)
         body.extend(bytes(raw_size - len(payload)))
         next_raw += raw_size
@@ -336,19 +334,13 @@ def build_signed_uki(stub: Path, kernel: Path, initrds: Sequence[Path], *, cmdli
     data, info = build_uki_bytes(stub, kernel, initrds, cmdline=cmdline, osrel=osrel)
     if check_mode:
         _secureboot.sign_efi_check(cert)
-        current = _secureboot.signed_copy_current(data, dest, cert, runner)
-        if not current:
+        if not _secureboot.signed_copy_current(data, dest, cert, runner):
             return SignedUki(True, info.size, info.sha256, info)
+        changed = False
     else:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, unsigned = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.unsigned.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            changed = _secureboot.sign_efi(unsigned, dest, key_pem, cert, runner)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(unsigned)
-        if changed:
-            return SignedUki(True, dest.stat().st_size, sha256_file(dest) or "", info)
-    return SignedUki(False, dest.stat().st_size, sha256_file(dest) or "", info)
+        with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.unsigned.", suffix=".tmp") as fh:
+            fh.write(data)
+            fh.flush()
+            changed = _secureboot.sign_efi(fh.name, dest, key_pem, cert, runner)
+    return SignedUki(changed, dest.stat().st_size, sha256_file(dest) or "", info)
