@@ -109,8 +109,14 @@ def validate_urls(value: object) -> list[str]:
     return urls
 
 
-def _check_args(text: str, *, what: str) -> str:
-    text = " ".join(text.split())
+def _args_text(value: object, *, what: str) -> str:
+    """Kernel arguments (a string or a list of words) as one line iPXE passes on as it is."""
+    if value is None:
+        return ""
+    words = list(value) if isinstance(value, list | tuple) else [value]
+    if not all(isinstance(v, str) for v in words):
+        raise ConfigError(f"{what}: kernel_args must be a string or a list of strings, got {value!r}")
+    text = " ".join(" ".join(map(str, words)).split())
     bad = _UNSAFE_ARG.search(text)
     if bad:
         raise ConfigError(
@@ -119,16 +125,6 @@ def _check_args(text: str, *, what: str) -> str:
             f"remove it from the kernel_args"
         )
     return text
-
-
-def _args_text(value: object, *, what: str) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return _check_args(value, what=what)
-    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-        return _check_args(" ".join(str(v) for v in value), what=what)
-    raise ConfigError(f"{what}: kernel_args must be a string or a list of strings, got {value!r}")
 
 
 def _artefact(value: object, *, what: str) -> str:
