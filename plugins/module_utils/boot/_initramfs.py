@@ -33,6 +33,9 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records._re
 
 MICROCODE_PATH = "kernel/x86/microcode/GenuineIntel.bin"
 RECORD = Kind("initramfs", 1, "initramfs")
+# make_initramfs's exclude default: boot files the running image does not need (iPXE loads kernel and microcode)
+DEFAULT_EXCLUDE = ("boot/vmlinuz*", "boot/System.map-*", "boot/initramfs-*", "boot/intel-ucode.img",
+                   "boot/amd-ucode.img")
 
 
 @dataclass
@@ -47,7 +50,7 @@ class InitramfsRequest:
     microcode_dest: str | None = None
     microcode_concat: bool = False
     extras: Sequence[Mapping[str, object]] = ()
-    exclude: Sequence[str] = ()
+    exclude: Sequence[str] = DEFAULT_EXCLUDE
     owner: str = "auto"
     mtime: str = "epoch"
     progress_log: str | None = None

@@ -141,8 +141,8 @@ class Node:
     mac: str  # normalised aa:bb:cc:dd:ee:ff
     hostname: str
     role: str
-    kernel_args: str = ""
-    initrd: str = ""
+    kernel_args: str  # the node's own, after the common ones (not the module option of that name)
+    initrd: str  # the node's own, loaded after the image's
 
     @property
     def mac_hexraw(self) -> str:

@@ -20,6 +20,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._err
 # The one definition (module default, runner, tests); the boot_test role default repeats it in YAML and
 # tests/unit/plugins/module_utils/boot/test_testhook.py checks that they agree.
 DEFAULT_MARKER = "NETBOOT-BOOT-TEST-READY"
+DEFAULT_CHECKS = ("cat /etc/hostname", "cat /proc/mounts")  # likewise (boot_test_checks)
 CHECK_BEGIN = "BOOT-TEST-CHECK-BEGIN"
 CHECK_END = "BOOT-TEST-CHECK-END"
 _PRINTK = re.compile(r"\[\s*\d+\.\d{6}\] ")  # a kernel console message interleaved with check output

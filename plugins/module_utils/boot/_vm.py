@@ -46,6 +46,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._qemu 
     stage_netboot,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._testhook import (
+    DEFAULT_CHECKS,
     DEFAULT_MARKER,
     hook_cpio,
     parse_checks,
@@ -263,7 +264,7 @@ class BootTest:
     nic: str = "virtio-net-pci"
     timeout: float = 300
     marker: str = DEFAULT_MARKER
-    checks: Sequence[str] = ()
+    checks: Sequence[str] = DEFAULT_CHECKS
     hook: bool = True
     extra_initrds: Sequence[Path] = ()  # appended after the image (and before the hook)
     accel: str = "auto"

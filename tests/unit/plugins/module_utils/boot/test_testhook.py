@@ -12,6 +12,7 @@ import yaml
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._testhook import (
     CHECK_BEGIN,
     CHECK_END,
+    DEFAULT_CHECKS,
     DEFAULT_MARKER,
     hook_cpio,
     parse_checks,
@@ -62,3 +63,4 @@ def test_the_default_marker_ends_the_hook_script_and_is_the_role_default() -> No
     # YAML cannot import: the one role default must carry the same value
     defaults = [yaml.safe_load(p.read_text()) or {} for p in sorted(ROLES.glob("*/defaults/main.yml"))]
     assert [d["boot_test_marker"] for d in defaults if "boot_test_marker" in d] == [DEFAULT_MARKER]
+    assert [d["boot_test_checks"] for d in defaults if "boot_test_checks" in d] == [list(DEFAULT_CHECKS)]
