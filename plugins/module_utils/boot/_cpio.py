@@ -187,13 +187,13 @@ def scan_tree(
         raise ConfigError(f"owner={owner!r} is not one of auto, keep, root")
     if mtime not in ("epoch", "clamp"):
         raise ConfigError(f"mtime={mtime!r} is not one of epoch, clamp")
-    ids = _Owners(owner, top.st_uid if owner == "auto" and top.st_uid != 0 else None,
-                  top.st_gid if owner == "auto" and top.st_gid != 0 else None)
-    clamp = mtime == "clamp"
+    # owner="auto": the builder's own ids (the tree root's) become 0; "keep": none do
+    squash = (top.st_uid, top.st_gid) if owner == "auto" else (-1, -1)
 
     def add(rel: bytes, full: bytes, st: os.stat_result) -> Entry:
-        when = max(0, min(int(st.st_mtime), source_date_epoch)) if clamp else source_date_epoch
-        return _tree_entry(rel, full, st, *ids.of(st), mtime=when)
+        when = max(0, min(int(st.st_mtime), source_date_epoch)) if mtime == "clamp" else source_date_epoch
+        ids = (0 if st.st_uid == squash[0] else st.st_uid, 0 if st.st_gid == squash[1] else st.st_gid)
+        return _tree_entry(rel, full, st, *((0, 0) if owner == "root" else ids), mtime=when)
 
     # the image's / is always root-owned 0755, whatever umask or user created the build directory
     out = [dataclasses.replace(add(b".", root_b, top), mode=stat.S_IFDIR | 0o755, uid=0, gid=0)]
@@ -214,21 +214,6 @@ def scan_tree(
             if stat.S_ISDIR(st.st_mode):
                 stack.append((rel, child.path))
     return out
-
-
-@dataclass(frozen=True)
-class _Owners:
-    """The numeric owner an entry gets: 0:0 (``root``), the ids on disk (``keep``), or with ``auto`` those with the
-    builder's own uid/gid (``squash_uid``/``squash_gid``, when not 0) as 0."""
-
-    owner: str
-    squash_uid: int | None
-    squash_gid: int | None
-
-    def of(self, st: os.stat_result) -> tuple[int, int]:
-        if self.owner == "root":
-            return 0, 0
-        return (0 if st.st_uid == self.squash_uid else st.st_uid, 0 if st.st_gid == self.squash_gid else st.st_gid)
 
 
 def _tree_entry(rel: bytes, full: bytes, st: os.stat_result, uid: int, gid: int, *, mtime: int) -> Entry:
