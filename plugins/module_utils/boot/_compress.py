@@ -91,12 +91,9 @@ def make_spec(
             )
         if window_log < MIN_WINDOW_LOG:
             raise ConfigError(f"window_log {window_log} is too small: zstd needs {MIN_WINDOW_LOG}-27")
-    thr = 0 if threads is None else threads
-    if thr < 0:
+    if threads is not None and threads < 0:
         raise ConfigError(f"threads {threads} is negative: use 0 (one per CPU) or a positive count")
-    if method != "zstd":
-        thr = 0
-    return CompressionSpec(method=method, level=lvl, window_log=window_log, threads=thr)
+    return CompressionSpec(method, lvl, window_log, (threads or 0) if method == "zstd" else 0)
 
 
 # ------------------------------------------------------------------------------------------- kernel config check
@@ -120,11 +117,8 @@ def check_kernel_config(spec: CompressionSpec, config: str | os.PathLike[str]) -
         supported = [m for m, o in KERNEL_OPTION.items() if cfg.get(o) == "y"]
         raise ConfigError(
             f"the kernel cannot unpack a {spec.method} initramfs: {option} is not set in {config} (the boot would "
-            f"stop with 'compression method {spec.method} not configured'); use "
-            + (f"compression: {' or '.join(supported)}" if supported else "compression: none")
-            + " or a kernel built with "
-            + option
-            + "=y"
+            f"stop with 'compression method {spec.method} not configured'); use compression: "
+            f"{' or '.join(supported) or 'none'} or a kernel built with {option}=y"
         )
 
 
