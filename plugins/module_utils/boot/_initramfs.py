@@ -190,10 +190,8 @@ def build_initramfs(req: InitramfsRequest, *, check_mode: bool = False) -> dict[
                           mtime=req.mtime)
     ucode = microcode_blob(src, req.microcode)
     ucode_cpio = microcode_archive(ucode[0], sde) if ucode else None
-    microcode_dest = None
-    if ucode_cpio is not None:
-        microcode_dest = req.microcode_dest or os.path.join(os.path.dirname(os.path.abspath(req.dest)),
-                                                            "intel-ucode.img")
+    microcode_dest = None if ucode_cpio is None else (
+        req.microcode_dest or os.path.join(os.path.dirname(os.path.abspath(req.dest)), "intel-ucode.img"))
     digest = plan.digest(
         {
             "stamp": 1,
@@ -252,12 +250,9 @@ def _rebuild(req: InitramfsRequest, plan: cpio.Plan, *, ucode: tuple[bytes | Non
              before: dict[str, Any] | None, result: dict[str, Any]) -> dict[str, Any]:
     """Write the microcode archive and the image, then the record; ``result`` completed with what was written."""
     ucode_cpio, microcode_dest = ucode
-    changed = False
-    if ucode_cpio is not None and microcode_dest is not None:
-        changed |= atomic_write_bytes(microcode_dest, ucode_cpio)
+    changed = ucode_cpio is not None and microcode_dest is not None and atomic_write_bytes(microcode_dest, ucode_cpio)
     sha, size, parts, progress = _write_image(req, plan, ucode_cpio if req.microcode_concat else None)
-    if before is None or before["sha256"] != sha:
-        changed = True
+    changed = changed or before is None or before["sha256"] != sha
     after = _file_info(req.dest)
     after_ucode = _file_info(microcode_dest)
     if after is None or after["sha256"] != sha:
