@@ -212,16 +212,12 @@ def fingerprint(cert: x509.Certificate) -> str:
 
 
 def _private_dir(directory: Path, check_mode: bool, written: list[Path]) -> None:
-    if not directory.exists():
-        written.append(directory)
-        if not check_mode:
-            directory.mkdir(mode=0o700, parents=True)
-            os.chmod(directory, 0o700)
-    elif not directory.is_dir():
+    if directory.exists() and not directory.is_dir():
         raise SecureBootError(f"{directory} is not a directory; give the Secure Boot keys directory")
-    elif stat.S_IMODE(directory.stat().st_mode) & 0o077:
+    if not directory.exists() or stat.S_IMODE(directory.stat().st_mode) & 0o077:  # missing, or open to others
         written.append(directory)
         if not check_mode:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(directory, 0o700)
 
 
