@@ -167,14 +167,8 @@ def _excluded(rel: bytes, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p.strip("/")) for p in patterns)
 
 
-def scan_tree(
-    root: str | os.PathLike[str],
-    *,
-    source_date_epoch: int,
-    owner: str = "auto",
-    exclude: Sequence[str] = (),
-    mtime: str = "epoch",
-) -> list[Entry]:
+def scan_tree(root: str | os.PathLike[str], *, source_date_epoch: int, owner: str = "auto", exclude: Sequence[str] = (),
+              mtime: str = "epoch") -> list[Entry]:
     """Entries for every path under ``root`` (``root`` itself as ``.``), unsorted and not yet numbered."""
     root_b = os.fsencode(os.fspath(root))
     try:
@@ -356,33 +350,20 @@ def finalize(entries: Iterable[Entry], *, source_date_epoch: int, implicit_dirs:
     return Plan(entries=ordered, source_date_epoch=source_date_epoch)
 
 
-def plan_tree(
-    root: str | os.PathLike[str] | None,
-    *,
-    source_date_epoch: int,
-    extras: Sequence[Mapping[str, object]] = (),
-    owner: str = "auto",
-    exclude: Sequence[str] = (),
-    mtime: str = "epoch",
-) -> Plan:
+def plan_tree(root: str | os.PathLike[str] | None, *, source_date_epoch: int,
+              extras: Sequence[Mapping[str, object]] = (), owner: str = "auto", exclude: Sequence[str] = (),
+              mtime: str = "epoch") -> Plan:
     """The full plan: the tree (if any), then spec entries overriding same paths."""
-    entries: list[Entry] = []
-    if root is not None:
-        entries.extend(scan_tree(root, source_date_epoch=source_date_epoch, owner=owner, exclude=exclude,
-                                 mtime=mtime))
-    entries.extend(spec_entries(extras, source_date_epoch=source_date_epoch))
-    return finalize(entries, source_date_epoch=source_date_epoch)
+    entries = [] if root is None else scan_tree(root, source_date_epoch=source_date_epoch, owner=owner,
+                                                exclude=exclude, mtime=mtime)
+    return finalize([*entries, *spec_entries(extras, source_date_epoch=source_date_epoch)],
+                    source_date_epoch=source_date_epoch)
 
 
 # ---------------------------------------------------------------------------------------------------- writing
 
 
-def write_newc(
-    plan: Plan | Sequence[Entry],
-    out: IO[bytes],
-    *,
-    progress: Callable[[int], None] | None = None,
-) -> int:
+def write_newc(plan: Plan | Sequence[Entry], out: IO[bytes], *, progress: Callable[[int], None] | None = None) -> int:
     """Stream the archive into ``out``; returns the number of bytes written (uncompressed)."""
     entries = plan.entries if isinstance(plan, Plan) else plan
     buf = bytearray()
