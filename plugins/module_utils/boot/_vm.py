@@ -142,8 +142,7 @@ class _Console:
         """qemu's output ended or it exited: the rest of its output, then the marker or why it stopped."""
         self.raw += stdout.read() or b""
         if self.grace_until is None and self.marker in clean_console(bytes(self.raw)):
-            self.t_marker = time.monotonic()
-            self.ok, self.reason = True, "marker seen"
+            self.t_marker, self.ok, self.reason = time.monotonic(), True, "marker seen"
         elif self.grace_until is None:
             rc = proc.wait()
             why = "qemu failed to start" if rc else "the guest reset or powered off (too little RAM?)"
@@ -158,16 +157,10 @@ class _Console:
             reason = f"{self.fatal_reason}: {line}"
         t_marker, start = self.t_marker, self.start
         return BootResult(
-            ok=self.ok,
-            reason=reason,
-            console=console,
-            accel=accel,
-            argv=list(argv),
+            ok=self.ok, reason=reason, console=console, accel=accel, argv=list(argv),
             seconds_to_marker=round(t_marker - start, 2) if t_marker else None,
             kernel_to_marker=round(t_marker - self.t_kernel, 2) if t_marker and self.t_kernel else None,
-            seconds=end - start,
-            checks=parse_checks(console, checks) if checks else [],
-            fatal_line=line,
+            seconds=end - start, checks=parse_checks(console, checks), fatal_line=line,
         )
 
 
@@ -194,16 +187,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def run_vm(
-    argv: Sequence[str],
-    *,
-    marker: str,
-    timeout: float,
-    accel: str,
-    checks: Sequence[str] = (),
-    console_log: Path | None = None,
-    runner: Runner | None = None,
-) -> BootResult:
+def run_vm(argv: Sequence[str], *, marker: str, timeout: float, accel: str, checks: Sequence[str] = (),
+           console_log: Path | None = None, runner: Runner | None = None) -> BootResult:
     """Run qemu (serial console on stdout) until ``marker``, a fatal line, qemu's exit or ``timeout``."""
     if runner is not None:
         runner.log.append(shlex.join(argv))
