@@ -60,9 +60,6 @@ def parse_checks(console: str, checks: Sequence[str]) -> list[dict[str, object]]
     for i, cmd in enumerate(checks):
         # not anchored: OpenRC's "Starting local ..." or output without a final newline may share the line
         m = re.search(rf"{CHECK_BEGIN} {i}\n(.*?)\n?{CHECK_END} {i} rc=(\d+)$", console, re.M | re.S)
-        if m:
-            output = "\n".join(ln for ln in m.group(1).splitlines() if not _PRINTK.match(ln))
-            results.append({"command": cmd, "rc": int(m.group(2)), "output": output})
-        else:
-            results.append({"command": cmd, "rc": None, "output": None})
+        output = "\n".join(ln for ln in m.group(1).splitlines() if not _PRINTK.match(ln)) if m else None
+        results.append({"command": cmd, "rc": int(m.group(2)) if m else None, "output": output})
     return results
