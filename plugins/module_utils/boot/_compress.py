@@ -36,7 +36,10 @@ from typing import IO, Any, Protocol
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common import _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError, NetbootError
 
-_deps.lazy("zstandard")  # imported where used
+try:
+    import zstandard
+except ImportError:
+    _deps.missing("zstandard")
 
 METHODS = ("zstd", "gzip", "xz", "none")
 KERNEL_OPTION = {"zstd": "CONFIG_RD_ZSTD", "gzip": "CONFIG_RD_GZIP", "xz": "CONFIG_RD_XZ"}
@@ -239,8 +242,6 @@ def compressor(spec: CompressionSpec, out: IO[bytes], total: int | None = None) 
     if spec.method == "none":
         yield out
     elif spec.method == "zstd":
-        import zstandard
-
         params = zstandard.ZstdCompressionParameters.from_level(
             spec.level,
             window_log=spec.window_log or 0,
@@ -286,8 +287,6 @@ def decoder_window(method: str, head: bytes) -> int:
     if method == "gzip":
         return 32 * 1024
     if method == "zstd":
-        import zstandard  # only needed here
-
         return int(zstandard.get_frame_parameters(head).window_size)
     return 64 << 20  # xz: upper bound (xz -9 dictionary); the header is not parsed
 
@@ -297,8 +296,6 @@ def decompressor(method: str) -> Decompressor:
     if method == "gzip":
         return zlib.decompressobj(wbits=31)
     if method == "zstd":
-        import zstandard
-
         dec: Decompressor = zstandard.ZstdDecompressor(max_window_size=1 << 31).decompressobj()
         return dec
     if method == "xz":
