@@ -102,7 +102,6 @@ def microcode_blob(root: str, microcode: bool | Sequence[str]) -> tuple[bytes, l
     """
     if microcode is False or microcode == []:
         return None
-    sources: list[Path] = []
     if microcode is True:
         img = Path(root, "boot/intel-ucode.img")
         fw = Path(root, "lib/firmware/intel-ucode")
