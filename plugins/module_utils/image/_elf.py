@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
@@ -115,10 +115,7 @@ def parse(data: Data) -> ElfInfo | None:
 
 
 def section_bytes(data: Data, info: ElfInfo, name: str) -> bytes | None:
-    for s in info.sections:
-        if s.name == name:
-            return data[s.offset:s.offset + s.size]
-    return None
+    return next((data[s.offset:s.offset + s.size] for s in info.sections if s.name == name), None)
 
 
 def modinfo_from_elf(data: Data) -> list[tuple[str, str]]:
@@ -222,35 +219,21 @@ def _verdef(data: Data, e: str, at: int, count: int, string: Callable[[int], str
     return out
 
 
-@dataclass
-class _DynamicTags:
-    """The entries of PT_DYNAMIC that ``dynamic`` reads: string table offsets, and addresses."""
-
-    needed: list[int] = field(default_factory=list)
-    strtab: int | None = None
-    rpath: int | None = None
-    runpath: int | None = None
-    ver: dict[int, int] = field(default_factory=dict)  # DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM
-
-
-def _dynamic_tags(data: Data, e: str, is64: bool, off: int, size: int) -> _DynamicTags:
-    tags = _DynamicTags()
+def _dynamic_tags(data: Data, e: str, is64: bool, off: int, size: int) -> tuple[list[int], dict[int, int]]:
+    """The entries of PT_DYNAMIC up to DT_NULL: the DT_NEEDED values (string table offsets), and tag -> value of the
+    others (the last of a repeated tag)."""
+    needed: list[int] = []
+    tags: dict[int, int] = {}
     entsize, fmt_d = (16, e + "qQ") if is64 else (8, e + "iI")
     for pos in range(off, off + size - entsize + 1, entsize):
         tag, val = struct.unpack_from(fmt_d, data, pos)
         if tag == DT_NULL:
             break
         if tag == DT_NEEDED:
-            tags.needed.append(val)
-        elif tag == DT_STRTAB:
-            tags.strtab = val
-        elif tag == DT_RPATH:
-            tags.rpath = val
-        elif tag == DT_RUNPATH:
-            tags.runpath = val
-        elif tag in (DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM):
-            tags.ver[tag] = val
-    return tags
+            needed.append(val)
+        else:
+            tags[tag] = val
+    return needed, tags
 
 
 def _file_offset(loads: list[tuple[int, int, int]], addr: int | None) -> int | None:
@@ -278,8 +261,8 @@ def dynamic(data: Data) -> Dynamic | None:
                 dyn = (poff, pfilesz)
             elif ptype == PT_INTERP:
                 interp = _interp(data, poff, pfilesz)
-        tags = _dynamic_tags(data, e, hdr.is64, *dyn) if dyn is not None else _DynamicTags()
-        strtab = _file_offset(loads, tags.strtab)
+        needed, tags = _dynamic_tags(data, e, hdr.is64, *dyn) if dyn is not None else ([], {})
+        strtab = _file_offset(loads, tags.get(DT_STRTAB))
         if strtab is None:
             return Dynamic(hdr.elf_type, hdr.machine, interp, (), (), (), ())
         table = strtab
@@ -289,12 +272,12 @@ def dynamic(data: Data) -> Dynamic | None:
             end = data.find(b"\0", start)
             return bytes(data[start:end if end >= 0 else len(data)]).decode("latin-1")
 
-        chosen = tags.runpath if tags.runpath is not None else tags.rpath
+        chosen = tags.get(DT_RUNPATH, tags.get(DT_RPATH))
         rpath = tuple(p for p in string(chosen).split(":") if p) if chosen is not None else ()
-        vneed = _file_offset(loads, tags.ver.get(DT_VERNEED))
-        vdef = _file_offset(loads, tags.ver.get(DT_VERDEF))
-        vn = tuple(_verneed(data, e, vneed, tags.ver.get(DT_VERNEEDNUM, 0), string)) if vneed is not None else ()
-        vd = tuple(_verdef(data, e, vdef, tags.ver.get(DT_VERDEFNUM, 0), string)) if vdef is not None else ()
-        return Dynamic(hdr.elf_type, hdr.machine, interp, tuple(string(o) for o in tags.needed), rpath, vn, vd)
+        vneed = _file_offset(loads, tags.get(DT_VERNEED))
+        vdef = _file_offset(loads, tags.get(DT_VERDEF))
+        vn = tuple(_verneed(data, e, vneed, tags.get(DT_VERNEEDNUM, 0), string)) if vneed is not None else ()
+        vd = tuple(_verdef(data, e, vdef, tags.get(DT_VERDEFNUM, 0), string)) if vdef is not None else ()
+        return Dynamic(hdr.elf_type, hdr.machine, interp, tuple(string(o) for o in needed), rpath, vn, vd)
     except struct.error:
         return None
