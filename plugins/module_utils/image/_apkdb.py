@@ -110,14 +110,7 @@ def owner_map(packages: Iterable[InstalledPackage]) -> dict[str, str]:
 
 def owner_of(owners: dict[str, str], rel: str) -> str | None:
     """The package owning ``rel``, also when prune_kernel removed a ``.gz``/``.xz``/``.zst`` suffix."""
-    found = owners.get(rel)
-    if found is not None:
-        return found
-    for suffix in _SUFFIXES:
-        found = owners.get(rel + suffix)
-        if found is not None:
-            return found
-    return None
+    return next((owners[rel + suffix] for suffix in ("", *_SUFFIXES) if rel + suffix in owners), None)
 
 
 def parse_pkginfo(text: str) -> dict[str, list[str]]:

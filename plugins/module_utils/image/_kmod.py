@@ -33,10 +33,8 @@ COMPRESSED_SUFFIXES = (".gz", ".xz", ".zst")
 def module_name(path: str) -> str:
     """``kernel/drivers/net/usb/r8152.ko.gz`` -> ``r8152`` (dashes normalised to underscores, as kmod does)."""
     base = path.rsplit("/", 1)[-1]
-    for suf in MODULE_SUFFIXES[::-1]:
-        if base.endswith(suf):
-            base = base[: -len(suf)]
-            break
+    if base.endswith(MODULE_SUFFIXES):
+        base = strip_compression(base).removesuffix(".ko")
     return base.replace("-", "_")
 
 
@@ -60,10 +58,7 @@ def decompress_bytes(data: bytes, name: str) -> bytes:
 
 
 def strip_compression(name: str) -> str:
-    for suf in COMPRESSED_SUFFIXES:
-        if name.endswith(suf):
-            return name[: -len(suf)]
-    return name
+    return next((name[: -len(suf)] for suf in COMPRESSED_SUFFIXES if name.endswith(suf)), name)
 
 
 def modinfo(path: Path) -> list[tuple[str, str]]:
@@ -214,27 +209,17 @@ def read_builtin(moddir: Path) -> set[str]:
 
 
 def _parse_deps_file(text: str, soft: dict[str, list[str]], weak: dict[str, list[str]] | None = None) -> None:
+    targets = {"softdep": soft, "weakdep": soft if weak is None else weak}
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) < 3:
-            continue
-        if parts[0] == "softdep" or (parts[0] == "weakdep" and weak is None):
-            target = soft
-        elif parts[0] == "weakdep" and weak is not None:
-            target = weak
-        else:
-            continue
-        mods = [p for p in parts[2:] if p not in ("pre:", "post:")]
-        target.setdefault(parts[1].replace("-", "_"), []).extend(mods)
+        if len(parts) >= 3 and parts[0] in targets:
+            mods = [p for p in parts[2:] if p not in ("pre:", "post:")]
+            targets[parts[0]].setdefault(parts[1].replace("-", "_"), []).extend(mods)
 
 
 def list_module_files(moddir: Path) -> list[str]:
-    out: list[str] = []
-    for dirpath, _dirs, files in os.walk(moddir):
-        for f in files:
-            if is_module_file(f):
-                out.append(os.path.relpath(os.path.join(dirpath, f), moddir))
-    return sorted(out)
+    return sorted(os.path.relpath(os.path.join(dirpath, f), moddir)
+                  for dirpath, _dirs, files in os.walk(moddir) for f in files if is_module_file(f))
 
 
 # --- kmod tools -------------------------------------------------------------------------------------------------
