@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,26 +159,19 @@ def serial_getty(text: str, tty: str, baud: int) -> str:
     return text + ("" if text.endswith("\n") or not text else "\n") + line + "\n"
 
 
+def edit_fields(text: str, edit: Callable[[list[str]], list[str]]) -> str:
+    """A colon-separated table (``/etc/passwd``, ``/etc/shadow``) with each line's fields replaced by ``edit``'s."""
+    return "".join(":".join(edit(ln.split(":"))) + "\n" for ln in text.splitlines())
+
+
 def root_shell(passwd: str, shell: str) -> str:
-    out = []
-    for ln in passwd.splitlines():
-        f = ln.split(":")
-        if len(f) == 7 and f[0] == "root":
-            f[6] = shell
-        out.append(":".join(f))
-    return "".join(f"{ln}\n" for ln in out)
+    return edit_fields(passwd, lambda f: [*f[:6], shell] if len(f) == 7 and f[0] == "root" else f)
 
 
 def lock_empty_root(shadow: str) -> str:
     """An empty root password field means 'log in without a password': lock it (a hash a user put there is left
     for the audit to refuse)."""
-    out = []
-    for ln in shadow.splitlines():
-        f = ln.split(":")
-        if len(f) >= 2 and f[0] == "root" and f[1] == "":
-            f[1] = "*"
-        out.append(":".join(f))
-    return "".join(f"{ln}\n" for ln in out)
+    return edit_fields(shadow, lambda f: [f[0], "*", *f[2:]] if len(f) >= 2 and f[0] == "root" and f[1] == "" else f)
 
 
 def kvm_group_only(mdev: str) -> str:
@@ -232,15 +225,9 @@ class NodePlan:
         return bool(self.changes)
 
     def diff(self) -> list[dict[str, str]]:
-        out = []
-        for c in self.changes:
-            if c.link is not None:
-                out.append({"before_header": c.path, "after_header": c.path, "before": "", "after": f"-> {c.link}\n"})
-                continue
-            before = (c.before or b"").decode(errors="replace")
-            after = (c.after or b"").decode(errors="replace")
-            out.append({"before_header": c.path, "after_header": c.path, "before": before, "after": after})
-        return out
+        return [{"before_header": c.path, "after_header": c.path, "before": (c.before or b"").decode(errors="replace"),
+                 "after": (c.after or b"").decode(errors="replace") if c.link is None else f"-> {c.link}\n"}
+                for c in self.changes]
 
     def paths(self) -> list[str]:
         return [c.path for c in self.changes]

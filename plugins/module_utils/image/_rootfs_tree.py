@@ -11,6 +11,7 @@ from pathlib import Path
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._apk import world_entries
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._apkformat import Keyring
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._nodeconf import edit_fields
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs_spec import RootfsSpec
 
 MKINITFS_CONF = "etc/mkinitfs/mkinitfs.conf"
@@ -73,10 +74,5 @@ def clamp_shadow(shadow: Path, epoch: int) -> None:
     if not shadow.is_file() or epoch <= 0:
         return
     day = str(epoch // 86400)
-    lines = []
-    for line in shadow.read_text().splitlines():
-        f = line.split(":")
-        if len(f) >= 3 and f[2].isdigit():
-            f[2] = day
-        lines.append(":".join(f))
-    shadow.write_text("".join(ln + "\n" for ln in lines))
+    text = edit_fields(shadow.read_text(), lambda f: [*f[:2], day, *f[3:]] if len(f) >= 3 and f[2].isdigit() else f)
+    shadow.write_text(text)
