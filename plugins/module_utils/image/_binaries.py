@@ -16,7 +16,7 @@ import tarfile
 import tempfile
 import urllib.parse
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -147,15 +147,19 @@ def _pick(b: Binary, names: list[str], want: str) -> str:
                       f"(files: {', '.join(sorted(names)[:10])}); set member: to the path inside the archive")
 
 
-def stripped(data: bytes, runner: Runner, workdir: Path) -> bytes:
-    """``strip --strip-debug`` of an x86 ELF with debug info or symbols; anything else unchanged."""
+def _edited(data: bytes, workdir: Path, edit: Callable[[Path], object]) -> bytes:
+    """``data`` after ``edit`` changed it in place in a temp file (the tools edit files)."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         p = Path(tmp) / "bin"
         p.write_bytes(data)
-        if not _elf.strippable(p):
-            return data
-        runner.run(["strip", "--strip-debug", "--strip-unneeded", str(p)], what="stripping a netboot binary")
+        edit(p)
         return p.read_bytes()
+
+
+def stripped(data: bytes, runner: Runner, workdir: Path) -> bytes:
+    """``strip --strip-debug`` of an x86 ELF with debug info or symbols; anything else unchanged."""
+    return _edited(data, workdir, lambda p: runner.run(["strip", "--strip-debug", "--strip-unneeded", str(p)],
+                                                       what="stripping a netboot binary") if _elf.strippable(p) else None)
 
 
 @dataclass
@@ -184,14 +188,6 @@ def _glibc_runtime(programs: Sequence[tuple[Binary, bytes, _elf.Dynamic | None]]
     return runtime, downloaded
 
 
-def _patched(data: bytes, runner: Runner, workdir: Path) -> bytes:
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        p = Path(tmp) / "bin"
-        p.write_bytes(data)
-        _glibc.patch(p, runner)
-        return p.read_bytes()
-
-
 def install(root: Path, binaries: Sequence[Binary], cache_dir: Path, fetcher: Fetcher, runner: Runner,
             *, check_mode: bool = False, glibc_pin: _debpkg.Pin | None = None) -> InstallResult:
     records: list[dict[str, Any]] = []
@@ -213,7 +209,7 @@ def install(root: Path, binaries: Sequence[Binary], cache_dir: Path, fetcher: Fe
         fetched.append(runtime.pin.url)
     for b, unpacked, dyn in programs:
         uses = runtime is not None and _glibc.needs_runtime(b.runtime, dyn, b.name)
-        data = _patched(unpacked, runner, work) if uses else unpacked
+        data = _edited(unpacked, work, lambda p: _glibc.patch(p, runner)) if uses else unpacked
         target = resolve_in_root(root, b.dest)
         changed |= write_if_changed(target, data, 0o755, check_mode=check_mode)
         records.append(b.record(hashlib.sha256(data).hexdigest(), len(data), "glibc" if uses else None))
