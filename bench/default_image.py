@@ -85,8 +85,8 @@ def variants(kernel: dict[str, Any], profiles: list[str] | None) -> dict[str, di
         "keep_modules": list(kernel["kernel_keep_modules"]),
     }
     return {
-        "original": {"profiles": ["original"], "module_compression": "keep", "firmware_compression": "keep",
-                     "strip": False, "hardware_mode": "audit"},
+        "original": {"profiles": ["original"], "hardware_profiles": [], "module_compression": "keep",
+                     "firmware_compression": "keep", "strip": False, "hardware_mode": "audit"},
         "default": ours,
         "select": {**ours, "hardware_mode": "select"},
     }

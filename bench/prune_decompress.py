@@ -50,8 +50,8 @@ def cpio_zstd(tree: Path, out: Path) -> tuple[int, int, float]:
 
 def prune(root: Path, mode: str) -> None:
     plan = _prune.make_plan(_prune.Options(
-        root=root, profiles=["original"], module_compression=mode, firmware_compression=mode,
-        firmware_audit="warn", profile_dirs=[REPO / "roles/kernel/files/profiles"]))
+        root=root, profiles=["original"], hardware_profiles=[], module_compression=mode, firmware_compression=mode,
+        strip=False, firmware_audit="warn", profile_dirs=[REPO / "roles/kernel/files/profiles"]))
     _prune.apply_plan(plan, Runner())
 
 

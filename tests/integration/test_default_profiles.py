@@ -36,7 +36,7 @@ def plan(debian: DebianKernel) -> _prune.Plan:
     return _prune.make_plan(_prune.Options(
         root=debian.root, profiles=defaults["kernel_prune_profiles"],
         hardware_profiles=defaults["kernel_hardware_profiles"], hardware_mode=defaults["kernel_hardware_mode"],
-        module_compression="keep", firmware_compression="keep", firmware_audit="warn",
+        module_compression="keep", firmware_compression="keep", firmware_audit="warn", strip=False,
     ))
 
 

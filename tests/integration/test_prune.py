@@ -24,7 +24,8 @@ pytestmark = [
 
 
 def opts(root: Path, **kw: object) -> _prune.Options:
-    o = _prune.Options(root=root, profile_dirs=[PROFILES], hardware_dirs=[HARDWARE])
+    o = _prune.Options(root=root, profile_dirs=[PROFILES], hardware_dirs=[HARDWARE], profiles=[], hardware_profiles=[],
+                       hardware_mode="select", module_compression="keep", firmware_compression="keep", strip=False)
     for k, v in kw.items():
         setattr(o, k, v)
     return o

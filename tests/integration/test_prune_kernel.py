@@ -225,7 +225,8 @@ def test_role_defaults_broad_image_guarantees_herd_drivers(debian: DebianKernel,
 def test_n100_with_original_rules_drops_i915_by_rule(debian: DebianKernel, tmp_path: Path) -> None:
     root = clone_tree(debian.root, tmp_path / "rootfs")
     plan = _prune.make_plan(_prune.Options(
-        root=root, profiles=["base", "original"], hardware_profiles=N100,
+        root=root, profiles=["base", "original"], hardware_profiles=N100, hardware_mode="select",
+        module_compression="keep", firmware_compression="keep", strip=False,
         profile_dirs=[REPO / "roles/kernel/files/profiles"], hardware_dirs=[HARDWARE]))
     assert "i915" not in plan.kept_modules and "igc" in plan.kept_modules
     assert plan.remove[f"lib/modules/{plan.kver}/kernel/drivers/gpu/drm/i915/i915.ko"] == \

@@ -24,6 +24,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs 
     atomic_symlink,
     inside,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import PRUNE
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _kernel, _kmod
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._prunerules import (
@@ -73,16 +74,19 @@ def _publishable(value: Any, tree: str) -> Any:
 
 @dataclass
 class Options:
+    """prune_kernel's settings; a field that is one of its options has the module's default (``_options.PRUNE``)."""
+
     root: Path
     kernel_version: str | None = None
-    profiles: list[str] = field(default_factory=list)
-    hardware_profiles: list[str] = field(default_factory=list)
-    keep_modules: list[str] = field(default_factory=list)
-    module_compression: str = "keep"
-    firmware_compression: str = "keep"
-    firmware_audit: str = "error"
-    hardware_mode: str = "select"  # select: keep only what hardware needs; audit: keep all, audit hardware strictly
-    strip: bool = False
+    profiles: list[str] = field(default_factory=lambda: list(PRUNE["profiles"]["default"]))
+    hardware_profiles: list[str] = field(default_factory=lambda: list(PRUNE["hardware_profiles"]["default"]))
+    keep_modules: list[str] = field(default_factory=lambda: list(PRUNE["keep_modules"]["default"]))
+    module_compression: str = PRUNE["module_compression"]["default"]
+    firmware_compression: str = PRUNE["firmware_compression"]["default"]
+    firmware_audit: str = PRUNE["firmware_audit"]["default"]
+    # select: keep only what hardware needs; audit: keep all, audit hardware strictly
+    hardware_mode: str = PRUNE["hardware_mode"]["default"]
+    strip: bool = PRUNE["strip"]["default"]
     profile_dirs: list[Path] = field(default_factory=list)
     hardware_dirs: list[Path] = field(default_factory=list)
     previous_report: dict[str, Any] | None = None  # the report of the last run, if any
@@ -130,12 +134,10 @@ def _top(rel: str, kver: str) -> str:
 
 
 def _check_options(opts: Options) -> None:
-    for key, val, allowed in (("module_compression", opts.module_compression, ("keep", "decompress")),
-                              ("firmware_compression", opts.firmware_compression, ("keep", "decompress")),
-                              ("firmware_audit", opts.firmware_audit, ("error", "warn")),
-                              ("hardware_mode", opts.hardware_mode, ("select", "audit"))):
-        if val not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, not {val!r}")
+    for key in ("module_compression", "firmware_compression", "firmware_audit", "hardware_mode"):
+        allowed = PRUNE[key]["choices"]
+        if getattr(opts, key) not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, not {getattr(opts, key)!r}")
 
 
 def make_plan(opts: Options) -> Plan:
