@@ -99,8 +99,8 @@ def check_free_space(directory: Path, need: int, what: str) -> None:
 
 @dataclass
 class Fetcher:
-    timeout: float = 30.0
-    offline: bool = False
+    timeout: float = FETCH_OPTIONS["timeout"]["default"]  # per read, seconds
+    offline: bool = FETCH_OPTIONS["offline"]["default"]
     log: list[str] = field(default_factory=list)  # URLs fetched, for the module result
     deadline: float = DEFAULT_DEADLINE  # total seconds per download from one URL
 
