@@ -164,6 +164,26 @@ def atomic_output(
         os.fsync(fh.fileno())
 
 
+@contextlib.contextmanager
+def replacing_dir(dest: Path) -> Iterator[Path]:
+    """``.<dest name>.new-<pid>`` beside ``dest`` (absent: the block makes it) to build ``dest``'s new tree in. When
+    the block ends normally it takes ``dest``'s place, the old tree being removed only then; either way no temp is
+    left. The temps of killed runs are removed first (a live build's stay)."""
+    new, old = (dest.with_name(f".{dest.name}.{kind}-{os.getpid()}") for kind in ("new", "old"))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(new, ignore_errors=True)
+    for leftover in (f".{dest.name}.new-", f".{dest.name}.old-"):
+        remove_dead_temps(dest.parent, leftover)
+    try:
+        yield new
+        if dest.exists():
+            dest.rename(old)
+        new.rename(dest)
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def atomic_symlink(target: str, dest: str | os.PathLike[str]) -> None:
     """Make ``dest`` a symlink to ``target``, replacing whatever ``dest`` was in one rename."""
     with atomic_path(dest) as tmp:

@@ -37,7 +37,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs 
     atomic_write_bytes,
     dump_json,
     load_json_object,
-    remove_dead_temps,
+    replacing_dir,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._apk import (
@@ -347,34 +347,23 @@ class Builder:
                 targets.append(str(src))
         apk = self.apk()
         root = self.spec.root
-        root.parent.mkdir(parents=True, exist_ok=True)
-        new = root.with_name(f".{root.name}.new-{os.getpid()}")
-        old = root.with_name(f".{root.name}.old-{os.getpid()}")
-        shutil.rmtree(new, ignore_errors=True)
-        for leftover in (f".{root.name}.new-", f".{root.name}.old-"):  # of a killed run (a live build's stay)
-            remove_dead_temps(root.parent, leftover)
-        try:
-            seed_tree(new)
+        with replacing_dir(root) as new:
             try:
-                apk.install(self._apk_context(new), targets)
-            except CommandError as exc:
-                raise self._refused(exc, pkgs) from exc
-            finish_tree(new, self.spec, self.keyring, int(manifest["source_date_epoch"]), self.warnings)
-            overlay = copy_overlay(self.spec.overlay_dir, new) if self.spec.overlay_dir else None
-            atomic_write_bytes(new / ROOTFS_MANIFEST, dump_json(manifest, ensure_ascii=True))
-            if root.exists():
-                root.rename(old)
-            new.rename(root)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise NetbootError(
-                    f"no space left on device while building {new}; free space on {root.parent} or set "
-                    f"netboot_build_dir elsewhere (the previous rootfs is untouched)"
-                ) from exc
-            raise
-        finally:
-            shutil.rmtree(new, ignore_errors=True)
-            shutil.rmtree(old, ignore_errors=True)
+                seed_tree(new)
+                try:
+                    apk.install(self._apk_context(new), targets)
+                except CommandError as exc:
+                    raise self._refused(exc, pkgs) from exc
+                finish_tree(new, self.spec, self.keyring, int(manifest["source_date_epoch"]), self.warnings)
+                overlay = copy_overlay(self.spec.overlay_dir, new) if self.spec.overlay_dir else None
+                atomic_write_bytes(new / ROOTFS_MANIFEST, dump_json(manifest, ensure_ascii=True))
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise NetbootError(
+                        f"no space left on device while building {new}; free space on {root.parent} or set "
+                        f"netboot_build_dir elsewhere (the previous rootfs is untouched)"
+                    ) from exc
+                raise
         return overlay.files if overlay else []
 
     def _refused(self, exc: CommandError, pkgs: list[Locked]) -> CommandError:

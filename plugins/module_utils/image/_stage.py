@@ -20,8 +20,6 @@ import hashlib
 import importlib
 import inspect
 import json
-import os
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +30,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._err
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import (
     atomic_write_bytes,
     read_json_object,
-    remove_dead_temps,
+    replacing_dir,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import NODE, PRUNE, with_defaults
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
@@ -167,20 +165,7 @@ def apply_stage(plan: StagePlan, runner: Runner) -> None:
     """Copy ``src`` to ``dest`` (hardlinks, owners, modes, xattrs kept; reflinks where the filesystem can), then
     swap it in; the old copy is removed only after the new one is complete. The stamp is removed first and
     written last, so an interrupted copy is never taken for a finished one."""
-    dest = plan.dest
-    tmp = dest.with_name(f".{dest.name}.new-{os.getpid()}")
-    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in (f".{dest.name}.new-", f".{dest.name}.old-"):  # of a killed run
-        remove_dead_temps(dest.parent, leftover)
     plan.stamp.unlink(missing_ok=True)
-    try:
+    with replacing_dir(plan.dest) as tmp:
         runner.run(["cp", "-a", "--reflink=auto", f"{plan.src}/.", str(tmp)], what="copying the rootfs")
-        if dest.exists():
-            dest.rename(old)
-        tmp.rename(dest)
-        atomic_write_bytes(plan.stamp, json.dumps({"digest": plan.digest, "src": str(plan.src)}).encode() + b"\n")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+    atomic_write_bytes(plan.stamp, json.dumps({"digest": plan.digest, "src": str(plan.src)}).encode() + b"\n")

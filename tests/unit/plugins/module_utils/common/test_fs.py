@@ -152,6 +152,20 @@ def test_swap_dir_puts_the_new_tree_in_one_rename_and_removes_the_old(tmp_path: 
     assert [p.name for p in dest.iterdir()] == ["b"] and sorted(p.name for p in tmp_path.iterdir()) == ["dist"]
 
 
+def test_replacing_dir_swaps_in_a_finished_tree_only(tmp_path: Path) -> None:
+    dest = tmp_path / "build" / "image"
+    with fs.replacing_dir(dest) as new:  # nothing there yet, not even the parent
+        (new / "etc").mkdir(parents=True)
+    with pytest.raises(Boom), fs.replacing_dir(dest) as new:
+        new.mkdir()
+        (new / "half").write_text("x")
+        raise Boom
+    assert [p.name for p in dest.iterdir()] == ["etc"]
+    with fs.replacing_dir(dest) as new:
+        (new / "usr").mkdir(parents=True)
+    assert [p.name for p in dest.iterdir()] == ["usr"] and [p.name for p in dest.parent.iterdir()] == ["image"]
+
+
 def test_the_strict_reader_names_the_file_and_the_fault(tmp_path: Path) -> None:
     rec = tmp_path / "rec.json"
     assert fs.load_json_object(rec, "the record", "rerun it") is None  # absent: nothing to read
