@@ -16,7 +16,6 @@ from __future__ import annotations
 import concurrent.futures
 import gzip
 import hashlib
-import io
 import json
 import lzma
 import os
@@ -107,37 +106,22 @@ def iter_image(path: str | os.PathLike[str]) -> Iterator[Member]:
             if method is None:
                 raise NetbootError(f"{p}: unknown data at byte {outer.pos} ({head!r}); expected a cpio, gzip, zstd or xz")
             # the rest of the file is one compressed stream (the kernel allows more; build.yml writes one)
-            rest = io.BufferedReader(cast(Any, _Rest(outer)))
+            raw.seek(outer.pos)
             inner: IO[bytes]
             if method == "zstd":
                 import zstandard
 
                 inner = cast(IO[bytes], zstandard.ZstdDecompressor(max_window_size=1 << 31).stream_reader(
-                    rest, read_across_frames=True))
+                    raw, read_across_frames=True))
             elif method == "gzip":
-                inner = cast(IO[bytes], gzip.GzipFile(fileobj=rest, mode="rb"))
+                inner = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
             else:
-                inner = cast(IO[bytes], lzma.LZMAFile(rest, "rb"))
+                inner = cast(IO[bytes], lzma.LZMAFile(raw, "rb"))
             try:
                 yield from _members(cpioread.Stream(inner), p, compressed=True)
             except (OSError, EOFError, lzma.LZMAError) as exc:
                 raise NetbootError(f"{p}: cannot decompress the initramfs ({exc}); rebuild it") from exc
             return
-
-
-class _Rest(io.RawIOBase):
-    """The unread part of a ``cpioread.Stream`` as a raw stream."""
-
-    def __init__(self, src: cpioread.Stream) -> None:
-        self.src = src
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        data = self.src.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
 
 @dataclass(frozen=True)
