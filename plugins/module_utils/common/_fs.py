@@ -48,11 +48,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str | None:
     return h.hexdigest()
 
 
-def _same_mode(dest: str | os.PathLike[str], mode: int) -> None:
-    if (os.stat(dest).st_mode & 0o7777) != mode:
-        os.chmod(dest, mode)
-
-
 def _set_meta(path: str, mode: int, like: os.stat_result | None) -> None:
     if os.path.islink(path):
         return
@@ -196,7 +191,8 @@ def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes, mode: int = 0o
     try:
         with open(dest, "rb") as fh:
             if fh.read(len(data) + 1) == data:
-                _same_mode(dest, mode)
+                if (os.stat(dest).st_mode & 0o7777) != mode:
+                    os.chmod(dest, mode)
                 return False
     except FileNotFoundError:
         pass

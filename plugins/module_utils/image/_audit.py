@@ -117,11 +117,6 @@ def check_passwords(root: Path) -> list[Finding]:
     return out
 
 
-def _search_dirs(root: Path, rel_dir: str, rpath: Sequence[str], default: Sequence[str]) -> list[str]:
-    dirs = [p.replace("$ORIGIN", "/" + rel_dir).replace("${ORIGIN}", "/" + rel_dir) for p in rpath]
-    return dirs + list(default)
-
-
 def musl_path(root: Path) -> tuple[str, ...]:
     """The musl loader's search path: ``/etc/ld-musl-<arch>.path`` when present, else its built-in default."""
     for conf in sorted((root / "etc").glob("ld-musl-*.path")):
@@ -154,8 +149,9 @@ class ElfResolver:
         if dyn.interp and not runtime_lib and not self.exists(dyn.interp):
             problems.append(f"interpreter {dyn.interp} is not in the image")
         rel_dir = str(PurePosixPath(rel).parent)
-        dirs = _search_dirs(self.root, "" if rel_dir == "." else rel_dir, dyn.rpath,
-                            (_glibc.LIBDIR,) if glibc else self.default)
+        origin = "/" + ("" if rel_dir == "." else rel_dir)
+        dirs = [p.replace("$ORIGIN", origin).replace("${ORIGIN}", origin) for p in dyn.rpath]
+        dirs += (_glibc.LIBDIR,) if glibc else self.default
         for lib in dyn.needed:
             if "/" in lib:
                 found = self.exists(lib)

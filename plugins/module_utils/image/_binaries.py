@@ -214,7 +214,8 @@ def install(root: Path, binaries: Sequence[Binary], cache_dir: Path, fetcher: Fe
         changed |= write_if_changed(target, data, 0o755, check_mode=check_mode)
         records.append(b.record(hashlib.sha256(data).hexdigest(), len(data), "glibc" if uses else None))
     if runtime is not None:
-        for path, content in _glibc.runtime_files(runtime):
+        for name, content in sorted(runtime.files.items()):
+            path = f"{_glibc.LIBDIR}/{name}"
             mode = 0o755 if path == _glibc.LOADER else 0o644
             changed |= write_if_changed(resolve_in_root(root, path), content, mode, check_mode=check_mode)
     rec = root / RECORD

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -190,8 +190,3 @@ def as_package(runtime: Mapping[str, Any]) -> _apkdb.InstalledPackage:
                            | {str(d).lstrip("/") for d in PurePosixPath(LIBDIR).parents if str(d) != "/"}
                            | {LIBDIR.lstrip("/")})),
     )
-
-
-def runtime_files(runtime: Runtime) -> Sequence[tuple[str, bytes]]:
-    """(image path, bytes) of every runtime file, sorted."""
-    return [(f"{LIBDIR}/{n}", b) for n, b in sorted(runtime.files.items())]
