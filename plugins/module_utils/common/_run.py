@@ -36,10 +36,7 @@ class Runner:
     ) -> subprocess.CompletedProcess[str]:
         args = [os.fspath(a) for a in argv]
         self.log.append(shlex.join(args))
-        full_env = dict(os.environ)
-        full_env.setdefault("LC_ALL", "C")
-        if env:
-            full_env.update(env)
+        full_env = {"LC_ALL": "C", **os.environ, **(env or {})}
         try:
             proc = subprocess.run(
                 args,

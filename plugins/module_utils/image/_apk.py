@@ -69,12 +69,7 @@ class ApkContext:
 
 def parse_installing(output: str) -> list[tuple[str, str]]:
     """``(n/m) Installing name (version)`` lines of ``apk add [--simulate]`` -> [(name, version)]."""
-    found = []
-    for line in output.splitlines():
-        m = _INSTALLING.match(line)
-        if m:
-            found.append((m.group(1), m.group(3) or m.group(2)))
-    return found
+    return [(m.group(1), m.group(3) or m.group(2)) for line in output.splitlines() if (m := _INSTALLING.match(line))]
 
 
 def unknown_packages(output: str) -> list[str]:

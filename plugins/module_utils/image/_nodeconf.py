@@ -89,12 +89,10 @@ def _hcl_list(items: Sequence[str]) -> str:
 
 
 def _check_servers(servers: Sequence[str]) -> list[str]:
-    out = []
     for s in servers:
         if not isinstance(s, str) or not re.fullmatch(r"[A-Za-z0-9.:\[\]_-]+", s):
             raise ConfigError(f"node_nomad_servers: {s!r} is not a host, address or host:port")
-        out.append(s)
-    return out
+    return list(servers)
 
 
 def nomad_client_hcl(servers: Sequence[str]) -> str:

@@ -42,10 +42,7 @@ FIRMWARE_PACKAGES: dict[str, str] = {
 
 
 def firmware_package(name: str) -> str | None:
-    for prefix, pkg in FIRMWARE_PACKAGES.items():
-        if name.startswith(prefix):
-            return pkg
-    return None
+    return next((pkg for prefix, pkg in FIRMWARE_PACKAGES.items() if name.startswith(prefix)), None)
 
 
 # --- the tree ---------------------------------------------------------------------------------------------------
@@ -354,11 +351,7 @@ def select_firmware(root: Path, tree: _kmod.ModuleTree, kept_modules: Iterable[s
 def select_files(file_entries: dict[str, Entry], rules: Rules) -> tuple[dict[str, str], set[str]]:
     """Phase 4: the other files (rel -> rule) a ``files.remove`` rule removes, and the rules used."""
     used: set[str] = set()
-    remove: dict[str, str] = {}
-    for rel in file_entries:
-        fg = _first_match(rules.files_remove, rel, used)
-        if fg is not None:
-            remove[rel] = fg.rule
+    remove = {rel: g.rule for rel in file_entries if (g := _first_match(rules.files_remove, rel, used)) is not None}
     return remove, used
 
 
@@ -380,12 +373,9 @@ def select_decompression(root: Path, kept_module_files: Iterable[str], kept_firm
                          firmware_compression: str) -> tuple[list[str], list[tuple[str, str]]]:
     """Phase 5: the kept files to decompress in place and the firmware symlinks to point at the decompressed
     names."""
-    decompress: list[str] = []
+    decompress = sorted(r for r in kept_module_files if module_compression == "decompress"
+                        and r.endswith(_kmod.COMPRESSED_SUFFIXES))
     relink: list[tuple[str, str]] = []
-    if module_compression == "decompress":
-        for rel in sorted(kept_module_files):
-            if rel.endswith(_kmod.COMPRESSED_SUFFIXES):
-                decompress.append(rel)
     if firmware_compression == "decompress":
         for rel in sorted(kept_firmware):
             if not rel.endswith((".zst", ".xz")):
