@@ -162,15 +162,12 @@ def render_markdown(ledger: Mapping[str, Any], top: int = 25) -> str:
         lines.append("No previous ledger.")
     else:
         lines.append(f"Total: {d['total_compressed_bytes']:+d} bytes.")
-        for what in ("new", "left", "grew", "shrank"):
-            rows = d["packages"][what]
-            if rows:
-                lines.append(f"- packages {what}: " + ", ".join(
-                    f"{r['name']} ({r['bytes']:+d} B{', ' + r['version'] if 'version' in r else ''})" for r in rows))
-        for what in ("new", "left", "grew", "shrank"):
-            rows = d["groups"][what][:10]
-            if rows:
-                lines.append(f"- groups {what}: " + ", ".join(f"{r['name']} ({r['bytes']:+d} B)" for r in rows))
+        for view, shown in (("packages", None), ("groups", 10)):
+            for what in ("new", "left", "grew", "shrank"):
+                rows = d[view][what][:shown]
+                if rows:
+                    lines.append(f"- {view} {what}: " + ", ".join(
+                        f"{r['name']} ({r['bytes']:+d} B{', ' + r['version'] if 'version' in r else ''})" for r in rows))
     pruned = ledger.get("pruned")
     if pruned:
         lines += ["", "## Removed by prune_kernel (unpacked)", "", "| rule | bytes | files |", "|---|---:|---:|"]
