@@ -37,7 +37,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fet
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import sha256_file, write_if_changed
 
 CACHE_SUBDIR = "debs"
-SNAPSHOT_URL = "https://snapshot.debian.org/file/{sha1}"  # Debian's snapshot archive, by the file's sha1
 MAX_DEB_BYTES = 512 << 20  # a pin without a size: no Debian package the collection takes from is near this
 _NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 _VERSION = re.compile(r"(?:[0-9]+:)?[A-Za-z0-9.+~-]+")

@@ -14,6 +14,7 @@ records and exits. README "Concurrent runs".
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -261,10 +262,8 @@ def keep(paths: Sequence[Path], holder: Holder, *, timeout: float = 0.0) -> tupl
             for name in os.listdir("/proc/self/fd"):
                 fd = int(name)
                 if fd > 2 and fd not in keep_fds:
-                    try:
+                    with contextlib.suppress(OSError):
                         os.close(fd)
-                    except OSError:
-                        pass
             wait_for_exit(holder.pid, holder.pid_start)
             probe.release()
         finally:

@@ -160,13 +160,11 @@ def dist_manifest(
         "rootfs": base,
         "inputs": dict(inputs),
         "artefacts": {k: dict(v) for k, v in sorted(artefacts.items())},
-        # the image audit (image_audit) and the pinned extra binaries (netboot_binaries) installed in the image
-        # the CycloneDX SBOM (netboot_sbom) and the size ledger (netboot_ledger), when the dist role wrote them
-        "sbom": ({"file": SBOM_NAME, "format": "CycloneDX 1.6 JSON", "sha256": artefacts[SBOM_NAME]["sha256"]}
-                 if SBOM_NAME in artefacts else None),
-        "ledger": ({"file": LEDGER_NAME, "sha256": artefacts[LEDGER_NAME]["sha256"]}
-                   if LEDGER_NAME in artefacts else None),
-        "audit": ({"file": AUDIT_NAME, "sha256": artefacts[AUDIT_NAME]["sha256"]} if AUDIT_NAME in artefacts else None),
+        # the CycloneDX SBOM (netboot_sbom), the size ledger (netboot_ledger) and the image audit (image_audit), when
+        # the dist role wrote them; the pinned extra binaries (netboot_binaries) installed in the image
+        **{key: {"file": name, **extra, "sha256": artefacts[name]["sha256"]} if name in artefacts else None
+           for key, name, extra in (("sbom", SBOM_NAME, {"format": "CycloneDX 1.6 JSON"}), ("ledger", LEDGER_NAME, {}),
+                                    ("audit", AUDIT_NAME, {}))},
         "binaries": _binaries.read_record(rootfs),
     }
 
