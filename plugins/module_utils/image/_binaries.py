@@ -123,9 +123,7 @@ def unpack(b: Binary, archive: Path) -> bytes:
     lower = b.archive_name.lower()
     if lower.endswith(".zip"):
         with zipfile.ZipFile(archive) as zf:
-            names = [n for n in zf.namelist() if not n.endswith("/")]
-            pick = _pick(b, names, want)
-            return zf.read(pick)
+            return zf.read(_pick(b, [n for n in zf.namelist() if not n.endswith("/")], want))
     if lower.endswith((".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".tar")):
         with tarfile.open(archive) as tf:
             members = {m.name: m for m in tf.getmembers() if m.isfile()}

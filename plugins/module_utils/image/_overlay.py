@@ -46,11 +46,7 @@ def overlay_digest(overlay: Path) -> str:
 
 
 def _walk(top: Path) -> list[Path]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(top):
-        base = Path(dirpath)
-        out += [base / d for d in dirnames] + [base / f for f in filenames]
-    return out
+    return [Path(dirpath, name) for dirpath, dirnames, filenames in os.walk(top) for name in dirnames + filenames]
 
 
 IGNORED = {".keep", ".gitkeep", ".gitignore"}

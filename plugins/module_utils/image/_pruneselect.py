@@ -63,16 +63,9 @@ def walk(root: Path, sub: str, skip: tuple[str, ...] = ()) -> dict[str, Entry]:
     for dirpath, dirs, files in os.walk(base):
         relbase = os.path.relpath(dirpath, root)
         relbase = "" if relbase == "." else relbase + "/"
-        keep_dirs = []
-        for d in dirs:
-            full = os.path.join(dirpath, d)
-            if relbase + d in skip:
-                continue
-            if os.path.islink(full):
-                out[relbase + d] = Entry(relbase + d, 0, True)
-            else:
-                keep_dirs.append(d)
-        dirs[:] = keep_dirs
+        links = [d for d in dirs if relbase + d not in skip and os.path.islink(os.path.join(dirpath, d))]
+        out.update((relbase + d, Entry(relbase + d, 0, True)) for d in links)
+        dirs[:] = [d for d in dirs if relbase + d not in skip and d not in links]
         for f in files:
             st = os.lstat(os.path.join(dirpath, f))
             link = stat.S_ISLNK(st.st_mode)
