@@ -84,8 +84,9 @@ def sshd_config() -> str:
 
 
 # ----------------------------------------------------------------------------------------------------- nomad
-def _hcl_list(items: Sequence[str]) -> str:
-    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+def _server_join(servers: Sequence[str]) -> str:
+    """The ``server_join`` block that ends a client or server stanza, ``retry_join`` listing ``servers``."""
+    return f"  server_join {{\n    retry_join = [{', '.join(json.dumps(s) for s in servers)}]\n  }}\n}}\n"
 
 
 def _check_servers(servers: Sequence[str]) -> list[str]:
@@ -103,11 +104,7 @@ def nomad_client_hcl(servers: Sequence[str]) -> str:
         'bind_addr = "0.0.0.0"\n\n'
         "client {\n"
         "  enabled = true\n"
-        "  server_join {\n"
-        f"    retry_join = {_hcl_list(servers)}\n"
-        "  }\n"
-        "}\n"
-    )
+    ) + _server_join(servers)
 
 
 def nomad_server_hcl(servers: Sequence[str]) -> str:
@@ -117,11 +114,7 @@ def nomad_server_hcl(servers: Sequence[str]) -> str:
         "server {\n"
         "  enabled          = true\n"
         f"  bootstrap_expect = {max(1, len(servers))}\n"
-        "  server_join {\n"
-        f"    retry_join = {_hcl_list(servers)}\n"
-        "  }\n"
-        "}\n"
-    )
+    ) + _server_join(servers)
 
 
 # ---------------------------------------------------------------------------------------------------- podman
