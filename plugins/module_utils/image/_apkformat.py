@@ -80,10 +80,10 @@ class Keyring:
     def add_dir(self, directory: Path) -> None:
         if not directory.is_dir():
             raise ConfigError(f"alpine_extra_keys_dir {str(directory)!r} is not a directory")
-        found = False
-        for f in sorted(directory.iterdir()):
-            if not f.is_file() or not f.name.endswith(".pub"):
-                continue
+        found = [f for f in sorted(directory.iterdir()) if f.is_file() and f.name.endswith(".pub")]
+        if not found:
+            raise ConfigError(f"alpine_extra_keys_dir {str(directory)!r} holds no *.pub key files")
+        for f in found:
             pem = f.read_bytes()
             try:
                 key = serialization.load_pem_public_key(pem)
@@ -92,9 +92,6 @@ class Keyring:
             if not isinstance(key, rsa.RSAPublicKey):
                 raise ConfigError(f"{f} is not an RSA public key; apk signs with RSA")
             self.keys[f.name] = TrustedKey(f.name, pem, str(f))
-            found = True
-        if not found:
-            raise ConfigError(f"alpine_extra_keys_dir {str(directory)!r} holds no *.pub key files")
 
     def write(self, directory: Path) -> None:
         """Write the keys as apk expects them (``<dir>/<key file name>``)."""

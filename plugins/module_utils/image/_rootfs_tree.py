@@ -30,11 +30,7 @@ def finish_tree(root: Path, spec: RootfsSpec, keyring: Keyring, epoch: int, warn
     (root / "etc/apk/repositories").write_text(
         "".join(f"{spec.mirrors[0].rstrip('/')}/{spec.release_dir}/{r}\n" for r in spec.repositories)
     )
-    keys = root / "etc/apk/keys"
-    keys.mkdir(parents=True, exist_ok=True)
-    for k in keyring.keys.values():
-        if k.origin != "pinned":
-            (keys / k.name).write_bytes(k.pem)
+    Keyring({n: k for n, k in keyring.keys.items() if k.origin != "pinned"}).write(root / "etc/apk/keys")
     conf = root / MKINITFS_CONF
     new_conf = conf.with_name(conf.name + ".apk-new")
     if new_conf.exists():
