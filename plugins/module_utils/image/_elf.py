@@ -126,12 +126,8 @@ def modinfo_from_elf(data: Data) -> list[tuple[str, str]]:
     sec = section_bytes(data, info, ".modinfo")
     if not sec:
         return []
-    out: list[tuple[str, str]] = []
-    for item in sec.split(b"\0"):
-        if b"=" in item:
-            k, _unused, v = item.partition(b"=")
-            out.append((k.decode("utf-8", "replace"), v.decode("utf-8", "replace")))
-    return out
+    return [(k.decode("utf-8", "replace"), v.decode("utf-8", "replace"))
+            for k, sep, v in (item.partition(b"=") for item in sec.split(b"\0")) if sep]
 
 
 def read_head(path: Path, size: int = 64) -> bytes:

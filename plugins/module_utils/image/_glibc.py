@@ -144,10 +144,7 @@ def load(pin: _debpkg.Pin, cache_dir: str | os.PathLike[str], needed: Iterable[s
     members = _debpkg.extract(deb, [f"{DEB_LIBDIR}/{n}" for n in LIBC6_LIBS], package=pin.label)
     libs = {PurePosixPath(m).name: data for m, data in members.items()}
     keep, missing = closure(libs, needed)
-    provided: set[str] = set()
-    for name in keep:
-        dyn = _elf.dynamic(libs[name])
-        provided.update(v for v in (dyn.versions_defined if dyn else ()) if version_key(v))
+    provided = {v for name in keep if (dyn := _elf.dynamic(libs[name])) for v in dyn.versions_defined if version_key(v)}
     return Runtime(pin, deb, {n: libs[n] for n in keep}, frozenset(provided), tuple(missing)), downloaded
 
 

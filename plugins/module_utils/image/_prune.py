@@ -238,12 +238,9 @@ def _kept_modules_by_reason(plan: Plan, mods: dict[str, Entry], moddir_rel: str)
     kept_by: dict[str, dict[str, int]] = {}
     sizes = {e.rel: e.size for e in mods.values()}
     for name, why in plan.kept_modules.items():
-        if why.startswith(("hardware:", "lsmod:")):
-            key = why.rsplit(":", 1)[0]
-        elif why.startswith("dependency of"):
-            key = "dependency closure"
-        else:
-            key = why.rsplit(":", 1)[0] if why.count(":") >= 2 else why
+        # a rule or hardware line without its pattern or line number (hardware:<file>:<line>, <profile>:<key>:<glob>)
+        key = ("dependency closure" if why.startswith("dependency of")
+               else why.rsplit(":", 1)[0] if why.count(":") >= 2 else why)
         _tally(kept_by, key, sizes.get(f"{moddir_rel}/{plan.module_paths.get(name, '')}", 0))
     return dict(sorted(kept_by.items()))
 

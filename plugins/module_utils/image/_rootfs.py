@@ -109,9 +109,7 @@ class Builder:
             cached = self.spec.repo_dir(repo) / "APKINDEX.tar.gz"
             clean_partials(cached.parent)
             if not self.spec.offline:
-                dest = cached
-                if self.check_mode:
-                    dest = self._scratch / "index" / repo / self.spec.arch / "APKINDEX.tar.gz"
+                dest = self._scratch / "index" / repo / self.spec.arch / "APKINDEX.tar.gz" if self.check_mode else cached
                 try:
                     self.indexes[repo] = self.fetcher.fetch(
                         self.spec.repo_urls(repo, "APKINDEX.tar.gz"),
@@ -221,10 +219,7 @@ class Builder:
 
     def apk(self) -> Apk:
         if self._apk is None:
-            if self.spec.apk_binary:
-                self._apk = user_apk(self.runner, self.spec.apk_binary)
-            else:
-                self._apk = self._bootstrap()
+            self._apk = user_apk(self.runner, self.spec.apk_binary) if self.spec.apk_binary else self._bootstrap()
         return self._apk
 
     def _bootstrap(self) -> Apk:
