@@ -217,8 +217,7 @@ def audit(root: Path, *, allow_private_keys: Sequence[str] = (),
             mode = st.st_mode
             if stat.S_ISLNK(mode):
                 continue
-            if mode & stat.S_IWOTH and not _under(rel, TMP_DIRS) and not (stat.S_ISDIR(mode) and mode & stat.S_ISVTX
-                                                                          and _under(rel, TMP_DIRS)):
+            if mode & stat.S_IWOTH and not _under(rel, TMP_DIRS):
                 kind = "directory" if stat.S_ISDIR(mode) else "file"
                 report.errors.append(Finding("world_writable", _image_path(rel),
                                              f"world-writable {kind} (mode {stat.S_IMODE(mode):04o}); chmod o-w it"))
