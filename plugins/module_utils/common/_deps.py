@@ -4,7 +4,7 @@
 
 A module_utils file imports one at top level in ``try: import zstandard`` / ``except ImportError:
 _deps.missing("zstandard")``, or, importing it only inside the function that uses it (heavy or rarely needed),
-declares it at top level with ``_deps.lazy("matplotlib")``. Either way the file stays importable without it
+declares it at top level with ``_deps.lazy("paramiko")``. Either way the file stays importable without it
 (ansible-doc, ansible-test's import sanity test, a host that lacks it), and ``fail_if_missing(module)``, called
 right after ``AnsibleModule(...)`` in every module (README "Writing a module"), fails the task with Ansible's
 ``missing_required_lib`` message naming what to pip install, before any work is done. Which libraries a module
@@ -28,7 +28,6 @@ REQUIREMENTS: dict[str, str] = {
     "cyclonedx": "cyclonedx-python-lib[json-validation]",
     "jinja2": "Jinja2",
     "librouteros": "librouteros",
-    "matplotlib": "matplotlib",
     "paramiko": "paramiko",
     "yaml": "PyYAML",
     "zstandard": "zstandard",

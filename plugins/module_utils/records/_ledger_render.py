@@ -5,15 +5,12 @@ and the two renderings, ``ledger.md`` and ``ledger.svg``. README "Size ledger an
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from html import escape
 from typing import Any
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common import _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
-
-_deps.lazy("matplotlib")  # imported where used
 
 TOP = 5  # contributors named in a budget failure
 CHART_BARS = 20
@@ -179,41 +176,42 @@ COLORS = {"package": "#4c72b0", "modules": "#dd8452", "firmware": "#55a868", "ov
           "other": "#937860", "microcode": "#da8bc3"}
 
 
-def _bars(ax: Any, rows: Sequence[Mapping[str, Any]], total: int, title: str) -> None:
-    rows = list(rows)[::-1]
-    values = [int(r["compressed_bytes_estimate"]) / 1e6 for r in rows]
-    ax.barh(range(len(rows)), values, color=[COLORS.get(str(r.get("kind", "package")), "#999999") for r in rows])
-    ax.set_yticks(range(len(rows)), [str(r["name"]) for r in rows])
-    for i, r in enumerate(rows):
-        ax.text(values[i], i, f" {values[i]:.2f} MB ({int(r['compressed_bytes_estimate']) / total:.1%})",
-                va="center", fontsize=8)
-    ax.set_xlim(0, max(values, default=1) * 1.35)
-    ax.set_xlabel("compressed MB (estimate)")
-    ax.set_title(title, fontsize=10)
+ROW, LABEL_W, BAR_W, WIDTH = 18, 300, 520, 1000  # px: a bar's row, the name column, the longest bar, the picture
 
 
-def render_svg(ledger: Mapping[str, Any], bars: int = CHART_BARS, fmt: str = "svg") -> bytes:
+def _chart(rows: Sequence[Mapping[str, Any]], total: int, title: str, y: int) -> tuple[list[str], int]:
+    """One titled bar chart from ``y`` down: (SVG elements, the y below it)."""
+    out = [f'<text x="8" y="{y + 14}" class="t">{escape(title)}</text>']
+    y += 24
+    largest = max((int(r["compressed_bytes_estimate"]) for r in rows), default=1) or 1
+    for r in rows:
+        size = int(r["compressed_bytes_estimate"])
+        width = round(BAR_W * size / largest, 1)
+        out += [f'<text x="{LABEL_W - 6}" y="{y + 13}" text-anchor="end">{escape(str(r["name"]))}</text>',
+                f'<rect x="{LABEL_W}" y="{y + 2}" width="{width}" height="{ROW - 4}" '
+                f'fill="{COLORS.get(str(r.get("kind", "package")), "#999999")}"/>',
+                f'<text x="{LABEL_W + width + 4}" y="{y + 13}">{size / 1e6:.2f} MB ({size / total:.1%})</text>']
+        y += ROW
+    return out, y + 12
+
+
+def render_svg(ledger: Mapping[str, Any], bars: int = CHART_BARS) -> bytes:
     """Two sorted bar charts - the largest packages and the largest groups (kernel-module and firmware directories
-    split out) - drawn with matplotlib's Agg backend; reproducible bytes (fixed hash salt, no date)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
+    split out) - as a plain SVG document; the same ledger gives the same bytes."""
     total = max(1, int(ledger["total_compressed_bytes"]))
     packages = [p for p in ledger["packages"] if int(p["compressed_bytes_estimate"]) > 0][: bars // 2]
     groups = list(ledger["groups"][:bars])
-    with matplotlib.rc_context({"svg.hashsalt": "homelab.alpine_netboot-ledger", "svg.fonttype": "none",
-                                "font.family": "DejaVu Sans", "font.size": 9}):
-        fig = Figure(figsize=(10, 0.3 * (len(packages) + len(groups)) + 2.6))
-        top, bottom = fig.subplots(2, 1, height_ratios=[max(1, len(packages)), max(1, len(groups))])
-        _bars(top, packages, total, f"Largest packages (all their files) - initramfs {total / 1e6:.2f} MB, "
-                                    f"{ledger['estimate']['compression']}")
-        _bars(bottom, groups, total, "Largest groups (kernel-module and firmware directories split out)")
-        kinds = sorted({str(r["kind"]) for r in groups})
-        bottom.legend(handles=[Patch(color=COLORS.get(k, "#999999"), label=k) for k in kinds], loc="lower right")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
-    return buf.getvalue()
+    top, y = _chart(packages, total, f"Largest packages (all their files) - initramfs {total / 1e6:.2f} MB, "
+                                     f"{ledger['estimate']['compression']}", 0)
+    bottom, y = _chart(groups, total, "Largest groups (kernel-module and firmware directories split out)", y)
+    legend = []
+    for i, kind in enumerate(sorted({str(r["kind"]) for r in groups})):
+        legend += [f'<rect x="{LABEL_W + 110 * i}" y="{y}" width="12" height="12" fill="{COLORS.get(kind, "#999999")}"/>',
+                   f'<text x="{LABEL_W + 110 * i + 16}" y="{y + 11}">{escape(kind)}</text>']
+    height = y + 24
+    head = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+            f'viewBox="0 0 {WIDTH} {height}" font-family="DejaVu Sans, sans-serif" font-size="11">\n'
+            '<style>.t { font-size: 13px; font-weight: bold }</style>\n'
+            f'<rect width="{WIDTH}" height="{height}" fill="white"/>\n')
+    return (head + "\n".join(top + bottom + legend) + "\n</svg>\n").encode()
