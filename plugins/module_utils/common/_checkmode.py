@@ -5,7 +5,8 @@
 ``ansible-playbook playbooks/build.yml --check`` does not run any stage for real, so on a fresh directory the
 image, kernel, initramfs and dist stages find no input. They must not fail: they report that they would run, say
 why they cannot say more, and write nothing (:func:`exit_if_missing`). A stage's result carries its warnings and
-its diff; :func:`stage_result` hands the warnings to Ansible and keeps the diff only in diff mode.
+its diff; :func:`stage_result` hands the warnings to Ansible and keeps the diff only in diff mode (:func:`text_diff`
+makes the usual one).
 
 :func:`exit_if_missing` takes anything shaped like an ``AnsibleModule`` (:class:`StageModule`), so this file
 imports nothing of Ansible's.
@@ -56,3 +57,8 @@ def stage_result(result: dict[str, Any], *, diff: bool, warn: Callable[[str], No
     if diff and changes is not None:
         result["diff"] = changes
     return result
+
+
+def text_diff(header: str, before: str, after: str, after_header: str | None = None) -> dict[str, str]:
+    """Ansible's diff of a text (a file, a listing) before and after, both under ``header`` unless ``after_header``."""
+    return {"before": before, "after": after, "before_header": header, "after_header": after_header or header}

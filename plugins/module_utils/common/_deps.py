@@ -9,18 +9,23 @@ declares it at top level with ``_deps.lazy("paramiko")``. Either way the file st
 right after ``AnsibleModule(...)`` in every module (README "Writing a module"), fails the task with Ansible's
 ``missing_required_lib`` message naming what to pip install, before any work is done. Which libraries a module
 needs follows from what it imports; nothing else lists them. The module's work then runs in
-``with fail_on_error(module, ...):``, which turns the project's errors into the task's failure.
+``with fail_on_error(module, ...):``, which turns the project's errors into the task's failure. :func:`stage` does
+these steps, and the module's exit, for a module whose ``main()`` is ``with stage(ARGUMENT_SPEC, ...)``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import traceback
 from collections.abc import Iterator
 from typing import Any, NoReturn, Protocol
 
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import stage_result
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import IMAGE_UMASK
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
 
 # Import name -> the distribution to pip install (versions pinned in the collection's requirements.txt).
 REQUIREMENTS: dict[str, str] = {
@@ -76,3 +81,34 @@ def fail_on_error(module: FailingModule, **result: Any) -> Iterator[None]:
         yield
     except NetbootError as exc:
         module.fail_json(msg=str(exc), **result)
+
+
+@contextlib.contextmanager
+def stage(argument_spec: dict[str, Any], runner: Runner | None = None, *, diff: bool = False, image: bool = False,
+          **options: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """A module's ``main()``: ``with stage(ARGUMENT_SPEC, supports_check_mode=True) as (module, result):``.
+
+    Makes the ``AnsibleModule`` (``options`` are its other arguments) and runs :func:`fail_if_missing` at once. The
+    block fills ``result``, the dict the module returns; leaving it exits the module, and a ``NetbootError`` raised in
+    it fails the task with its message and the result so far. Either way ``result`` goes out as
+    :func:`stage_result` shapes it (warnings handed to Ansible; the diff kept in diff mode if ``diff``: the module
+    returns one) with ``commands``, ``runner``'s log unless the block set its own. ``image``: the work writes into
+    an image tree, so files are made with ``IMAGE_UMASK``.
+    """
+    from ansible.module_utils.basic import AnsibleModule
+
+    module = AnsibleModule(argument_spec=argument_spec, **options)
+    fail_if_missing(module)
+    if image:
+        os.umask(IMAGE_UMASK)
+    result: dict[str, Any] = {}
+
+    def returned() -> dict[str, Any]:
+        shaped = stage_result(result, diff=diff and module._diff, warn=module.warn)
+        return {"commands": runner.log if runner else [], **shaped}
+
+    try:
+        yield module, result
+    except NetbootError as exc:
+        module.fail_json(msg=str(exc), **returned())
+    module.exit_json(**returned())

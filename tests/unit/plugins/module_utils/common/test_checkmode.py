@@ -7,6 +7,7 @@ from pathlib import Path
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import (
     missing_input,
     stage_result,
+    text_diff,
 )
 from tests.fixtures.module import run_module
 
@@ -29,6 +30,11 @@ def test_stage_result_passes_warnings_on_and_keeps_the_diff_only_in_diff_mode() 
     assert plain == {"changed": True} and warned == ["w1", "w2"]
     shown = stage_result({"changed": False, "diff": {"before": "a", "after": "a"}}, diff=True, warn=warned.append)
     assert shown == {"changed": False, "diff": {"before": "a", "after": "a"}} and warned == ["w1", "w2"]
+
+
+def test_text_diff_is_one_text_before_and_after_under_its_header() -> None:
+    assert text_diff("/x", "a\n", "b\n") == {"before": "a\n", "after": "b\n", "before_header": "/x", "after_header": "/x"}
+    assert text_diff("rules", "", "r\n", after_header="after")["after_header"] == "after"
 
 
 def test_a_stage_in_check_mode_without_its_input_reports_it_would_run(tmp_path: Path) -> None:
