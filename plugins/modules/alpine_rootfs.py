@@ -136,18 +136,15 @@ fetched:
   elements: str
 """
 
-import os
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import text_diff
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fetch import (
     FETCH_OPTIONS,
     MAX_UNSIZED_BYTES,
     Fetcher,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs import build
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._rootfs_spec import (
@@ -175,50 +172,27 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
-    os.umask(IMAGE_UMASK)
-    p = module.params
     runner = Runner()
-    fetcher = Fetcher(timeout=p["timeout"], offline=p["offline"], deadline=p["deadline"])
-    with fail_on_error(module, commands=runner.log, fetched=fetcher.log):
+    with stage(ARGUMENT_SPEC, runner, supports_check_mode=True, diff=True, image=True) as (module, result):
+        p = module.params
+        fetcher = Fetcher(**{k: p[k] for k in FETCH_OPTIONS})
+        result["fetched"] = fetcher.log
         spec = RootfsSpec(
             release=str(p["release"]),
-            arch=p["arch"],
-            mirrors=tuple(p["mirrors"]),
-            repositories=tuple(p["repositories"]),
-            packages=tuple(p["packages"]),
-            root=Path(p["root"]).absolute(),
-            cache_dir=Path(p["cache_dir"]).absolute(),
-            overlay_dir=Path(p["overlay_dir"]).absolute() if p["overlay_dir"] else None,
+            **{k: tuple(p[k]) for k in ("mirrors", "repositories", "packages")},
+            **{k: Path(p[k]).absolute() for k in ("root", "cache_dir")},
+            **{k: Path(p[k]).absolute() if p[k] else None for k in ("overlay_dir", "lockfile")},
             extra_keys_dirs=tuple(Path(d).absolute() for d in p["extra_keys_dir"]),
-            offline=p["offline"],
-            lockfile=Path(p["lockfile"]).absolute() if p["lockfile"] else None,
-            update_lock=p["update_lock"],
-            apk_binary=p["apk_binary"],
+            **{k: p[k] for k in ("arch", "offline", "update_lock", "apk_binary", "max_package_bytes")},
             services=tuple((str(lvl), str(svc)) for lvl, svcs in sorted(p["services"].items()) for svc in svcs or []),
-            max_package_bytes=p["max_package_bytes"],
         )
         out = build(spec, runner, fetcher, module.check_mode)
-    for w in out.warnings:
-        module.warn(w)
-    diff = {
-        "before": "".join(f"{x}\n" for x in out.before),
-        "after": "".join(f"{x}\n" for x in out.after),
-        "before_header": f"{spec.root} packages",
-        "after_header": f"{spec.root} packages",
-    }
-    module.exit_json(
-        changed=out.changed,
-        manifest=out.manifest,
-        packages=[p.as_dict() for p in out.packages],
-        to_fetch=out.to_fetch,
-        lock_changed=out.lock_changed,
-        overlay_files=out.overlay_files,
-        commands=runner.log,
-        fetched=fetcher.log,
-        **({"diff": diff} if module._diff else {}),
-    )
+        result.update(
+            changed=out.changed, manifest=out.manifest, packages=[x.as_dict() for x in out.packages],
+            to_fetch=out.to_fetch, lock_changed=out.lock_changed, overlay_files=out.overlay_files,
+            warnings=out.warnings, diff=text_diff(f"{spec.root} packages", "".join(f"{x}\n" for x in out.before),
+                                                  "".join(f"{x}\n" for x in out.after)),
+        )
 
 
 if __name__ == "__main__":

@@ -93,10 +93,8 @@ commands:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common import _debpkg
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fetch import FETCH_OPTIONS, Fetcher
 
 ARGUMENT_SPEC = {
@@ -110,24 +108,13 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
-    p = module.params
-    with fail_on_error(module, commands=[]):
-        raw = dict(p["pin"])
-        if p["url"]:
-            raw["url"] = p["url"]
-        pin = _debpkg.parse_pin(raw, where="pin")
-        result = _debpkg.install(
+    with stage(ARGUMENT_SPEC, supports_check_mode=True, diff=True) as (module, result):
+        p = module.params
+        pin = _debpkg.parse_pin({**p["pin"], **({"url": p["url"]} if p["url"] else {})}, where="pin")
+        result.update(_debpkg.install(
             pin, p["cache_dir"], p["dest"], {str(k): str(v) for k, v in p["files"].items()}, offline=p["offline"],
-            fetcher=Fetcher(timeout=p["timeout"], offline=p["offline"], deadline=p["deadline"]),
-            check_mode=module.check_mode,
-        )
-    diff = result.pop("diff")
-    module.exit_json(
-        commands=[], package={"name": pin.name, "version": pin.version, "arch": pin.arch, "url": pin.url},
-        **result, **({"diff": diff} if module._diff else {}),
-    )
+            fetcher=Fetcher(**{k: p[k] for k in FETCH_OPTIONS}), check_mode=module.check_mode,
+        ), package={"name": pin.name, "version": pin.version, "arch": pin.arch, "url": pin.url})
 
 
 if __name__ == "__main__":

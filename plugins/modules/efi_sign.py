@@ -63,11 +63,9 @@ commands:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _secureboot
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import DB_KEY
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
@@ -79,23 +77,21 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
-    p = module.params
-    exit_if_missing(module, p["cert"], "sign the EFI binaries", "Secure Boot keys", signed=[])
-    for item in p["files"]:
-        if isinstance(item, dict) and item.get("src"):
-            exit_if_missing(module, str(item["src"]), "sign the EFI binaries", "build", signed=[])
     runner = Runner()
-    signed: list[dict[str, object]] = []
-    with fail_on_error(module, commands=runner.log, signed=signed):
+    with stage(ARGUMENT_SPEC, runner, supports_check_mode=True) as (module, result):
+        p = module.params
+        exit_if_missing(module, p["cert"], "sign the EFI binaries", "Secure Boot keys", signed=[])
+        for item in p["files"]:
+            if isinstance(item, dict) and item.get("src"):
+                exit_if_missing(module, str(item["src"]), "sign the EFI binaries", "build", signed=[])
+        signed = result["signed"] = []
         for i, item in enumerate(p["files"]):
             if not isinstance(item, dict) or not item.get("src") or not item.get("dest"):
                 raise ConfigError(f"files[{i}] must be a dict with src and dest (got {item!r})")
             changed = _secureboot.sign_efi(str(item["src"]), str(item["dest"]), p["key"], p["cert"], runner,
                                            check_mode=module.check_mode)
             signed.append({"src": str(item["src"]), "dest": str(item["dest"]), "changed": changed})
-    module.exit_json(changed=any(s["changed"] for s in signed), signed=signed, commands=runner.log)
+        result["changed"] = any(s["changed"] for s in signed)
 
 
 if __name__ == "__main__":

@@ -183,9 +183,7 @@ commands:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import GENERATIONS
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploy import (
     TARGET_ARGUMENT_SPEC,
@@ -226,13 +224,10 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
-                           required_one_of=TARGET_REQUIRED_ONE_OF)
-    fail_if_missing(module)
-    p = module.params
-    talk = Nodes(SshOptions(p["ssh_user"], p["ssh_node_port"], p["ssh_private_key_file"] or "",
-                            p["ssh_known_hosts"] or "", tuple(p["ssh_extra_args"])), p["power_cycle_command"])
-    with fail_on_error(module):
+    with stage(ARGUMENT_SPEC, supports_check_mode=True, required_one_of=TARGET_REQUIRED_ONE_OF) as (module, result):
+        p = module.params
+        talk = Nodes(SshOptions(p["ssh_user"], p["ssh_node_port"], p["ssh_private_key_file"] or "",
+                                p["ssh_known_hosts"] or "", tuple(p["ssh_extra_args"])), p["power_cycle_command"])
         target = target_options(p)
         opts = Options(p["dir"].strip("/"), p["keep"], lock_timeout=p["lock_timeout"], lock_stale=p["lock_stale"])
         roll = RollOptions(p["max_unavailable"], tuple(p["canary"]), p["boot_timeout"], p["poll_interval"],
@@ -241,17 +236,14 @@ def main() -> None:
         progress = Progress(Path(p["progress_log"]) if p["progress_log"] and not module.check_mode else None)
         report = Path(p["report"]) if p["report"] and not module.check_mode else None
         try:
-            result = update_herd(target, opts, Path(p["staging_dir"]), nodes=parse_nodes(p["nodes"]),
-                                 wanted=p["generation"] or None, roll=roll, talk=talk, check=module.check_mode,
-                                 progress=progress, report_path=report)
+            result.update(update_herd(target, opts, Path(p["staging_dir"]), nodes=parse_nodes(p["nodes"]),
+                                      wanted=p["generation"] or None, roll=roll, talk=talk, check=module.check_mode,
+                                      progress=progress, report_path=report))
         except HerdError as e:
-            got = dict(e.details.get("result") or {})
-            for w in got.pop("warnings", []):
-                module.warn(w)
-            module.fail_json(msg=str(e), **got, commands=list(dict.fromkeys(talk.runner.log)))
-    for w in result.pop("warnings"):
-        module.warn(w)
-    module.exit_json(**result, commands=list(dict.fromkeys(talk.runner.log)))  # each command once
+            result.update(e.details.get("result") or {})
+            raise
+        finally:
+            result["commands"] = list(dict.fromkeys(talk.runner.log))  # each command once
 
 
 if __name__ == "__main__":

@@ -71,10 +71,9 @@ commands:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import exit_if_missing, text_diff
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import (
     atomic_write_bytes,
     read_or_none,
@@ -92,31 +91,25 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
-    p = module.params
-    exit_if_missing(module, p["root"], f"audit {p['root']} and write {p['dest']}", "image")
-    root = Path(p["root"])
-    if not root.is_dir():
-        module.fail_json(msg=f"image tree {root} does not exist: run the image and kernel stages first", commands=[])
-    with fail_on_error(module, commands=[]):
+    with stage(ARGUMENT_SPEC, supports_check_mode=True, diff=True) as (module, result):
+        p = module.params
+        exit_if_missing(module, p["root"], f"audit {p['root']} and write {p['dest']}", "image")
+        root = Path(p["root"])
+        if not root.is_dir():
+            raise NetbootError(f"image tree {root} does not exist: run the image and kernel stages first")
         role_modules = _noderoles.role_modules(p["node_roles"])
-    report = _audit.audit(root, allow_private_keys=p["allow_private_keys"], role_modules=role_modules)
-    doc = report.as_dict()
-    data = _audit.AUDIT.dump(doc)
-    errors = [f"{e['path']}: {e['detail']}" for e in doc["errors"]]
-    if not report.passed:
-        failed = p["failed_dest"] or p["dest"] + ".failed"
-        if not module.check_mode:
-            atomic_write_bytes(failed, data)
-        module.fail_json(msg=report.message() + f"\n(report: {failed})", report=doc, errors=errors, commands=[])
-    before = (read_or_none(p["dest"]) or b"") if module._diff else b""  # read for the diff only
-    changed = write_if_changed(p["dest"], data, check_mode=module.check_mode)
-    result = {"changed": changed, "report": doc, "errors": errors, "commands": []}
-    if module._diff:
-        result["diff"] = {"before_header": p["dest"], "after_header": p["dest"], "before": before.decode(),
-                          "after": data.decode()}
-    module.exit_json(**result)
+        report = _audit.audit(root, allow_private_keys=p["allow_private_keys"], role_modules=role_modules)
+        doc = report.as_dict()
+        data = _audit.AUDIT.dump(doc)
+        result.update(report=doc, errors=[f"{e['path']}: {e['detail']}" for e in doc["errors"]])
+        if not report.passed:
+            failed = p["failed_dest"] or p["dest"] + ".failed"
+            if not module.check_mode:
+                atomic_write_bytes(failed, data)
+            raise NetbootError(report.message() + f"\n(report: {failed})")
+        before = (read_or_none(p["dest"]) or b"") if module._diff else b""  # read for the diff only
+        result.update(changed=write_if_changed(p["dest"], data, check_mode=module.check_mode),
+                      diff=text_diff(p["dest"], before.decode(), data.decode()))
 
 
 if __name__ == "__main__":

@@ -160,8 +160,6 @@ commands:
 from dataclasses import asdict
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe import (
     DEFAULT_KERNEL_ARGS,
     ScriptSpec,
@@ -173,7 +171,8 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe 
     record_path,
     render,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import text_diff
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import write_if_changed
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import KERNEL_IDENTITY, NODES
@@ -205,16 +204,13 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
-    p = module.params
-    spec = ScriptSpec(
-        boot_server_url=p["boot_server_url"], nodes=p["nodes"] or [], kernel=p["kernel"], initramfs=p["initramfs"],
-        microcode=p["microcode"] or "", kernel_args=p["kernel_args"], extra_kernel_args=p["extra_kernel_args"],
-        default_role=p["default_role"], retries=p["retries"], retry_delay=p["retry_delay"],
-        failsafe_timeout=p["failsafe_timeout"], extra=p["variables"], uki=p["uki"],
-    )
-    with fail_on_error(module):
+    with stage(ARGUMENT_SPEC, supports_check_mode=True, diff=True) as (module, result):
+        p = module.params
+        spec = ScriptSpec(
+            nodes=p["nodes"] or [], microcode=p["microcode"] or "", extra=p["variables"],
+            **{k: p[k] for k in ("boot_server_url", "kernel", "initramfs", "kernel_args", "extra_kernel_args",
+                                 "default_role", "retries", "retry_delay", "failsafe_timeout", "uki")},
+        )
         context = build_context(spec)
         digests: dict[str, str] = {}
         if p["artefact_dir"]:
@@ -237,18 +233,10 @@ def main() -> None:
         # after the script: a record never promises the dist stage more than the script on disk checks
         stale = write_if_changed(record_path(plan.dest), boot_record(spec, p["template"]),
                                  check_mode=module.check_mode)
-    nodes = [asdict(n) for n in context["nodes"]]  # type: ignore[attr-defined]
-    module.exit_json(
-        changed=plan.changed or stale,
-        dest=str(plan.dest),
-        nodes=nodes,
-        urls=context["urls"],
-        artefacts=context["artefacts"],
-        digests=digests,
-        commands=[],
-        **({"diff": {"before": plan.before or "", "after": plan.after, "before_header": str(plan.dest),
-                     "after_header": str(plan.dest)}} if module._diff else {}),
-    )
+        result.update(changed=plan.changed or stale, dest=str(plan.dest), urls=context["urls"],
+                      nodes=[asdict(n) for n in context["nodes"]],  # type: ignore[attr-defined]
+                      artefacts=context["artefacts"], digests=digests,
+                      diff=text_diff(str(plan.dest), plan.before or "", plan.after))
 
 
 if __name__ == "__main__":

@@ -170,14 +170,9 @@ commands:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _compress, _cpio, _initramfs
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import (
-    exit_if_missing,
-    stage_result,
-)
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import exit_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import (
     COMPRESSION,
     IMAGE_TREE,
@@ -206,28 +201,24 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
-    p = module.params
-    if p["stamp_file"]:
-        module.deprecate("stamp_file is ignored (see the record)", version="1.0.0", collection_name="homelab.alpine_netboot")
-    exit_if_missing(module, p["root"], f"pack {p['root']} into {p['dest']}", "image", dest=p["dest"])
-    with fail_on_error(module, commands=[]):
-        spec = _compress.make_spec(p["compression"], p["level"], p["window_log"], p["threads"])
+    with stage(ARGUMENT_SPEC, supports_check_mode=True, diff=True) as (module, result):
+        p = module.params
+        if p["stamp_file"]:
+            module.deprecate("stamp_file is ignored (see the record)", version="1.0.0",
+                             collection_name="homelab.alpine_netboot")
+        exit_if_missing(module, p["root"], f"pack {p['root']} into {p['dest']}", "image", dest=p["dest"])
         devices = list(_cpio.DEFAULT_DEVICES) if p["devices"] is None else p["devices"]
         req = _initramfs.InitramfsRequest(
-            compression=spec,
+            compression=_compress.make_spec(p["compression"], p["level"], p["window_log"], p["threads"]),
             microcode=_initramfs.microcode_switch(p["microcode"]),
             extras=[*devices, *p["extra_files"]],
             src=p["root"],
             **{k: p[k] for k in ("dest", "source_date_epoch", "rootfs_manifest", "kernel_config", "microcode_dest",
                                  "microcode_concat", "exclude", "owner", "mtime", "progress_log")},
         )
-        result = _initramfs.build_initramfs(req, check_mode=module.check_mode)
-    result = stage_result(result, diff=module._diff, warn=module.warn)
-    for line in result["progress"]:
-        module.debug(line)
-    module.exit_json(commands=[], **result)
+        result.update(_initramfs.build_initramfs(req, check_mode=module.check_mode))
+        for line in result["progress"]:
+            module.debug(line)
 
 
 if __name__ == "__main__":

@@ -98,17 +98,13 @@ commands:
   elements: str
 """
 
-import os
 from pathlib import Path
-
-from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common import _debpkg
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fetch import FETCH_OPTIONS, Fetcher
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import IMAGE_TREE
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _binaries
@@ -125,14 +121,11 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
-    os.umask(IMAGE_UMASK)
-    p = module.params
-    exit_if_missing(module, p["root"], f"install the pinned binaries in {p['root']}", "image",
-                    changed=bool(p["binaries"]))
     runner = Runner()
-    with fail_on_error(module, commands=runner.log):
+    with stage(ARGUMENT_SPEC, runner, supports_check_mode=True, image=True) as (module, result):
+        p = module.params
+        exit_if_missing(module, p["root"], f"install the pinned binaries in {p['root']}", "image",
+                        changed=bool(p["binaries"]))
         binaries = _binaries.parse_binaries(p["binaries"])
         root = Path(p["root"])
         pin = p["glibc_pin"]
@@ -140,12 +133,10 @@ def main() -> None:
                                        where="netboot_deb_pins.libc6") if pin else None)
         if not root.is_dir():
             raise NetbootError(f"image tree {root} does not exist: run the image stage first")
-        result = _binaries.install(root, binaries, Path(p["cache_dir"]),
-                                   Fetcher(timeout=p["timeout"], offline=p["offline"], deadline=p["deadline"]), runner,
-                                   check_mode=module.check_mode, glibc_pin=glibc_pin)
-    module.exit_json(changed=result.changed, binaries=result.records, fetched=result.fetched, commands=runner.log,
-                     glibc_runtime=result.runtime,
-                     stage_input=stage_inputs({"binaries": p})["binaries"])
+        out = _binaries.install(root, binaries, Path(p["cache_dir"]), Fetcher(**{k: p[k] for k in FETCH_OPTIONS}),
+                                runner, check_mode=module.check_mode, glibc_pin=glibc_pin)
+        result.update(changed=out.changed, binaries=out.records, fetched=out.fetched, glibc_runtime=out.runtime,
+                      stage_input=stage_inputs({"binaries": p})["binaries"])
 
 
 if __name__ == "__main__":

@@ -105,13 +105,8 @@ commands:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import (
-    exit_if_missing,
-    stage_result,
-)
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import exit_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import DIST_KERNEL
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records import _manifest
 
@@ -129,20 +124,17 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
-    p = module.params
-    exit_if_missing(module, p["rootfs"], f"publish {p['src']} and the kernel of {p['rootfs']} as {p['dest']}", "image",
-                    dest=p["dest"])
-    with fail_on_error(module, commands=[]):
-        result = _manifest.build_dist(
+    with stage(ARGUMENT_SPEC, supports_check_mode=True, diff=True) as (module, result):
+        p = module.params
+        exit_if_missing(module, p["rootfs"], f"publish {p['src']} and the kernel of {p['rootfs']} as {p['dest']}",
+                        "image", dest=p["dest"])
+        result.update(_manifest.build_dist(
             kernel=p["rootfs_kernel"] or None,
             reports={str(k): str(v) for k, v in p["reports"].items()},
             check_mode=module.check_mode,
             **{k: p[k] for k in ("rootfs", "src", "dest", "kernel_name", "rootfs_manifest", "inputs", "artefacts",
                                  "boot_script")},
-        )
-    module.exit_json(commands=[], **stage_result(result, diff=module._diff, warn=module.warn))
+        ))
 
 
 if __name__ == "__main__":

@@ -127,15 +127,11 @@ commands:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _compress
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe import DEFAULT_KERNEL_ARGS
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import (
-    exit_if_missing,
-    stage_result,
-)
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import exit_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import (
     COMPRESSION,
     DIST_KERNEL,
@@ -160,35 +156,23 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
-    p = module.params
-    exit_if_missing(module, p["image"], f"write the size ledger in {p['dest']}", "initramfs")
-    with fail_on_error(module, commands=[]):
+    with stage(ARGUMENT_SPEC, supports_check_mode=True, diff=True) as (module, result):
+        p = module.params
+        exit_if_missing(module, p["image"], f"write the size ledger in {p['dest']}", "initramfs")
         req = _ledger.LedgerRequest(
-            image=Path(p["image"]),
-            rootfs=Path(p["rootfs"]),
-            dest=Path(p["dest"]),
+            **{k: Path(p[k]) for k in ("image", "rootfs", "dest")},
             spec=_compress.make_spec(p["compression"], p["level"], p["window_log"], p["threads"])
             if p["compression"] else None,
             kernel=p["rootfs_kernel"] or None,
-            microcode=Path(p["microcode"]) if p["microcode"] else None,
-            prune_report=Path(p["prune_report"]) if p["prune_report"] else None,
-            overlay_dir=Path(p["overlay_dir"]) if p["overlay_dir"] else None,
-            budgets=_ledger_render.Budgets(
-                image_bytes=p["budget_image_bytes"],
-                node_ram_bytes=p["budget_node_ram_bytes"],
-                server_bytes=p["budget_server_bytes"],
-                server_generations=p["server_generations"],
-            ),
+            **{k: Path(p[k]) if p[k] else None for k in ("microcode", "prune_report", "overlay_dir")},
+            budgets=_ledger_render.Budgets(server_generations=p["server_generations"], **{
+                k: p[f"budget_{k}"] for k in ("image_bytes", "node_ram_bytes", "server_bytes")}),
             cmdline=p["kernel_args"],
         )
-        result = _ledger.build_ledger(req, check_mode=module.check_mode)
-    result = stage_result(result, diff=module._diff, warn=module.warn)
-    failures = result.pop("failures")
-    if failures:
-        module.fail_json(msg=" | ".join(failures), commands=[], **result)
-    module.exit_json(commands=[], **result)
+        result.update(_ledger.build_ledger(req, check_mode=module.check_mode))
+        failures = result.pop("failures")
+        if failures:
+            raise NetbootError(" | ".join(failures))
 
 
 if __name__ == "__main__":

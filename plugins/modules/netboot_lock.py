@@ -72,9 +72,8 @@ held_by:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
 
 ARGUMENT_SPEC = {
     "paths": {"type": "list", "elements": "path", "required": True},
@@ -83,9 +82,8 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
-    module.fail_json(msg="homelab.alpine_netboot.netboot_lock runs as an action plugin on the controller")
+    with stage(ARGUMENT_SPEC, supports_check_mode=True):
+        raise NetbootError("homelab.alpine_netboot.netboot_lock runs as an action plugin on the controller")
 
 
 if __name__ == "__main__":

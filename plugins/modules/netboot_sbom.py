@@ -84,10 +84,8 @@ commands:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import DIST_KERNEL
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records import _sbom
 
@@ -101,22 +99,18 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
-    p = module.params
-    exit_if_missing(module, p["rootfs"], f"write the SBOM in {p['dest']}", "image")
-    with fail_on_error(module, commands=[]):
+    with stage(ARGUMENT_SPEC, supports_check_mode=True) as (module, result):
+        p = module.params
+        exit_if_missing(module, p["rootfs"], f"write the SBOM in {p['dest']}", "image")
         extras = []
         for item in p["extra_binaries"]:
             if not item.get("name") or not item.get("path"):
                 module.fail_json(msg=f"extra_binaries entry {item!r} needs a name and a path (in the image)",
                                  commands=[])
             extras.append(_sbom.ExtraBinary(name=str(item["name"]), path=str(item["path"]),
-                                            url=str(item.get("url") or ""), version=str(item.get("version") or ""),
-                                            sha256=str(item.get("sha256") or "")))
-        result = _sbom.write_sbom(p["rootfs"], p["dest"], release=p["release"], kernel=p["rootfs_kernel"],
-                                  report_path=p["prune_report"], extras=extras, check_mode=module.check_mode)
-    module.exit_json(commands=[], **result)
+                                            **{k: str(item.get(k) or "") for k in ("url", "version", "sha256")}))
+        result.update(_sbom.write_sbom(p["rootfs"], p["dest"], release=p["release"], kernel=p["rootfs_kernel"],
+                                       report_path=p["prune_report"], extras=extras, check_mode=module.check_mode))
 
 
 if __name__ == "__main__":

@@ -110,12 +110,10 @@ commands:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _uki
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe import DEFAULT_KERNEL_ARGS
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import resolve_in_root
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import (
     DB_KEY,
@@ -138,31 +136,30 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
-                           required_one_of=[("kernel", "rootfs")], mutually_exclusive=[("kernel", "rootfs")])
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
-    p = module.params
-    if p["rootfs"]:
-        exit_if_missing(module, p["rootfs"], f"build and sign the UKI {p['dest']}", "image", dest=p["dest"])
-        with fail_on_error(module, dest=p["dest"]):
+    runner = Runner()
+    with stage(ARGUMENT_SPEC, runner, supports_check_mode=True, required_one_of=[("kernel", "rootfs")],
+               mutually_exclusive=[("kernel", "rootfs")]) as (module, result):
+        p = module.params
+        result["dest"] = p["dest"]
+        would = f"build and sign the UKI {p['dest']}"
+        if p["rootfs"]:
+            exit_if_missing(module, p["rootfs"], would, "image", dest=p["dest"])
             p["kernel"] = str(find_kernel(p["rootfs"], p["rootfs_kernel"] or None))
             if not p["osrel"]:
                 release = resolve_in_root(Path(p["rootfs"]), "etc/os-release")
                 p["osrel"] = release.read_text() if release.is_file() else ""
-    p["osrel"] = p["osrel"] or _uki.uki_osrel("unknown")
-    inputs = [(p["stub"], "systemd-boot-efi"), (p["kernel"], "kernel"), (p["cert"], "Secure Boot keys"),
-              *((i, "initramfs") for i in p["initrds"])]
-    for path, producer in inputs:
-        exit_if_missing(module, path, f"build and sign the UKI {p['dest']}", producer, dest=p["dest"])
-    runner = Runner()
-    with fail_on_error(module, commands=runner.log, dest=p["dest"]):
+        p["osrel"] = p["osrel"] or _uki.uki_osrel("unknown")
+        inputs = [(p["stub"], "systemd-boot-efi"), (p["kernel"], "kernel"), (p["cert"], "Secure Boot keys"),
+                  *((i, "initramfs") for i in p["initrds"])]
+        for path, producer in inputs:
+            exit_if_missing(module, path, would, producer, dest=p["dest"])
         out = _uki.build_signed_uki(
             Path(p["stub"]), Path(p["kernel"]), [Path(i) for i in p["initrds"]],
             cmdline=p["kernel_args"], osrel=p["osrel"], dest=Path(p["dest"]), key_pem=p["key"], cert=Path(p["cert"]),
             runner=runner, check_mode=module.check_mode,
         )
-    module.exit_json(changed=out.changed, dest=p["dest"], size=out.size, sha256=out.sha256,
-                     sections=out.uki.sections, stub_bytes=out.uki.stub_bytes, commands=runner.log)
+        result.update(changed=out.changed, size=out.size, sha256=out.sha256, sections=out.uki.sections,
+                      stub_bytes=out.uki.stub_bytes)
 
 
 if __name__ == "__main__":

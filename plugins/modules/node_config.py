@@ -115,16 +115,12 @@ commands:
   elements: str
 """
 
-import os
 from pathlib import Path
-
-from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _ipxe
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import IMAGE_UMASK
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import IMAGE_TREE, NODE
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image import _binaries, _nodeconf, _noderoles
@@ -140,55 +136,52 @@ FALLBACK_BINARIES = {"nomad": ("usr/bin/nomad", "usr/local/bin/nomad")}
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
-    os.umask(IMAGE_UMASK)
-    p = module.params
-    exit_if_missing(module, p["root"], f"write the node roles and settings in {p['root']}", "image")
-    root = Path(p["root"])
     runner = Runner()
-    try:
-        roles = _noderoles.parse_roles(p["roles"])
-        if p["default_role"] not in {r.name for r in roles}:
-            raise NetbootError(f"ipxe_default_role {p['default_role']!r} is not a role of node_roles "
-                               f"({', '.join(r.name for r in roles)})")
-        if not root.is_dir():
-            raise NetbootError(f"image tree {root} does not exist: run the image stage first")
-        # where netboot_binaries installed each program (its record in the image) comes first
-        pinned = {str(r.get("name")): str(r.get("dest", "")).lstrip("/") for r in _binaries.read_record(root) or []}
-        init_scripts = {
-            str(name): (Path(str(path)).read_text(),
-                        tuple(dict.fromkeys([*([pinned[str(name)]] if str(name) in pinned else []),
-                                             *FALLBACK_BINARIES.get(str(name), (f"usr/bin/{name}",))])))
-            for name, path in p["init_scripts"].items()
-        }
-        spec = _nodeconf.NodeSpec(
-            roles=tuple(roles), default_role=p["default_role"], cattle_prefix=_ipxe.CATTLE_PREFIX,
-            boot_script=Path(p["boot_script"]).read_text(), authorized_keys=tuple(p["authorized_keys"]),
-            nomad_servers=tuple(p["nomad_servers"]), serial_tty=p["serial_tty"], init_scripts=init_scripts,
-            node_table=None if p["node_table"] is None else tuple(
-                (n.mac, n.hostname, n.role) for n in _ipxe.parse_nodes(p["node_table"], default_role=p["default_role"])),
-        )
-        plan = _nodeconf.plan_node(root, spec)
-        # the init scripts this run installs count as present
-        staged = {c.path.rpartition("/")[2] for c in plan.changes if c.path.startswith("etc/init.d/") and c.after}
-        _noderoles.check_services(root, [
-            _noderoles.Role(r.name, tuple(s for s in r.services if s not in staged)) for r in roles
-        ], Path(p["cache_dir"]) if p["cache_dir"] else None)
-        deptree: list[str] = []
-        if not module.check_mode:
-            _nodeconf.apply_node(plan)
-            deptree = _nodeconf.refresh_deptree(root, runner)
-    except (NetbootError, OSError) as exc:
-        module.fail_json(msg=str(exc), commands=runner.log)
-    result = {"changed": plan.changed or bool(deptree), "files": plan.paths() + deptree, "build_id": plan.build_id,
-              # efivarfs: how a Secure Boot node reads its generation (netboot-node, LoaderImageIdentifier)
-              "keep_modules": _noderoles.keep_modules(roles) + (["efivarfs"] if p["node_table"] is not None else []),
-              "commands": runner.log,
-              "stage_input": stage_inputs({"node": p})["node"]}
-    if module._diff:
-        result["diff"] = plan.diff()
-    module.exit_json(**result)
+    with stage(ARGUMENT_SPEC, runner, supports_check_mode=True, diff=True, image=True) as (module, result):
+        p = module.params
+        exit_if_missing(module, p["root"], f"write the node roles and settings in {p['root']}", "image")
+        root = Path(p["root"])
+        try:
+            roles = _noderoles.parse_roles(p["roles"])
+            if p["default_role"] not in {r.name for r in roles}:
+                raise NetbootError(f"ipxe_default_role {p['default_role']!r} is not a role of node_roles "
+                                   f"({', '.join(r.name for r in roles)})")
+            if not root.is_dir():
+                raise NetbootError(f"image tree {root} does not exist: run the image stage first")
+            # where netboot_binaries installed each program (its record in the image) comes first
+            pinned = {str(r.get("name")): str(r.get("dest", "")).lstrip("/")
+                      for r in _binaries.read_record(root) or []}
+            init_scripts = {
+                str(name): (Path(str(path)).read_text(),
+                            tuple(dict.fromkeys([*([pinned[str(name)]] if str(name) in pinned else []),
+                                                 *FALLBACK_BINARIES.get(str(name), (f"usr/bin/{name}",))])))
+                for name, path in p["init_scripts"].items()
+            }
+            spec = _nodeconf.NodeSpec(
+                roles=tuple(roles), default_role=p["default_role"], cattle_prefix=_ipxe.CATTLE_PREFIX,
+                boot_script=Path(p["boot_script"]).read_text(), authorized_keys=tuple(p["authorized_keys"]),
+                nomad_servers=tuple(p["nomad_servers"]), serial_tty=p["serial_tty"], init_scripts=init_scripts,
+                node_table=None if p["node_table"] is None else tuple(
+                    (n.mac, n.hostname, n.role)
+                    for n in _ipxe.parse_nodes(p["node_table"], default_role=p["default_role"])),
+            )
+            plan = _nodeconf.plan_node(root, spec)
+            # the init scripts this run installs count as present
+            staged = {c.path.rpartition("/")[2] for c in plan.changes if c.path.startswith("etc/init.d/") and c.after}
+            _noderoles.check_services(root, [
+                _noderoles.Role(r.name, tuple(s for s in r.services if s not in staged)) for r in roles
+            ], Path(p["cache_dir"]) if p["cache_dir"] else None)
+            deptree: list[str] = []
+            if not module.check_mode:
+                _nodeconf.apply_node(plan)
+                deptree = _nodeconf.refresh_deptree(root, runner)
+        except OSError as exc:  # a file the options name (init script, boot script) cannot be read: the user's to fix
+            raise NetbootError(str(exc)) from exc
+        result.update(changed=plan.changed or bool(deptree), files=plan.paths() + deptree, build_id=plan.build_id,
+                      # efivarfs: how a Secure Boot node reads its generation (netboot-node, LoaderImageIdentifier)
+                      keep_modules=_noderoles.keep_modules(roles)
+                      + (["efivarfs"] if p["node_table"] is not None else []),
+                      stage_input=stage_inputs({"node": p})["node"], diff=plan.diff())
 
 
 if __name__ == "__main__":

@@ -167,15 +167,11 @@ commands:
   elements: str
 """
 
-import os
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import (
-    IMAGE_UMASK,
     atomic_write_bytes,
     read_json_object,
 )
@@ -200,48 +196,30 @@ def _newer(a: Path, b: Path) -> bool:
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
-    os.umask(IMAGE_UMASK)
-    p = module.params
     runner = Runner()
-    exit_if_missing(module, p["root"], f"prune kernel modules and firmware in {p['root']}", "image", report=None)
-    with fail_on_error(module, commands=[]):
+    with stage(ARGUMENT_SPEC, runner, supports_check_mode=True, diff=True, image=True) as (module, result):
+        p = module.params
+        exit_if_missing(module, p["root"], f"prune kernel modules and firmware in {p['root']}", "image", report=None)
+        report = Path(p["report"]) if p["report"] else None
         role_modules = _noderoles.role_modules(p["node_roles"])
-    report = Path(p["report"]) if p["report"] else None
-    opts = _prune.Options(
-        root=Path(p["root"]),
-        keep_modules=p["keep_modules"] + [m for ms in role_modules.values() for m in ms],
-        **{k: p[k] for k in ("kernel_version", "profiles", "hardware_profiles", "hardware_mode", "module_compression",
-                             "firmware_compression", "firmware_audit", "strip")},
-        profile_dirs=[Path(d) for d in p["profile_dirs"]],
-        hardware_dirs=[Path(d) for d in p["hardware_dirs"]],
-        # a report older than the copy's stamp describes another copy (stage_tree remade it from the full rootfs)
-        previous_report=read_json_object(report) if report and not _newer(stamp_path(Path(p["root"])), report)
-        else None,
-    )
-    with fail_on_error(module, commands=runner.log):
-        plan = _prune.make_plan(opts)
-        changed = plan.changes
+        plan = _prune.make_plan(_prune.Options(
+            root=Path(p["root"]),
+            keep_modules=p["keep_modules"] + [m for ms in role_modules.values() for m in ms],
+            **{k: p[k] for k in ("kernel_version", "profiles", "hardware_profiles", "hardware_mode",
+                                 "module_compression", "firmware_compression", "firmware_audit", "strip")},
+            **{k: [Path(d) for d in p[k]] for k in ("profile_dirs", "hardware_dirs")},
+            # a report older than the copy's stamp describes another copy (stage_tree remade it from the full rootfs)
+            previous_report=read_json_object(report) if report and not _newer(stamp_path(Path(p["root"])), report)
+            else None,
+        ))
         if not module.check_mode:
-            if changed:
+            if plan.changes:
                 _prune.apply_plan(plan, runner, verify=p["verify"])
-            if p["report"] and (changed or not Path(p["report"]).exists()):
-                atomic_write_bytes(p["report"], _prune.PRUNE_REPORT.dump(plan.report))
-    for w in plan.warnings:
-        module.warn(w)
-    result = {
-        "changed": changed,
-        "kernel_version": plan.kver,
-        "report": plan.report,
-        "kept_modules": sorted(plan.kept_modules),
-        "removed": len(plan.remove),
-        "commands": runner.log,
-        "stage_input": stage_inputs({"prune": p})["prune"],
-    }
-    if module._diff:
-        result["diff"] = _prune.diff(plan)
-    module.exit_json(**result)
+            if report and (plan.changes or not report.exists()):
+                atomic_write_bytes(report, _prune.PRUNE_REPORT.dump(plan.report))
+        result.update(changed=plan.changes, kernel_version=plan.kver, report=plan.report,
+                      kept_modules=sorted(plan.kept_modules), removed=len(plan.remove), warnings=plan.warnings,
+                      stage_input=stage_inputs({"prune": p})["prune"], diff=_prune.diff(plan))
 
 
 if __name__ == "__main__":

@@ -174,14 +174,12 @@ commands:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe import DEFAULT_KERNEL_ARGS
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._minram import check_ram_limit, minimum_ram
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._qemu import DEFAULT_MAC
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._testhook import DEFAULT_MARKER
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._vm import BootTest, boot_test, node_cmdline
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import NODES, renamed
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
@@ -212,39 +210,30 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
-    p = module.params
     runner = Runner()
-    result: dict[str, object] = {"changed": False, "commands": runner.log}
-    try:
+    with stage(ARGUMENT_SPEC, runner, supports_check_mode=True) as (module, result):
+        p = module.params
+        mode = p["mode"]
+        result["changed"] = False
         append = p["kernel_args"]
-        if p["mode"] == "direct" and p["nodes"] is not None:
+        if mode == "direct" and p["nodes"] is not None:
             append = node_cmdline(append, p["mac"], p["nodes"], p["default_role"])
-        cmdline = append if p["mode"] == "direct" else ""
-        ram = minimum_ram(Path(p["kernel"]), [Path(i) for i in p["initrds"]], cmdline)
-        result["minimum_ram"] = ram
+        initrds = [Path(i) for i in p["initrds"]]
+        result["minimum_ram"] = ram = minimum_ram(Path(p["kernel"]), initrds, append if mode == "direct" else "")
         check_ram_limit(ram, p["ram_limit"])
         if module.check_mode:
-            module.exit_json(booted=False, reason="check mode: not booted", checks=[], console_tail="",
-                             accel="", **result)
-        test = BootTest(
-            kernel=Path(p["kernel"]), initrds=[Path(i) for i in p["initrds"]], mode=p["mode"],
-            dist_dir=Path(p["dist_dir"]) if p["dist_dir"] else None,
-            boot_ipxe=Path(p["boot_ipxe"]) if p["boot_ipxe"] else None, bootfile=p["bootfile"],
-            http_port=p["http_port"], initramfs_name=p["initramfs_name"], append=append, memory=p["memory"],
-            smp=p["smp"], mac=p["mac"], timeout=p["timeout"], marker=p["marker"], checks=p["checks"],
-            hook=p["hook"], extra_initrds=[Path(i) for i in p["extra_initrds"]], accel=p["accel"],
-            console_log=Path(p["console_log"]) if p["console_log"] else None,
-        )
-        boot = boot_test(test, runner=runner)
-    except NetbootError as exc:
-        module.fail_json(msg=str(exc), **result)
-    out = boot.as_dict()
-    result.update(booted=boot.ok, **{k: v for k, v in out.items() if k not in ("ok", "argv")})
-    if not boot.ok:
-        module.fail_json(msg=f"boot test failed after {boot.seconds:.1f} s: {boot.reason}\n{boot.tail()}", **result)
-    module.exit_json(**result)
+            result.update(booted=False, reason="check mode: not booted", checks=[], console_tail="", accel="")
+            return
+        boot = boot_test(BootTest(
+            kernel=Path(p["kernel"]), initrds=initrds, mode=mode, append=append,
+            extra_initrds=[Path(i) for i in p["extra_initrds"]],
+            **{k: Path(p[k]) if p[k] else None for k in ("dist_dir", "boot_ipxe", "console_log")},
+            **{k: p[k] for k in ("bootfile", "http_port", "initramfs_name", "memory", "smp", "mac", "timeout",
+                                 "marker", "checks", "hook", "accel")},
+        ), runner=runner)
+        result.update(booted=boot.ok, **{k: v for k, v in boot.as_dict().items() if k not in ("ok", "argv")})
+        if not boot.ok:
+            raise NetbootError(f"boot test failed after {boot.seconds:.1f} s: {boot.reason}\n{boot.tail()}")
 
 
 if __name__ == "__main__":

@@ -220,9 +220,8 @@ removed_generations:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import text_diff
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._options import GENERATIONS
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploy import (
     TARGET_ARGUMENT_SPEC,
@@ -259,15 +258,9 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
-        supports_check_mode=True,
-        required_one_of=TARGET_REQUIRED_ONE_OF,
-        required_if=[("manage_dhcp", True, ("dhcp_network",))],
-    )
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
-    p = module.params
-    with fail_on_error(module):
+    with stage(ARGUMENT_SPEC, supports_check_mode=True, diff=True, required_one_of=TARGET_REQUIRED_ONE_OF,
+               required_if=[("manage_dhcp", True, ("dhcp_network",))]) as (module, result):
+        p = module.params
         target = target_options(p)
         dhcp = DhcpOptions(p["dhcp_network"], p["dhcp_next_server"] or "", p["dhcp_firmware"],
                            p["dhcp_matcher_value"], p["dhcp_matching_type"], p["dhcp_server"], Path(p["ipxe_bios"]),
@@ -276,19 +269,14 @@ def main() -> None:
                        tuple(p["tftp_allow_addresses"]), dhcp, lock_timeout=p["lock_timeout"],
                        lock_stale=p["lock_stale"], stage=p["stage"], unstage=tuple(p["unstage"]))
         progress = Progress(Path(p["progress_log"]) if p["progress_log"] and not module.check_mode else None)
-        result = deploy(target, opts, Path(p["dist_dir"]) if p["dist_dir"] else None, Path(p["staging_dir"]),
-                        check=module.check_mode, progress=progress)
-    diff = {"before": "\n".join(result.pop("rules_before")) + "\n",
-            "after": "\n".join(result.pop("rules_after")) + "\n",
-            "before_header": f"{p['host']} owned /ip/tftp rules{' and DHCP' if p['manage_dhcp'] else ''}",
-            "after_header": f"{p['host']} after"}
-    for w in result.pop("warnings"):
-        module.warn(w)
-    result["progress_log"] = p["progress_log"]
-    result["commands"] = ([f"sftp put {name}" for name in result["planned_uploads"]]
-                          + result["rule_changes"] + result["dhcp_changes"]
-                          + [f"/file/remove {result['dir']}/{gen}" for gen in result["removed_generations"]])
-    module.exit_json(**result, **({"diff": diff} if module._diff else {}))
+        result.update(deploy(target, opts, Path(p["dist_dir"]) if p["dist_dir"] else None, Path(p["staging_dir"]),
+                             check=module.check_mode, progress=progress), progress_log=p["progress_log"])
+        result["commands"] = ([f"sftp put {name}" for name in result["planned_uploads"]]
+                              + result["rule_changes"] + result["dhcp_changes"]
+                              + [f"/file/remove {result['dir']}/{gen}" for gen in result["removed_generations"]])
+        result["diff"] = text_diff(f"{p['host']} owned /ip/tftp rules{' and DHCP' if p['manage_dhcp'] else ''}",
+                                   *("\n".join(result.pop(k)) + "\n" for k in ("rules_before", "rules_after")),
+                                   after_header=f"{p['host']} after")
 
 
 if __name__ == "__main__":

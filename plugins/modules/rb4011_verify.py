@@ -147,9 +147,8 @@ commands:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import atomic_write_bytes, dump_json
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import (
     API_ARGUMENT_SPEC,
@@ -173,30 +172,26 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)
-    p = module.params
-    with fail_on_error(module, ok=False):
+    with stage(ARGUMENT_SPEC, supports_check_mode=True) as (module, result):
+        p = module.params
+        result["ok"] = False
         api = api_options(p)
         opts = VerifyOptions(p["dir"].strip("/"), p["tftp_address"] or "", p["tftp_port"], p["pass_512"],
                              p["tftp_timeout"], p["tftp_retries"], p["dhcp"], p["dhcp_interface"] or "",
                              p["dhcp_timeout"])
         report = verify(api, opts)
-        result = report.as_dict()
-        written = None
+        doc = report.as_dict()
+        result.update(doc, report=None)
         if p["report"] and not module.check_mode:
             Path(p["report"]).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(Path(p["report"]), dump_json(result) + b"\n")
-            written = p["report"]
-    for w in report.warnings:
-        module.warn(w)
-    result["report"] = written
-    result["commands"] = (["/system/resource/print", "/file/print", "/ip/tftp/print"]
-                          + [f"tftp get {f['request']} blksize {result['tftp_blksize']}" for f in result["files"]]
-                          + [f"dhcp discover as {kind}" for kind in (result["dhcp"].get("answers") or {})])
-    if not report.ok:
-        module.fail_json(msg=f"{p['host']}: verify failed: " + "; ".join(report.failures), **result)
-    module.exit_json(changed=False, **result)
+            atomic_write_bytes(Path(p["report"]), dump_json(doc) + b"\n")
+            result["report"] = p["report"]
+        result["commands"] = (["/system/resource/print", "/file/print", "/ip/tftp/print"]
+                              + [f"tftp get {f['request']} blksize {result['tftp_blksize']}" for f in result["files"]]
+                              + [f"dhcp discover as {kind}" for kind in (result["dhcp"].get("answers") or {})])
+        if not report.ok:
+            raise NetbootError(f"{p['host']}: verify failed: " + "; ".join(report.failures))
+        result["changed"] = False
 
 
 if __name__ == "__main__":

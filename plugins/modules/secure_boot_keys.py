@@ -101,10 +101,8 @@ commands:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _secureboot
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
 
 ARGUMENT_SPEC = {
     "dir": {"type": "path", "required": True},
@@ -114,13 +112,11 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
-    p = module.params
-    with fail_on_error(module, commands=[]):
+    with stage(ARGUMENT_SPEC, supports_check_mode=True) as (module, result):
+        p = module.params
         keyset = _secureboot.ensure_keys(p["dir"], p["name_prefix"], p["private_keys"] or None,
                                          check_mode=module.check_mode)
-    module.exit_json(changed=keyset.changed, commands=[], **keyset.result())
+        result.update(changed=keyset.changed, **keyset.result())
 
 
 if __name__ == "__main__":

@@ -77,10 +77,8 @@ commands:
 
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._checkmode import exit_if_missing
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import fail_if_missing, fail_on_error
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._deps import stage
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._stage import (
     apply_stage,
@@ -97,18 +95,16 @@ ARGUMENT_SPEC = {
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    fail_if_missing(module)  # a guarded import failed (module_utils/common/_deps.py)
     runner = Runner()
-    src = Path(module.params["src"]).absolute()
-    with fail_on_error(module, commands=runner.log):
-        inputs = stage_inputs(module.params["stages"])
-        exit_if_missing(module, src, f"copy {src} to {module.params['dest']}", "rootfs", digest=None,
-                        stage_inputs=inputs)
-        plan = plan_stage(src, Path(module.params["dest"]).absolute(), stage_key(inputs))
+    with stage(ARGUMENT_SPEC, runner, supports_check_mode=True) as (module, result):
+        p = module.params
+        src = Path(p["src"]).absolute()
+        inputs = stage_inputs(p["stages"])
+        exit_if_missing(module, src, f"copy {src} to {p['dest']}", "rootfs", digest=None, stage_inputs=inputs)
+        plan = plan_stage(src, Path(p["dest"]).absolute(), stage_key(inputs))
         if plan.changed and not module.check_mode:
             apply_stage(plan, runner)
-    module.exit_json(changed=plan.changed, digest=plan.digest, stage_inputs=inputs, commands=runner.log)
+        result.update(changed=plan.changed, digest=plan.digest, stage_inputs=inputs)
 
 
 if __name__ == "__main__":
