@@ -22,7 +22,7 @@ COLLECTION = "ansible_collections.homelab.alpine_netboot.plugins.module_utils"
 # Reported, not failed: dataclass defaults in module_utils (other changes of issue 23 own those files), and a role
 # default that deliberately differs from its module's (the boot test role boots over the network; the module's
 # direct mode needs no dist/)
-PENDING = {"boot_test_mode"}
+PENDING: set[str] = set()
 DEFAULT_RE = re.compile(r"(?<![\w.\]'\"])([a-z_][a-z0-9_]*) \| default\(((?:[^()]|\([^()]*\))*)\)")
 PASS_RE = re.compile(r"^\{\{ *([a-z_][a-z0-9_]*) *(?:\| *(?:bool|int|string|list) *)?\}\}$")
 UNSET = object()

@@ -27,10 +27,11 @@ version_added: "0.1.0"
 author: homelab.alpine_netboot maintainers (@homelab)
 options:
   mode:
-    description: How the guest gets its kernel.
+    description:
+      - How the guest gets its kernel.
+      - Default C(netboot) when O(dist_dir) is given, else C(direct).
     type: str
     choices: [direct, netboot]
-    default: direct
   kernel:
     description: The kernel (bzImage).
     type: path
@@ -132,6 +133,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+mode:
+  description: How the guest got its kernel - O(mode), or its default (C(netboot) with O(dist_dir), else C(direct)).
+  returned: always
+  type: str
 booted:
   description: Whether the marker appeared.
   returned: always
@@ -185,7 +190,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._opt
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
 
 ARGUMENT_SPEC = {
-    "mode": {"type": "str", "choices": ["direct", "netboot"], "default": "direct"},
+    "mode": {"type": "str", "choices": ["direct", "netboot"]},
     "kernel": {"type": "path", "required": True},
     "initrds": {"type": "list", "elements": "path", "required": True},
     "extra_initrds": {"type": "list", "elements": "path", "default": []},
@@ -213,8 +218,8 @@ def main() -> None:
     runner = Runner()
     with stage(ARGUMENT_SPEC, runner, supports_check_mode=True) as (module, result):
         p = module.params
-        mode = p["mode"]
-        result["changed"] = False
+        mode = p["mode"] or ("netboot" if p["dist_dir"] else "direct")
+        result.update(changed=False, mode=mode)
         append = p["kernel_args"]
         if mode == "direct" and p["nodes"] is not None:
             append = node_cmdline(append, p["mac"], p["nodes"], p["default_role"])
