@@ -6,11 +6,10 @@ A module_utils file imports one at top level in ``try: import zstandard`` / ``ex
 _deps.missing("zstandard")``, or, importing it only inside the function that uses it (heavy or rarely needed),
 declares it at top level with ``_deps.lazy("paramiko")``. Either way the file stays importable without it
 (ansible-doc, ansible-test's import sanity test, a host that lacks it), and ``fail_if_missing(module)``, called
-right after ``AnsibleModule(...)`` in every module (README "Writing a module"), fails the task with Ansible's
-``missing_required_lib`` message naming what to pip install, before any work is done. Which libraries a module
-needs follows from what it imports; nothing else lists them. The module's work then runs in
-``with fail_on_error(module, ...):``, which turns the project's errors into the task's failure. :func:`stage` does
-these steps, and the module's exit, for a module whose ``main()`` is ``with stage(ARGUMENT_SPEC, ...)``.
+right after ``AnsibleModule(...)`` by :func:`stage`, which is every module's ``main()`` (README "Writing a module"),
+fails the task with Ansible's ``missing_required_lib`` message naming what to pip install, before any work is done.
+Which libraries a module needs follows from what it imports; nothing else lists them. :func:`stage` then runs the
+module's work, turning the project's errors into the task's failure, and exits the module with its result.
 """
 
 from __future__ import annotations
@@ -74,26 +73,16 @@ def fail_if_missing(module: FailingModule) -> None:
 
 
 @contextlib.contextmanager
-def fail_on_error(module: FailingModule, **result: Any) -> Iterator[None]:
-    """A ``NetbootError`` raised in the block fails the task with its message and ``result`` (``commands``, ...);
-    anything else is a bug and surfaces as one."""
-    try:
-        yield
-    except NetbootError as exc:
-        module.fail_json(msg=str(exc), **result)
-
-
-@contextlib.contextmanager
 def stage(argument_spec: dict[str, Any], runner: Runner | None = None, *, diff: bool = False, image: bool = False,
           **options: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
     """A module's ``main()``: ``with stage(ARGUMENT_SPEC, supports_check_mode=True) as (module, result):``.
 
     Makes the ``AnsibleModule`` (``options`` are its other arguments) and runs :func:`fail_if_missing` at once. The
     block fills ``result``, the dict the module returns; leaving it exits the module, and a ``NetbootError`` raised in
-    it fails the task with its message and the result so far. Either way ``result`` goes out as
-    :func:`stage_result` shapes it (warnings handed to Ansible; the diff kept in diff mode if ``diff``: the module
-    returns one) with ``commands``, ``runner``'s log unless the block set its own. ``image``: the work writes into
-    an image tree, so files are made with ``IMAGE_UMASK``.
+    it fails the task with its message and the result so far (anything else is a bug and surfaces as one). Either
+    way ``result`` goes out as :func:`stage_result` shapes it (warnings handed to Ansible; the diff kept in diff mode
+    if ``diff``: the module returns one) with ``commands``, ``runner``'s log unless the block set its own.
+    ``image``: the work writes into an image tree, so files are made with ``IMAGE_UMASK``.
     """
     from ansible.module_utils.basic import AnsibleModule
 

@@ -77,14 +77,12 @@ def test_argument_spec_is_a_module_constant(name: str) -> None:
     assigned = {t.id for node in tree.body if isinstance(node, ast.Assign | ast.AnnAssign)
                 for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
     assert "ARGUMENT_SPEC" in assigned, f"{name}: the argument spec must be a module-level ARGUMENT_SPEC"
-    # stage(ARGUMENT_SPEC, ...) (module_utils/common/_deps.py) makes the AnsibleModule of a module that uses it
-    calls = [n for n in ast.walk(tree)
-             if isinstance(n, ast.Call) and getattr(n.func, "id", "") in ("AnsibleModule", "stage")]
-    assert calls, f"{name}: no AnsibleModule(...) or stage(...)"
+    # stage(ARGUMENT_SPEC, ...) (module_utils/common/_deps.py) makes the AnsibleModule
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "stage"]
+    assert calls, f"{name}: no stage(...)"
     for call in calls:
-        spec_arg = next((k.value for k in call.keywords if k.arg == "argument_spec"), call.args[0] if call.args else None)
-        assert isinstance(spec_arg, ast.Name) and spec_arg.id == "ARGUMENT_SPEC", \
-            f"{name}: AnsibleModule(argument_spec=ARGUMENT_SPEC, ...) or stage(ARGUMENT_SPEC, ...), not an inline dict"
+        assert call.args and isinstance(call.args[0], ast.Name) and call.args[0].id == "ARGUMENT_SPEC", \
+            f"{name}: stage(ARGUMENT_SPEC, ...), not an inline dict"
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -149,8 +147,8 @@ def test_attributes_documented_and_true(name: str) -> None:
     check = attributes["check_mode"]["support"] != "none"
     assert check == bool(re.search(r"supports_check_mode\s*=\s*True", source)), f"{name}: check_mode attribute"
     diff = attributes["diff_mode"]["support"] != "none"
-    returns_diff = "module._diff" in source or bool(re.search(r"\bstage\([^)]*\bdiff=True", source))
-    assert diff == returns_diff, f"{name}: diff_mode attribute vs use of module._diff (or stage(..., diff=True))"
+    returns_diff = bool(re.search(r"\bstage\([^)]*\bdiff=True", source))
+    assert diff == returns_diff, f"{name}: diff_mode attribute vs stage(..., diff=True)"
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -75,19 +75,12 @@ def test_every_missing_library_is_reported_and_a_present_one_is_not(monkeypatch:
 
 @pytest.mark.parametrize("path", MODULES, ids=[p.stem for p in MODULES])
 def test_every_module_checks_its_libraries_right_after_parsing_arguments(path: Path) -> None:
+    """main() is ``with stage(ARGUMENT_SPEC, ...)``, which makes the AnsibleModule and checks at once (tests below)."""
     main = next(n for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef) and n.name == "main")
-    body = [n for n in main.body if ast.unparse(n) != "runner = Runner()"]
-    if isinstance(body[0], ast.With):  # stage() makes the AnsibleModule and checks at once (tests below)
-        call = body[0].items[0].context_expr
-        assert isinstance(call, ast.Call) and ast.unparse(call.func) == "stage", f"{path.name}: with stage(...)"
-        return
-    first = next(i for i, n in enumerate(main.body) if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
-                 and getattr(n.value.func, "id", "") == "AnsibleModule")
-    module = main.body[first].targets[0]
-    assert isinstance(module, ast.Name)
-    check = main.body[first + 1]
-    assert ast.unparse(check) == f"fail_if_missing({module.id})", (
-        f"{path.name}: call fail_if_missing({module.id}) right after AnsibleModule(...) (module_utils/common/_deps.py)")
+    first = next(n for n in main.body if ast.unparse(n) != "runner = Runner()")
+    call = first.items[0].context_expr if isinstance(first, ast.With) else None
+    assert isinstance(call, ast.Call) and ast.unparse(call.func) == "stage", (
+        f"{path.name}: main() is 'with stage(ARGUMENT_SPEC, ...) as (module, result):' (module_utils/common/_deps.py)")
 
 
 SPEC: dict[str, Any] = {"name": {"type": "str", "default": "x"}}
