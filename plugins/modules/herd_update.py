@@ -201,6 +201,8 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._her
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._herdupdate import update_herd
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._sftp import Progress
 
+NODE_COMMANDS = ("pre_reboot_commands", "post_boot_commands", "health_commands")  # RollOptions' order
+
 ARGUMENT_SPEC = {
     **GENERATIONS,
     **TARGET_ARGUMENT_SPEC,
@@ -211,9 +213,7 @@ ARGUMENT_SPEC = {
     "max_unavailable": {"type": "int", "default": 1},
     "boot_timeout": {"type": "int", "default": 900},
     "poll_interval": {"type": "int", "default": 5},
-    "pre_reboot_commands": {"type": "list", "elements": "str", "default": []},
-    "health_commands": {"type": "list", "elements": "str", "default": []},
-    "post_boot_commands": {"type": "list", "elements": "str", "default": []},
+    **{k: {"type": "list", "elements": "str", "default": []} for k in NODE_COMMANDS},
     "power_cycle_command": {"type": "str", "default": ""},
     "ssh_user": {"type": "str", "default": "root"},
     "ssh_node_port": {"type": "int", "default": 22},
@@ -231,8 +231,7 @@ def main() -> None:
         target = target_options(p)
         opts = Options(p["dir"].strip("/"), p["keep"], lock_timeout=p["lock_timeout"], lock_stale=p["lock_stale"])
         roll = RollOptions(p["max_unavailable"], tuple(p["canary"]), p["boot_timeout"], p["poll_interval"],
-                           tuple(p["pre_reboot_commands"]), tuple(p["post_boot_commands"]),
-                           tuple(p["health_commands"]))
+                           *(tuple(p[k]) for k in NODE_COMMANDS))
         progress = Progress(Path(p["progress_log"]) if p["progress_log"] and not module.check_mode else None)
         report = Path(p["report"]) if p["report"] and not module.check_mode else None
         try:

@@ -139,6 +139,8 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._opt
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records import _ledger, _ledger_render
 
+BUDGETS = ("image_bytes", "node_ram_bytes", "server_bytes")  # option budget_<name>: field <name> of Budgets
+
 ARGUMENT_SPEC = {
     **DIST_KERNEL,
     "image": {"type": "path", "required": True},
@@ -148,9 +150,7 @@ ARGUMENT_SPEC = {
     "prune_report": {"type": "path"},
     "overlay_dir": {"type": "path"},
     "kernel_args": renamed("cmdline", type="str", default=DEFAULT_KERNEL_ARGS),
-    "budget_image_bytes": {"type": "int", "default": 0},
-    "budget_node_ram_bytes": {"type": "int", "default": 0},
-    "budget_server_bytes": {"type": "int", "default": 0},
+    **{f"budget_{k}": {"type": "int", "default": 0} for k in BUDGETS},
     "server_generations": {"type": "int", "default": _ledger_render.DEFAULT_SERVER_GENERATIONS},
 }
 
@@ -165,8 +165,8 @@ def main() -> None:
             if p["compression"] else None,
             kernel=p["rootfs_kernel"] or None,
             **{k: Path(p[k]) if p[k] else None for k in ("microcode", "prune_report", "overlay_dir")},
-            budgets=_ledger_render.Budgets(server_generations=p["server_generations"], **{
-                k: p[f"budget_{k}"] for k in ("image_bytes", "node_ram_bytes", "server_bytes")}),
+            budgets=_ledger_render.Budgets(server_generations=p["server_generations"],
+                                           **{k: p[f"budget_{k}"] for k in BUDGETS}),
             cmdline=p["kernel_args"],
         )
         result.update(_ledger.build_ledger(req, check_mode=module.check_mode))
