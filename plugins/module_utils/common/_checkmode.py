@@ -49,7 +49,7 @@ def exit_if_missing(module: StageModule, path: str | os.PathLike[str], would: st
 def stage_result(result: dict[str, Any], *, diff: bool, warn: Callable[[str], None]) -> dict[str, Any]:
     """A stage's ``result`` as the module returns it: ``warnings`` handed to ``warn``, ``diff`` kept only if ``diff``.
 
-    Modules call it as ``stage_result(result, diff=module._diff, warn=module.warn)``.
+    ``_deps.stage`` calls it on every module's result (and on a failed one's result so far).
     """
     for warning in result.pop("warnings", ()):
         warn(warning)
