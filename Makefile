@@ -37,8 +37,9 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt constraints.txt | 
 
 lint: deps-dev
 	$(BIN)/ruff check plugins tests bench scripts examples
-	MYPYPATH=.collections $(BIN)/mypy --strict scripts/start_qemu.py scripts/check_defaults.py
+	MYPYPATH=.collections $(BIN)/mypy --strict scripts/start_qemu.py scripts/check_defaults.py scripts/check_requirements.py
 	$(BIN)/python scripts/check_defaults.py --quiet
+	$(BIN)/python scripts/check_requirements.py
 	MYPYPATH=.collections:. $(BIN)/mypy --strict --follow-imports=silent scripts/repro.py scripts/demo.py scripts/molecule.py examples/netboot_runner.py
 	MYPYPATH=.collections $(BIN)/mypy
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ansible-lint --profile production

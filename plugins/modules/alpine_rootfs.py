@@ -91,6 +91,8 @@ extends_documentation_fragment:
   - homelab.alpine_netboot.netboot.attributes
   - homelab.alpine_netboot.netboot.fetch
   - ansible.builtin.action_common_attributes
+requirements:
+  - cryptography (Python library)
 """
 
 EXAMPLES = r"""

@@ -54,6 +54,8 @@ attributes:
   diff_mode:
     support: full
     details: The sha256 and name of each file in O(dest), before and after.
+requirements:
+  - zstandard (Python library)
 """
 
 EXAMPLES = r"""

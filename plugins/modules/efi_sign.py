@@ -37,6 +37,7 @@ attributes:
   diff_mode:
     support: none
 requirements:
+  - cryptography (Python library)
   - sbsigntool (C(sbsign), C(sbverify)) on the host the module runs on
 """
 

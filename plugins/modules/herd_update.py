@@ -119,6 +119,10 @@ attributes:
 notes:
   - The RouterOS user needs the api, ssh, ftp, read and write policies, as for M(homelab.alpine_netboot.rb4011_deploy).
   - The nodes need no Python - every check is one POSIX shell command over SSH.
+requirements:
+  - Jinja2 (Python library)
+  - librouteros (Python library)
+  - paramiko (Python library)
 """
 
 EXAMPLES = r"""

@@ -41,6 +41,8 @@ extends_documentation_fragment:
   - homelab.alpine_netboot.netboot.node_roles
   - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
+requirements:
+  - zstandard (Python library)
 """
 
 EXAMPLES = r"""

@@ -113,6 +113,9 @@ extends_documentation_fragment:
   - homelab.alpine_netboot.netboot.attributes
   - homelab.alpine_netboot.netboot.nodes
   - ansible.builtin.action_common_attributes
+requirements:
+  - Jinja2 (Python library)
+  - zstandard (Python library)
 """
 
 EXAMPLES = r"""

@@ -102,6 +102,9 @@ extends_documentation_fragment:
   - homelab.alpine_netboot.netboot.attributes
   - homelab.alpine_netboot.netboot.rootfs_manifest
   - ansible.builtin.action_common_attributes
+requirements:
+  - Jinja2 (Python library)
+  - zstandard (Python library)
 """
 
 EXAMPLES = r"""

@@ -56,6 +56,9 @@ attributes:
     details: Downloads into the cache (verified) to know what would be installed; the image is not touched.
   diff_mode:
     support: none
+requirements:
+  - PyYAML (Python library)
+  - zstandard (Python library)
 """
 
 EXAMPLES = r"""

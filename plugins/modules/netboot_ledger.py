@@ -19,7 +19,7 @@ description:
     scaled to the real compressed size. The raw sum must be within 10 % of the real size (recorded under C(estimate) in ledger.json).
   - Writes O(dest)/ledger.json (stable keys; C(total_compressed_bytes), C(packages) with C(name), C(version),
     C(unpacked_bytes), C(compressed_bytes_estimate), C(groups), C(delta) against the previous ledger.json, C(budgets)),
-    O(dest)/ledger.md and O(dest)/ledger.svg (a sorted bar chart drawn with matplotlib).
+    O(dest)/ledger.md and O(dest)/ledger.svg (two sorted bar charts, a plain SVG document).
   - Fails when a budget is exceeded, naming the budget, the figure and the top contributors with their share. The
     ledger files describe the image (they are written first and do not depend on the budgets), so ledger.md shows
     what to prune.
@@ -88,6 +88,10 @@ attributes:
 notes:
   - The estimate costs about one more compression of the image at the build's settings, run only when the image
     changed.
+requirements:
+  - Jinja2 (Python library)
+  - PyYAML (Python library)
+  - zstandard (Python library)
 """
 
 EXAMPLES = r"""

@@ -50,6 +50,11 @@ extends_documentation_fragment:
 attributes:
   diff_mode:
     support: none
+requirements:
+  - Jinja2 (Python library)
+  - PyYAML (Python library)
+  - cyclonedx-python-lib[json-validation] (Python library)
+  - zstandard (Python library)
 """
 
 EXAMPLES = r"""

@@ -59,6 +59,9 @@ attributes:
   diff_mode:
     support: none
 requirements:
+  - Jinja2 (Python library)
+  - cryptography (Python library)
+  - zstandard (Python library)
   - sbsigntool (C(sbsign), C(sbverify)) on the host the module runs on
 """
 

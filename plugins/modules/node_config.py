@@ -76,6 +76,10 @@ extends_documentation_fragment:
   - homelab.alpine_netboot.netboot.image_tree
   - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
+requirements:
+  - Jinja2 (Python library)
+  - PyYAML (Python library)
+  - zstandard (Python library)
 """
 
 EXAMPLES = r"""

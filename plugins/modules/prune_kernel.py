@@ -115,6 +115,9 @@ extends_documentation_fragment:
   - homelab.alpine_netboot.netboot.node_roles
   - homelab.alpine_netboot.netboot.attributes
   - ansible.builtin.action_common_attributes
+requirements:
+  - PyYAML (Python library)
+  - zstandard (Python library)
 """
 
 EXAMPLES = r"""

@@ -119,6 +119,9 @@ attributes:
     details: Only the minimum RAM computation (and O(ram_limit)) runs; nothing is booted.
   diff_mode:
     support: none
+requirements:
+  - Jinja2 (Python library)
+  - zstandard (Python library)
 """
 
 EXAMPLES = r"""

@@ -141,6 +141,10 @@ attributes:
 notes:
   - The RouterOS user needs the api, ssh, ftp, read and write policies (README "Deploying to the RB4011").
   - RouterOS has no hash command; O(verify=sha256) reads each new file back over SFTP.
+requirements:
+  - Jinja2 (Python library)
+  - librouteros (Python library)
+  - paramiko (Python library)
 """
 
 EXAMPLES = r"""

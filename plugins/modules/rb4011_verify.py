@@ -83,6 +83,10 @@ notes:
   - The RouterOS user needs the api and read policies; nothing is written to the router.
   - Integrity, not authenticity - this proves what the router serves; anyone on the boot LAN can still answer DHCP
     and TFTP.
+requirements:
+  - Jinja2 (Python library)
+  - librouteros (Python library)
+  - paramiko (Python library)
 """
 
 EXAMPLES = r"""

@@ -51,6 +51,8 @@ attributes:
     support: none
 notes:
   - Private key material is never returned.
+requirements:
+  - cryptography (Python library)
 """
 
 EXAMPLES = r"""

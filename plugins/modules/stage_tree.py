@@ -45,6 +45,9 @@ extends_documentation_fragment:
 attributes:
   diff_mode:
     support: none
+requirements:
+  - PyYAML (Python library)
+  - zstandard (Python library)
 """
 
 EXAMPLES = r"""
