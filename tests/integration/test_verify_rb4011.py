@@ -185,7 +185,7 @@ def test_controller_outside_ip_addresses_and_timeout_say_what_to_change(peer: Pe
             rule.pop("ip-addresses", None)
     api = ApiOptions("127.0.0.1", peer.config.user, peer.config.password, peer.api_port)
     t0 = time.monotonic()
-    rep = verify(api, VerifyOptions(tftp_address="192.168.88.3", dhcp=False, timeout=0.2, retries=0))
+    rep = verify(api, VerifyOptions(tftp_address="192.168.88.3", dhcp=False, tftp_timeout=0.2, tftp_retries=0))
     assert time.monotonic() - t0 < 10
     msg = next(m for m in rep.failures if m.startswith("boot.ipxe: "))
     assert "timeout" in msg and "firewall" in msg and "UDP 69" in msg and "no rule" not in msg, msg

@@ -154,6 +154,8 @@ def diff_rows(
 
 # -- connection ----------------------------------------------------------------------------------------------------
 
+API_TIMEOUT = 15  # seconds: the timeout option's default and ApiOptions'
+
 # The connection options rb4011_deploy and rb4011_verify share (their roles pass one inventory's rb4011_* variables);
 # ``api_options`` turns them into ApiOptions.
 API_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
@@ -165,7 +167,7 @@ API_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "ca_path": {"type": "path"},
     "validate_cert_hostname": {"type": "bool", "default": False},
     "force_no_cert": {"type": "bool", "default": False},
-    "timeout": {"type": "int", "default": 15},
+    "timeout": {"type": "int", "default": API_TIMEOUT},
 }
 
 
@@ -180,7 +182,7 @@ class ApiOptions:
     validate_cert_hostname: bool = False
     ca_path: str | None = None
     force_no_cert: bool = False
-    timeout: float = 10.0
+    timeout: float = API_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.force_no_cert and not self.tls:

@@ -20,6 +20,7 @@ from typing import Any
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common import _deps
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError, NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import API_TIMEOUT
 
 _deps.lazy("paramiko")  # imported where used
 
@@ -47,7 +48,7 @@ class SshOptions:
     port: int = 22
     known_hosts: str | None = None
     fingerprint: str | None = None
-    timeout: float = 15.0
+    timeout: float = API_TIMEOUT  # the same timeout option as the API's
 
     def __repr__(self) -> str:  # never show the password
         return f"SshOptions(host={self.host!r}, user={self.user!r}, port={self.port})"

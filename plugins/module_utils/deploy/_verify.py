@@ -72,8 +72,8 @@ class VerifyOptions:
     tftp_address: str = ""  # "" = the API host
     tftp_port: int = _tftp.PORT
     pass_512: bool = False
-    timeout: float = 2.0
-    retries: int = 5
+    tftp_timeout: float = 2.0  # seconds to wait for each TFTP packet (not the API's timeout)
+    tftp_retries: int = 5
     dhcp: bool = True
     dhcp_interface: str = ""  # "" = the interface holding the controller's address toward the router
     dhcp_timeout: float = 3.0
@@ -86,7 +86,7 @@ class VerifyOptions:
             except ValueError:
                 raise ConfigError(f"rb4011_verify_tftp_address {self.tftp_address!r}: give the router's IPv4 address "
                                   "that nodes fetch from (the DHCP next-server)") from None
-        if self.timeout <= 0 or self.retries < 0:
+        if self.tftp_timeout <= 0 or self.tftp_retries < 0:
             raise ConfigError("rb4011_verify_timeout must be > 0 and rb4011_verify_retries >= 0")
 
 
@@ -166,7 +166,7 @@ class Report:
     host: str
     routeros_version: str = ""
     identity: str = ""
-    dir: str = ""
+    storage_dir: str = ""  # rb4011_dir as found on the router (under flash/ when it has one); "dir" in as_dict
     generation: str | None = None
     tftp_address: str = ""
     controller_address: str = ""
@@ -186,6 +186,7 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["ok"] = self.ok
+        out["dir"] = out.pop("storage_dir")
         for f, d in zip(self.files, out["files"], strict=True):
             d["ok"] = f.ok
         out["tftp_blksize"] = _tftp.IPXE_BLKSIZE
@@ -476,8 +477,8 @@ def verify(api: ApiOptions, opts: VerifyOptions) -> Report:
                           "set rb4011_verify_tftp_address") from None
 
     def fetch(request: str, blksize: int, keep: int) -> _tftp.Fetched:
-        return _tftp.fetch(tftp_host, request, port=opts.tftp_port, blksize=blksize, timeout=opts.timeout,
-                           retries=opts.retries, keep=keep)
+        return _tftp.fetch(tftp_host, request, port=opts.tftp_port, blksize=blksize, timeout=opts.tftp_timeout,
+                           retries=opts.tftp_retries, keep=keep)
 
     probe: Prober | None = None
     skip, interface = "", ""
