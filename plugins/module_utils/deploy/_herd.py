@@ -17,7 +17,6 @@ Importable without Ansible. README "Updating the herd" is the user's view. The p
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._err
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import atomic_write_bytes, dump_json
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploydist import normal_mac
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploydist import MAC_RE, normal_mac
 
 ROOT_FS = "tmpfs"  # what / is on a node running from RAM
 REBOOT = "setsid sh -c 'sleep 1; reboot' >/dev/null 2>&1 </dev/null &"  # returns at once; the node reboots 1 s later
@@ -236,7 +235,7 @@ def lease_addresses(rows: Sequence[Mapping[str, str]]) -> dict[str, str]:
             continue
         mac = (r.get("active-mac-address") or r.get("mac-address") or "").lower()
         addr = r.get("active-address") or r.get("address") or ""
-        if re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", mac) and addr:
+        if MAC_RE.match(mac) and addr:
             if r.get("status") == "bound" or mac not in out:
                 out[mac] = addr
     return out
@@ -303,18 +302,22 @@ class Herd:
                 problems.append(f"{node.name} ({addr}): {failed}" + (
                     f" (live is {self.live}, staged {self.staged})" if failed.startswith("wrong") else ""))
                 continue
-            unhealthy = ""
-            for cmd in self.opts.health:
-                rc, out = self.talk.run(addr, cmd)
-                if rc != 0:
-                    unhealthy = f"{node.name} ({addr}): health command {cmd!r} rc {rc}: {out.strip()[-200:]}"
-                    problems.append(unhealthy)
-                    break
-            if probe.generation == self.staged and not unhealthy:
+            unhealthy = self._unhealthy(addr)
+            if unhealthy:
+                problems.append(f"{node.name} ({addr}): {unhealthy}")
+            elif probe.generation == self.staged:
                 rep.state, rep.after = "skipped", self.staged
                 rep.check(f"already on {self.staged}: skipped")
                 self.on_staged.append(node.mac)
         return problems
+
+    def _unhealthy(self, addr: str) -> str:
+        """The first health command that fails on ``addr`` (its rc and output); "" when all pass."""
+        for cmd in self.opts.health:
+            rc, out = self.talk.run(addr, cmd)
+            if rc != 0:
+                return f"health command {cmd!r} rc {rc}: {out.strip()[-200:]}"
+        return ""
 
     # -- one node back --------------------------------------------------------------------------------------------
     def wait_healthy(self, node: Node, old_boot: str, generation: str, deadline: float) -> str:
@@ -336,22 +339,12 @@ class Herd:
                 failed, wait = judge(probe, generation)
                 if failed and not wait:
                     return failed
-                if not failed:
-                    bad = ""
-                    for cmd in self.opts.health:
-                        rc, out = self.talk.run(addr, cmd)
-                        if rc != 0:
-                            bad = f"health command {cmd!r} rc {rc}: {out.strip()[-200:]}"
-                            break
-                    if not bad:
-                        rep.check(f"booted {generation} (boot id {probe.boot_id[:8]}), / on {probe.root_fs}, "
-                                  f"services started: {', '.join(probe.services) or 'none'}"
-                                  + (f", {len(self.opts.health)} health command(s) passed" if self.opts.health
-                                     else ""))
-                        return ""
-                    last = bad
-                else:
-                    last = failed
+                last = failed or self._unhealthy(addr)
+                if not last:
+                    rep.check(f"booted {generation} (boot id {probe.boot_id[:8]}), / on {probe.root_fs}, "
+                              f"services started: {', '.join(probe.services) or 'none'}"
+                              + (f", {len(self.opts.health)} health command(s) passed" if self.opts.health else ""))
+                    return ""
             if time.monotonic() >= deadline:
                 return last
             time.sleep(self.opts.poll)
@@ -406,21 +399,21 @@ class Herd:
                     rep.state, rep.failure = "failed", problem
                     failed.append(node)
                     continue
-                self._post_boot(node)
-                rep.up_at = time.time()
-                rep.seconds_down = round(rep.up_at - (rep.down_at or rep.up_at), 1)
-                rep.state, rep.after = "updated", self.staged
+                self._back(node, "updated", self.staged)
                 self.log(f"{node.name}: {rep.before} -> {self.staged}, {rep.seconds_down}s down")
             if failed:
                 self._roll_back(failed)
 
-    def _post_boot(self, node: Node) -> None:
+    def _back(self, node: Node, state: str, generation: str) -> None:
+        """``node`` is healthy on ``generation``: its post-boot commands run, its report says when and ``state``."""
         rep = self.reports[node.name]
         for cmd in self.opts.post_boot:
             rc, out = self.talk.run(rep.address, cmd, timeout=600)
             rep.check(f"post-boot {cmd!r}: rc {rc}")
             if rc != 0:
                 rep.check(f"post-boot command {cmd!r} failed: {out.strip()[-200:]}")
+        rep.state, rep.after, rep.up_at = state, generation, time.time()
+        rep.seconds_down = round(rep.up_at - (rep.down_at or rep.up_at), 1)
 
     def _roll_back(self, failed: list[Node]) -> None:
         macs = {n.mac for n in failed}
@@ -453,9 +446,7 @@ class Herd:
                 rep.check(f"rollback to {self.live} not healthy: {problem}")
                 notes.append(f"{node.name} did not come back healthy on {self.live}: {problem}")
             else:
-                self._post_boot(node)
-                rep.state, rep.after, rep.up_at = "rolled back", self.live, time.time()
-                rep.seconds_down = round(rep.up_at - (rep.down_at or rep.up_at), 1)
+                self._back(node, "rolled back", self.live)
         first = self.reports[failed[0].name]
         more = f" (and {', '.join(n.name for n in failed[1:])})" if len(failed) > 1 else ""
         raise HerdError(

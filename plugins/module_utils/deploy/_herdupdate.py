@@ -162,11 +162,8 @@ def _roll(router: _Router, nodes: Sequence[Node], live: str, picked: str | None,
 def _go_live(router: _Router, staged: str, live: str, leases: dict[str, str], *, result: dict[str, Any],
              report_path: Path | None) -> dict[str, Any]:
     """Every node healthy on ``staged``: live for all, unknown MACs included."""
-    live_res = router.run(generation=staged)
-    result["changed"] = True
-    result["live"] = live_res["live"]
-    result["kept_generations"] = live_res["kept_generations"]
-    result["removed_generations"] = live_res["removed_generations"]
+    live_res = router.run(generation=staged)  # result["changed"] is set already: the roll went live
+    result.update({k: live_res[k] for k in ("live", "kept_generations", "removed_generations")})
     result["unknown_macs_on_old"] = [f"{m} ({leases[m]}): runs {live} until it reboots" for m in
                                      result["unknown_macs"]]
     router.progress.line(f"{router.target.api.host}: {staged} live for all nodes")
