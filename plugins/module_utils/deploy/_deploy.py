@@ -191,7 +191,7 @@ def run(ros: RouterOS, target: Target, opts: Options, staging: Path, *, dist: Di
     mode). ``opts.rb_dir`` is already the storage directory. Returns the module result."""
     host = target.api.host
     if lock is not None:
-        progress.tick = lock.ticker()
+        progress.tick = lock.refresh
     try:
         state = read_state(ros, host, features)  # as it is now that no other deploy writes
         protect = live_generations(ros, opts.rb_dir, opts.lock_stale,

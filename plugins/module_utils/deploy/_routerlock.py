@@ -13,20 +13,20 @@ refreshes it; a lock older than ``stale`` seconds is taken over with a warning. 
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import json
 import os
 import re
 import secrets
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import parse_json_object
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploydist import OWNER
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import RouterOS, RouterOSError
 
-OWNER = "homelab.alpine_netboot"
 MENU = "/system/script"
 CLOCK = "/system/clock"
 POLL = 1.0
@@ -93,8 +93,7 @@ class Record:
             return cls("an unreadable lock entry", 0, 0, 0, "", "", "", row.get(".id", ""))
 
     def source(self) -> str:
-        data = {"controller": self.controller, "pid": self.pid, "since": self.since, "refreshed": self.refreshed,
-                "generation": self.generation, "dir": self.dir, "token": self.token}
+        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "id"}
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def describe(self, now: int) -> str:
@@ -142,7 +141,7 @@ class RouterLock:
                 # [unverified: whether RouterOS refuses or trims a default policy the deploy user's group lacks]
                 rid = ros.add(MENU, {"name": name, "source": mine.source(), "policy": "read",
                                      "comment": f"{OWNER} deploy lock of {rb_dir}: remove only if no deploy runs"})
-                lock = cls(ros, rb_dir, stale, Record(**{**mine.__dict__, "id": rid}), warnings,
+                lock = cls(ros, rb_dir, stale, dataclasses.replace(mine, id=rid), warnings,
                            every=max(min(stale / 4, 30.0), 1.0))
                 lock._last = time.monotonic()
                 return lock
@@ -187,16 +186,11 @@ class RouterLock:
         if not force and time.monotonic() - self._last < self.every:
             return
         self._check()
-        fields = {**self.record.__dict__, "refreshed": router_time(self.ros)}
-        if generation is not None:
-            fields["generation"] = generation
-        new = Record(**fields)
+        new = dataclasses.replace(self.record, refreshed=router_time(self.ros),
+                                  generation=self.record.generation if generation is None else generation)
         self.ros.set(MENU, self.record.id, {"source": new.source()})
         self.record = new
         self._last = time.monotonic()
-
-    def ticker(self) -> Callable[[], None]:
-        return self.refresh
 
     def release(self) -> None:
         """Remove the entry if it is still ours."""
