@@ -9,8 +9,9 @@ community.routeros' ``api_modify`` compares desired and actual values as strings
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
-import socket
 import ssl
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -238,15 +239,6 @@ def ssl_context(opts: ApiOptions) -> ssl.SSLContext:
     return ctx
 
 
-def ssl_wrapper(opts: ApiOptions) -> Callable[[socket.socket], socket.socket]:
-    ctx = ssl_context(opts)
-
-    def wrap(sock: socket.socket) -> socket.socket:
-        return ctx.wrap_socket(sock, server_hostname=opts.host if opts.validate_cert_hostname else None)
-
-    return wrap
-
-
 class RouterOS:
     """A logged-in API session. Use ``connect(opts)``."""
 
@@ -255,10 +247,8 @@ class RouterOS:
         self.host = host
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.api.close()
-        except OSError:
-            pass
 
     def _call(self, path: str, verb: str, **kw: str) -> list[dict[str, str]]:
         from librouteros.exceptions import LibRouterosError
@@ -302,7 +292,9 @@ def connect(opts: ApiOptions) -> RouterOS:
     from librouteros.exceptions import ConnectionClosed, LibRouterosError, TrapError
 
     where = f"{opts.host}:{opts.effective_port}"
-    wrapper = ssl_wrapper(opts) if opts.tls else None
+    ctx = ssl_context(opts) if opts.tls else None
+    hostname = opts.host if opts.validate_cert_hostname else None
+    wrapper = functools.partial(ctx.wrap_socket, server_hostname=hostname) if ctx else None
     try:
         api = librouteros.connect(
             opts.host, opts.user, opts.password, port=opts.effective_port, timeout=opts.timeout, ssl_wrapper=wrapper,
