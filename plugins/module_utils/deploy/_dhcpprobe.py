@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import select
 import socket
 import struct
@@ -27,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import read_or_none
 
 MAGIC = b"\x63\x82\x53\x63"
 DISCOVER, OFFER, REQUEST, DECLINE, ACK, NAK, RELEASE, INFORM = range(1, 9)
@@ -68,7 +70,6 @@ CLIENTS: tuple[ClientKind, ...] = (
     ClientKind("ipxe-bios", 0, True, "bios"),
 )
 BY_NAME = {c.name: c for c in CLIENTS}
-FIRMWARE_CLIENTS = tuple(c for c in CLIENTS if not c.ipxe)
 
 
 def as_ipxe(kind: ClientKind) -> ClientKind:
@@ -146,14 +147,9 @@ def parse(pkt: bytes) -> tuple[int, bytes, Answer]:
 
 def capabilities() -> set[int]:
     """The effective capabilities of this process (Linux ``/proc/self/status``)."""
-    try:
-        for line in open("/proc/self/status", encoding="ascii"):
-            if line.startswith("CapEff:"):
-                bits = int(line.split()[1], 16)
-                return {b for b in range(64) if bits >> b & 1}
-    except OSError:
-        pass
-    return set()
+    m = re.search(rb"^CapEff:\s*([0-9a-f]+)$", read_or_none("/proc/self/status") or b"", re.M)
+    bits = int(m.group(1), 16) if m else 0
+    return {b for b in range(64) if bits >> b & 1}
 
 
 def can_probe() -> str | None:
