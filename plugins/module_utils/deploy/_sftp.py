@@ -70,12 +70,10 @@ def expected_fingerprints(opts: SshOptions) -> list[str]:
         if not path.is_file():
             raise ConfigError(f"rb4011_known_hosts {path}: no such file")
         hk = paramiko.HostKeys(str(path))
-        names = [opts.host] if opts.port == 22 else [f"[{opts.host}]:{opts.port}"]
-        for name in names:
-            for key in (hk.lookup(name) or {}).values():
-                out.append(key_fingerprint(key.asbytes()))
+        name = opts.host if opts.port == 22 else f"[{opts.host}]:{opts.port}"
+        out += [key_fingerprint(key.asbytes()) for key in (hk.lookup(name) or {}).values()]
         if not out:
-            raise HostKeyError(f"{path} has no host key for {names[0]}; add the router's key "
+            raise HostKeyError(f"{path} has no host key for {name}; add the router's key "
                                f"(ssh-keyscan -p {opts.port} {opts.host} >> {path}) after checking it on the console")
     if not out:
         raise ConfigError("set rb4011_known_hosts or rb4011_host_key_fingerprint: the router's SSH host key is "

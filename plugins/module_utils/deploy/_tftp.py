@@ -44,8 +44,7 @@ class TftpRefused(TftpError):
     def __init__(self, request: str, code: int, text: str, blocks: int = 0) -> None:
         self.code = code
         self.text = text
-        name = ERROR_NAMES.get(code, f"error {code}")
-        super().__init__(f"TFTP {request}: the server answered ERROR {code} ({name}): {text!r}"
+        super().__init__(f"TFTP {request}: the server answered ERROR {code} ({self.kind}): {text!r}"
                          + (f" after {blocks} blocks" if blocks else ""), request=request, blocks=blocks)
 
     @property
