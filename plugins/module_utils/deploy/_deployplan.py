@@ -34,6 +34,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._rou
     diff_rows,
     needs_rollover,
 )
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._verifyrules import enabled, name_matches
 
 SPACE_RESERVE = 4 << 20  # keep some free space for RouterOS itself
 TFTP_MENU = "/ip/tftp"
@@ -474,11 +475,6 @@ def _plan_dhcp(plan: Plan, state: RouterState, rb: str, dhcp: DhcpOptions, *, dh
 def _warn_shadowing_rules(plan: Plan, state: RouterState, rb: str) -> None:
     """A warning for each enabled rule not the collection's that also matches boot.ipxe."""
     for rule in state.tftp:
-        if _owned(rule, rb) is None and rule.get("disabled") != "true":
-            try:
-                shadow = re.search(rule.get("req-filename", ".*"), STABLE_REQUEST) is not None
-            except re.error:
-                shadow = False
-            if shadow:
-                plan.warnings.append(f"/ip/tftp rule {rule.get('.id')} ({rule.get('req-filename', '.*')!r}) is not "
-                                     f"the collection's and also matches {STABLE_REQUEST}; if it comes first it wins")
+        if _owned(rule, rb) is None and enabled(rule) and name_matches(rule, STABLE_REQUEST):
+            plan.warnings.append(f"/ip/tftp rule {rule.get('.id')} ({rule.get('req-filename', '.*')!r}) is not "
+                                 f"the collection's and also matches {STABLE_REQUEST}; if it comes first it wins")

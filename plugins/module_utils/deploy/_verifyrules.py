@@ -56,10 +56,8 @@ def enabled(rule: Mapping[str, str]) -> bool:
 
 def pick_rule(rules: Sequence[Mapping[str, str]], request: str, client: str) -> Mapping[str, str] | None:
     """The rule RouterOS serves ``request`` to ``client`` by: the first enabled one whose regex and addresses match."""
-    for r in rules:
-        if enabled(r) and name_matches(r, request) and in_addresses(client, r.get("ip-addresses", "")):
-            return r
-    return None
+    return next((r for r in rules if enabled(r) and name_matches(r, request)
+                 and in_addresses(client, r.get("ip-addresses", ""))), None)
 
 
 def diagnose(rules: Sequence[Mapping[str, str]], request: str, client: str, error: _tftp.TftpError | None,
@@ -109,17 +107,10 @@ class ScriptFiles:
 
 
 def script_files(text: str) -> ScriptFiles:
-    kernel: list[str] = []
-    initrds: list[str] = []
-    for m in FETCH_RE.finditer(text):
-        name = m.group("name")
-        target = kernel if m.group("cmd") in ("kernel", "chain") else initrds
-        if name not in target:
-            target.append(name)
-    nodes: list[str] = []
-    for m in NODE_INITRD_RE.finditer(text):
-        if m.group("name") not in nodes:
-            nodes.append(m.group("name"))
+    fetched = [(m.group("cmd") in ("kernel", "chain"), m.group("name")) for m in FETCH_RE.finditer(text)]
+    kernel = dict.fromkeys(name for is_kernel, name in fetched if is_kernel)
+    initrds = dict.fromkeys(name for is_kernel, name in fetched if not is_kernel)
+    nodes = dict.fromkeys(m.group("name") for m in NODE_INITRD_RE.finditer(text))
     return ScriptFiles(tuple(kernel), tuple(initrds), tuple(nodes))
 
 
