@@ -386,8 +386,7 @@ def _sum_one_boot(rep: Report, binaries: Mapping[str, FileCheck], boot: list[Fil
     """One node's boot: one iPXE binary (the slowest of those the DHCP answers give firmware, else of all served),
     the script, kernel, initrds, and the largest per-node initrd."""
     fetched_bins = [c for c in binaries.values() if c.ok]
-    firmware_gets = {c["steps"][0]["file"].lstrip("/") for c in rep.dhcp.get("chains", [])
-                     if c["steps"] and not c["client"].startswith("ipxe-")}
+    firmware_gets = {name.lstrip("/") for name in _firmware_files(rep).values() if name}
     if any(c.request in firmware_gets for c in fetched_bins):
         fetched_bins = [c for c in fetched_bins if c.request in firmware_gets]
     if fetched_bins:
@@ -449,14 +448,17 @@ def _boot_checked(rep: Report) -> None:
     """Per client kind, whether the iPXE binary it gets can check digests itself (iPXE's sha256sum command)."""
     bins = rep.clients.get("ipxe_binaries", {})
     per: dict[str, Any] = {}
-    for chain in rep.dhcp.get("chains", []):
-        first = chain["steps"][0]["file"] if chain["steps"] else ""
-        if chain["client"].startswith("ipxe-"):
-            continue
+    for client, first in _firmware_files(rep).items():
         b = bins.get(first.lstrip("/"))
-        per[chain["client"]] = {"ipxe_binary": first, "boot_checked": bool(b and b["sha256sum_command"])}
+        per[client] = {"ipxe_binary": first, "boot_checked": bool(b and b["sha256sum_command"])}
     if per:
         rep.clients["boot_checked"] = per
+
+
+def _firmware_files(rep: Report) -> dict[str, str]:
+    """Firmware client kind (not iPXE) -> the file the DHCP answer sends it to ("" for none)."""
+    return {c["client"]: c["steps"][0]["file"] if c["steps"] else "" for c in rep.dhcp.get("chains", [])
+            if not c["client"].startswith("ipxe-")}
 
 
 # -- the whole run -----------------------------------------------------------------------------------------------------
@@ -481,13 +483,10 @@ def verify(api: ApiOptions, opts: VerifyOptions) -> Report:
                            retries=opts.tftp_retries, keep=keep)
 
     probe: Prober | None = None
-    skip, interface = "", ""
-    if not opts.dhcp:
-        skip = "rb4011_verify_dhcp is false"
-    else:
-        skip = _dhcpprobe.can_probe() or ""
-        if not skip:
-            interface, skip = dhcp_interface(opts, tftp_host, controller, interfaces())
+    skip = (_dhcpprobe.can_probe() or "") if opts.dhcp else "rb4011_verify_dhcp is false"
+    interface = ""
+    if not skip:
+        interface, skip = dhcp_interface(opts, tftp_host, controller, interfaces())
     if not skip:
         seed = opts.probe_seed or f"{api.host}:{socket.gethostname()}"
 
