@@ -201,13 +201,11 @@ class Plan:
     seq: int
     uploads: list[Artefact] = field(default_factory=list)
     verify: list[Artefact] = field(default_factory=list)
-    present: list[Artefact] = field(default_factory=list)
     rule_changes: list[RowChange] = field(default_factory=list)
     remove_generations: list[str] = field(default_factory=list)
     remove_ids: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     needed: int = 0
-    free: int = 0
     total: int = 0
     rules_before: list[str] = field(default_factory=list)
     rules_after: list[str] = field(default_factory=list)
@@ -318,7 +316,7 @@ def _plan_generations(state: RouterState, opts: Options, dist: Dist | None, gens
         staged = sorted([*staged, target])
     max_seq = max((v.seq for v in gens.values()), default=0)
     seq = 0 if staging else gens[target].seq if target == live and target in gens else max_seq + 1
-    plan = Plan(target, live, seq, free=state.free, live_after=live_after, staged=staged)
+    plan = Plan(target, live, seq, live_after=live_after, staged=staged)
     if opts.stage and not staging:
         plan.warnings.append(f"{state.host}: generation {target} is already live: nothing to stage")
     return plan
@@ -336,7 +334,8 @@ def _plan_target_files(plan: Plan, opts: Options, dist: Dist | None, gens: Mappi
     for a in dist.artefacts:
         f = have.get(a.name)
         if f is not None and f.size == a.size:
-            (plan.present if trusted or opts.verify == "size" else plan.verify).append(a)
+            if not trusted and opts.verify != "size":
+                plan.verify.append(a)
         else:
             plan.uploads.append(a)
             plan.needed += a.size - (f.size if f else 0)
