@@ -10,6 +10,7 @@ chains some MACs to a staged generation's script and every other client to the l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -132,22 +133,19 @@ def read_dist(dist_dir: Path, staging: Path) -> Dist:
     build swapping dist/ meanwhile (``swap_dir``) leaves the old directory's files to this snapshot, so the upload
     sends one generation's bytes. A file gone or different mid-read (the build removed the old tree) means dist/
     changed: it is read again from the start, up to three times."""
-    for attempt in range(1, SNAPSHOT_TRIES + 1):
-        try:
+    for _attempt in range(SNAPSHOT_TRIES - 1):
+        with contextlib.suppress(DistChanged):
             return _snapshot(dist_dir, staging)
-        except DistChanged:
-            if attempt == SNAPSHOT_TRIES:
-                raise
-    raise AssertionError("unreachable")
+    return _snapshot(dist_dir, staging)
 
 
 def _snapshot(dist_dir: Path, staging: Path) -> Dist:
     sums_path = dist_dir / SUMS
+    missing = f"{sums_path} is missing: build first (ansible-playbook homelab.alpine_netboot.build)"
     try:
         dfd = os.open(dist_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise DeployError(f"{sums_path} is missing: build first (ansible-playbook homelab.alpine_netboot.build)"
-                          ) from None
+        raise DeployError(missing) from None
     root = staging / SNAPSHOT_DIR
     tmp = root / f".new-{os.getpid()}"
     try:
@@ -155,8 +153,7 @@ def _snapshot(dist_dir: Path, staging: Path) -> Dist:
             with open(os.open(SUMS, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dfd), "rb") as fh:
                 raw = fh.read()
         except FileNotFoundError:
-            raise DeployError(f"{sums_path} is missing: build first (ansible-playbook homelab.alpine_netboot.build)"
-                              ) from None
+            raise DeployError(missing) from None
         sums = parse_sums(raw.decode("utf-8", "replace"), str(sums_path))
         for name in (STABLE_REQUEST, RECORD):
             if name not in sums:
@@ -166,17 +163,14 @@ def _snapshot(dist_dir: Path, staging: Path) -> Dist:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         for name, digest in sorted(sums.items()):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 _take(dfd, name, tmp / name)
-            except FileNotFoundError:
-                if not os.path.exists(dist_dir / SUMS) or (dist_dir / SUMS).read_bytes() == raw:
-                    raise DeployError(f"{dist_dir / name} is listed in SHA256SUMS but missing: rebuild dist/"
-                                      ) from None
-                raise DistChanged(f"{dist_dir} changed while the deploy read it") from None
-            got = sha256_file(tmp / name)
+            got = sha256_file(tmp / name)  # None: gone from dist/
             if got != digest:
-                if (dist_dir / SUMS).is_file() and (dist_dir / SUMS).read_bytes() != raw:
+                if sums_path.is_file() and sums_path.read_bytes() != raw:
                     raise DistChanged(f"{dist_dir} changed while the deploy read it")
+                if got is None:
+                    raise DeployError(f"{dist_dir / name} is listed in SHA256SUMS but missing: rebuild dist/")
                 raise DeployError(f"{dist_dir / name} does not match SHA256SUMS (sha256 {got}, listed {digest}): "
                                   "rebuild dist/")
         (tmp / SUMS).write_bytes(raw)
