@@ -59,7 +59,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._rou
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import (
     API_ARGUMENT_SPEC,
-    FEATURES,
+    BASE_FEATURE,
     ApiOptions,
     RouterOS,
     RouterOSError,
@@ -144,7 +144,7 @@ def deploy(
     # there, so a build swapping dist/ meanwhile cannot put its bytes under this generation's id
     dist = read_dist(dist_dir, staging) if dist_dir is not None and not (opts.rollback or opts.generation) else None
     chainload = chainload_artefacts(opts.dhcp) if opts.dhcp is not None else []
-    features = base_features() + (opts.dhcp.features() if opts.dhcp else [])
+    features = [BASE_FEATURE] + (opts.dhcp.features() if opts.dhcp else [])
     generation = dist.generation if dist else (opts.generation or "")
     with locked_router(target, opts, features, check=check, generation=generation, progress=progress) as (
             ros, stored, lock, warnings):
@@ -300,11 +300,6 @@ def _send_files(ros: RouterOS, target: Target, opts: Options, plan: Plan, *, res
                 result["uploads"].append(_upload(ros, sftp, a, where, verify=opts.verify, progress=progress,
                                                  host=target.api.host))
                 result["bytes_sent"] += a.size
-
-
-def base_features() -> list[str]:
-    """The RouterOS features every deploy needs (7.1+)."""
-    return [name for name in FEATURES if FEATURES[name] <= (7, 1)]
 
 
 def _upload(ros: RouterOS, sftp: Sftp, a: Artefact, gen_dir: str, *, verify: str, progress: Progress,

@@ -13,7 +13,6 @@ from typing import Any
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploy import (
     Target,
-    base_features,
     locked_router,
     read_state,
     run,
@@ -35,7 +34,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._her
     write_report,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routerlock import RouterLock
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import RouterOS
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import BASE_FEATURE, RouterOS
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._sftp import Progress
 
 LEASE_MENU = "/ip/dhcp-server/lease"
@@ -89,7 +88,7 @@ def update_herd(target: Target, opts: Options, staging: Path, *, nodes: Sequence
     """Pre-flight, plan, and (unless ``check``) the roll and the switch to live. Returns the module result; a
     failed roll raises ``HerdError`` after writing the report (``report_path``)."""
     host = target.api.host
-    features = base_features()
+    features = [BASE_FEATURE]
     batches = plan_batches(nodes, roll.canary, roll.max_unavailable)
     result: dict[str, Any] = {"changed": False, "warnings": []}
     try:
