@@ -172,6 +172,7 @@ def locked_router(target: Target, opts: Options, features: Sequence[str], *, che
             lock = RouterLock.take(ros, opts.rb_dir, generation=generation, stale=opts.lock_stale,
                                    timeout=opts.lock_timeout, pid=playbook_process(os.getpid()))
             warnings += lock.warnings
+            progress.tick = lock.refresh  # uploads and read-backs keep the lock fresh
         yield ros, opts, lock, warnings
     finally:
         progress.tick = None
@@ -187,26 +188,20 @@ def locked_router(target: Target, opts: Options, features: Sequence[str], *, che
 def run(ros: RouterOS, target: Target, opts: Options, staging: Path, *, dist: Dist | None,
         chainload: Sequence[Artefact] = (), features: Iterable[str] = (), check: bool, progress: Progress,
         lock: RouterLock | None, warnings: Sequence[str] = ()) -> dict[str, Any]:
-    """Plan and (unless ``check``) apply on a connected router whose lock the caller holds (``lock``; None in check
-    mode). ``opts.rb_dir`` is already the storage directory. Returns the module result."""
-    host = target.api.host
-    if lock is not None:
-        progress.tick = lock.refresh
-    try:
-        state = read_state(ros, host, features)  # as it is now that no other deploy writes
-        protect = live_generations(ros, opts.rb_dir, opts.lock_stale,
-                                   exclude_token=lock.record.token if lock else "")
-        dhcp_state = read_dhcp(ros) if opts.dhcp is not None else None
-        plan = make_plan(state, opts, dist, chainload=chainload, dhcp_state=dhcp_state, protect=protect)
-        plan.warnings[:0] = warnings
-        if lock is not None and lock.record.generation != plan.target:
-            lock.refresh(generation=plan.target, force=True)
-        result = plan_result(state, opts, plan)
-        if not check:
-            _apply(ros, target, opts, plan, staging=staging, result=result, progress=progress, lock=lock)
-        return result
-    finally:
-        progress.tick = None
+    """Plan and (unless ``check``) apply on a connected router whose lock the caller holds (``lock``, which
+    ``progress.tick`` refreshes; None in check mode). ``opts.rb_dir`` is already the storage directory. Returns the
+    module result."""
+    state = read_state(ros, target.api.host, features)  # as it is now that no other deploy writes
+    protect = live_generations(ros, opts.rb_dir, opts.lock_stale, exclude_token=lock.record.token if lock else "")
+    dhcp_state = read_dhcp(ros) if opts.dhcp is not None else None
+    plan = make_plan(state, opts, dist, chainload=chainload, dhcp_state=dhcp_state, protect=protect)
+    plan.warnings[:0] = warnings
+    if lock is not None and lock.record.generation != plan.target:
+        lock.refresh(generation=plan.target, force=True)
+    result = plan_result(state, opts, plan)
+    if not check:
+        _apply(ros, target, opts, plan, staging=staging, result=result, progress=progress, lock=lock)
+    return result
 
 
 def plan_result(state: RouterState, opts: Options, plan: Plan) -> dict[str, Any]:
