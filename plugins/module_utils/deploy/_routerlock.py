@@ -172,14 +172,12 @@ class RouterLock:
                 )
             time.sleep(POLL)
 
-    def _check(self) -> Record:
+    def _check(self) -> None:
         now = read_lock(self.ros, self.rb_dir)
         if now is None or now.token != self.record.token:
-            at = router_time(self.ros)
-            who = now.describe(at) if now else "nobody (it was removed)"
+            who = now.describe(router_time(self.ros)) if now else "nobody (it was removed)"
             raise RouterLockHeld(f"{self.ros.host}: the deploy lock {self.name} is not ours any more: held by {who}; "
                                  "stopping before writing more. Rerun when no other deploy runs.")
-        return now
 
     def refresh(self, *, generation: str | None = None, force: bool = False) -> None:
         """Set ``refreshed`` to the router's time now (at most every ``every`` seconds unless ``force``)."""
