@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -225,10 +226,6 @@ class Plan:
                     or self.chainload_changes or (self.dhcp and self.dhcp.changes) or self.dispatch_upload)
 
 
-def staged_note(staged: Sequence[str]) -> str:
-    return f" (staged, kept until live or dropped: {', '.join(staged)})" if staged else ""
-
-
 def rule_line(values: Mapping[str, str]) -> str:
     flags = [k for k in ("read-only", "allow-rollover") if values.get(k) in ("yes", "true")]
     ips = values.get("ip-addresses") or "any"
@@ -368,11 +365,12 @@ def _plan_chainload_files(plan: Plan, state: RouterState, opts: Options,
 
 def _check_space(plan: Plan, state: RouterState, opts: Options, gens: Mapping[str, Generation]) -> None:
     if plan.needed + SPACE_RESERVE > state.free:
+        staged = f" (staged, kept until live or dropped: {', '.join(plan.staged)})" if plan.staged else ""
         raise DeployError(
             f"{state.host}: not enough space for generation {plan.target}: it needs {plan.needed} bytes "
             f"({plan.needed / 1e6:.1f} MB) plus a {SPACE_RESERVE >> 20} MiB reserve, free-hdd-space is {state.free} "
             f"bytes ({state.free / 1e6:.1f} MB) of {state.total}, with {len(_complete(gens))} generation(s) kept "
-            f"under {opts.rb_dir}{staged_note(plan.staged)}. Nothing was changed. Remove files on the router, lower "
+            f"under {opts.rb_dir}{staged}. Nothing was changed. Remove files on the router, lower "
             "rb4011_keep_generations or drop a staged generation (rb4011_unstage), then rerun."
         )
 
@@ -442,9 +440,7 @@ def _plan_rules(plan: Plan, state: RouterState, opts: Options, gens: Mapping[str
         script_size = live_script.size if live_script else 0
     stable = {STABLE_REQUEST: desired_rule(opts, STABLE_REQUEST, stable_real, script_size, rule_comment(rb))}
 
-    def owned(row: Mapping[str, str]) -> str | None:
-        return _owned(row, rb)
-
+    owned = functools.partial(_owned, rb=rb)
     gen_rows = [r for r in state.tftp if owned(r) not in (None, STABLE_REQUEST)]
     stable_rows = [r for r in state.tftp if owned(r) == STABLE_REQUEST]
     gen_changes = diff_rows(TFTP_MENU, gen_rows, desired, owned)
