@@ -33,9 +33,10 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._rou
     RowChange,
     anchored,
     diff_rows,
+    enabled,
     needs_rollover,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._verifyrules import enabled, name_matches
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._verifyrules import name_matches
 
 SPACE_RESERVE = 4 << 20  # keep some free space for RouterOS itself
 TFTP_MENU = "/ip/tftp"

@@ -31,6 +31,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._err
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import atomic_write_bytes, dump_json
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._run import Runner
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploydist import MAC_RE, normal_mac
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import enabled
 
 ROOT_FS = "tmpfs"  # what / is on a node running from RAM
 REBOOT = "setsid sh -c 'sleep 1; reboot' >/dev/null 2>&1 </dev/null &"  # returns at once; the node reboots 1 s later
@@ -218,9 +219,6 @@ class NodeReport:
     checks: list[str] = field(default_factory=list)
     failure: str = ""
 
-    def check(self, text: str) -> None:
-        self.checks.append(text)
-
 
 def write_report(path: Path | None, data: Mapping[str, Any]) -> None:
     if path is not None:
@@ -231,13 +229,10 @@ def lease_addresses(rows: Sequence[Mapping[str, str]]) -> dict[str, str]:
     """MAC -> address of the router's DHCP leases (the active address first; a disabled lease is skipped)."""
     out: dict[str, str] = {}
     for r in rows:
-        if r.get("disabled") in ("true", "yes"):
-            continue
         mac = (r.get("active-mac-address") or r.get("mac-address") or "").lower()
         addr = r.get("active-address") or r.get("address") or ""
-        if MAC_RE.match(mac) and addr:
-            if r.get("status") == "bound" or mac not in out:
-                out[mac] = addr
+        if enabled(r) and MAC_RE.match(mac) and addr and (r.get("status") == "bound" or mac not in out):
+            out[mac] = addr
     return out
 
 
@@ -307,7 +302,7 @@ class Herd:
                 problems.append(f"{node.name} ({addr}): {unhealthy}")
             elif probe.generation == self.staged:
                 rep.state, rep.after = "skipped", self.staged
-                rep.check(f"already on {self.staged}: skipped")
+                rep.checks.append(f"already on {self.staged}: skipped")
                 self.on_staged.append(node.mac)
         return problems
 
@@ -341,9 +336,10 @@ class Herd:
                     return failed
                 last = failed or self._unhealthy(addr)
                 if not last:
-                    rep.check(f"booted {generation} (boot id {probe.boot_id[:8]}), / on {probe.root_fs}, "
-                              f"services started: {', '.join(probe.services) or 'none'}"
-                              + (f", {len(self.opts.health)} health command(s) passed" if self.opts.health else ""))
+                    rep.checks.append(f"booted {generation} (boot id {probe.boot_id[:8]}), / on {probe.root_fs}, "
+                                      f"services started: {', '.join(probe.services) or 'none'}"
+                                      + (f", {len(self.opts.health)} health command(s) passed" if self.opts.health
+                                         else ""))
                     return ""
             if time.monotonic() >= deadline:
                 return last
@@ -361,7 +357,7 @@ class Herd:
         ok, done = self.talk.cycle(node, addr)
         if ok:
             return f"no SSH; power-cycled ({done})"
-        self.reports[node.name].check(f"no SSH to reboot it{'; ' + done if done else ''}")
+        self.reports[node.name].checks.append(f"no SSH to reboot it{'; ' + done if done else ''}")
         return ""
 
     # -- the roll -------------------------------------------------------------------------------------------------
@@ -377,7 +373,7 @@ class Herd:
                 rep = self.reports[node.name]
                 for cmd in self.opts.pre_reboot:
                     rc, out = self.talk.run(rep.address, cmd, timeout=600)
-                    rep.check(f"pre-reboot {cmd!r}: rc {rc}")
+                    rep.checks.append(f"pre-reboot {cmd!r}: rc {rc}")
                     if rc != 0:
                         rep.state, rep.failure = "failed", f"pre-reboot command {cmd!r} rc {rc}: {out.strip()[-200:]}"
                         raise HerdError(f"{node.name}: {rep.failure}; nothing was rebooted in this batch and "
@@ -389,7 +385,7 @@ class Herd:
                 rep = self.reports[node.name]
                 rep.down_at = time.time()
                 how = self._reboot(node, rep.address)
-                rep.check(how or "could not reboot: SSH failed and no herd_power_cycle_command worked")
+                rep.checks.append(how or "could not reboot: SSH failed and no herd_power_cycle_command worked")
             failed: list[Node] = []
             for node in todo:
                 rep = self.reports[node.name]
@@ -409,9 +405,9 @@ class Herd:
         rep = self.reports[node.name]
         for cmd in self.opts.post_boot:
             rc, out = self.talk.run(rep.address, cmd, timeout=600)
-            rep.check(f"post-boot {cmd!r}: rc {rc}")
+            rep.checks.append(f"post-boot {cmd!r}: rc {rc}")
             if rc != 0:
-                rep.check(f"post-boot command {cmd!r} failed: {out.strip()[-200:]}")
+                rep.checks.append(f"post-boot command {cmd!r} failed: {out.strip()[-200:]}")
         rep.state, rep.after, rep.up_at = state, generation, time.time()
         rep.seconds_down = round(rep.up_at - (rep.down_at or rep.up_at), 1)
 
@@ -432,10 +428,10 @@ class Herd:
                 hand = ("set herd_power_cycle_command (a smart plug, AMT, Wake-on-LAN) to do it for you"
                         if not self.talk.power_cycle else "herd_power_cycle_command did not work")
                 note = f"power-cycle {node.name} ({node.mac}) by hand: it boots {self.live} ({hand})"
-                rep.check(note)
+                rep.checks.append(note)
                 notes.append(note)
                 continue
-            rep.check(f"rollback: {how}")
+            rep.checks.append(f"rollback: {how}")
             rep.down_at = rep.down_at or time.time()
             waiting.append((node, old))
         for node, old in waiting:
@@ -443,7 +439,7 @@ class Herd:
             problem = self.wait_healthy(node, old, self.live, time.monotonic() + self.opts.boot_timeout)
             if problem:
                 rep.state = "not recovered"
-                rep.check(f"rollback to {self.live} not healthy: {problem}")
+                rep.checks.append(f"rollback to {self.live} not healthy: {problem}")
                 notes.append(f"{node.name} did not come back healthy on {self.live}: {problem}")
             else:
                 self._back(node, "rolled back", self.live)

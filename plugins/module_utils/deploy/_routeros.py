@@ -92,6 +92,11 @@ def as_text(value: object) -> str:
     return "" if value is None else str(value)
 
 
+def enabled(row: Mapping[str, str]) -> bool:
+    """Whether a row (a rule, a lease) is not disabled, whichever spelling RouterOS used."""
+    return row.get("disabled") not in ("true", "yes")
+
+
 def same_value(a: str, b: str) -> bool:
     bools = {"yes": "true", "true": "true", "no": "false", "false": "false"}
     return bools.get(a, a) == bools.get(b, b)

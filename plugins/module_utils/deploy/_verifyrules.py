@@ -18,7 +18,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._dep
     RECORD,
     generation_script,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import needs_rollover
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import enabled, needs_rollover
 
 # options before the URL: a flag, or --name/-n with its value (the Secure Boot script names the UKI by generation)
 FETCH_RE = re.compile(r"^\s*(?P<cmd>kernel|initrd|imgfetch|module|chain)\s+(?:(?:--name|-n)\s+\S+\s+|--\S+\s+)*"
@@ -48,10 +48,6 @@ def name_matches(rule: Mapping[str, str], request: str) -> bool:
         return re.search(rule.get("req-filename", ".*") or ".*", request) is not None
     except re.error:
         return False
-
-
-def enabled(rule: Mapping[str, str]) -> bool:
-    return rule.get("disabled") not in ("true", "yes")
 
 
 def pick_rule(rules: Sequence[Mapping[str, str]], request: str, client: str) -> Mapping[str, str] | None:
