@@ -24,6 +24,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._rou
     RouterOS,
     RowChange,
     diff_rows,
+    network_of,
     same_value,
 )
 
@@ -75,11 +76,9 @@ class DhcpOptions:
     ipxe_snp: Path = DEBIAN_IPXE_DIR / "snponly.efi"
 
     def __post_init__(self) -> None:
-        try:
-            ipaddress.ip_network(self.network, strict=False)
-        except ValueError:
+        if network_of(self.network) is None:
             raise ConfigError(f"rb4011_dhcp_network {self.network!r}: give the address of the /ip dhcp-server network "
-                              "to manage, e.g. 192.168.88.0/24") from None
+                              "to manage, e.g. 192.168.88.0/24")
         if self.next_server:
             try:
                 ipaddress.ip_address(self.next_server)
@@ -178,7 +177,7 @@ def plan_dhcp(state: DhcpState, opts: DhcpOptions, *, tag: str, script: str, hos
     """
     plan = DhcpPlan()
     net = ipaddress.ip_network(opts.network, strict=False)
-    rows = [r for r in state.networks if _same_network(r.get("address", ""), net)]
+    rows = [r for r in state.networks if network_of(r.get("address", "")) == net]
     if not rows:
         have = ", ".join(r.get("address", "?") for r in state.networks) or "none"
         raise DhcpError(f"{host}: no /ip dhcp-server network has address {opts.network} (rb4011_dhcp_network); "
@@ -245,10 +244,3 @@ def _owner(comment: str) -> Callable[[Mapping[str, str]], str | None]:
             return str(row.get("name", ""))
         return None
     return key
-
-
-def _same_network(address: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
-    try:
-        return ipaddress.ip_network(address, strict=False) == net
-    except ValueError:
-        return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ipaddress
 import re
 import ssl
 from collections.abc import Callable, Iterable, Mapping
@@ -90,6 +91,14 @@ def as_text(value: object) -> str:
     if value is False:
         return "false"
     return "" if value is None else str(value)
+
+
+def network_of(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """A RouterOS address or network (``192.168.88.0/24``, ``10.0.0.5``) as a network; None when it is neither."""
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
 
 
 def enabled(row: Mapping[str, str]) -> bool:

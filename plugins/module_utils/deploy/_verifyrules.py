@@ -13,12 +13,11 @@ from dataclasses import dataclass
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._ipxe import read_record
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import NetbootError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy import _tftp
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy import _routeros, _tftp
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploydist import (
     RECORD,
     generation_script,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import enabled, needs_rollover
 
 # options before the URL: a flag, or --name/-n with its value (the Secure Boot script names the UKI by generation)
 FETCH_RE = re.compile(r"^\s*(?P<cmd>kernel|initrd|imgfetch|module|chain)\s+(?:(?:--name|-n)\s+\S+\s+|--\S+\s+)*"
@@ -30,17 +29,11 @@ NODE_INITRD_RE = re.compile(r"^\s*set\s+node_initrd\s+(?P<name>\S+)\s*$", re.M)
 
 def in_addresses(client: str, ip_addresses: str) -> bool:
     """Whether ``client`` may use a rule whose ``ip-addresses`` is this RouterOS list (empty: anyone)."""
-    nets = [n.strip() for n in ip_addresses.split(",") if n.strip()]
+    nets = [_routeros.network_of(n.strip()) for n in ip_addresses.split(",") if n.strip()]
     if not nets:
         return True
     addr = ipaddress.ip_address(client)
-    for n in nets:
-        try:
-            if addr in ipaddress.ip_network(n, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
+    return any(net is not None and addr in net for net in nets)
 
 
 def name_matches(rule: Mapping[str, str], request: str) -> bool:
@@ -52,14 +45,14 @@ def name_matches(rule: Mapping[str, str], request: str) -> bool:
 
 def pick_rule(rules: Sequence[Mapping[str, str]], request: str, client: str) -> Mapping[str, str] | None:
     """The rule RouterOS serves ``request`` to ``client`` by: the first enabled one whose regex and addresses match."""
-    return next((r for r in rules if enabled(r) and name_matches(r, request)
+    return next((r for r in rules if _routeros.enabled(r) and name_matches(r, request)
                  and in_addresses(client, r.get("ip-addresses", ""))), None)
 
 
 def diagnose(rules: Sequence[Mapping[str, str]], request: str, client: str, error: _tftp.TftpError | None,
              size: int | None = None) -> str:
     """Why ``request`` failed (or would fail) for ``client``: the rules first, then what the TFTP exchange showed."""
-    by_name = [r for r in rules if enabled(r) and name_matches(r, request)]
+    by_name = [r for r in rules if _routeros.enabled(r) and name_matches(r, request)]
     if not by_name:
         return f"no rule: no enabled /ip/tftp rule's req-filename matches {request}"
     rule = pick_rule(rules, request, client)
@@ -88,7 +81,7 @@ def diagnose(rules: Sequence[Mapping[str, str]], request: str, client: str, erro
                 "from a new router port, not 69), or the link loses packets")
     if error is not None:
         return f"refused: {error}"
-    if size is not None and needs_rollover(size, _tftp.IPXE_BLKSIZE) and not rollover:
+    if size is not None and _routeros.needs_rollover(size, _tftp.IPXE_BLKSIZE) and not rollover:
         return f"too big without rollover: {request} is {size} bytes, more than 65,535 blocks of 1432 bytes"
     return ""
 
