@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import atomic_write_bytes, sha256_file
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import atomic_write_bytes
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._lock import playbook_process
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploydist import (
     DISPATCH_DIR,
@@ -49,7 +48,7 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._dep
     RouterState,
     make_plan,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._dhcp import DhcpOptions, read_dhcp
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._dhcp import read_dhcp
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routerlock import (
     RouterLock,
     live_generations,
@@ -97,16 +96,6 @@ def storage_dir(state: RouterState, rb_dir: str) -> str:
     return rb_dir
 
 
-def chainload_artefacts(dhcp: DhcpOptions) -> list[Artefact]:
-    out = []
-    for name, path in dhcp.binaries().items():
-        digest = sha256_file(path)
-        if digest is None:
-            raise ConfigError(f"{path} ({name}) cannot be read")
-        out.append(Artefact(name, path.stat().st_size, digest, path))
-    return out
-
-
 @dataclass(frozen=True)
 class Target:
     api: ApiOptions
@@ -143,7 +132,7 @@ def deploy(
     # dist/ is read once into a snapshot (hardlinks or copies, checked against its SHA256SUMS) and uploaded from
     # there, so a build swapping dist/ meanwhile cannot put its bytes under this generation's id
     dist = read_dist(dist_dir, staging) if dist_dir is not None and not (opts.rollback or opts.generation) else None
-    chainload = chainload_artefacts(opts.dhcp) if opts.dhcp is not None else []
+    chainload = opts.dhcp.binaries() if opts.dhcp is not None else []
     features = [BASE_FEATURE] + (opts.dhcp.features() if opts.dhcp else [])
     generation = dist.generation if dist else (opts.generation or "")
     with locked_router(target, opts, features, check=check, generation=generation, progress=progress) as (

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError, NetbootError
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._fs import sha256_file
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploydist import Artefact
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import (
     MATCHER_FEATURE,
     MATCHING_TYPE_FEATURE,
@@ -100,14 +102,18 @@ class DhcpOptions:
         """Firmware kind -> the request name of the iPXE binary it gets."""
         return {"uefi": self.uefi_binary, "bios": BIOS_BINARY}
 
-    def binaries(self) -> dict[str, Path]:
-        """Request name -> local iPXE binary, checked to exist (all are served, whichever the DHCP rows name)."""
-        out = {BIOS_BINARY: Path(self.ipxe_bios), "snponly.efi": Path(self.ipxe_snp), "ipxe.efi": Path(self.ipxe_efi)}
-        for name, path in out.items():
-            if not path.is_file():
+    def binaries(self) -> list[Artefact]:
+        """The local iPXE binaries under their request names, checked to exist and hashed (all are served,
+        whichever the DHCP rows name)."""
+        out = []
+        paths = {BIOS_BINARY: Path(self.ipxe_bios), "snponly.efi": Path(self.ipxe_snp), "ipxe.efi": Path(self.ipxe_efi)}
+        for name, path in paths.items():
+            digest = sha256_file(path) if path.is_file() else None
+            if digest is None:
                 raise ConfigError(f"{path} ({name}, for DHCP chainloading) is missing: the deploy role unpacks it "
                                   "from the pinned Debian ipxe package (netboot_deb_pins.ipxe); called alone, "
                                   f"apt-get install ipxe, or give its path in {BINARY_VARS[name]}")
+            out.append(Artefact(name, path.stat().st_size, digest, path))
         return out
 
     def features(self) -> list[str]:

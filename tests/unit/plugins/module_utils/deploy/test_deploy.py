@@ -1,14 +1,10 @@
-"""_deploy: the storage directory, the chainload binaries and the module result of a plan."""
+"""_deploy: the storage directory and the module result of a plan."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploy import (
-    chainload_artefacts,
     plan_result,
     storage_dir,
 )
@@ -19,7 +15,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._dep
     RouterState,
     make_plan,
 )
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._dhcp import DhcpOptions
 from tests.fixtures.routeros.dist import make_dist
 
 MB = 1_000_000
@@ -38,18 +33,6 @@ def test_flash_disk_puts_the_directory_under_flash() -> None:
     assert storage_dir(flash, "flash/boot") == "flash/boot"
     # a directory the user called flash on a router without a flash disk is just a directory
     assert storage_dir(state([("flash", -1)]), "netboot") == "netboot"
-
-
-def test_chainload_binaries_are_read_and_a_missing_one_is_named(tmp_path: Path) -> None:
-    bios, efi, snp = tmp_path / "undionly.kpxe", tmp_path / "ipxe.efi", tmp_path / "snponly.efi"
-    for path, size in ((bios, 1000), (efi, 3000), (snp, 2000)):
-        path.write_bytes(b"x" * size)
-    dhcp = DhcpOptions("192.168.88.0/24", ipxe_bios=bios, ipxe_efi=efi, ipxe_snp=snp)
-    assert {a.name: a.size for a in chainload_artefacts(dhcp)} == {
-        "undionly.kpxe": 1000, "ipxe.efi": 3000, "snponly.efi": 2000}
-    efi.unlink()
-    with pytest.raises(ConfigError, match=r"ipxe\.efi"):
-        chainload_artefacts(dhcp)
 
 
 def test_the_result_of_a_fresh_deploy_plans_every_file(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.common._errors import ConfigError
-from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploy import chainload_artefacts
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._deploydist import (
     GENERATION_SCRIPT,
     DeployError,
@@ -127,7 +126,7 @@ def test_chainload_binaries_content_addressed_rules_and_stale_removal(tmp_path: 
     efi.write_bytes(b"E" * 3000)
     snp.write_bytes(b"S" * 2000)
     dhcp = DhcpOptions("192.168.88.0/24", ipxe_bios=bios, ipxe_efi=efi, ipxe_snp=snp)
-    arts = chainload_artefacts(dhcp)
+    arts = dhcp.binaries()
     net = {".id": "*n", "address": "192.168.88.0/24", "gateway": "192.168.88.1"}
     dstate = DhcpState((net,), {})
     old = "netboot/ipxe/0123456789ab"

@@ -171,6 +171,18 @@ def test_refusals_name_the_cause() -> None:
             DhcpOptions(**{"network": "192.168.88.0/24", **bad})  # type: ignore[arg-type]
 
 
+def test_chainload_binaries_are_read_and_a_missing_one_is_named(tmp_path: Path) -> None:
+    bios, efi, snp = tmp_path / "undionly.kpxe", tmp_path / "ipxe.efi", tmp_path / "snponly.efi"
+    for path, size in ((bios, 1000), (efi, 3000), (snp, 2000)):
+        path.write_bytes(b"x" * size)
+    dhcp = DhcpOptions("192.168.88.0/24", ipxe_bios=bios, ipxe_efi=efi, ipxe_snp=snp)
+    assert {a.name: a.size for a in dhcp.binaries()} == {
+        "undionly.kpxe": 1000, "ipxe.efi": 3000, "snponly.efi": 2000}
+    efi.unlink()
+    with pytest.raises(ConfigError, match=r"ipxe\.efi"):
+        dhcp.binaries()
+
+
 def test_binaries_and_version_features(tmp_path: Path) -> None:
     missing = DhcpOptions("192.168.88.0/24", ipxe_bios=tmp_path / "nope.kpxe")
     want = r"nope\.kpxe.*netboot_deb_pins\.ipxe.*apt-get install\s+ipxe.*rb4011_ipxe_bios"
