@@ -208,15 +208,14 @@ def plan_dhcp(state: DhcpState, opts: DhcpOptions, *, tag: str, script: str, hos
                                 f"does not start with {comments[menu]!r}); rename or remove it, then rerun. Nothing "
                                 "was changed.")
         want = {n: {**v, "comment": f"{comments[menu]} {n}"} for n, v in desired[menu].items()}
-        if menu == MATCHER_MENU and not _in_order([owned(r) for r in actual if owned(r) in want], list(want)):
+        # the kept owned matchers must be a prefix of the wanted order (new ones are added at the end of the table)
+        kept = [owned(r) for r in actual if owned(r) in want]
+        if menu == MATCHER_MENU and kept != list(want)[: len(kept)]:
             # the option 77 matcher must stay first and last: re-create the owned matchers in order
-            removes = [RowChange(menu, "remove", str(owned(r)), id=r[".id"], before=dict(r))
-                       for r in actual if owned(r) is not None]
-            per_menu[menu] = ([RowChange(menu, "add", n, v) for n, v in want.items()], removes)
+            changes = diff_rows(menu, actual, {}, owned) + diff_rows(menu, (), want, owned)
         else:
             changes = diff_rows(menu, actual, want, owned)
-            per_menu[menu] = ([c for c in changes if c.action != "remove"],
-                              [c for c in changes if c.action == "remove"])
+        per_menu[menu] = ([c for c in changes if c.action != "remove"], [c for c in changes if c.action == "remove"])
         plan.before += sorted(row_line(menu, r, KEYS[menu]) for r in state.menus.get(menu, ()) if owned(r))
         plan.after += [row_line(menu, v, KEYS[menu]) for v in want.values()]
     # options and sets first (what matchers and the network name), the matchers (stale ones removed before
@@ -235,11 +234,6 @@ def plan_dhcp(state: DhcpState, opts: DhcpOptions, *, tag: str, script: str, hos
     plan.before.append(row_line(NETWORK_MENU, network, NETWORK_KEYS))
     plan.after.append(row_line(NETWORK_MENU, {**network, **wanted}, NETWORK_KEYS))
     return plan
-
-
-def _in_order(have: list[str | None], want: list[str]) -> bool:
-    """The kept owned matchers are a prefix of the wanted order (new ones are added at the end of the table)."""
-    return have == want[: len(have)]
 
 
 def _owner(comment: str) -> Callable[[Mapping[str, str]], str | None]:
