@@ -119,10 +119,6 @@ class RouterLock:
     every: float = 30.0
     _last: float = 0.0
 
-    @property
-    def name(self) -> str:
-        return lock_name(self.rb_dir)
-
     @classmethod
     def take(cls, ros: RouterOS, rb_dir: str, *, generation: str, stale: int, timeout: float = 0.0,
              pid: int | None = None, controller: str | None = None) -> RouterLock:
@@ -176,7 +172,7 @@ class RouterLock:
         now = read_lock(self.ros, self.rb_dir)
         if now is None or now.token != self.record.token:
             who = now.describe(router_time(self.ros)) if now else "nobody (it was removed)"
-            raise RouterLockHeld(f"{self.ros.host}: the deploy lock {self.name} is not ours any more: held by {who}; "
+            raise RouterLockHeld(f"{self.ros.host}: the deploy lock {lock_name(self.rb_dir)} is not ours any more: held by {who}; "
                                  "stopping before writing more. Rerun when no other deploy runs.")
 
     def refresh(self, *, generation: str | None = None, force: bool = False) -> None:

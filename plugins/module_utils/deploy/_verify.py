@@ -203,11 +203,10 @@ def check_router(state: RouterState, opts: VerifyOptions, *, fetch: Fetcher, con
     """The checks against a read router ``state``; ``fetch`` reads over TFTP, ``probe`` asks DHCP (None: skipped,
     ``dhcp_skip`` says why); ``networks``: the router's ``/ip/dhcp-server/network`` rows."""
     rb = storage_dir(state, opts.rb_dir)
-    rep = Report(state.host, state.version, state.identity, rb, tftp_address=opts.tftp_address or state.host,
-                 controller_address=controller)
     stable = stable_target(state, rb)
     live = stable.live
-    rep.generation = live
+    rep = Report(state.host, state.version, state.identity, rb, live, tftp_address=opts.tftp_address or state.host,
+                 controller_address=controller)
     chain_rules = {name: r for r in state.tftp if (name := chainloaded(r, rb))}
     # DHCP first: it names the iPXE binaries clients fetch
     followed = _check_dhcp(rep, probe, dhcp_skip, interface, set(chain_rules))
@@ -236,13 +235,11 @@ def check_router(state: RouterState, opts: VerifyOptions, *, fetch: Fetcher, con
         return rep
     boot, node_checks = _check_boot_files(reads, live, script.decode(), sums)
     _sum_one_boot(rep, binaries, [script_chk, *boot], node_checks)
-    if rep.dhcp.get("status") == "checked":
-        for chain in rep.dhcp.get("chains", []):
-            ns = chain.get("next_server")
-            if ns and ns not in (rep.tftp_address, "0.0.0.0"):
-                rep.warnings.append(f"DHCP sends {chain['client']} to next-server {ns}, the TFTP checks read "
-                                    f"{rep.tftp_address} (set rb4011_verify_tftp_address: {ns})")
-                break
+    for chain in rep.dhcp.get("chains", []):  # when DHCP was checked
+        if (ns := chain["next_server"]) and ns not in (rep.tftp_address, "0.0.0.0"):
+            rep.warnings.append(f"DHCP sends {chain['client']} to next-server {ns}, the TFTP checks read "
+                                f"{rep.tftp_address} (set rb4011_verify_tftp_address: {ns})")
+            break
     return rep
 
 
@@ -316,8 +313,7 @@ def _check_binaries(reads: _Reads, chain_rules: Mapping[str, Mapping[str, str]],
     binaries: dict[str, FileCheck] = {}
     others = {n for n in followed if n != STABLE_REQUEST and n.lower().endswith(IPXE_SUFFIXES)}
     for name in sorted(set(chain_rules) | others):
-        rule = chain_rules.get(name)
-        m = re.search(rf"/{CHAINLOAD_DIR}/([0-9a-f]{{12}})/", "/" + (rule or {}).get("real-filename", ""))
+        m = re.search(rf"/{CHAINLOAD_DIR}/([0-9a-f]{{12}})/", "/" + chain_rules.get(name, {}).get("real-filename", ""))
         chk, data = reads.one(name, "ipxe binary", BINARY_LIMIT, m.group(1) if m else "",
                               expected_from="the 12 hex of its sha256 naming its directory" if m else "")
         if not m:
