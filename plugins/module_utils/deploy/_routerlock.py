@@ -172,8 +172,8 @@ class RouterLock:
         now = read_lock(self.ros, self.rb_dir)
         if now is None or now.token != self.record.token:
             who = now.describe(router_time(self.ros)) if now else "nobody (it was removed)"
-            raise RouterLockHeld(f"{self.ros.host}: the deploy lock {lock_name(self.rb_dir)} is not ours any more: held by {who}; "
-                                 "stopping before writing more. Rerun when no other deploy runs.")
+            raise RouterLockHeld(f"{self.ros.host}: the deploy lock {lock_name(self.rb_dir)} is not ours any more: "
+                                 f"held by {who}; stopping before writing more. Rerun when no other deploy runs.")
 
     def refresh(self, *, generation: str | None = None, force: bool = False) -> None:
         """Set ``refreshed`` to the router's time now (at most every ``every`` seconds unless ``force``)."""
