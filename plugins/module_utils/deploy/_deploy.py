@@ -164,7 +164,7 @@ def locked_router(target: Target, opts: Options, features: Sequence[str], *, che
             progress.tick = lock.refresh  # uploads and read-backs keep the lock fresh
         yield ros, opts, lock, warnings
     finally:
-        progress.tick = None
+        progress.tick = lambda: None
         try:
             if lock is not None:
                 lock.release()
@@ -189,7 +189,7 @@ def run(ros: RouterOS, target: Target, opts: Options, staging: Path, *, dist: Di
         lock.refresh(generation=plan.target, force=True)
     result = plan_result(state, opts, plan)
     if not check:
-        _apply(ros, target, opts, plan, staging=staging, result=result, progress=progress, lock=lock)
+        _apply(ros, target, opts, plan, staging=staging, result=result, progress=progress)
     return result
 
 
@@ -221,7 +221,7 @@ def plan_result(state: RouterState, opts: Options, plan: Plan) -> dict[str, Any]
 
 
 def _apply(ros: RouterOS, target: Target, opts: Options, plan: Plan, *, staging: Path, result: dict[str, Any],
-           progress: Progress, lock: RouterLock | None) -> None:
+           progress: Progress) -> None:
     """Send and verify, then the generation's rules and the one switch, the chainload rules, DHCP (which names what
     they serve), and prune; ``result`` records what was sent."""
     host = target.api.host
@@ -232,7 +232,7 @@ def _apply(ros: RouterOS, target: Target, opts: Options, plan: Plan, *, staging:
     if plan.uploads or plan.verify or plan.chainload_uploads or plan.chainload_verify:
         progress.line(f"{host}: generation {plan.target}: {len(plan.uploads)} file(s) to send, "
                       f"{plan.needed} bytes; {len(plan.verify)} to verify")
-        _send_files(ros, target, opts, plan, result=result, progress=progress, lock=lock)
+        _send_files(ros, target, opts, plan, result=result, progress=progress)
         result["changed"] = True
     for change in [*plan.rule_changes, *plan.chainload_changes, *(plan.dhcp.changes if plan.dhcp else [])]:
         ros.apply(change)
@@ -256,11 +256,11 @@ def _send_dispatcher(ros: RouterOS, target: Target, rb: str, staging: Path, uplo
     with Sftp.open(target.ssh) as sftp:
         sftp.makedirs(f"/{rb}/{DISPATCH_DIR}")
         return _upload(ros, sftp, Artefact(local.name, len(data), hashlib.sha256(data).hexdigest(), local),
-                       f"{rb}/{DISPATCH_DIR}", verify="sha256", progress=progress, host=target.api.host)
+                       f"{rb}/{DISPATCH_DIR}", verify="sha256", progress=progress)
 
 
 def _send_files(ros: RouterOS, target: Target, opts: Options, plan: Plan, *, result: dict[str, Any],
-                progress: Progress, lock: RouterLock | None) -> None:
+                progress: Progress) -> None:
     """The generation's files and the chainload binaries: those on the router read back first (resent if they
     differ), the others sent."""
     with Sftp.open(target.ssh) as sftp:
@@ -272,8 +272,7 @@ def _send_files(ros: RouterOS, target: Target, opts: Options, plan: Plan, *, res
         for where, uploads, verify in work:
             sftp.makedirs("/" + where)
             for a in verify:
-                if lock is not None:
-                    lock.refresh()
+                progress.tick()
                 t0 = time.monotonic()
                 ok = sftp.sha256(f"/{where}/{a.name}") == a.sha256
                 progress.line(f"{a.name}: already on the router, sha256 {'matches' if ok else 'DIFFERS'} "
@@ -281,14 +280,12 @@ def _send_files(ros: RouterOS, target: Target, opts: Options, plan: Plan, *, res
                 if not ok:
                     uploads.append(a)
             for a in uploads:
-                result["uploads"].append(_upload(ros, sftp, a, where, verify=opts.verify, progress=progress,
-                                                 host=target.api.host))
+                result["uploads"].append(_upload(ros, sftp, a, where, verify=opts.verify, progress=progress))
                 result["bytes_sent"] += a.size
 
 
-def _upload(ros: RouterOS, sftp: Sftp, a: Artefact, gen_dir: str, *, verify: str, progress: Progress,
-            host: str) -> dict[str, Any]:
-    remote = f"/{gen_dir}/{a.name}"
+def _upload(ros: RouterOS, sftp: Sftp, a: Artefact, gen_dir: str, *, verify: str, progress: Progress) -> dict[str, Any]:
+    host, remote = ros.host, f"/{gen_dir}/{a.name}"
     cb, elapsed = progress.callback(a.name)
     sftp.upload(a.local, remote, cb)
     seconds = elapsed()
@@ -298,8 +295,7 @@ def _upload(ros: RouterOS, sftp: Sftp, a: Artefact, gen_dir: str, *, verify: str
         raise DeployError(f"{host}: {name} is {sizes.get(name)} bytes on the router after the upload, expected "
                           f"{a.size}; the live generation is unchanged, rerun to resume")
     if verify == "sha256":
-        if progress.tick is not None:
-            progress.tick()  # the read-back of a big file is long too: keep the router lock fresh
+        progress.tick()  # the read-back of a big file is long too: keep the router lock fresh
         got = sftp.sha256(remote)
         if got != a.sha256:
             raise DeployError(f"{host}: {name} reads back with sha256 {got}, expected {a.sha256}; the live "

@@ -193,7 +193,7 @@ class Progress:
     def __init__(self, log: Path | None, every: float = 1.0) -> None:
         self.log = log
         self.every = every
-        self.tick: Callable[[], None] | None = None  # called on every chunk (the router lock's refresh)
+        self.tick: Callable[[], None] = lambda: None  # called on every chunk (the router lock's refresh)
         if log is not None:
             log.parent.mkdir(parents=True, exist_ok=True)
 
@@ -208,8 +208,7 @@ class Progress:
         last = [start]
 
         def cb(sent: int, total: int) -> None:
-            if self.tick is not None:
-                self.tick()
+            self.tick()
             now = time.monotonic()
             if now - last[0] < self.every and sent < total:
                 return
