@@ -156,10 +156,8 @@ def desired_rows(opts: DhcpOptions, script: str) -> dict[str, dict[str, dict[str
     """Menu -> row name -> values (without comment), matchers in table order."""
     other = next(k for k in FIRMWARES if k != opts.firmware)
     files = opts.boot_files()
-    options = {NAME: {"name": NAME, "code": str(BOOTFILE_OPTION), "value": f"s'{script}'"}}
-    for kind in FIRMWARES:
-        name = firmware_name(kind)
-        options[name] = {"name": name, "code": str(BOOTFILE_OPTION), "value": f"s'{files[kind]}'"}
+    served = {NAME: script, **{firmware_name(kind): files[kind] for kind in FIRMWARES}}  # option name -> file
+    options = {n: {"name": n, "code": str(BOOTFILE_OPTION), "value": f"s'{file}'"} for n, file in served.items()}
     sets = {name: {"name": name, "options": name} for name in options}
     mtype = {"matching-type": opts.matching_type} if opts.matching_type else {}
 
