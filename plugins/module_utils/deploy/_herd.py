@@ -261,7 +261,7 @@ class Herd:
     opts: RollOptions
     talk: Nodes
     leases: Callable[[], Sequence[Mapping[str, str]]]
-    dispatch: Callable[[Sequence[str]], None]
+    dispatch: Callable[[Sequence[str]], object]  # what it returns is not used
     tick: Callable[[], None]
     log: Callable[[str], None]
     reports: dict[str, NodeReport] = field(default_factory=dict)

@@ -117,19 +117,15 @@ def _roll(router: _Router, nodes: Sequence[Node], live: str, picked: str | None,
     """Pre-flight, the plan, and (unless ``check``) the roll batch by batch, then ``picked`` live for all; with
     nothing ``picked``, a health check of the herd on ``live``."""
     host, rb, staged, ros = router.target.api.host, router.opts.rb_dir, picked or live, router.ros
-
-    def dispatch(macs: Sequence[str]) -> None:
-        router.run(dispatch=(staged, tuple(macs)))
-
-    herd = Herd(list(nodes), live, staged, roll, talk, leases=lambda: ros.print(LEASE_MENU), dispatch=dispatch,
-                tick=router.lock.refresh if router.lock else (lambda: None), log=router.progress.line)
+    herd = Herd(list(nodes), live, staged, roll, talk, leases=lambda: ros.print(LEASE_MENU),
+                dispatch=lambda macs: router.run(dispatch=(staged, tuple(macs))),
+                tick=router.progress.tick, log=router.progress.line)  # progress.tick: the lock's refresh
     router.progress.line(f"{host}: rolling {staged} over {len(nodes)} node(s), live {live}")
     problems = herd.preflight()
     result.update({"live_before": live, "live": live, "generation": staged, "dir": rb,
                    "batches": [[n.name for n in b] for b in batches]})
-    known = {n.mac for n in nodes}
     leases = lease_addresses(ros.print(LEASE_MENU))
-    result["unknown_macs"] = sorted(m for m in leases if m not in known)
+    result["unknown_macs"] = sorted(set(leases) - {n.mac for n in nodes})
     if problems:
         result["nodes"] = herd.summary()
         write_report(report_path, result)
