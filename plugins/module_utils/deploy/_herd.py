@@ -220,11 +220,6 @@ class NodeReport:
     failure: str = ""
 
 
-def write_report(path: Path | None, data: Mapping[str, Any]) -> None:
-    if path is not None:
-        atomic_write_bytes(path, dump_json(data))
-
-
 def lease_addresses(rows: Sequence[Mapping[str, str]]) -> dict[str, str]:
     """MAC -> address of the router's DHCP leases (the active address first; a disabled lease is skipped)."""
     out: dict[str, str] = {}
@@ -454,5 +449,8 @@ class Herd:
             + ". Fix the generation and stage it again (or rerun: nodes already on it are skipped)."
         )
 
-    def summary(self) -> list[dict[str, Any]]:
-        return [dict(r.__dict__) for r in self.reports.values()]
+    def report(self, result: dict[str, Any], path: Path | None) -> None:
+        """The per-node reports into ``result["nodes"]``, and ``result`` written to ``path`` (None: not written)."""
+        result["nodes"] = [dict(r.__dict__) for r in self.reports.values()]
+        if path is not None:
+            atomic_write_bytes(path, dump_json(result))

@@ -31,7 +31,6 @@ from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._her
     RollOptions,
     lease_addresses,
     plan_batches,
-    write_report,
 )
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routerlock import RouterLock
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.deploy._routeros import BASE_FEATURE, RouterOS
@@ -127,40 +126,32 @@ def _roll(router: _Router, nodes: Sequence[Node], live: str, picked: str | None,
     leases = lease_addresses(ros.print(LEASE_MENU))
     result["unknown_macs"] = sorted(set(leases) - {n.mac for n in nodes})
     if problems:
-        result["nodes"] = herd.summary()
-        write_report(report_path, result)
+        herd.report(result, report_path)
         raise HerdError(f"pre-flight: {len(problems)} node(s) not ready, nothing was rebooted and {staged} is not "
                         f"live: " + "; ".join(problems))
     if picked is None:
         for r in herd.reports.values():
             r.state, r.after = "skipped", live
-        result["nodes"] = herd.summary()
         result["plan"] = [f"nothing staged under {rb}: every node is healthy on the live {live}"]
         router.progress.line(f"{host}: nothing staged; {len(nodes)} node(s) healthy on {live}")
-        write_report(report_path, result)
+        herd.report(result, report_path)
         return result
     pending = [n.name for n in nodes if herd.reports[n.name].state == "pending"]
     result["plan"] = [f"batch {i}: {', '.join(n.name for n in b if n.name in pending) or '(already on it)'}"
                       for i, b in enumerate(batches, 1)] + [f"then {staged} live for every client"]
     result["changed"] = True  # at least the switch to live
     if check:
-        result["nodes"] = herd.summary()
+        herd.report(result, None)
         return result
     try:
         herd.roll(batches)
     finally:
-        result["nodes"] = herd.summary()
-        write_report(report_path, result)
-    return _go_live(router, staged, live, leases, result=result, report_path=report_path)
-
-
-def _go_live(router: _Router, staged: str, live: str, leases: dict[str, str], *, result: dict[str, Any],
-             report_path: Path | None) -> dict[str, Any]:
-    """Every node healthy on ``staged``: live for all, unknown MACs included."""
-    live_res = router.run(generation=staged)  # result["changed"] is set already: the roll went live
+        herd.report(result, report_path)
+    # every node is healthy on staged: live for all clients, unknown MACs included (result["changed"] is set)
+    live_res = router.run(generation=staged)
     result.update({k: live_res[k] for k in ("live", "kept_generations", "removed_generations")})
     result["unknown_macs_on_old"] = [f"{m} ({leases[m]}): runs {live} until it reboots" for m in
                                      result["unknown_macs"]]
-    router.progress.line(f"{router.target.api.host}: {staged} live for all nodes")
-    write_report(report_path, result)
+    router.progress.line(f"{host}: {staged} live for all nodes")
+    herd.report(result, report_path)
     return result
