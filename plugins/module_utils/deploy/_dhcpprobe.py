@@ -52,13 +52,10 @@ class ClientKind:
     ipxe: bool  # sends option 77 = iPXE and reads ``file`` before option 67
     firmware: str  # uefi / bios
 
-    def options(self, user_class: str = "iPXE") -> dict[int, bytes]:
-        opts = {93: struct.pack("!H", self.arch),
+    def options(self) -> dict[int, bytes]:
+        return {93: struct.pack("!H", self.arch),
                 60: f"PXEClient:Arch:{self.arch:05d}:UNDI:{'002001' if self.ipxe else '003016'}".encode(),
-                55: IPXE_PRL if self.ipxe else FIRMWARE_PRL}
-        if self.ipxe:
-            opts[77] = user_class.encode()
-        return opts
+                55: IPXE_PRL if self.ipxe else FIRMWARE_PRL, **({77: b"iPXE"} if self.ipxe else {})}
 
 
 CLIENTS: tuple[ClientKind, ...] = (
@@ -107,13 +104,12 @@ class Answer:
                 "file": self.file, "option67": self.option67, "server_id": self.server_id}
 
 
-def build(kind: int, mac: bytes, xid: int, options: Mapping[int, bytes], *, broadcast: bool = True,
-          ciaddr: str = "0.0.0.0") -> bytes:
-    """A BOOTREQUEST of message type ``kind`` (DISCOVER or INFORM only: a probe never asks for a lease)."""
+def build(kind: int, mac: bytes, xid: int, options: Mapping[int, bytes]) -> bytes:
+    """A broadcast BOOTREQUEST of message type ``kind`` (DISCOVER or INFORM only: a probe never asks for a lease)."""
     if kind not in (DISCOVER, INFORM):
         raise ValueError("a probe sends only DHCPDISCOVER or DHCPINFORM, never a REQUEST")
-    head = struct.pack("!BBBBIHH", 1, 1, 6, 0, xid, 0, 0x8000 if broadcast else 0)
-    head += socket.inet_aton(ciaddr) + b"\0" * 12 + mac.ljust(16, b"\0") + b"\0" * 192 + MAGIC
+    head = struct.pack("!BBBBIHH", 1, 1, 6, 0, xid, 0, 0x8000)
+    head += b"\0" * 16 + mac.ljust(16, b"\0") + b"\0" * 192 + MAGIC  # ciaddr, yiaddr, siaddr, giaddr: 0.0.0.0
     body = bytes([53, 1, kind]) + bytes([61, 7, 1]) + mac
     for code, value in options.items():
         body += bytes([code, len(value)]) + value
@@ -136,10 +132,8 @@ def parse(pkt: bytes) -> tuple[int, bytes, Answer]:
         n = pkt[i + 1]
         opts[pkt[i]] = opts.get(pkt[i], b"") + pkt[i + 2:i + 2 + n]  # RFC 3396
         i += 2 + n
-    file = pkt[108:236].split(b"\0")[0].decode(errors="replace")
-    overload = opts.get(52, b"\0")[0]
-    if overload & 1:  # RFC 2132 option 52: the file field holds options, not a name
-        file = ""
+    # RFC 2132 option 52 (overload) bit 1: the file field holds options, not a name
+    file = "" if opts.get(52, b"\0")[0] & 1 else pkt[108:236].split(b"\0")[0].decode(errors="replace")
     kind = opts.get(53, b"\0")[0]
     answer = Answer(kind, socket.inet_ntoa(pkt[16:20]), socket.inet_ntoa(pkt[20:24]), file, opts)
     return xid, pkt[28:28 + min(pkt[2], 16)], answer
@@ -165,8 +159,7 @@ def can_probe() -> str | None:
     return None
 
 
-def probe(interface: str, kind: ClientKind, mac: bytes, *, timeout: float = 3.0, retries: int = 2,
-          server: str = "255.255.255.255", user_class: str = "iPXE") -> Answer:
+def probe(interface: str, kind: ClientKind, mac: bytes, *, timeout: float = 3.0, retries: int = 2) -> Answer:
     """One DHCPDISCOVER as ``kind`` from ``mac`` on ``interface``; the first OFFER (or NAK) for it."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -178,9 +171,9 @@ def probe(interface: str, kind: ClientKind, mac: bytes, *, timeout: float = 3.0,
         except OSError as e:
             raise ProbeError(f"cannot bind the DHCP client port 68 on {interface}: {e.strerror}") from None
         xid = int.from_bytes(os.urandom(4), "big")
-        pkt = build(DISCOVER, mac, xid, kind.options(user_class))
+        pkt = build(DISCOVER, mac, xid, kind.options())
         for _attempt in range(retries + 1):
-            s.sendto(pkt, (server, 67))
+            s.sendto(pkt, ("255.255.255.255", 67))
             deadline = time.monotonic() + timeout
             while (left := deadline - time.monotonic()) > 0:
                 ready, _w, _x = select.select([s], [], [], left)
@@ -201,12 +194,12 @@ def probe(interface: str, kind: ClientKind, mac: bytes, *, timeout: float = 3.0,
 
 # -- follow ---------------------------------------------------------------------------------------------------------
 
-def boot_file(kind: ClientKind, answer: Answer) -> str:
-    """The file ``kind`` fetches from ``answer``: iPXE ``file`` then option 67; firmware option 67 then ``file``."""
-    opt67 = answer.option67
-    if kind.ipxe:
-        return answer.file or (opt67 or "")
-    return opt67 if opt67 is not None else answer.file
+def boot_file(kind: ClientKind, answer: Answer) -> tuple[str, str]:
+    """The file ``kind`` fetches from ``answer`` and the field it read (``Step.read``): iPXE ``file`` then option
+    67; firmware option 67 then ``file``."""
+    from_file = bool(answer.file) if kind.ipxe else answer.option67 is None
+    name = answer.file if from_file else answer.option67 or ""
+    return name, ("file field" if from_file else "option 67") if name else "none"
 
 
 @dataclass(frozen=True)
@@ -250,10 +243,7 @@ def follow(start: ClientKind, answers: Mapping[str, Answer | None], *, script: s
         if answer is None:
             chain.problem = f"no DHCP answer for {kind.name} ({chain.path() or 'first request'})"
             return chain
-        name = boot_file(kind, answer)
-        opt67 = answer.option67
-        read = ("file field" if name and name == answer.file and (kind.ipxe or opt67 is None)
-                else "option 67" if name else "none")
+        name, read = boot_file(kind, answer)
         chain.steps.append(Step(kind.name, name, answer.siaddr, read))
         if not name:
             chain.problem = f"{kind.name} gets no boot file (empty file field, no option 67)"

@@ -48,10 +48,10 @@ def test_reply_parsed_with_file_field_and_option_67() -> None:
 
 def test_ipxe_reads_the_file_field_first_firmware_option_67() -> None:
     both = answer("ipxe.efi", "boot.ipxe")
-    assert p.boot_file(KINDS["ipxe-uefi-arch7"], both) == "ipxe.efi"
-    assert p.boot_file(KINDS["uefi-pxe-arch7"], both) == "boot.ipxe"
-    assert p.boot_file(KINDS["uefi-pxe-arch7"], answer("ipxe.efi")) == "ipxe.efi"
-    assert p.boot_file(KINDS["ipxe-bios"], answer("", "boot.ipxe")) == "boot.ipxe"
+    assert p.boot_file(KINDS["ipxe-uefi-arch7"], both) == ("ipxe.efi", "file field")
+    assert p.boot_file(KINDS["uefi-pxe-arch7"], both) == ("boot.ipxe", "option 67")
+    assert p.boot_file(KINDS["uefi-pxe-arch7"], answer("ipxe.efi")) == ("ipxe.efi", "file field")
+    assert p.boot_file(KINDS["ipxe-bios"], answer("", "boot.ipxe")) == ("boot.ipxe", "option 67")
 
 
 def test_follow_shipped_chain_ends_at_the_script() -> None:
