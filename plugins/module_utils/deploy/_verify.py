@@ -273,10 +273,9 @@ class _Reads:
             expected_from: str = "") -> tuple[FileCheck, bytes]:
         """``request`` read (its first ``keep`` bytes returned) and checked against ``expected`` (a sha256 or its
         prefix), the size /file lists and its rule's rollover."""
-        chk = FileCheck(request, role, expected_sha256=expected, expected_from=expected_from)
-        rule = pick_rule(self.rules, request, self.controller)
-        chk.real_filename = (rule or {}).get("real-filename", "")
-        chk.rollover_allowed = (rule or {}).get("allow-rollover") in ("true", "yes")
+        rule = pick_rule(self.rules, request, self.controller) or {}
+        chk = FileCheck(request, role, rule.get("real-filename", ""), expected_sha256=expected,
+                        expected_from=expected_from, rollover_allowed=rule.get("allow-rollover") in ("true", "yes"))
         head = b""
         try:
             got = self.fetch(request, _tftp.IPXE_BLKSIZE, keep)
@@ -298,13 +297,25 @@ class _Reads:
                 chk.problem = (f"too big without rollover: {request} is {got.size} bytes, more than 65,535 blocks "
                                f"for a 512-byte client, and its rule has allow-rollover=no; deploy again")
             if self.pass_512:
-                chk.pass_512 = _pass_512(self.fetch, request, got.sha256, self.rules, self.controller)
+                chk.pass_512 = self.again_at_512(request, got.sha256)
                 if chk.pass_512.get("problem") and not chk.problem:
                     chk.problem = f"512-byte pass: {chk.pass_512['problem']}"
         self.rep.files.append(chk)
         if chk.problem:
             self.rep.failures.append(f"{request}: {chk.problem}")
         return chk, head
+
+    def again_at_512(self, request: str, want: str) -> dict[str, Any]:
+        """``request`` read again with 512-byte blocks (an RFC 1350 client) and compared with ``want``."""
+        try:
+            got = self.fetch(request, MIN_BLKSIZE, 0)
+        except _tftp.TftpError as e:
+            return {"problem": diagnose(self.rules, request, self.controller, e) or str(e)}
+        out: dict[str, Any] = {"seconds": round(got.seconds, 4), "MBps": round(got.mbps, 3), "blocks": got.blocks,
+                               "rolled_over": got.rolled_over, "problem": ""}
+        if got.sha256 != want:
+            out["problem"] = f"wrong bytes: sha256 {got.sha256} at 512-byte blocks, {want} at 1432"
+        return out
 
 
 def _check_binaries(reads: _Reads, chain_rules: Mapping[str, Mapping[str, str]],
@@ -392,19 +403,6 @@ def _sum_one_boot(rep: Report, binaries: Mapping[str, FileCheck], boot: list[Fil
     rep.boot_files = [c.request for c in boot]
     rep.boot_bytes = sum(c.size or 0 for c in boot)
     rep.boot_seconds = round(sum(c.seconds for c in boot), 3)
-
-
-def _pass_512(fetch: Fetcher, request: str, want: str, rules: Sequence[Mapping[str, str]],
-              controller: str) -> dict[str, Any]:
-    try:
-        got = fetch(request, MIN_BLKSIZE, 0)
-    except _tftp.TftpError as e:
-        return {"problem": diagnose(rules, request, controller, e) or str(e)}
-    out: dict[str, Any] = {"seconds": round(got.seconds, 4), "MBps": round(got.mbps, 3), "blocks": got.blocks,
-                           "rolled_over": got.rolled_over, "problem": ""}
-    if got.sha256 != want:
-        out["problem"] = f"wrong bytes: sha256 {got.sha256} at 512-byte blocks, {want} at 1432"
-    return out
 
 
 def _check_dhcp(rep: Report, probe: Prober | None, skip: str, interface: str, chain_names: set[str]) -> set[str]:
