@@ -383,12 +383,11 @@ def _plan_kept(plan: Plan, state: RouterState, opts: Options, gens: Mapping[str,
     live_after, staged = plan.live_after, plan.staged
     others = sorted((v for g, v in _complete(gens).items() if g not in (plan.target, live_after) and g not in staged),
                     key=lambda v: v.seq, reverse=True)
-    kept = list(dict.fromkeys([plan.target, *([live_after] if live_after else []), *staged,
-                               *([opts.dispatch[0]] if opts.dispatch else [])]))
-    kept += [v.id for v in others[: opts.keep]]
-    plan.kept = kept
+    plan.kept = list(dict.fromkeys([plan.target, *([live_after] if live_after else []), *staged,
+                                    *([opts.dispatch[0]] if opts.dispatch else [])]))
+    plan.kept += [v.id for v in others[: opts.keep]]
     protected = set(protect)
-    plan.remove_generations = [g for g in gens if g not in kept and g not in protected]
+    plan.remove_generations = [g for g in gens if g not in plan.kept and g not in protected]
     if plan.remove_generations:
         doomed = tuple(f"{opts.rb_dir}/{g}" for g in plan.remove_generations)
         plan.remove_ids = [f.id for f in state.files if f.name.startswith(tuple(d + "/" for d in doomed))]
@@ -424,21 +423,17 @@ def _plan_rules(plan: Plan, state: RouterState, opts: Options, gens: Mapping[str
     """The kept generations' TFTP rules and the stable one, in the order: new rules, the one switch, removals."""
     rb, target, live_after = opts.rb_dir, plan.target, plan.live_after
     desired: dict[str, dict[str, str]] = {}
+    sizes: dict[str, Mapping[str, int]] = {}  # kept generation -> its files' sizes
     for g in plan.kept:
-        files = target_files if g == target else {n: f.size for n, f in gens[g].files.items()}
+        files = sizes[g] = target_files if g == target else {n: f.size for n, f in gens[g].files.items()}
         s = plan.seq if g == target else 0 if g in plan.staged else gens[g].seq
         for name, size in sorted(files.items()):
             if name == STABLE_REQUEST:
                 continue  # dist's own script names unqualified paths; nodes get generation.ipxe instead
             desired[f"{g}/{name}"] = desired_rule(opts, f"{g}/{name}", f"{rb}/{g}/{name}", size,
                                                   rule_comment(rb, g, name, s, g in plan.staged))
-    if plan.dispatch_upload is not None:
-        script_size = len(plan.dispatch_upload[1])
-    elif live_after == target:
-        script_size = target_files.get(GENERATION_SCRIPT, 0)
-    else:
-        live_script = gens[live_after or ""].files.get(GENERATION_SCRIPT) if live_after in gens else None
-        script_size = live_script.size if live_script else 0
+    script_size = (len(plan.dispatch_upload[1]) if plan.dispatch_upload is not None
+                   else sizes.get(live_after or "", {}).get(GENERATION_SCRIPT, 0))
     stable = {STABLE_REQUEST: desired_rule(opts, STABLE_REQUEST, stable_real, script_size, rule_comment(rb))}
 
     owned = functools.partial(_owned, rb=rb)
