@@ -394,8 +394,7 @@ def _sum_one_boot(rep: Report, binaries: Mapping[str, FileCheck], boot: list[Fil
     the script, kernel, initrds, and the largest per-node initrd."""
     fetched_bins = [c for c in binaries.values() if c.ok]
     firmware_gets = {name.lstrip("/") for name in _firmware_files(rep).values() if name}
-    if any(c.request in firmware_gets for c in fetched_bins):
-        fetched_bins = [c for c in fetched_bins if c.request in firmware_gets]
+    fetched_bins = [c for c in fetched_bins if c.request in firmware_gets] or fetched_bins
     if fetched_bins:
         boot.insert(0, max(fetched_bins, key=lambda c: c.seconds))
     if node_checks:
