@@ -93,11 +93,7 @@ def plan_batches(nodes: Sequence[Node], canary: Sequence[str], max_unavailable: 
         raise ConfigError(f"herd_canary names {', '.join(unknown)}, not in the group nodes")
     first = [next(n for n in nodes if n.name == c) for c in dict.fromkeys(canary)]
     rest = [n for n in nodes if n.name not in set(canary)]
-
-    def chunks(group: list[Node]) -> list[list[Node]]:
-        return [group[i:i + max_unavailable] for i in range(0, len(group), max_unavailable)]
-
-    return chunks(first) + chunks(rest)
+    return [group[i:i + max_unavailable] for group in (first, rest) for i in range(0, len(group), max_unavailable)]
 
 
 @dataclass(frozen=True)
