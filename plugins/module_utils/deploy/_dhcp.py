@@ -237,8 +237,5 @@ def plan_dhcp(state: DhcpState, opts: DhcpOptions, *, tag: str, script: str, hos
 def _owner(comment: str) -> Callable[[Mapping[str, str]], str | None]:
     """Owned rows: comment ``<tag> dhcp=<menu>`` (the first version, one row per menu) or ``... <name>``."""
     def key(row: Mapping[str, str]) -> str | None:
-        c = row.get("comment", "")
-        if c == comment or c.startswith(comment + " "):
-            return str(row.get("name", ""))
-        return None
+        return str(row.get("name", "")) if (row.get("comment", "") + " ").startswith(comment + " ") else None
     return key
