@@ -161,8 +161,7 @@ def can_probe() -> str | None:
 
 def probe(interface: str, kind: ClientKind, mac: bytes, *, timeout: float = 3.0, retries: int = 2) -> Answer:
     """One DHCPDISCOVER as ``kind`` from ``mac`` on ``interface``; the first OFFER (or NAK) for it."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         try:
@@ -188,8 +187,6 @@ def probe(interface: str, kind: ClientKind, mac: bytes, *, timeout: float = 3.0,
                     return answer
         raise ProbeError(f"no DHCP server answered a DISCOVER as {kind.name} on {interface} within "
                          f"{timeout * (retries + 1):g}s")
-    finally:
-        s.close()
 
 
 # -- follow ---------------------------------------------------------------------------------------------------------

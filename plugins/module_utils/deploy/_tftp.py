@@ -164,14 +164,13 @@ def fetch(host: str, request: str, *, port: int = PORT, blksize: int | None = IP
     ``keep`` bytes of the start of the file are returned in ``head``.
     """
     host = socket.gethostbyname(host)
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(timeout)
     t = _Transfer(request, host, keep)
-    t0 = time.monotonic()
     last = _rrq(request, blksize, tsize)
     dest: tuple[str, int] = (host, port)
-    try:
-        tries = 0
+    tries = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        t0 = time.monotonic()
         while True:
             s.sendto(last, dest)
             try:
@@ -199,15 +198,10 @@ def fetch(host: str, request: str, *, port: int = PORT, blksize: int | None = IP
                     s.sendto(last, dest)
                     return Fetched(request, t.size, t.digest.hexdigest(), t.blksize, t.blocks,
                                    time.monotonic() - t0, t.rolled, t.announced, bytes(t.head))
-    finally:
-        s.close()
 
 
 def source_address(host: str, port: int = PORT) -> str:
     """The controller's own address toward ``host`` (what a TFTP server's ``ip-addresses`` sees); no packet is sent."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect((host, port))
         return str(s.getsockname()[0])
-    finally:
-        s.close()

@@ -102,8 +102,7 @@ SIOCGIFADDR, SIOCGIFNETMASK = 0x8915, 0x891B
 def interfaces() -> dict[str, ipaddress.IPv4Interface]:
     """Interface name -> its (primary) IPv4 address and prefix."""
     out: dict[str, ipaddress.IPv4Interface] = {}
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for _idx, name in socket.if_nameindex():
             req = struct.pack("256s", name.encode()[:15])
             try:
@@ -112,8 +111,6 @@ def interfaces() -> dict[str, ipaddress.IPv4Interface]:
             except OSError:
                 continue
             out[name] = ipaddress.IPv4Interface(f"{addr}/{mask}")
-    finally:
-        s.close()
     return out
 
 
