@@ -137,10 +137,8 @@ class RouterLock:
                 # [unverified: whether RouterOS refuses or trims a default policy the deploy user's group lacks]
                 rid = ros.add(MENU, {"name": name, "source": mine.source(), "policy": "read",
                                      "comment": f"{OWNER} deploy lock of {rb_dir}: remove only if no deploy runs"})
-                lock = cls(ros, rb_dir, stale, dataclasses.replace(mine, id=rid), warnings,
-                           every=max(min(stale / 4, 30.0), 1.0))
-                lock._last = time.monotonic()
-                return lock
+                return cls(ros, rb_dir, stale, dataclasses.replace(mine, id=rid), warnings,
+                           every=max(min(stale / 4, 30.0), 1.0), _last=time.monotonic())
             except RouterOSError as e:
                 other = read_lock(ros, rb_dir)
                 if other is None and vanished < 2:  # released between the add and the read: add again
