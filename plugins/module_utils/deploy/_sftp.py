@@ -129,9 +129,6 @@ class Sftp:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
         self.transport.close()
 
     def _guard(self, what: str, fn: Callable[[], Any]) -> Any:
