@@ -323,9 +323,8 @@ def _check_binaries(reads: _Reads, chain_rules: Mapping[str, Mapping[str, str]],
     for name in sorted(set(chain_rules) | others):
         m = re.search(rf"/{CHAINLOAD_DIR}/([0-9a-f]{{12}})/", "/" + chain_rules.get(name, {}).get("real-filename", ""))
         chk, data = reads.one(name, "ipxe binary", BINARY_LIMIT, m.group(1) if m else "",
-                              expected_from="the 12 hex of its sha256 naming its directory" if m else "")
-        if not m:
-            chk.expected_from = "not the collection's binary: no digest to compare"
+                              expected_from="the 12 hex of its sha256 naming its directory" if m else
+                              "not the collection's binary: no digest to compare")
         binaries[name] = chk
         if chk.ok:
             reads.rep.clients.setdefault("ipxe_binaries", {})[name] = {
