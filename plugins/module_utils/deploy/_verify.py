@@ -12,6 +12,7 @@ controller's dist/ (it may have been rebuilt since). README "Verifying the route
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -454,12 +455,9 @@ def _firmware_files(rep: Report) -> dict[str, str]:
 
 def verify(api: ApiOptions, opts: VerifyOptions) -> Report:
     """Read the router over the API, then check TFTP and DHCP from this controller. Writes nothing anywhere."""
-    ros = connect(api)
-    try:
+    with contextlib.closing(connect(api)) as ros:
         state = read_state(ros, api.host, [BASE_FEATURE])
         networks = ros.print(NETWORK_MENU)
-    finally:
-        ros.close()
     tftp_host = opts.tftp_address or api.host
     try:
         controller = _tftp.source_address(tftp_host, opts.tftp_port)
