@@ -19,10 +19,6 @@ from typing import Any
 import yaml
 
 COLLECTION = "ansible_collections.homelab.alpine_netboot.plugins.module_utils"
-# Reported, not failed: dataclass defaults in module_utils (other changes of issue 23 own those files), and a role
-# default that deliberately differs from its module's (the boot test role boots over the network; the module's
-# direct mode needs no dist/)
-PENDING: set[str] = set()
 DEFAULT_RE = re.compile(r"(?<![\w.\]'\"])([a-z_][a-z0-9_]*) \| default\(((?:[^()]|\([^()]*\))*)\)")
 PASS_RE = re.compile(r"^\{\{ *([a-z_][a-z0-9_]*) *(?:\| *(?:bool|int|string|list) *)?\}\}$")
 UNSET = object()
@@ -32,16 +28,14 @@ class Defaults:
     def __init__(self) -> None:
         self.places: dict[str, tuple[str, Any]] = {}  # setting -> (place, value)
         self.conflicts: list[str] = []
-        self.notes: list[str] = []
 
-    def add(self, key: str, place: str, value: Any, *, pending: bool = False) -> None:
+    def add(self, key: str, place: str, value: Any) -> None:
         if key not in self.places:
             self.places[key] = (place, value)
             return
         first, known = self.places[key]
         if not _same(known, value) and first != place:
-            msg = f"{key}: {first} = {known!r} but {place} = {value!r}"
-            (self.notes if pending else self.conflicts).append(msg)
+            self.conflicts.append(f"{key}: {first} = {known!r} but {place} = {value!r}")
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -103,7 +97,9 @@ def check_modules(root: Path, d: Defaults, listing: list[str]) -> dict[str, dict
         spec = specs[path.stem] = _load_module(path)
         source = path.read_text()
         used = [u for u in sorted(utils.glob("*/_*.py")) if re.search(rf"\b{u.stem}\b", source)]
-        fields = {(f, c, f"{u.parent.name}/{u.name}"): v for u in used for c, f, v in _dataclass_defaults(u)}
+        # the dataclasses the module builds from its options (a field merely named like an option is something else)
+        fields = {(f, c, f"{u.parent.name}/{u.name}"): v for u in used for c, f, v in _dataclass_defaults(u)
+                  if re.search(rf"\b{c}\(", source)}
         for opt, o in spec.items():
             if o.get("default") is None:
                 continue
@@ -112,7 +108,7 @@ def check_modules(root: Path, d: Defaults, listing: list[str]) -> dict[str, dict
             listing.append(f"{path.stem}.{opt} = {o['default']!r}  ({place})")
             for (f, c, file), v in fields.items():
                 if f == opt:
-                    d.add(f"{path.stem}.{opt}", f"plugins/module_utils/{file}:{c}.{f}", v, pending=True)
+                    d.add(f"{path.stem}.{opt}", f"plugins/module_utils/{file}:{c}.{f}", v)
     return specs
 
 
@@ -167,7 +163,7 @@ def _check_text(root: Path, path: Path, d: Defaults, specs: dict[str, dict[str, 
                 var = passed.group(1) if passed else ""
                 o = specs[module].get(opt)
                 if o and o.get("default") is not None and var in d.places and "{{" not in str(d.places[var][1]):
-                    d.add(var, f"plugins/modules/{module}.py option {opt}", o["default"], pending=var in PENDING)
+                    d.add(var, f"plugins/modules/{module}.py option {opt}", o["default"])
 
 
 def main(argv: list[str]) -> int:
@@ -179,8 +175,6 @@ def main(argv: list[str]) -> int:
     check_roles(root, d, check_modules(root, d, listing), listing)
     if "--quiet" not in argv:
         print("\n".join(listing))
-    for note in d.notes:
-        print(f"reported (not fixed here): {note}", file=sys.stderr)
     for conflict in d.conflicts:
         print(f"conflicting defaults: {conflict}", file=sys.stderr)
     return 1 if d.conflicts else 0

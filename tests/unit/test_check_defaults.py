@@ -58,3 +58,21 @@ def test_one_variable_in_two_roles_defaults_fails_even_when_equal(
     err = capsys.readouterr().err
     assert ("kernel_mode: defined in roles/kernel/defaults/main.yml and in roles/verify/defaults/main.yml; keep one, "
             "in roles/common/defaults/main.yml") in err
+
+
+@pytest.mark.parametrize("built", [True, False])
+def test_a_dataclass_the_module_builds_may_not_default_otherwise(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], built: bool) -> None:
+    _collection(tmp_path, "select")
+    (tmp_path / "plugins/module_utils/image").mkdir()
+    (tmp_path / "plugins/module_utils/image/_prune.py").write_text(
+        "from dataclasses import dataclass\n\n@dataclass\nclass Options:\n    mode: str = 'keep'\n\n"
+        "@dataclass\nclass Report:\n    mode: str = ''\n")
+    module = tmp_path / "plugins/modules/prune.py"
+    body = "_prune.Options(mode='select')" if built else "_prune.Report"
+    module.write_text(module.read_text() + f"\n\ndef main():  # not called: the check reads the source\n    return {body}\n")
+    assert _load().main([str(tmp_path), "--quiet"]) == (1 if built else 0)
+    err = capsys.readouterr().err
+    assert ("prune.mode: plugins/modules/prune.py = 'select' but plugins/module_utils/image/_prune.py:Options.mode = "
+            "'keep'" in err) is built
+    assert "Report.mode" not in err
