@@ -154,16 +154,40 @@ def _check_text(root: Path, path: Path, d: Defaults, specs: dict[str, dict[str, 
     if path.suffix not in (".yml", ".yaml") or "tasks" not in path.parts:
         return
     for task in yaml.safe_load(text) or []:
-        for key, args in (task or {}).items():
+        calls = [(k, v, "") for k, v in (task or {}).items()]
+        for key, expr in ((task or {}).get("module_defaults") or {}).items():  # "{{ a | combine(b) }}", "{{ a.b }}"
+            calls.append((key, _resolve(expr, d), f"{rel} module_defaults {expr}"))
+        for key, args, place in calls:
             module = key.rsplit(".", 1)[-1]
-            if not (key.startswith("homelab.alpine_netboot.") and module in specs and isinstance(args, dict)):
-                continue
-            for opt, val in args.items():
-                passed = PASS_RE.match(val) if isinstance(val, str) else None
-                var = passed.group(1) if passed else ""
-                o = specs[module].get(opt)
-                if o and o.get("default") is not None and var in d.places and "{{" not in str(d.places[var][1]):
-                    d.add(var, f"plugins/modules/{module}.py option {opt}", o["default"])
+            if key.startswith("homelab.alpine_netboot.") and module in specs and isinstance(args, dict):
+                _check_args(specs[module], module, args, place, d)
+
+
+def _resolve(expr: Any, d: Defaults) -> dict[str, Any]:
+    """The dict a ``module_defaults`` entry gives: role-default dicts named in ``expr``, merged left to right."""
+    merged: dict[str, Any] = {}
+    for name in re.findall(r"[a-z_][a-z0-9_.]*", str(expr)):
+        var, *keys = name.split(".")
+        value = d.places.get(var, ("", None))[1]
+        for k in keys:
+            value = value.get(k) if isinstance(value, dict) else None
+        merged.update(value if isinstance(value, dict) else {})
+    return merged
+
+
+def _check_args(spec: dict[str, dict[str, Any]], module: str, args: dict[str, Any], place: str, d: Defaults) -> None:
+    """A module's arguments: one passing a variable must agree with the option's default; so must a literal value
+    of a ``module_defaults`` declaration (``place``), which is a default too (a task's literal is its own choice)."""
+    for opt, val in args.items():
+        o = spec.get(opt)
+        if not o or o.get("default") is None:
+            continue
+        passed = PASS_RE.match(val) if isinstance(val, str) else None
+        var = passed.group(1) if passed else ""
+        if var in d.places and "{{" not in str(d.places[var][1]):
+            d.add(var, f"plugins/modules/{module}.py option {opt}", o["default"])
+        elif place and "{{" not in str(val):
+            d.add(f"{module}.{opt}", f"{place} ({opt})", val)
 
 
 def main(argv: list[str]) -> int:

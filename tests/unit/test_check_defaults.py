@@ -76,3 +76,22 @@ def test_a_dataclass_the_module_builds_may_not_default_otherwise(
     assert ("prune.mode: plugins/modules/prune.py = 'select' but plugins/module_utils/image/_prune.py:Options.mode = "
             "'keep'" in err) is built
     assert "Report.mode" not in err
+
+
+def test_a_module_defaults_declaration_is_checked_through_its_variables(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _collection(tmp_path, "select")
+    module = tmp_path / "plugins/modules/prune.py"
+    module.write_text('ARGUMENT_SPEC = {"mode": {"type": "str", "default": "select"}, '
+                      '"timeout": {"type": "int", "default": 15}, "strip": {"type": "bool", "default": True}}\n')
+    (tmp_path / "roles/kernel/defaults/main.yml").write_text(
+        "kernel_mode: select\nkernel_timeout: 20\n"
+        "kernel_options: {timeout: '{{ kernel_timeout | int }}'}\nkernel_more: {strip: false}\n")
+    (tmp_path / "roles/kernel/tasks/main.yml").write_text(
+        "- name: Prune\n  homelab.alpine_netboot.prune: {}\n  module_defaults:\n"
+        "    homelab.alpine_netboot.prune: \"{{ kernel_options | combine(kernel_more) }}\"\n")
+    assert _load().main([str(tmp_path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "kernel_timeout: roles/kernel/defaults/main.yml = 20 but plugins/modules/prune.py option timeout = 15" in err
+    assert ("prune.strip: plugins/modules/prune.py = True but roles/kernel/tasks/main.yml module_defaults "
+            "{{ kernel_options | combine(kernel_more) }} (strip) = False") in err
