@@ -165,10 +165,12 @@ options:
     description: Address of the router (API and SSH).
     type: str
     required: true
+    aliases: [hostname]
   user:
     description: RouterOS user (the policies it needs are in the notes).
     type: str
     required: true
+    aliases: [username]
   password:
     description: Its password (keep it in Ansible Vault). Never logged.
     type: str
@@ -176,10 +178,12 @@ options:
   api_port:
     description: API port; default 8728, or 8729 with O(use_tls).
     type: int
+    aliases: [port]
   use_tls:
     description: Use API-SSL with certificate verification against O(ca_path).
     type: bool
     default: false
+    aliases: [tls]
   ca_path:
     description: CA bundle that signed the router's API-SSL certificate.
     type: path
@@ -195,6 +199,16 @@ options:
     description: API and SSH timeout in seconds.
     type: int
     default: 15
+attributes:
+  action_group:
+    description: Use C(group/homelab.alpine_netboot.rb4011) in C(module_defaults) to set defaults for this module.
+    support: full
+    membership:
+      - homelab.alpine_netboot.rb4011
+notes:
+  - The connection options also answer to the names community.routeros uses (O(hostname), O(username), O(port),
+    O(tls)), and the modules that talk to the router form the action group C(homelab.alpine_netboot.rb4011), so
+    C(module_defaults) can set them once for all of them.
 """
 
     # homelab.alpine_netboot.netboot.routeros_sftp - modules that also write files to the router over SFTP.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.playbook import run_playbook
 from tests.fixtures.routeros.deploy import HOST, deploy, result
 from tests.fixtures.routeros.dist import make_dist
 from tests.fixtures.routeros.peer import Peer, PeerConfig
@@ -294,3 +295,23 @@ def test_a_staged_generation_is_uploaded_kept_and_given_to_nobody(peer: Peer, tm
     assert live["live"] == gen_of(b) and live["staged_generations"] == [] and live["removed_generations"] == [gen_of(a)]
     assert f"set netboot_generation {gen_of(b)}\n" in fetch(peer, "boot.ipxe").decode()
     assert not any(r["comment"].endswith(" staged") for r in owned_rules(peer))
+
+
+def test_called_directly_with_community_routeros_names_through_the_action_group(peer: Peer, tmp_path: Path) -> None:
+    """`module_defaults: group/homelab.alpine_netboot.rb4011` with community.routeros's option names (hostname,
+    username, port, tls) reaches the router for rb4011_deploy called without the roles."""
+    dist = make_dist(tmp_path / "dist", url(peer))
+    group = {"hostname": "127.0.0.1", "username": peer.config.user, "password": peer.config.password,
+             "port": peer.api_port, "tls": False}
+    play = [{"hosts": "localhost", "gather_facts": False,
+             "module_defaults": {"group/homelab.alpine_netboot.rb4011": group},
+             "tasks": [{"name": "Deploy", "homelab.alpine_netboot.rb4011_deploy": {
+                 "dist_dir": str(dist), "ssh_port": peer.ssh_port, "host_key_fingerprint": peer.fingerprint,
+                 "staging_dir": str(tmp_path / "staging")}, "register": "out"}]}]
+    (tmp_path / "direct.yml").write_text(json.dumps(play))
+    before = peer.snapshot()
+    res = run_playbook(str(tmp_path / "direct.yml"), tmp_path / "w", {}, check=True)
+    assert res.rc == 0, res.stdout
+    (out,) = res.task_results("Deploy")
+    assert set(out["planned_uploads"]) >= {"vmlinuz", "initramfs", "generation.ipxe"}
+    assert peer.snapshot() == before and peer.config.password not in res.stdout

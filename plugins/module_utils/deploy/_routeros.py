@@ -174,11 +174,12 @@ API_TIMEOUT = 15  # seconds: the timeout option's default and ApiOptions'
 # The connection options rb4011_deploy and rb4011_verify share (their roles pass one inventory's rb4011_* variables);
 # ``api_options`` turns them into ApiOptions.
 API_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
-    "host": {"type": "str", "required": True},
-    "user": {"type": "str", "required": True},
+    # aliases: community.routeros's names for the same options, so one module_defaults group can serve both
+    "host": {"type": "str", "required": True, "aliases": ["hostname"]},
+    "user": {"type": "str", "required": True, "aliases": ["username"]},
     "password": {"type": "str", "required": True, "no_log": True},
-    "api_port": {"type": "int"},
-    "use_tls": {"type": "bool", "default": False},
+    "api_port": {"type": "int", "aliases": ["port"]},
+    "use_tls": {"type": "bool", "default": False, "aliases": ["tls"]},
     "ca_path": {"type": "path"},
     "validate_cert_hostname": {"type": "bool", "default": False},
     "force_no_cert": {"type": "bool", "default": False},
