@@ -30,4 +30,3 @@ def test_docsite_builds_offline_with_every_module_and_role(tmp_path: Path) -> No
     # Ansible's own docs are linked through the local inventory (docs/ansible_inventory.py), not fetched
     assert "https://docs.ansible.com/projects/ansible/devel/reference_appendices/common_return_values.html" in page
     assert "WARNING" not in r.stdout + r.stderr
-

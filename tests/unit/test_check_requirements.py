@@ -51,7 +51,7 @@ def test_fix_writes_them_and_keeps_other_entries(tmp_path: Path) -> None:
     module = _collection(tmp_path, "requirements:\n  - sbsigntool on the host\n")
     tool = _load()
     assert tool.main([str(tmp_path), "--fix"]) == 0
-    _, requirements = tool.documented(module.read_text())
+    requirements = tool.documented(module.read_text())[1]
     assert requirements == ["PyYAML (Python library)", "paramiko (Python library)", "sbsigntool on the host"]
     assert tool.main([str(tmp_path)]) == 0
 

@@ -129,8 +129,8 @@ def test_stage_fails_on_a_netboot_error_with_the_result_so_far_and_lets_other_er
         bug(module, result)
 
 
-def test_stage_fails_on_a_missing_library_before_the_work(capsys: pytest.CaptureFixture[str],
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage_fails_on_a_missing_library_before_the_work(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_deps, "_MISSING", {"yaml": "ModuleNotFoundError: No module named 'yaml'\n"})
     ran: list[bool] = []
     rc, out = run_stage(capsys, lambda module, result: ran.append(True))
