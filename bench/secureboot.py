@@ -1,4 +1,4 @@
-"""Secure Boot's cost (README "Secure Boot"): the signed UKI against the reference way to make one, same inputs, same
+"""Secure Boot's cost (docsite "Secure Boot"): the signed UKI against the reference way to make one, same inputs, same
 run.
 
 Reference: systemd's documented objcopy recipe on the same bookworm stub (``--add-section`` .osrel/.cmdline/.linux/

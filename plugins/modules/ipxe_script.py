@@ -100,7 +100,7 @@ options:
       script); default O(artefact_dir)C(/)O(kernel).
   uki:
     description:
-      - Secure Boot (README "Secure Boot") - the signed unified kernel image to boot instead of O(kernel) and the
+      - Secure Boot (docsite "Secure Boot") - the signed unified kernel image to boot instead of O(kernel) and the
         initrds, by its name relative to the boot server URL (C(netboot.efi)). The script then passes no command
         line (the UKI's is fixed and signed), names the image C(netboot-<generation>.efi) so the node can read its
         generation back, and refuses a node with C(kernel_args) or an C(initrd).

@@ -17,7 +17,7 @@ description:
   - A record left by a holder that is gone (killed together with its keeper, or the machine rebooted) is taken over
     with a warning.
   - In check mode only reads, and warns when a run holds the lock.
-  - An action plugin; it runs on the controller. README "Concurrent runs".
+  - An action plugin; it runs on the controller. docsite "Concurrent runs".
 version_added: "0.2.0"
 author:
   - homelab.alpine_netboot maintainers (@homelab)

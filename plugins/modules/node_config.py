@@ -64,7 +64,7 @@ options:
     default: ttyS0
   node_table:
     description:
-      - Secure Boot (README "Secure Boot") - the inventory's nodes (C(name), C(mac), C(hostname), C(role), as the ipxe
+      - Secure Boot (docsite "Secure Boot") - the inventory's nodes (C(name), C(mac), C(hostname), C(role), as the ipxe
         role collects them), written to C(/etc/netboot/nodes). A node booted from the signed UKI, whose command line
         names no node, takes its hostname and role from the line of its first wired NIC's MAC; other MACs are cattle.
         The kernel module efivarfs is then kept too (how the node reads its generation).

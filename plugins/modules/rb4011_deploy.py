@@ -139,7 +139,7 @@ attributes:
     platforms: posix
     details: Runs on the controller (C(connection=local)) and talks to RouterOS over the network.
 notes:
-  - The RouterOS user needs the api, ssh, ftp, read and write policies (README "Deploying to the RB4011").
+  - The RouterOS user needs the api, ssh, ftp, read and write policies (docsite "Deploying to the RB4011").
   - RouterOS has no hash command; O(verify=sha256) reads each new file back over SFTP.
 requirements:
   - Jinja2 (Python library)

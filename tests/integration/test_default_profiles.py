@@ -1,5 +1,5 @@
 """The shipped default prune rules (roles/common/defaults: original + headless + n100, audit mode) on Debian's full
-driver set keep every hardware class a new x86 mini-PC needs to join the herd (README "Pruning the kernel") and drop
+driver set keep every hardware class a new x86 mini-PC needs to join the herd (docsite "Pruning the kernel") and drop
 what the n100 profile names. make_plan only: it reads the tree and decides, touching nothing."""
 
 from __future__ import annotations

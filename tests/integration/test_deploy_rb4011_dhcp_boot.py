@@ -180,7 +180,7 @@ def served(peer: Peer) -> list[str]:
 ])
 def test_node_boots_through_the_routers_dhcp(peer: Peer, lan: Lan, tmp_path: Path, uefi: bool,
                                              model: DhcpModel) -> None:
-    # boot.ipxe from the ipxe role's template with this build's sha256 (README "Integrity at boot")
+    # boot.ipxe from the ipxe role's template with this build's sha256 (docsite "Integrity at boot")
     res = deploy(tmp_path / "w", peer, checked_dist(tmp_path, failsafe_timeout=60), **DHCP)
     assert res.rc == 0, res.stdout
     dhcp = peer.serve_lan(lan, model)
@@ -230,7 +230,7 @@ def test_uefi_node_loops_with_the_first_versions_boot_file_name(peer: Peer, lan:
     print(f"the first version's config: TFTP {got} in {out.seconds:.0f}s")
 
 
-# -- integrity at boot (README "Integrity at boot") --------------------------------------------------------------
+# -- integrity at boot (docsite "Integrity at boot") --------------------------------------------------------------
 
 def checked_dist(tmp_path: Path, failsafe_timeout: int) -> Path:
     """The small bootable image as a dist/ whose boot.ipxe is the ipxe role's template with this build's sha256."""

@@ -47,7 +47,7 @@ UKI = "netboot.efi"
 # the UKI's own command line (its .cmdline section): what the kernel must get, whatever iPXE passes
 UKI_CMDLINE = "console=ttyS0 panic=-1 netboot.hostname=sb-node netboot.sb=uki-cmdline"
 # the kernel's command line; the name iPXE gave the UKI, as systemd-stub recorded it (LoaderImageIdentifier, UTF-16
-# after the 4 attribute bytes): how a node learns its generation (README "Secure Boot")
+# after the 4 attribute bytes): how a node learns its generation (docsite "Secure Boot")
 LOADER_IMAGE_ID = "/sys/firmware/efi/efivars/LoaderImageIdentifier-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
 CHECKS = ["cat /proc/cmdline",
           "insmod /efivarfs.ko && mount -t efivarfs efivarfs /sys/firmware/efi/efivars && "

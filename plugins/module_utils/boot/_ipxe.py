@@ -33,7 +33,7 @@ except ImportError:
 DEFAULT_KERNEL_ARGS = "console=tty0 console=ttyS0,115200"
 URL_SCHEMES = ("http", "https", "tftp")
 FAILED_MARKER = "netboot: BOOT FAILED"
-# boot.ipxe's lines about the sha256 check (README "Integrity at boot"); tests and verify match these.
+# boot.ipxe's lines about the sha256 check (docsite "Integrity at boot"); tests and verify match these.
 MISMATCH_MARKER = "failed its sha256 check"  # netboot: <file> from <base> failed its sha256 check: got <x> expected <y>
 UNCHECKED_MARKER = "netboot: this iPXE has no sha256sum command: booting unchecked"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -221,7 +221,7 @@ class ScriptSpec:
     # artefact name (as fetched, relative to the boot server URL) -> sha256 the script checks before ``boot``;
     # None renders a script without checks (a caller that does not have the files)
     digests: Mapping[str, str] | None = None
-    # Secure Boot (README "Secure Boot"): the signed unified kernel image boot.ipxe boots instead of kernel +
+    # Secure Boot (docsite "Secure Boot"): the signed unified kernel image boot.ipxe boots instead of kernel +
     # initrds; its command line (kernel_args, the node's hostname and role) is fixed inside it, so the script
     # passes none and per-node kernel_args or initrds are refused
     uki: str = ""

@@ -257,7 +257,7 @@ def _pair(keyset: KeySet, name: str, prefix: str, given: bytes | None, *, check_
         key = _load_key(on_disk, str(key_path))
         key_where = str(key_path)
     elif crt_path.exists() and name in OFFLINE_OK:
-        # kept offline (README "Secure Boot"): needed only to sign a new .auth, which the caller checks
+        # kept offline (docsite "Secure Boot"): needed only to sign a new .auth, which the caller checks
         return _load_cert(crt_path), None
     elif crt_path.exists():
         raise SecureBootError(f"{crt_path} has no private key: {key_path} is missing and private_keys.{name} is not "

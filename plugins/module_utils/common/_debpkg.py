@@ -125,7 +125,7 @@ def ensure(pin: Pin, cache_dir: str | os.PathLike[str], *, offline: bool = False
             raise SignatureError(
                 f"sha256 mismatch for {pin.filename} ({pin.label}) from {pin.url}: expected {pin.sha256}, got {got}; "
                 "nothing was cached. A mirror must serve exactly this file: fix the URL override "
-                "(netboot_deb_urls), or, to take another build, move the pin (README 'Integrity at boot')"
+                "(netboot_deb_urls), or, to take another build, move the pin (docsite 'Integrity at boot')"
             )
         return got
 

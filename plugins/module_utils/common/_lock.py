@@ -9,7 +9,7 @@ playbook - for messages. The flock is what decides: the kernel drops it when the
 never stuck; a record left without a flock (its holder was killed together with the keeper, or the machine rebooted)
 is taken over with a warning naming it. Modules and action plugins are short-lived children of ``ansible-playbook``,
 so ``keep()`` forks a keeper that holds the flocks until the playbook process exits (any way), then clears the
-records and exits. README "Concurrent runs".
+records and exits. docsite "Concurrent runs".
 """
 
 from __future__ import annotations

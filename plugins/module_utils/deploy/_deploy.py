@@ -11,7 +11,7 @@ of generations lives in the rules' comments (``seq``, raised each time one becom
 configuration is the only state. On a router with a ``flash`` disk ``rb4011_dir`` is ``flash/<rb4011_dir>`` (the
 rest is a RAM disk). The iPXE binaries go to ``<dir>/ipxe/<12 hex of their sha256>/`` (``_dhcp.py``).
 
-Staged generations and the herd roll (README "Updating the herd"): a staged generation's rules carry ``staged`` in
+Staged generations and the herd roll (docsite "Updating the herd"): a staged generation's rules carry ``staged`` in
 their comment (seq 0) and the stable rule stays on the live one; it is always kept. While a roll points some MACs at
 it, the stable rule serves a dispatcher, ``<dir>/dispatch/<live>.<staged>.<12 hex>.ipxe``, that chains those MACs to
 the staged generation's ``generation.ipxe`` and every other client to the live one's: the generation scripts and

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """The herd roll: a staged generation goes out node by node, each checked healthy, with rollback (update_herd.yml).
 
-Importable without Ansible. README "Updating the herd" is the user's view. The pieces:
+Importable without Ansible. docsite "Updating the herd" is the user's view. The pieces:
 
 - ``plan_batches``: canaries first, then the inventory's order, ``max_unavailable`` nodes at a time (pure).
 - ``PROBE``: one POSIX shell command a node runs over SSH (no Python on the node) printing ``key=value`` lines:

@@ -7,7 +7,7 @@ Importable without Ansible. A deploy (and anything else that writes a router's g
 (controller, pid, the router-clock time it was taken and last refreshed, the generation being written, a random
 token). RouterOS keeps script names unique, so of two controllers adding it at once one is refused: the lock works
 across machines. Age is judged by the router's clock (``/system/clock``), never the controller's; a long upload
-refreshes it; a lock older than ``stale`` seconds is taken over with a warning. README "Concurrent runs".
+refreshes it; a lock older than ``stale`` seconds is taken over with a warning. docsite "Concurrent runs".
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ What is compared: every file a node fetches is read once over TFTP with iPXE's b
 what the deploy put there - the live generation's own ``SHA256SUMS`` on the router (itself checked against the
 generation id, the first 12 hex of its sha256), ``boot.ipxe`` against the deploy's rewrite of the generation's
 ``boot.ipxe`` listed there, each iPXE binary against the 12 hex of its sha256 that names its directory. Never the
-controller's dist/ (it may have been rebuilt since). README "Verifying the router".
+controller's dist/ (it may have been rebuilt since). docsite "Verifying the router".
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """A private glibc runtime for vendor binaries linked against glibc (HashiCorp's nomad), on the musl image.
 
-README's "Vendor glibc binaries" says what the user sees. What the code relies on: the libraries come from one pinned
+docsite "Vendor glibc binaries" says what the user sees. What the code relies on: the libraries come from one pinned
 Debian ``libc6`` package (``_debpkg``), installed byte for byte under ``PREFIX`` (never /lib or /usr/lib, so musl
 programs and the musl loader are untouched, with or without ``gcompat``); each glibc-linked binary gets its ELF
 interpreter and ``DT_RUNPATH`` pointed there by ``patchelf`` (a wrapper through the loader breaks programs that
@@ -96,7 +96,7 @@ class Runtime:
                 f"netboot_binaries {binary}: needs glibc {lacking[-1].removeprefix('GLIBC_')} "
                 f"({', '.join(lacking)}), but the glibc runtime ({self.pin.label}) is glibc {self.glibc_version}: "
                 f"move netboot_deb_pins.{PIN_NAME} to a libc6 of glibc {lacking[-1].removeprefix('GLIBC_')} or newer "
-                "(README 'Vendor glibc binaries')"
+                "(docsite 'Vendor glibc binaries')"
             )
 
     def record(self) -> dict[str, Any]:

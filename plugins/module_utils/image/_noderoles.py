@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 """Node roles: one image, the role chosen at boot decides which services run and which modules load.
 
-``node_roles`` (README "Node roles"): role name -> ``services``, ``modules``, ``zfs_pools``, ``nomad_server``. The
+``node_roles`` (docsite "Node roles"): role name -> ``services``, ``modules``, ``zfs_pools``, ``nomad_server``. The
 build writes each role to ``/etc/netboot/roles/<role>`` (shell assignments the ``netboot-node`` OpenRC service reads
 at boot) and fails when a role names a service whose init script is not in the image, naming the package.
 """

@@ -3,7 +3,7 @@
 """The size ledger: what is in the image and what each part costs, measured on the image a node downloads.
 
 The groups (module directories, firmware directories, packages, overlay, other), the estimate method and its
-``TOLERANCE``, the files and the delta are README's "Size ledger and budgets". The groups partition the exact cpio
+``TOLERANCE``, the files and the delta are docsite "Size ledger and budgets". The groups partition the exact cpio
 bytes of the built initramfs (header, name, data, padding). Each group's estimate is its size compressed alone with
 the build's settings (``_compress.compressor``) scaled by ``real / raw sum``, with largest-remainder rounding so the
 estimates add up to the real size exactly; a file's share is its group's estimate times its fraction of the group's

@@ -1,7 +1,7 @@
 # Copyright: homelab.alpine_netboot contributors
 # SPDX-License-Identifier: MIT
 """What is made of a measured ledger (``_ledger.measure``): the delta against the previous one, the budget checks
-and the two renderings, ``ledger.md`` and ``ledger.svg``. README "Size ledger and budgets"."""
+and the two renderings, ``ledger.md`` and ``ledger.svg``. docsite "Size ledger and budgets"."""
 
 from __future__ import annotations
 

@@ -209,7 +209,7 @@ def _load_reports(reports: Mapping[str, str]) -> tuple[dict[str, Any], list[str]
 def mismatched_boot_digests(script: str | os.PathLike[str], digests: Mapping[str, object],
                             files: Mapping[str, Path]) -> list[str]:
     """One message per file the boot script checks whose sha256 differs from the file about to be published: the
-    nodes would refuse it (README "Integrity at boot")."""
+    nodes would refuse it (docsite "Integrity at boot")."""
     problems = []
     for name, want in sorted(digests.items()):
         got = sha256_file(files[name]) if name in files else None

@@ -250,7 +250,7 @@ def test_unsigned_body_ignores_only_signature_fields(tmp_path: Path) -> None:
 
 
 def test_pk_and_kek_keys_may_live_offline_until_an_auth_must_be_signed_again(tmp_path: Path) -> None:
-    """README "Secure Boot": once enroll/ is written a build needs only the db key; PK.key and KEK.key may be moved
+    """docsite "Secure Boot": once enroll/ is written a build needs only the db key; PK.key and KEK.key may be moved
     offline. Re-signing an .auth (here db.auth, by the KEK) names the missing key and how to give it; the db key is
     always needed."""
     keys = tmp_path / "keys"
