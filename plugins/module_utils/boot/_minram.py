@@ -14,6 +14,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot import _compress, _cpio, _cpioread, _initramfs
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.boot._qemu import parse_memory
@@ -44,12 +45,13 @@ class Segment:
     window: int
 
 
-def initrd_segments(path: Path) -> list[Segment]:
+def initrd_segments(path: Path, info: Mapping[str, Any] | None = None) -> list[Segment]:
     """The concatenated archives of an initrd (compressed members and plain newc cpios): the parts of its
-    make_initramfs record when it has one, else a walk of the file (decompressing it)."""
+    make_initramfs record when it has one (``info``: the caller's hash of the file, see ``read_record``), else a
+    walk of the file (decompressing it)."""
     if _initramfs.record_path(path).is_file():
         return [Segment(p["format"], p["size"], p["unpacked_size"], p["window"])
-                for p in _initramfs.read_record(path)["parts"]]
+                for p in _initramfs.read_record(path, info)["parts"]]
     segments: list[Segment] = []
     with open(path, "rb") as fh:
         src = _cpioread.Stream(fh)
@@ -74,7 +76,8 @@ def initrd_segments(path: Path) -> list[Segment]:
                                   "expected gzip, zstd, xz or a newc cpio")
 
 
-def minimum_ram(kernel: Path, initrds: Sequence[Path], cmdline: str = "") -> dict[str, object]:
+def minimum_ram(kernel: Path, initrds: Sequence[Path], cmdline: str = "",
+                known: Mapping[Path, Mapping[str, Any]] | None = None) -> dict[str, object]:
     """The RAM (MiB) needed to get the image running.
 
     ``unpack`` = kernel init size + every initrd as loaded (compressed) + its unpacked contents + the largest
@@ -88,7 +91,7 @@ def minimum_ram(kernel: Path, initrds: Sequence[Path], cmdline: str = "") -> dic
         if not Path(path).is_file():
             raise ConfigError(f"{path} does not exist; build the image first (playbooks/build.yml)")
     init_size = bzimage_init_size(kernel)
-    segments = [s for p in initrds for s in initrd_segments(Path(p))]
+    segments = [s for p in initrds for s in initrd_segments(Path(p), (known or {}).get(Path(p)))]
     compressed = sum(Path(p).stat().st_size for p in initrds)
     unpacked = sum(s.unpacked for s in segments)
     window = max((s.window for s in segments), default=0)

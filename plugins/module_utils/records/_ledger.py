@@ -375,7 +375,8 @@ def _new_ledger(req: LedgerRequest, kernel: Path, microcode: Path | None, *, rep
         artefacts[microcode.name] = microcode.stat().st_size
     ledger = measure(Measure(image=req.image, spec=spec, apk_db_root=req.rootfs, overlay_dir=req.overlay_dir,
                              spool_dir=req.spool_dir))
-    ram = minimum_ram(kernel, [p for p in (microcode, req.image) if p is not None], req.cmdline)
+    known = {req.image: {"path": os.fspath(req.image), "sha256": image_sha, "size": artefacts[req.image.name]}}
+    ram = minimum_ram(kernel, [p for p in (microcode, req.image) if p is not None], req.cmdline, known)
     report = read_report(report_path)
     ledger.update({
         "format": LEDGER_FORMAT,

@@ -105,5 +105,13 @@ def test_an_initramfs_with_a_record_is_measured_from_it_as_the_walk_would(
         src=str(tmp_path / "root"), dest=str(dest), compression=make_spec(*spec), source_date_epoch=0,
         kernel_config=str(tmp_path / "config"), microcode=[str(tmp_path / "ucode.bin")], microcode_concat=True))
     recorded = initrd_segments(dest)
+    # the caller's hash of the file (the ledger's) is taken as is: the file is not hashed again
+    info = {"path": str(dest), "sha256": _initramfs.RECORD.load(_initramfs.record_path(dest))["sha256"],
+            "size": dest.stat().st_size}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_initramfs, "sha256_file", lambda path: pytest.fail(f"{path} hashed again"))
+        assert initrd_segments(dest, info) == recorded
+        with pytest.raises(ConfigError, match="does not describe"):
+            initrd_segments(dest, {**info, "sha256": "0" * 64})
     _initramfs.record_path(dest).unlink()
     assert recorded == initrd_segments(dest) and [s.kind for s in recorded] == ["cpio", spec[0].replace("none", "cpio")]
