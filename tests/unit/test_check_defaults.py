@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts/check_defaults.py"
-
-
-def _load() -> Any:
-    spec = importlib.util.spec_from_file_location("check_defaults", SCRIPT)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from scripts import check_defaults
 
 
 def _collection(root: Path, role_default: str, task_default: str = "select") -> None:
@@ -34,7 +24,7 @@ def _collection(root: Path, role_default: str, task_default: str = "select") -> 
 
 def test_agreeing_defaults_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _collection(tmp_path, "select")
-    assert _load().main([str(tmp_path)]) == 0
+    assert check_defaults.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "prune.mode = 'select'  (plugins/modules/prune.py)" in out
     assert "kernel_mode = 'select'  (roles/kernel/defaults/main.yml)" in out
@@ -42,7 +32,7 @@ def test_agreeing_defaults_pass(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 def test_a_second_default_fails_naming_both(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _collection(tmp_path, "audit", task_default="other")
-    assert _load().main([str(tmp_path), "--quiet"]) == 1
+    assert check_defaults.main([str(tmp_path), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert ("kernel_mode: roles/kernel/defaults/main.yml = 'audit' but plugins/modules/prune.py option mode = "
             "'select'") in err
@@ -54,7 +44,7 @@ def test_one_variable_in_two_roles_defaults_fails_even_when_equal(
     _collection(tmp_path, "select")
     (tmp_path / "roles/verify/defaults").mkdir(parents=True)
     (tmp_path / "roles/verify/defaults/main.yml").write_text("kernel_mode: select\n")
-    assert _load().main([str(tmp_path), "--quiet"]) == 1
+    assert check_defaults.main([str(tmp_path), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert ("kernel_mode: defined in roles/kernel/defaults/main.yml and in roles/verify/defaults/main.yml; keep one, "
             "in roles/common/defaults/main.yml") in err
@@ -71,7 +61,7 @@ def test_a_dataclass_the_module_builds_may_not_default_otherwise(
     module = tmp_path / "plugins/modules/prune.py"
     body = "_prune.Options(mode='select')" if built else "_prune.Report"
     module.write_text(module.read_text() + f"\n\ndef main():  # not called: the check reads the source\n    return {body}\n")
-    assert _load().main([str(tmp_path), "--quiet"]) == (1 if built else 0)
+    assert check_defaults.main([str(tmp_path), "--quiet"]) == (1 if built else 0)
     err = capsys.readouterr().err
     assert ("prune.mode: plugins/modules/prune.py = 'select' but plugins/module_utils/image/_prune.py:Options.mode = "
             "'keep'" in err) is built
@@ -90,7 +80,7 @@ def test_a_module_defaults_declaration_is_checked_through_its_variables(
     (tmp_path / "roles/kernel/tasks/main.yml").write_text(
         "- name: Prune\n  homelab.alpine_netboot.prune: {}\n  module_defaults:\n"
         "    homelab.alpine_netboot.prune: \"{{ kernel_options | combine(kernel_more) }}\"\n")
-    assert _load().main([str(tmp_path), "--quiet"]) == 1
+    assert check_defaults.main([str(tmp_path), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "kernel_timeout: roles/kernel/defaults/main.yml = 20 but plugins/modules/prune.py option timeout = 15" in err
     assert ("prune.strip: plugins/modules/prune.py = True but roles/kernel/tasks/main.yml module_defaults "

@@ -4,23 +4,15 @@ clean."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from scripts import check_requirements
+
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts/check_requirements.py"
 PKG = "ansible_collections.homelab.alpine_netboot.plugins.module_utils"
 
-
-def _load() -> Any:
-    spec = importlib.util.spec_from_file_location("check_requirements", SCRIPT)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _collection(root: Path, requirements: str) -> Path:
@@ -41,7 +33,7 @@ def _collection(root: Path, requirements: str) -> Path:
 
 def test_libraries_reached_through_imports_are_required(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _collection(tmp_path, "requirements:\n  - sbsigntool on the host\n")
-    assert _load().main([str(tmp_path)]) == 1
+    assert check_requirements.main([str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "plugins/modules/deploy.py: requirements list [], the module needs ['PyYAML', 'paramiko']" in err
     assert "--fix" in err
@@ -49,7 +41,7 @@ def test_libraries_reached_through_imports_are_required(tmp_path: Path, capsys: 
 
 def test_fix_writes_them_and_keeps_other_entries(tmp_path: Path) -> None:
     module = _collection(tmp_path, "requirements:\n  - sbsigntool on the host\n")
-    tool = _load()
+    tool = check_requirements
     assert tool.main([str(tmp_path), "--fix"]) == 0
     requirements = tool.documented(module.read_text())[1]
     assert requirements == ["PyYAML (Python library)", "paramiko (Python library)", "sbsigntool on the host"]
@@ -58,10 +50,10 @@ def test_fix_writes_them_and_keeps_other_entries(tmp_path: Path) -> None:
 
 def test_a_module_without_a_requirements_block_gets_one(tmp_path: Path) -> None:
     module = _collection(tmp_path, "")
-    tool = _load()
+    tool = check_requirements
     tool.main([str(tmp_path), "--fix"])
     assert tool.documented(module.read_text())[1] == ["PyYAML (Python library)", "paramiko (Python library)"]
 
 
 def test_the_collection_documents_what_its_modules_need() -> None:
-    assert _load().main([str(REPO)]) == 0
+    assert check_requirements.main([str(REPO)]) == 0
