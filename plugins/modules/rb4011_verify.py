@@ -188,7 +188,7 @@ def main() -> None:
         result.update(doc, report=None)
         if p["report"] and not module.check_mode:
             Path(p["report"]).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(Path(p["report"]), dump_json(doc) + b"\n")
+            atomic_write_bytes(Path(p["report"]), dump_json(doc))
             result["report"] = p["report"]
         result["commands"] = (["/system/resource/print", "/file/print", "/ip/tftp/print"]
                               + [f"tftp get {f['request']} blksize {result['tftp_blksize']}" for f in result["files"]]
