@@ -17,6 +17,7 @@ import yaml
 
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.image._apkdb import read_installed
 from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records import _ledger, _sbom
+from ansible_collections.homelab.alpine_netboot.plugins.module_utils.records import _ledger_render as render
 from tests.fixtures.e2e import PACKAGES, Built
 from tests.fixtures.material import REPO
 
@@ -74,8 +75,9 @@ def test_the_ledger_picture_renders_with_the_top_names(e2e_built: Built) -> None
     root = ET.parse(e2e_built.dist / "ledger.svg").getroot()
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     texts = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
-    bars = list(root.iter("{http://www.w3.org/2000/svg}path"))
-    assert len(bars) > 20
+    bars = [r for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.get("height") == str(render.ROW - 4)]
+    packages = [p for p in led["packages"] if p["compressed_bytes_estimate"] > 0][: render.CHART_BARS // 2]
+    assert len(bars) == len(packages) + len(led["groups"][: render.CHART_BARS]) > 20
     for row in led["packages"][:3] + led["groups"][:3]:
         assert row["name"] in texts, row["name"]
 
