@@ -14,7 +14,6 @@ REPO = Path(__file__).resolve().parents[2]
 PKG = "ansible_collections.homelab.alpine_netboot.plugins.module_utils"
 
 
-
 def _collection(root: Path, requirements: str) -> Path:
     utils = root / "plugins/module_utils"
     for group in ("common", "deploy"):
