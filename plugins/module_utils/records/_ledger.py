@@ -367,16 +367,17 @@ def _sha(path: Path | None) -> str | None:
 
 
 def _new_ledger(req: LedgerRequest, kernel: Path, microcode: Path | None, *, report_path: Path | None,
-                spec: compress.CompressionSpec, image_sha: str | None, digest: str,
+                spec: compress.CompressionSpec, info: Mapping[str, Any], digest: str,
                 previous: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Measure the image; add what a node downloads and needs, what prune_kernel removed and the delta."""
+    """Measure the image; add what a node downloads and needs, what prune_kernel removed and the delta. ``info``:
+    the image's path, sha256 and size as ``build_ledger`` hashed it (once: the record checks reuse it)."""
+    image_sha = info["sha256"]
     artefacts = {"vmlinuz": kernel.stat().st_size, req.image.name: req.image.stat().st_size}
     if microcode is not None:
         artefacts[microcode.name] = microcode.stat().st_size
     ledger = measure(Measure(image=req.image, spec=spec, apk_db_root=req.rootfs, overlay_dir=req.overlay_dir,
                              spool_dir=req.spool_dir))
-    known = {req.image: {"path": os.fspath(req.image), "sha256": image_sha, "size": artefacts[req.image.name]}}
-    ram = minimum_ram(kernel, [p for p in (microcode, req.image) if p is not None], req.cmdline, known)
+    ram = minimum_ram(kernel, [p for p in (microcode, req.image) if p is not None], req.cmdline, {req.image: info})
     report = read_report(report_path)
     ledger.update({
         "format": LEDGER_FORMAT,
@@ -410,8 +411,8 @@ def build_ledger(req: LedgerRequest, *, check_mode: bool = False) -> dict[str, A
     microcode = req.microcode if req.microcode is not None and req.microcode.is_file() else None
     report_path = req.prune_report if req.prune_report is not None and req.prune_report.is_file() else None
     image_sha = _sha(req.image)
-    spec = req.spec or compress.CompressionSpec(**_initramfs.read_record(req.image, {
-        "path": os.fspath(req.image), "sha256": image_sha, "size": req.image.stat().st_size})["compression"])
+    info = {"path": os.fspath(req.image), "sha256": image_sha, "size": req.image.stat().st_size}
+    spec = req.spec or compress.CompressionSpec(**_initramfs.read_record(req.image, info)["compression"])
     digest = inputs_digest({
         "format": LEDGER_FORMAT, "image": image_sha, "kernel": _sha(kernel), "microcode": _sha(microcode),
         "compression": spec.describe(), "prune_report": _sha(report_path),
@@ -422,7 +423,7 @@ def build_ledger(req: LedgerRequest, *, check_mode: bool = False) -> dict[str, A
     if previous is not None and previous.get("inputs_digest") == digest and all(p.is_file() for p in paths.values()):
         ledger, changed = previous, False
     else:
-        ledger = _new_ledger(req, kernel, microcode, report_path=report_path, spec=spec, image_sha=image_sha,
+        ledger = _new_ledger(req, kernel, microcode, report_path=report_path, spec=spec, info=info,
                              digest=digest, previous=previous)
         blobs = {JSON_NAME: dump_json(ledger, indent=1), MD_NAME: render.render_markdown(ledger).encode(),
                  SVG_NAME: render.render_svg(ledger)}
